@@ -1,0 +1,1 @@
+"""absl entry points: `python -m launch.train`, `python -m launch.bench`."""

@@ -1,0 +1,108 @@
+"""Training-throughput benchmark: python -m launch.bench [--configs=S,M,small] [--steps=20].
+
+Each config runs in a fresh subprocess (so peak memory is its own): the real train step of
+lmjax.train on synthetic tokens (config `random` data) or the config's corpus, `warmup` untimed
+steps, then `steps` individually timed steps. Prints one JSON line per config (tokens/s from the
+median step time, step time, compile time, MFU against the device peak, peak memory) and a table.
+S and M are nanoGPT's shapes (shared/bench/nanogpt_cpu_bench.py times nanoGPT itself on them).
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+CONFIGS = {
+    'S': 'experiments/configs/nanogpt_s.py',
+    'M': 'experiments/configs/nanogpt_m.py',
+    'tiny': 'experiments/configs/tiny.py',
+    'small': 'experiments/configs/small.py',
+}
+_CONFIGS = flags.DEFINE_list('configs', ['S', 'M', 'small'], f'names ({", ".join(CONFIGS)}) or '
+                             'config file paths')
+_STEPS = flags.DEFINE_integer('steps', 20, 'timed steps')
+_WARMUP = flags.DEFINE_integer('warmup', 3, 'untimed steps after compiling')
+_CHILD = flags.DEFINE_string('child', None, 'internal: run one config in this process')
+
+
+def load_config(name):
+  import importlib.util
+  path = CONFIGS.get(name, name)
+  if not os.path.isfile(path):
+    raise app.UsageError(f'--configs: {name!r} is neither one of {", ".join(CONFIGS)} nor a file')
+  spec = importlib.util.spec_from_file_location('bench_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def run_one(name):
+  import jax
+  from lmjax import data, flops
+  from lmjax.config import resolve
+  from lmjax.model import ModelConfig
+  from lmjax.train import build, init_state, make_train_step, peak_memory_bytes
+
+  config = resolve(load_config(name))
+  model, tx = build(config)
+  mcfg = ModelConfig.from_config(config.model)
+  state = init_state(model, tx, config)
+  it = data.batches(config, 'train')
+  batches = [jax.device_put(next(it)) for _ in range(4)]
+  t0 = time.perf_counter()
+  step = make_train_step(model, tx, config).lower(state, batches[0]).compile()
+  compile_s = time.perf_counter() - t0
+  for i in range(_WARMUP.value):
+    state, m = step(state, batches[i % 4])
+  jax.block_until_ready(m)
+  times = []
+  for i in range(_STEPS.value):
+    t0 = time.perf_counter()
+    state, m = step(state, batches[i % 4])
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  step_s = statistics.median(times)
+  tokens = config.data.batch_size * config.data.seq_len
+  fpt = flops.exact_flops_per_token(mcfg, config.data.seq_len)
+  dev = jax.devices()[0]
+  peak, source = flops.peak_flops_per_device(dev.device_kind, dev.platform,
+                                             config.train.peak_flops)
+  return {'config': name, 'device': dev.device_kind, 'params': flops.count_tree(state.params),
+          'tokens_per_s': round(tokens / step_s, 1), 'step_s': round(step_s, 5),
+          'step_s_min': round(min(times), 5), 'compile_s': round(compile_s, 2),
+          'flops_per_token': fpt, 'kaplan_flops_per_token': flops.kaplan_flops_per_token(
+              mcfg, config.data.seq_len),
+          'mfu': round(flops.mfu(fpt, tokens / step_s, peak), 4), 'peak_flops': peak,
+          'peak_source': source, 'peak_memory_mb': round(peak_memory_bytes() / 2**20, 1),
+          'loss': float(m['loss'])}
+
+
+def main(argv):
+  del argv
+  if _CHILD.value:
+    print(json.dumps(run_one(_CHILD.value)), flush=True)
+    return
+  rows = []
+  for name in _CONFIGS.value:
+    load_config(name)  # fail early on a bad name
+    out = subprocess.run([sys.executable, '-m', 'launch.bench', f'--child={name}',
+                          f'--steps={_STEPS.value}', f'--warmup={_WARMUP.value}'],
+                         capture_output=True, text=True)
+    if out.returncode:
+      sys.exit(f'bench {name} failed:\n{out.stderr[-2000:]}')
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+  print(f'{"config":>8} {"params":>11} {"tok/s":>9} {"step ms":>8} {"compile s":>9} '
+        f'{"MFU":>6} {"peak MB":>8}', file=sys.stderr)
+  for r in rows:
+    print(f'{r["config"]:>8} {r["params"]:>11,} {r["tokens_per_s"]:>9,.0f} '
+          f'{r["step_s"] * 1e3:>8.1f} {r["compile_s"]:>9.1f} {r["mfu"]:>6.1%} '
+          f'{r["peak_memory_mb"]:>8.0f}', file=sys.stderr)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,206 @@
+"""The one config tree of lmjax: defaults, model presets, and start-up validation.
+
+Every config file under `experiments/configs/` starts from `default_config()` and changes what it
+needs; absl flags (`--config.a.b=v`) override afterwards. `resolve(config)` then fills the fields
+left to a preset or derived from others and checks every value, raising `ConfigError` with a
+message that names the field and what is allowed. Nothing touches the disk before that.
+"""
+from __future__ import annotations
+
+import math
+
+from ml_collections import config_dict
+from ml_collections.config_dict import ConfigDict, placeholder
+
+
+class ConfigError(ValueError):
+  """A config value that is not allowed; the message names the field."""
+
+
+# Fields a preset decides unless the user set them (left `None` in the defaults).
+PRESETS = {
+    # Vaswani et al. 2017, "Attention Is All You Need": post-LN, LayerNorm, ReLU, sinusoids, tied.
+    'vaswani': dict(norm='layernorm', norm_position='post', activation='relu',
+                    position='sinusoidal', tie_embeddings=True, use_bias=True),
+    # Touvron et al. 2023, "LLaMA": pre-RMSNorm, SwiGLU, RoPE, untied, no biases.
+    'llama': dict(norm='rmsnorm', norm_position='pre', activation='swiglu',
+                  position='rope', tie_embeddings=False, use_bias=False),
+    # Radford et al. 2019 (GPT-2) as in nanoGPT: pre-LN, LayerNorm, GELU, learned positions, tied.
+    'gpt2': dict(norm='layernorm', norm_position='pre', activation='gelu',
+                 position='learned', tie_embeddings=True, use_bias=True),
+}
+
+CHOICES = {
+    'model.preset': tuple(PRESETS),
+    'model.norm': ('layernorm', 'rmsnorm'),
+    'model.norm_position': ('pre', 'post'),
+    'model.activation': ('relu', 'gelu', 'silu', 'swiglu', 'geglu'),
+    'model.position': ('sinusoidal', 'learned', 'rope', 'none'),
+    'model.dtype': ('float32', 'bfloat16', 'float16'),
+    'model.param_dtype': ('float32', 'bfloat16'),
+    'optim.schedule': ('cosine', 'linear', 'constant', 'wsd'),
+    'optim.decay_shape': ('linear', 'cosine', '1-sqrt'),
+    'data.dataset': ('python_stdlib', 'random'),
+    'data.tokenizer': ('byte',),
+}
+
+GATED = ('swiglu', 'geglu')
+
+
+def default_config() -> ConfigDict:
+  """Every knob with its default. Sizes here are the `tiny` model's."""
+  c = ConfigDict()
+  c.seed = 0
+
+  c.model = m = ConfigDict()
+  m.preset = 'llama'
+  m.norm = placeholder(str)             # layernorm | rmsnorm       (None: from preset)
+  m.norm_position = placeholder(str)    # pre | post                (None: from preset)
+  m.activation = placeholder(str)       # relu|gelu|silu|swiglu|geglu (None: from preset)
+  m.position = placeholder(str)         # sinusoidal|learned|rope|none (None: from preset)
+  m.tie_embeddings = placeholder(bool)  # (None: from preset)
+  m.use_bias = placeholder(bool)        # biases in projections and LayerNorm (None: preset)
+  m.rope_theta = 10000.0
+  m.vocab_size = placeholder(int)       # None: the tokenizer's vocabulary size
+  m.d_model = 64
+  m.n_layers = 2
+  m.n_heads = 4
+  m.n_kv_heads = placeholder(int)       # None: n_heads (MHA); 1: MQA; a divisor: GQA
+  m.d_ff = placeholder(int)             # None: 4·d_model, or 8/3·d_model (rounded) when gated
+  m.max_seq_len = 64
+  m.dropout = 0.0
+  m.dtype = 'float32'                   # compute dtype
+  m.param_dtype = 'float32'
+  m.init_std = 0.02
+
+  c.data = d = ConfigDict()
+  d.dataset = 'python_stdlib'           # python_stdlib | random (synthetic tokens, benchmarks)
+  d.tokenizer = 'byte'
+  d.seq_len = 64
+  d.batch_size = 8                      # sequences per optimizer step (global)
+  d.eval_batches = 4                    # batches of the validation split per evaluation
+  d.val_percent = 5                     # share of documents in validation (by path hash)
+
+  c.optim = o = ConfigDict()
+  o.lr = 3e-3
+  o.min_lr_ratio = 0.1                  # final lr = min_lr_ratio · lr
+  o.schedule = 'cosine'                 # cosine | linear | constant | wsd (after warmup)
+  o.warmup_steps = 10
+  o.decay_fraction = 0.2                # wsd: share of steps spent decaying
+  o.decay_shape = '1-sqrt'              # wsd: linear | cosine | 1-sqrt
+  o.b1 = 0.9
+  o.b2 = 0.95
+  o.eps = 1e-8
+  o.weight_decay = 0.1
+  o.decay_norms = False
+  o.decay_biases = False
+  o.decay_embeddings = True
+  o.grad_clip = 1.0                     # global-norm clipping; 0 disables
+
+  c.train = t = ConfigDict()
+  t.steps = 100
+  t.grad_accum = 1                      # micro-batches per step; batch_size must divide
+  t.log_every = 10
+  t.eval_every = 50
+  t.peak_flops = placeholder(float)     # per device, FLOP/s; None: known table or measured
+  return c
+
+
+def _fail(field, value, allowed):
+  raise ConfigError(f'config.{field}={value!r} is not allowed: {allowed}')
+
+
+def _get(c, field):
+  node = c
+  for part in field.split('.'):
+    node = node[part]
+  return node
+
+
+def resolve(config: ConfigDict) -> ConfigDict:
+  """Returns a locked copy with preset and derived fields filled in; raises ConfigError."""
+  c = ConfigDict(config.to_dict())
+  m = c.model
+  if m.preset not in PRESETS:
+    _fail('model.preset', m.preset, f'one of {", ".join(PRESETS)}')
+  for field, value in PRESETS[m.preset].items():
+    if m[field] is None:
+      m[field] = value
+  for field, allowed in CHOICES.items():
+    value = _get(c, field)
+    if value not in allowed:
+      _fail(field, value, f'one of {", ".join(allowed)}')
+  if m.vocab_size is None:
+    from lmjax import data  # local import: data depends on nothing here but the tokenizer size
+    m.vocab_size = data.tokenizer_vocab_size(c.data.tokenizer)
+  if m.n_kv_heads is None:
+    m.n_kv_heads = m.n_heads
+  if m.d_ff is None:
+    m.d_ff = default_d_ff(m.d_model, m.activation)
+  _validate(c)
+  c.lock()
+  return c
+
+
+def default_d_ff(d_model, activation):
+  """4·d_model; gated units keep the parameter count with 2/3 of that, rounded up to 64 (LLaMA)."""
+  if activation in GATED:
+    return 64 * math.ceil(8 * d_model / 3 / 64)
+  return 4 * d_model
+
+
+def _positive(c, *fields, allow_zero=False):
+  for field in fields:
+    value = _get(c, field)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+      _fail(field, value, 'a number >= 0' if allow_zero else 'a number > 0')
+
+
+def _validate(c):
+  m, d, o, t = c.model, c.data, c.optim, c.train
+  _positive(c, 'model.d_model', 'model.n_layers', 'model.n_heads', 'model.n_kv_heads',
+            'model.d_ff', 'model.max_seq_len', 'model.vocab_size', 'model.rope_theta',
+            'model.init_std', 'data.seq_len', 'data.batch_size', 'data.eval_batches',
+            'optim.lr', 'optim.eps', 'train.steps', 'train.grad_accum', 'train.log_every',
+            'train.eval_every')
+  _positive(c, 'optim.warmup_steps', 'optim.weight_decay', 'optim.grad_clip',
+            'optim.min_lr_ratio', 'data.val_percent', allow_zero=True)
+  if m.d_model % m.n_heads:
+    _fail('model.n_heads', m.n_heads, f'a divisor of model.d_model={m.d_model}')
+  if m.n_heads % m.n_kv_heads:
+    _fail('model.n_kv_heads', m.n_kv_heads, f'a divisor of model.n_heads={m.n_heads}')
+  if m.position == 'rope' and (m.d_model // m.n_heads) % 2:
+    _fail('model.n_heads', m.n_heads, 'a value giving an even head_dim for rope')
+  if not 0 <= m.dropout < 1:
+    _fail('model.dropout', m.dropout, 'a number in [0, 1)')
+  if m.position == 'learned' and d.seq_len > m.max_seq_len:
+    _fail('data.seq_len', d.seq_len, f'at most model.max_seq_len={m.max_seq_len} with learned '
+          'positions')
+  if d.dataset != 'random' and m.vocab_size < _tokenizer_size(d.tokenizer):
+    _fail('model.vocab_size', m.vocab_size,
+          f'at least the tokenizer size {_tokenizer_size(d.tokenizer)}')
+  for b in ('b1', 'b2'):
+    if not 0 <= o[b] < 1:
+      _fail(f'optim.{b}', o[b], 'a number in [0, 1)')
+  if o.min_lr_ratio > 1:
+    _fail('optim.min_lr_ratio', o.min_lr_ratio, 'a number in [0, 1]')
+  if not 0 < o.decay_fraction <= 1:
+    _fail('optim.decay_fraction', o.decay_fraction, 'a number in (0, 1]')
+  if o.warmup_steps > t.steps:
+    _fail('optim.warmup_steps', o.warmup_steps, f'at most train.steps={t.steps}')
+  if d.batch_size % t.grad_accum:
+    _fail('train.grad_accum', t.grad_accum, f'a divisor of data.batch_size={d.batch_size}')
+  if d.val_percent >= 100:
+    _fail('data.val_percent', d.val_percent, 'a number in [0, 100)')
+  if t.peak_flops is not None:
+    _positive(c, 'train.peak_flops')
+
+
+def _tokenizer_size(name):
+  from lmjax import data
+  return data.tokenizer_vocab_size(name)
+
+
+def to_dict(config: ConfigDict) -> dict:
+  return config_dict.ConfigDict(config).to_dict()

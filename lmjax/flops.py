@@ -1,0 +1,114 @@
+"""Parameter and FLOP accounting from a ModelConfig; pure functions.
+
+Definitions:
+- `param_counts(cfg)['total']` is exactly the size of the initialised parameter pytree.
+- `non_embedding` follows Kaplan et al. 2020 (Sec. 2.1): all parameters except the vocabulary and
+  positional embeddings; an untied output projection is a vocabulary matrix too and is excluded.
+- `kaplan_approx` is N ≈ 12·n_layers·d_model² (Kaplan et al. 2020, Eq. 2.1, d_attn = d_model,
+  d_ff = 4·d_model).
+- Training FLOPs per token: `kaplan_flops_per_token` = 6N + 12·n_layers·d_model·T (Kaplan et al.
+  2020, Sec. 2.1; N non-embedding), and `exact_flops_per_token`, which counts every matmul of the
+  forward pass at 2 FLOPs per multiply-add (QKV, attention scores, attention-weighted values,
+  output projection, MLP, output logits), times 3 for forward + backward. Elementwise work (norms,
+  softmax, activations, the optimizer) is not counted, as is usual for MFU (Chowdhery et al. 2022,
+  App. B). Attention is counted over the full T×T score matrix that the dense kernel computes;
+  `causal=True` halves it to the query-key pairs the causal mask keeps (average context (T+1)/2).
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+
+from lmjax.model import GATED, ModelConfig
+
+
+def param_counts(cfg: ModelConfig) -> dict:
+  d, f, v, h, k, e = (cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads, cfg.n_kv_heads,
+                      cfg.head_dim)
+  bias = cfg.use_bias
+  attn = d * (h + 2 * k) * e + h * e * d + (bias and (h + 2 * k) * e + d)
+  n_in = 2 if cfg.activation in GATED else 1
+  mlp = (n_in + 1) * d * f + (bias and n_in * f + d)
+  norm = d * (2 if (cfg.norm == 'layernorm' and bias) else 1)
+  layer = attn + mlp + 2 * norm
+  final_norm = norm if cfg.norm_position == 'pre' else 0
+  embed = v * d
+  pos = cfg.max_seq_len * d if cfg.position == 'learned' else 0
+  unembed = 0 if cfg.tie_embeddings else d * v + (v if bias else 0)
+  non_embedding = cfg.n_layers * layer + final_norm
+  return dict(total=non_embedding + embed + pos + unembed, non_embedding=non_embedding,
+              embedding=embed, position=pos, unembedding=unembed,
+              kaplan_approx=12 * cfg.n_layers * d * d)
+
+
+def kaplan_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+  """6N + 12·n_layers·d_model·T training FLOPs per token (Kaplan et al. 2020, Sec. 2.1)."""
+  return 6 * param_counts(cfg)['non_embedding'] + 12 * cfg.n_layers * cfg.d_model * seq_len
+
+
+def forward_matmul_flops_per_token(cfg: ModelConfig, seq_len: int, causal=False) -> float:
+  d, f, v, h, k, e = (cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads, cfg.n_kv_heads,
+                      cfg.head_dim)
+  context = (seq_len + 1) / 2 if causal else seq_len
+  qkv_out = 2 * d * (h + 2 * k) * e + 2 * h * e * d
+  scores_values = 2 * 2 * h * e * context
+  mlp = 2 * d * f * (3 if cfg.activation in GATED else 2)
+  return cfg.n_layers * (qkv_out + scores_values + mlp) + 2 * d * v
+
+
+def exact_flops_per_token(cfg: ModelConfig, seq_len: int, causal=False) -> float:
+  """Training matmul FLOPs per token: 3 × forward (backward = 2 × forward)."""
+  return 3 * forward_matmul_flops_per_token(cfg, seq_len, causal)
+
+
+# Dense peak FLOP/s per device from vendor data sheets, bfloat16 (no sparsity).
+PEAK_FLOPS = {
+    'h100': 989e12,    # H100 SXM
+    'a100': 312e12,
+    'tpu v4': 275e12,
+    'tpu v5 lite': 197e12,  # v5e
+    'tpu v5e': 197e12,
+    'tpu v5p': 459e12,
+    'tpu v5': 459e12,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def measured_matmul_peak(n: int = 2048, reps: int = 5) -> float:
+  """Best FLOP/s of an n×n float32 matmul on the default device (used as the CPU peak)."""
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  mm = jax.jit(lambda x: x @ x)
+  mm(a).block_until_ready()
+  best = float('inf')
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    mm(a).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return 2 * n ** 3 / best
+
+
+def peak_flops_per_device(device_kind: str, platform: str, configured=None) -> tuple[float, str]:
+  """(FLOP/s, where it came from): the config value, the known-accelerator table, or measured."""
+  if configured:
+    return float(configured), 'config'
+  kind = device_kind.lower()
+  for name in sorted(PEAK_FLOPS, key=len, reverse=True):
+    if name in kind:
+      return PEAK_FLOPS[name], f'table ({name})'
+  if platform == 'cpu':
+    return measured_matmul_peak(), 'measured fp32 matmul'
+  raise ValueError(f'unknown accelerator {device_kind!r}: set config.train.peak_flops')
+
+
+def mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float, n_devices=1) -> float:
+  """Model FLOPs utilisation: achieved FLOP/s ÷ peak FLOP/s (Chowdhery et al. 2022, App. B)."""
+  return flops_per_token * tokens_per_s / (peak_flops * n_devices)
+
+
+def count_tree(tree) -> int:
+  import jax
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))

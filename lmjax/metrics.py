@@ -1,0 +1,83 @@
+"""Where metrics go: metrics.jsonl, TensorBoard event files, and the terminal.
+
+Every metrics.jsonl row is one JSON object with `step`, written with a single `os.write` on an
+O_APPEND descriptor, so a crash leaves whole lines only (a reader also skips a torn last line).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+
+def _clean(value):
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)  # JSON has no NaN/inf
+  return value
+
+
+class MetricsWriter:
+  """Appends rows to `workdir/metrics.jsonl` and TensorBoard; prints to the terminal."""
+
+  def __init__(self, workdir, tensorboard=True, stream=None):
+    self.stream = stream or sys.stdout
+    self.tty = self.stream.isatty()
+    self._live = False
+    self.fd = None
+    self.tb = None
+    if workdir:
+      self.fd = os.open(os.path.join(workdir, 'metrics.jsonl'),
+                        os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+      if tensorboard:
+        from tensorboardX import SummaryWriter
+        self.tb = SummaryWriter(os.path.join(workdir, 'tb'))
+
+  def write(self, row: dict):
+    row = {k: _clean(v) for k, v in row.items()}
+    if self.fd is not None:
+      os.write(self.fd, (json.dumps(row) + '\n').encode())
+    if self.tb is not None:
+      for k, v in row.items():
+        if k != 'step' and isinstance(v, (int, float)) and not isinstance(v, bool):
+          self.tb.add_scalar(k, v, row['step'])
+
+  def print(self, line: str, live=False):
+    """A live line is redrawn in place on a terminal; other lines are printed plainly."""
+    if self.tty and live:
+      self.stream.write('\r\033[K' + line)
+      self._live = True
+    else:
+      if self._live:
+        self.stream.write('\n')
+        self._live = False
+      self.stream.write(line + '\n')
+    self.stream.flush()
+
+  def flush(self):
+    if self.fd is not None:
+      os.fsync(self.fd)
+    if self.tb is not None:
+      self.tb.flush()
+
+  def close(self):
+    if self._live:
+      self.stream.write('\n')
+      self._live = False
+    if self.fd is not None:
+      os.fsync(self.fd)
+      os.close(self.fd)
+      self.fd = None
+    if self.tb is not None:
+      self.tb.close()
+      self.tb = None
+
+
+def read_metrics(path) -> list[dict]:
+  """All whole rows of a metrics.jsonl (a torn final line, if any, is skipped)."""
+  rows = []
+  with open(path, 'rb') as f:
+    for line in f:
+      if line.endswith(b'\n'):
+        rows.append(json.loads(line))
+  return rows

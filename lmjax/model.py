@@ -1,0 +1,236 @@
+"""A decoder-only transformer in functional Flax linen; every architectural choice is a field.
+
+Tensor names carry their shapes (as in NanoDO). Legend:
+  B batch, T sequence (query), S sequence (key), D d_model, H query heads, K kv heads,
+  G = H // K heads per kv head, E head_dim, F d_ff, V vocab, N = B·T tokens, L layers.
+
+The residual stream is kept flat as (N, D) around every matmul: on XLA:CPU this avoids transposes
+that the (B, T, D) form costs in the weight-gradient dots (see shared bench notes).
+
+Parameters are created with logical axis names (`embed`, `mlp`, `heads`, `kv_heads`, `head_dim`,
+`vocab`, `norm`), which a sharding layer maps to mesh axes without touching this file.
+
+Initialisation (GPT-2, Radford et al. 2019, as in nanoGPT): weights and embeddings ~ N(0, σ²) with
+σ = `init_std` (0.02); the two projections that write into the residual stream (attention output,
+MLP output) use σ / sqrt(2·L); biases zero; norm scales one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+GATED = ('swiglu', 'geglu')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  vocab_size: int
+  d_model: int
+  n_layers: int
+  n_heads: int
+  n_kv_heads: int
+  d_ff: int
+  max_seq_len: int
+  norm: str = 'rmsnorm'
+  norm_position: str = 'pre'
+  activation: str = 'swiglu'
+  position: str = 'rope'
+  rope_theta: float = 10000.0
+  tie_embeddings: bool = False
+  use_bias: bool = False
+  dropout: float = 0.0
+  dtype: str = 'float32'
+  param_dtype: str = 'float32'
+  init_std: float = 0.02
+
+  @classmethod
+  def from_config(cls, model_config) -> 'ModelConfig':
+    """From the resolved `config.model` (a ConfigDict or dict); unknown keys are ignored."""
+    values = dict(model_config)
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.n_heads
+
+
+def _param(module, name, shape, axes, std, dtype):
+  init = nn.initializers.normal(std) if std else (
+      nn.initializers.ones if std is None else nn.initializers.zeros)
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+class Norm(nn.Module):
+  """LayerNorm (Ba et al. 2016) or RMSNorm (Zhang & Sennrich 2019), statistics in float32."""
+  cfg: ModelConfig
+  eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x_NxD):
+    cfg = self.cfg
+    pdt = jnp.dtype(cfg.param_dtype)
+    x = x_NxD.astype(jnp.float32)
+    if cfg.norm == 'layernorm':
+      x = x - x.mean(-1, keepdims=True)
+    x = x * jax.lax.rsqrt((x * x).mean(-1, keepdims=True) + self.eps)
+    x = x * _param(self, 'scale', (cfg.d_model,), ('norm',), None, pdt)
+    if cfg.norm == 'layernorm' and cfg.use_bias:
+      x = x + _param(self, 'bias', (cfg.d_model,), ('norm',), 0, pdt)
+    return x.astype(cfg.dtype)
+
+
+def _dense(module, x_NxI, name, shape, axes, std, bias_axes=None):
+  """x @ W (+ b), with W of `shape` flattened to (I, O) for the matmul."""
+  cfg = module.cfg
+  pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
+  w = _param(module, name, shape, axes, std, pdt)
+  n_in = x_NxI.shape[-1]
+  y = jnp.dot(x_NxI, w.astype(dt).reshape(n_in, -1))
+  if cfg.use_bias:
+    b = _param(module, name + '_bias', shape[-len(bias_axes):], bias_axes, 0, pdt)
+    y = y + b.astype(dt).reshape(-1)
+  return y
+
+
+def rope(x_BxTxHxE, positions_BxT, theta):
+  """Rotary embeddings (Su et al. 2021), rotating the two halves of each head (GPT-NeoX form)."""
+  e = x_BxTxHxE.shape[-1]
+  inv_freq_E2 = theta ** (-jnp.arange(0, e, 2, dtype=jnp.float32) / e)
+  angle_BxTx1xE2 = (positions_BxT[..., None].astype(jnp.float32) * inv_freq_E2)[:, :, None, :]
+  sin, cos = jnp.sin(angle_BxTx1xE2), jnp.cos(angle_BxTx1xE2)
+  x1, x2 = jnp.split(x_BxTxHxE.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BxTxHxE.dtype)
+
+
+def sinusoids(positions_BxT, d):
+  """Fixed sinusoidal positions (Vaswani et al. 2017, Sec. 3.5): sin on even, cos on odd dims."""
+  inv_freq = 10000.0 ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
+  angle_BxTxD2 = positions_BxT[..., None].astype(jnp.float32) * inv_freq
+  pe = jnp.stack([jnp.sin(angle_BxTxD2), jnp.cos(angle_BxTxD2)], axis=-1)
+  return pe.reshape(*positions_BxT.shape, d)
+
+
+def attention_mask(t, segment_ids_BxT=None):
+  """Boolean mask, True where query t may attend to key s: s <= t, and the same document."""
+  mask_TxS = jnp.tril(jnp.ones((t, t), dtype=bool))
+  if segment_ids_BxT is None:
+    return mask_TxS[None, None, None]
+  same_BxTxS = segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :]
+  return (mask_TxS[None] & same_BxTxS)[:, None, None]  # B x 1(K) x 1(G) x T x S
+
+
+class Attention(nn.Module):
+  """Causal multi-head attention with MHA / GQA / MQA by `n_kv_heads` (Ainslie et al. 2023)."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_NxD, positions_BxT, mask, deterministic):
+    cfg = self.cfg
+    (b, t), h, k, e = positions_BxT.shape, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    d, std = cfg.d_model, cfg.init_std
+    q = _dense(self, x_NxD, 'query', (d, h, e), ('embed', 'heads', 'head_dim'), std,
+               ('heads', 'head_dim'))
+    kk = _dense(self, x_NxD, 'key', (d, k, e), ('embed', 'kv_heads', 'head_dim'), std,
+                ('kv_heads', 'head_dim'))
+    v = _dense(self, x_NxD, 'value', (d, k, e), ('embed', 'kv_heads', 'head_dim'), std,
+               ('kv_heads', 'head_dim'))
+    q_BxTxHxE, k_BxSxKxE = q.reshape(b, t, h, e), kk.reshape(b, t, k, e)
+    v_BxSxKxE = v.reshape(b, t, k, e)
+    if cfg.position == 'rope':
+      q_BxTxHxE = rope(q_BxTxHxE, positions_BxT, cfg.rope_theta)
+      k_BxSxKxE = rope(k_BxSxKxE, positions_BxT, cfg.rope_theta)
+    q_BxTxKxGxE = q_BxTxHxE.reshape(b, t, k, h // k, e) * (e ** -0.5)
+    logits_BxKxGxTxS = jnp.einsum('btkge,bske->bkgts', q_BxTxKxGxE, k_BxSxKxE,
+                                  preferred_element_type=jnp.float32)
+    logits_BxKxGxTxS = jnp.where(mask, logits_BxKxGxTxS, jnp.finfo(jnp.float32).min)
+    probs_BxKxGxTxS = jax.nn.softmax(logits_BxKxGxTxS, axis=-1).astype(cfg.dtype)
+    if cfg.dropout > 0:
+      probs_BxKxGxTxS = nn.Dropout(cfg.dropout)(probs_BxKxGxTxS, deterministic=deterministic)
+    out_BxTxKxGxE = jnp.einsum('bkgts,bske->btkge', probs_BxKxGxTxS, v_BxSxKxE)
+    out_NxHE = out_BxTxKxGxE.reshape(b * t, h * e)
+    return _dense(self, out_NxHE, 'out', (h, e, d), ('heads', 'head_dim', 'embed'),
+                  std / math.sqrt(2 * cfg.n_layers), ('embed',))
+
+
+class Mlp(nn.Module):
+  """Position-wise MLP; swiglu/geglu are gated (Shazeer 2020) and use three matrices."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_NxD):
+    cfg = self.cfg
+    d, f, std = cfg.d_model, cfg.d_ff, cfg.init_std
+    act = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu, 'silu': jax.nn.silu,
+           'swiglu': jax.nn.silu, 'geglu': jax.nn.gelu}[cfg.activation]
+    h_NxF = act(_dense(self, x_NxD, 'wi', (d, f), ('embed', 'mlp'), std, ('mlp',)))
+    if cfg.activation in GATED:
+      h_NxF = h_NxF * _dense(self, x_NxD, 'wi_gate', (d, f), ('embed', 'mlp'), std, ('mlp',))
+    return _dense(self, h_NxF, 'wo', (f, d), ('mlp', 'embed'),
+                  std / math.sqrt(2 * cfg.n_layers), ('embed',))
+
+
+class Block(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_NxD, positions_BxT, mask, deterministic):
+    cfg = self.cfg
+    drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic) if cfg.dropout else y
+    attn, mlp = Attention(cfg, name='attn'), Mlp(cfg, name='mlp')
+    if cfg.norm_position == 'pre':
+      x_NxD = x_NxD + drop(attn(Norm(cfg, name='attn_norm')(x_NxD), positions_BxT, mask,
+                                deterministic))
+      return x_NxD + drop(mlp(Norm(cfg, name='mlp_norm')(x_NxD)))
+    # Post-LN (Vaswani et al. 2017): normalise after each residual addition.
+    x_NxD = Norm(cfg, name='attn_norm')(x_NxD + drop(attn(x_NxD, positions_BxT, mask,
+                                                          deterministic)))
+    return Norm(cfg, name='mlp_norm')(x_NxD + drop(mlp(x_NxD)))
+
+
+class Transformer(nn.Module):
+  """tokens (B, T) -> float32 logits (B, T, V).
+
+  `positions` restart at document starts and `segment_ids` keep attention inside a document
+  when sequences pack several documents; both default to a single document per row.
+  """
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None,
+               deterministic=True):
+    cfg = self.cfg
+    b, t = tokens_BxT.shape
+    d, v, pdt = cfg.d_model, cfg.vocab_size, jnp.dtype(cfg.param_dtype)
+    if positions_BxT is None:
+      positions_BxT = jnp.broadcast_to(jnp.arange(t), (b, t))
+    embed_VxD = _param(self, 'embed', (v, d), ('vocab', 'embed'), cfg.init_std, pdt)
+    x_NxD = jnp.take(embed_VxD, tokens_BxT.reshape(-1), axis=0).astype(cfg.dtype)
+    if cfg.position == 'sinusoidal':
+      # Vaswani et al. 2017, Sec. 3.4: embeddings are scaled by sqrt(d_model).
+      x_NxD = x_NxD * math.sqrt(d) + sinusoids(positions_BxT, d).reshape(b * t, d).astype(
+          cfg.dtype)
+    elif cfg.position == 'learned':
+      pos_TxD = _param(self, 'pos_embed', (cfg.max_seq_len, d), (None, 'embed'), cfg.init_std,
+                       pdt)
+      x_NxD = x_NxD + jnp.take(pos_TxD, positions_BxT.reshape(-1), axis=0).astype(cfg.dtype)
+    if cfg.dropout:
+      x_NxD = nn.Dropout(cfg.dropout)(x_NxD, deterministic=deterministic)
+    mask = attention_mask(t, segment_ids_BxT)
+    for i in range(cfg.n_layers):
+      x_NxD = Block(cfg, name=f'block_{i}')(x_NxD, positions_BxT, mask, deterministic)
+    if cfg.norm_position == 'pre':
+      x_NxD = Norm(cfg, name='final_norm')(x_NxD)
+    if cfg.tie_embeddings:
+      w_DxV = embed_VxD.astype(cfg.dtype).T
+    else:
+      w_DxV = _param(self, 'unembed', (d, v), ('embed', 'vocab'), cfg.init_std, pdt).astype(
+          cfg.dtype)
+    logits_NxV = jnp.dot(x_NxD, w_DxV, preferred_element_type=jnp.float32)
+    if cfg.use_bias and not cfg.tie_embeddings:
+      logits_NxV = logits_NxV + _param(self, 'unembed_bias', (v,), ('vocab',), 0, pdt)
+    return logits_NxV.reshape(b, t, v)

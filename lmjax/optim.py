@@ -1,0 +1,78 @@
+"""AdamW (Loshchilov & Hutter 2019) from optax, learning-rate schedules and the weight-decay mask.
+
+Schedules: linear warmup from 0 to `lr` over `warmup_steps`, then
+- cosine: half a cosine from lr to min_lr (Loshchilov & Hutter 2017) at `steps`;
+- linear: a straight line from lr to min_lr at `steps`;
+- constant: lr until the end;
+- wsd (warmup-stable-decay; Hu et al. 2024 "MiniCPM", Hägele et al. 2024): lr until
+  steps·(1 - decay_fraction), then down to min_lr at `steps` with `decay_shape` linear, cosine or
+  1-sqrt (Hägele et al. 2024, Eq. 1: lr·(1 - sqrt(x)), x the fraction of the cooldown done).
+min_lr = min_lr_ratio · lr. Step s of the loop uses schedule(s), s counted from 0.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def schedule(optim_config, steps: int):
+  o = optim_config
+  peak, low, warm = o.lr, o.lr * o.min_lr_ratio, o.warmup_steps
+  warmup = optax.linear_schedule(0.0, peak, max(warm, 1))
+  rest = steps - warm
+  if o.schedule == 'constant':
+    after = optax.constant_schedule(peak)
+  elif o.schedule == 'cosine':
+    after = optax.cosine_decay_schedule(peak, max(rest, 1), alpha=o.min_lr_ratio)
+  elif o.schedule == 'linear':
+    after = optax.linear_schedule(peak, low, max(rest, 1))
+  elif o.schedule == 'wsd':
+    decay_steps = max(int(round(steps * o.decay_fraction)), 1)
+    stable = max(rest - decay_steps, 0)
+    after = optax.join_schedules(
+        [optax.constant_schedule(peak), _decay(o.decay_shape, peak, low, decay_steps)], [stable])
+  else:
+    raise ValueError(f'config.optim.schedule={o.schedule!r} is not allowed')
+  if warm == 0:
+    return after
+  return optax.join_schedules([warmup, after], [warm])
+
+
+def _decay(shape, peak, low, n):
+  if shape == 'linear':
+    return optax.linear_schedule(peak, low, n)
+  if shape == 'cosine':
+    return optax.cosine_decay_schedule(peak, n, alpha=low / peak)
+
+  def one_minus_sqrt(step):
+    x = jnp.clip(step / n, 0.0, 1.0)
+    return low + (peak - low) * (1.0 - jnp.sqrt(x))
+  return one_minus_sqrt
+
+
+def decay_mask(params, optim_config):
+  """True for leaves that get weight decay. Norm scales/biases, biases and embeddings by flags."""
+  o = optim_config
+
+  def decays(path, _):
+    names = [getattr(k, 'key', str(k)) for k in path]
+    leaf, module = names[-1], names[-2] if len(names) > 1 else ''
+    if 'norm' in module:
+      return bool(o.decay_norms)
+    if leaf.endswith('bias'):
+      return bool(o.decay_biases)
+    if leaf in ('embed', 'pos_embed', 'unembed'):
+      return bool(o.decay_embeddings)
+    return True
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def optimizer(optim_config, steps: int) -> optax.GradientTransformation:
+  o = optim_config
+  adamw = optax.adamw(schedule(o, steps), b1=o.b1, b2=o.b2, eps=o.eps,
+                      weight_decay=o.weight_decay,
+                      mask=lambda p: decay_mask(p, o))
+  if o.grad_clip > 0:
+    return optax.chain(optax.clip_by_global_norm(o.grad_clip), adamw)
+  return adamw

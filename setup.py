@@ -1,0 +1,22 @@
+"""lmjax: decoder-only language models in JAX, and the study of how they scale."""
+from setuptools import find_packages, setup
+
+setup(
+    name='lmjax',
+    version='0.1.0',
+    description='Decoder-only language models in JAX/Flax, and scaling-law studies.',
+    python_requires='>=3.11',
+    packages=find_packages(include=['lmjax', 'lmjax.*', 'launch', 'experiments',
+                                    'experiments.*']),
+    # Lower bounds are the versions tested (2026-11, Python 3.11, CPU).
+    install_requires=[
+        'jax>=0.10.2',
+        'flax>=0.12.8',
+        'optax>=0.2.8',
+        'ml-collections>=1.1.0',
+        'absl-py>=2.5.1',
+        'numpy>=2.4',
+        'tensorboardX>=2.6.5',
+    ],
+    extras_require={'test': ['pytest>=9.2']},
+)

@@ -1,0 +1,19 @@
+import os
+import sys
+
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+import pytest  # noqa: E402
+
+from lmjax.config import default_config  # noqa: E402
+
+
+@pytest.fixture
+def tiny():
+  """The tiny config (unresolved) with 30 steps."""
+  c = default_config()
+  c.train.steps = 30
+  return c

@@ -1,0 +1,75 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lmjax.config import ConfigError, default_config, resolve
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _with(**overrides):
+  c = default_config()
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split('__')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def test_presets_fill_unset_fields_and_keep_overrides():
+  c = resolve(_with(model__preset='vaswani'))
+  assert (c.model.norm, c.model.norm_position, c.model.activation, c.model.position,
+          c.model.tie_embeddings) == ('layernorm', 'post', 'relu', 'sinusoidal', True)
+  c = resolve(_with(model__preset='llama', model__norm='layernorm'))
+  assert (c.model.norm, c.model.activation, c.model.position, c.model.tie_embeddings) == (
+      'layernorm', 'swiglu', 'rope', False)
+  assert c.model.n_kv_heads == c.model.n_heads
+  assert c.model.d_ff == 192  # 8/3 · 64 rounded up to a multiple of 64
+  assert resolve(_with(model__activation='gelu')).model.d_ff == 256
+
+
+@pytest.mark.parametrize('overrides, field', [
+    (dict(model__n_heads=3), 'model.n_heads'),
+    (dict(model__n_kv_heads=3), 'model.n_kv_heads'),
+    (dict(model__activation='tanh'), 'model.activation'),
+    (dict(model__position='learned', data__seq_len=128), 'data.seq_len'),
+    (dict(optim__warmup_steps=500, train__steps=100), 'optim.warmup_steps'),
+    (dict(optim__lr=0.0), 'optim.lr'),
+    (dict(optim__lr=-1e-3), 'optim.lr'),
+    (dict(model__norm='batchnorm'), 'model.norm'),
+    (dict(model__preset='gpt5'), 'model.preset'),
+    (dict(train__grad_accum=3), 'train.grad_accum'),
+    (dict(model__dropout=1.0), 'model.dropout'),
+    (dict(optim__schedule='step'), 'optim.schedule'),
+    (dict(model__vocab_size=100), 'model.vocab_size'),
+    (dict(model__d_model=0), 'model.d_model'),
+])
+def test_bad_values_name_the_field(overrides, field):
+  with pytest.raises(ConfigError, match=f'config.{field}=.*is not allowed'):
+    resolve(_with(**overrides))
+
+
+def test_rope_and_sinusoidal_allow_long_sequences():
+  resolve(_with(model__position='rope', data__seq_len=128))
+  resolve(_with(model__position='sinusoidal', data__seq_len=128))
+
+
+@pytest.mark.parametrize('flag, field', [
+    ('--config.model.n_heads=3', 'model.n_heads'),
+    ('--config.model.activation=tanh', 'model.activation'),
+    ('--config.optim.lr=0', 'optim.lr'),
+    ('--config.optim.warmup_steps=1000', 'optim.warmup_steps'),
+])
+def test_launcher_rejects_bad_config_without_touching_workdir(tmp_path, flag, field):
+  workdir = tmp_path / 'run'
+  out = subprocess.run([sys.executable, '-m', 'launch.train',
+                        '--config=experiments/configs/tiny.py', f'--workdir={workdir}', flag],
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 2
+  errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and f'config.{field}=' in errors[0], out.stderr
+  assert not workdir.exists()

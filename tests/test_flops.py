@@ -1,0 +1,71 @@
+import jax
+import jax.numpy as jnp
+import pytest
+
+from lmjax import flops
+from lmjax.config import default_config, resolve
+from lmjax.model import ModelConfig
+from lmjax.train import build, init_params
+
+
+def _cfg(**model):
+  c = default_config()
+  c.model.update(model)
+  return resolve(c)
+
+
+def test_kaplan_formulas():
+  c = _cfg(preset='gpt2', use_bias=False, d_model=256, n_layers=4, n_heads=4, max_seq_len=256)
+  m = ModelConfig.from_config(c.model)
+  counts = flops.param_counts(m)
+  # Without biases, a GPT-2 block has 12·d² weights plus two LayerNorm scales of d each.
+  assert counts['non_embedding'] == 4 * (12 * 256 ** 2 + 2 * 256) + 256
+  assert counts['kaplan_approx'] == 12 * 4 * 256 ** 2
+  assert flops.kaplan_flops_per_token(m, 256) == 6 * counts['non_embedding'] + 12 * 4 * 256 * 256
+
+
+def test_exact_flops_by_hand_and_causal_halving():
+  c = _cfg(preset='llama', d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128)
+  m = ModelConfig.from_config(c.model)
+  t, e = 64, 16
+  per_layer = (2 * 64 * (4 + 2 * 2) * e + 2 * 4 * e * 64  # q, k, v, out
+               + 2 * 2 * 4 * e * t                           # scores and values
+               + 3 * 2 * 64 * 128)                           # gated MLP
+  forward = 2 * per_layer + 2 * 64 * 257                     # + logits
+  assert flops.exact_flops_per_token(m, t) == 3 * forward
+  halved = flops.exact_flops_per_token(m, t, causal=True)
+  assert flops.exact_flops_per_token(m, t) - halved == 3 * 2 * 2 * 2 * 4 * e * (t - (t + 1) / 2)
+
+
+def test_analytic_flops_agree_with_xla_cost_analysis():
+  """The compiled forward pass, as counted by XLA, against our matmul count (NanoDO's check)."""
+  c = _cfg(preset='gpt2', use_bias=False, d_model=256, n_layers=2, n_heads=4, max_seq_len=128)
+  c = c.unlock()
+  c.data.seq_len = 128
+  model, _ = build(c)
+  params = init_params(model, c, jax.random.PRNGKey(0))
+  tokens = jnp.zeros((4, 128), jnp.int32)
+  compiled = jax.jit(lambda p, t: model.apply({'params': p}, t)).lower(params, tokens).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  analytic = flops.forward_matmul_flops_per_token(ModelConfig.from_config(c.model), 128) * 4 * 128
+  # XLA also counts elementwise work (norms, softmax, GELU): a few percent at this shape.
+  assert analytic <= cost['flops'] <= 1.1 * analytic
+
+
+@pytest.mark.parametrize('kind, platform, expected', [
+    ('NVIDIA H100 80GB HBM3', 'gpu', 989e12), ('NVIDIA A100-SXM4-40GB', 'gpu', 312e12),
+    ('TPU v4', 'tpu', 275e12), ('TPU v5 lite', 'tpu', 197e12), ('TPU v5p', 'tpu', 459e12)])
+def test_peak_table(kind, platform, expected):
+  assert flops.peak_flops_per_device(kind, platform)[0] == expected
+
+
+def test_peak_from_config_and_unknown_accelerator():
+  assert flops.peak_flops_per_device('NVIDIA H100', 'gpu', 1e15) == (1e15, 'config')
+  with pytest.raises(ValueError, match='config.train.peak_flops'):
+    flops.peak_flops_per_device('Some New GPU', 'gpu')
+
+
+def test_mfu():
+  assert flops.mfu(6e9, 100.0, 1e12) == pytest.approx(0.6)
+  assert flops.mfu(6e9, 100.0, 1e12, n_devices=2) == pytest.approx(0.3)

@@ -1,0 +1,198 @@
+"""The model: parameter counts per variant, the causal mask, a numpy reference, training."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lmjax import data, flops
+from lmjax.config import default_config, resolve
+from lmjax.model import ModelConfig, Transformer, attention_mask
+from lmjax.train import build, init_params, init_state, make_train_step
+
+VARIANTS = {
+    'vaswani': dict(preset='vaswani'),
+    'llama': dict(preset='llama'),
+    'gpt2': dict(preset='gpt2'),
+    'llama_layernorm': dict(preset='llama', norm='layernorm'),
+    'llama_post': dict(preset='llama', norm_position='post'),
+    'relu': dict(activation='relu'),
+    'gelu': dict(activation='gelu'),
+    'silu': dict(activation='silu'),
+    'geglu': dict(activation='geglu'),
+    'sinusoidal': dict(position='sinusoidal'),
+    'learned': dict(position='learned'),
+    'nopos': dict(position='none'),
+    'gqa': dict(n_kv_heads=2),
+    'mqa': dict(n_kv_heads=1),
+    'tied_bias': dict(tie_embeddings=True, use_bias=True),
+    'untied_bias_layernorm': dict(preset='gpt2', tie_embeddings=False),
+    'dropout': dict(dropout=0.1),
+    'bfloat16': dict(dtype='bfloat16'),
+}
+
+
+def config_for(variant, **extra):
+  c = default_config()
+  for k, v in {**VARIANTS[variant], **extra}.items():
+    c.model[k] = v
+  return resolve(c)
+
+
+@pytest.mark.parametrize('variant', sorted(VARIANTS))
+def test_param_count_matches_pytree(variant):
+  c = config_for(variant)
+  model, _ = build(c)
+  shapes = jax.eval_shape(lambda: init_params(model, c, jax.random.PRNGKey(0)))
+  counts = flops.param_counts(ModelConfig.from_config(c.model))
+  assert counts['total'] == flops.count_tree(shapes)
+  assert counts['non_embedding'] == counts['total'] - counts['embedding'] - counts[
+      'position'] - counts['unembedding']
+
+
+def test_param_count_of_nanogpt_shape():
+  # nanoGPT's GPT(n_layer=4, n_head=4, n_embd=256, block_size=256, vocab=256, bias=False)
+  # reports 3,279,104 parameters in total (shared/bench), position embedding included.
+  from experiments.configs import nanogpt_s
+  c = resolve(nanogpt_s.get_config())
+  assert flops.param_counts(ModelConfig.from_config(c.model))['total'] == 3_279_104
+
+
+def test_attention_mask_is_causal_and_blocks_documents():
+  m = np.asarray(attention_mask(4))[0, 0, 0]
+  np.testing.assert_array_equal(m, np.tril(np.ones((4, 4), bool)))
+  seg = jnp.array([[1, 1, 2, 2]])
+  m = np.asarray(attention_mask(4, seg))[0, 0, 0]
+  np.testing.assert_array_equal(m, [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]])
+
+
+@pytest.mark.parametrize('variant', ['vaswani', 'llama', 'gpt2', 'gqa', 'learned'])
+def test_future_tokens_never_change_earlier_logits(variant):
+  c = config_for(variant)
+  model, _ = build(c)
+  params = init_params(model, c, jax.random.PRNGKey(1))
+  tokens = jax.random.randint(jax.random.PRNGKey(2), (2, 16), 0, 256)
+  apply = jax.jit(lambda t: model.apply({'params': params}, t))
+  base = np.asarray(apply(tokens))
+  for j in (1, 7, 15):
+    changed = np.asarray(apply(tokens.at[:, j].set((tokens[:, j] + 1) % 256)))
+    np.testing.assert_allclose(changed[:, :j], base[:, :j], rtol=0, atol=1e-6)
+    assert np.abs(changed[:, j:] - base[:, j:]).max() > 1e-4
+
+
+@pytest.mark.parametrize('variant', ['llama', 'vaswani', 'learned'])
+def test_segments_match_separate_documents(variant):
+  c = config_for(variant)
+  model, _ = build(c)
+  params = init_params(model, c, jax.random.PRNGKey(1))
+  a = jax.random.randint(jax.random.PRNGKey(3), (1, 5), 0, 256)
+  b = jax.random.randint(jax.random.PRNGKey(4), (1, 7), 0, 256)
+  packed = model.apply({'params': params}, jnp.concatenate([a, b], 1),
+                       jnp.array([list(range(5)) + list(range(7))]),
+                       jnp.array([[1] * 5 + [2] * 7]))
+  alone = model.apply({'params': params}, b)
+  np.testing.assert_allclose(packed[:, 5:], alone, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- an independent numpy forward
+def _np_norm(x, p, kind, eps=1e-5):
+  if kind == 'layernorm':
+    x = x - x.mean(-1, keepdims=True)
+  y = x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * p['scale']
+  return y + p['bias'] if 'bias' in p else y
+
+
+def _np_dense(x, p, name):
+  w = p[name].reshape(x.shape[-1], -1)
+  return x @ w + (p[name + '_bias'].reshape(-1) if name + '_bias' in p else 0)
+
+
+def _np_rope(x, pos, theta):  # x: T x E, rotating halves
+  e = x.shape[-1]
+  out = np.empty_like(x)
+  for t in range(x.shape[0]):
+    for i in range(e // 2):
+      ang = pos[t] * theta ** (-2 * i / e)
+      a, b = x[t, i], x[t, i + e // 2]
+      out[t, i], out[t, i + e // 2] = a * np.cos(ang) - b * np.sin(ang), b * np.cos(ang) + a * np.sin(ang)
+  return out
+
+
+def _np_forward(cfg, params, tokens):
+  """One sequence, head by head, with plain loops: written independently of lmjax.model."""
+  p = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), params)
+  t, d, h, k, e = len(tokens), cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+  x = p['embed'][tokens]
+  pos = np.arange(t)
+  if cfg.position == 'sinusoidal':
+    pe = np.zeros((t, d))
+    for i in range(0, d, 2):
+      pe[:, i] = np.sin(pos / 10000 ** (i / d))
+      pe[:, i + 1] = np.cos(pos / 10000 ** (i / d))
+    x = x * np.sqrt(d) + pe
+  elif cfg.position == 'learned':
+    x = x + p['pos_embed'][:t]
+  act = {'relu': lambda z: np.maximum(z, 0), 'silu': lambda z: z / (1 + np.exp(-z)),
+         'swiglu': lambda z: z / (1 + np.exp(-z)),
+         'gelu': lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3)))}
+  for i in range(cfg.n_layers):
+    bp = p[f'block_{i}']
+    def attn(z):
+      q = _np_dense(z, bp['attn'], 'query').reshape(t, h, e)
+      kk = _np_dense(z, bp['attn'], 'key').reshape(t, k, e)
+      v = _np_dense(z, bp['attn'], 'value').reshape(t, k, e)
+      heads = []
+      for hh in range(h):
+        qh, kh, vh = q[:, hh], kk[:, hh // (h // k)], v[:, hh // (h // k)]
+        if cfg.position == 'rope':
+          qh, kh = _np_rope(qh, pos, cfg.rope_theta), _np_rope(kh, pos, cfg.rope_theta)
+        s = qh @ kh.T / np.sqrt(e)
+        s = np.where(np.tril(np.ones((t, t))) > 0, s, -np.inf)
+        w = np.exp(s - s.max(-1, keepdims=True))
+        heads.append((w / w.sum(-1, keepdims=True)) @ vh)
+      return _np_dense(np.concatenate(heads, -1), bp['attn'], 'out')
+    def mlp(z):
+      u = act[cfg.activation](_np_dense(z, bp['mlp'], 'wi'))
+      if cfg.activation == 'swiglu':
+        u = u * _np_dense(z, bp['mlp'], 'wi_gate')
+      return _np_dense(u, bp['mlp'], 'wo')
+    if cfg.norm_position == 'pre':
+      x = x + attn(_np_norm(x, bp['attn_norm'], cfg.norm))
+      x = x + mlp(_np_norm(x, bp['mlp_norm'], cfg.norm))
+    else:
+      x = _np_norm(x + attn(x), bp['attn_norm'], cfg.norm)
+      x = _np_norm(x + mlp(x), bp['mlp_norm'], cfg.norm)
+  if cfg.norm_position == 'pre':
+    x = _np_norm(x, p['final_norm'], cfg.norm)
+  logits = x @ (p['embed'].T if cfg.tie_embeddings else p['unembed'])
+  return logits + p.get('unembed_bias', 0)
+
+
+@pytest.mark.parametrize('variant', ['llama', 'vaswani', 'gpt2', 'gqa', 'mqa'])
+def test_forward_matches_numpy_reference(variant):
+  c = config_for(variant, d_model=32, n_heads=4)
+  model, _ = build(c)
+  params = init_params(model, c, jax.random.PRNGKey(5))
+  # Non-trivial norm scales and biases, so that every parameter matters.
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(len(str(path))), x.shape)
+      if getattr(path[-1], 'key', '') in ('scale', 'bias') or str(path[-1].key).endswith('_bias')
+      else x, params)
+  tokens = np.array([3, 17, 250, 9, 9, 42, 0, 128, 77, 5])
+  ours = np.asarray(model.apply({'params': params}, jnp.asarray(tokens)[None]))[0]
+  ref = _np_forward(ModelConfig.from_config(c.model), params, tokens)
+  np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ each trains
+@pytest.mark.parametrize('variant', sorted(VARIANTS))
+def test_variant_trains(variant):
+  c = config_for(variant)
+  model, tx = build(c)
+  state = init_state(model, tx, c)
+  step = make_train_step(model, tx, c)
+  losses = []
+  for batch in zip(range(30), data.batches(c, 'train')):
+    state, m = step(state, batch[1])
+    losses.append(float(m['loss']))
+  assert np.all(np.isfinite(losses))
+  assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0, losses
