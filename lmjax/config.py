@@ -72,6 +72,7 @@ def default_config() -> ConfigDict:
   m.dtype = 'float32'                   # compute dtype
   m.param_dtype = 'float32'
   m.init_std = 0.02
+  m.attention_block = 64                # causal query blocks (lmjax/attention.py); 0: dense
 
   c.data = d = ConfigDict()
   d.dataset = 'python_stdlib'           # python_stdlib | random (synthetic tokens, benchmarks)
@@ -164,7 +165,7 @@ def _validate(c):
             'model.init_std', 'data.seq_len', 'data.batch_size', 'data.eval_batches',
             'optim.lr', 'optim.eps', 'train.steps', 'train.grad_accum', 'train.log_every',
             'train.eval_every')
-  _positive(c, 'optim.warmup_steps', 'optim.weight_decay', 'optim.grad_clip',
+  _positive(c, 'model.attention_block', 'optim.warmup_steps', 'optim.weight_decay', 'optim.grad_clip',
             'optim.min_lr_ratio', 'data.val_percent', allow_zero=True)
   if m.d_model % m.n_heads:
     _fail('model.n_heads', m.n_heads, f'a divisor of model.d_model={m.d_model}')
