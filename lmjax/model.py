@@ -86,13 +86,41 @@ class Norm(nn.Module):
     return x.astype(cfg.dtype)
 
 
+@jax.custom_vjp
+def _matmul_cpu(x_NxI, w_IxO):
+  return jnp.dot(x_NxI, w_IxO)
+
+
+def _matmul_cpu_fwd(x_NxI, w_IxO):
+  return jnp.dot(x_NxI, w_IxO), (x_NxI, w_IxO)
+
+
+def _matmul_cpu_bwd(res, dy_NxO):
+  # XLA:CPU runs dot(xᵀ, dy) contracting the leading (token) axis of both operands at about 2/3
+  # of its speed on a row-major xᵀ; the barrier keeps the transpose materialised (a cheap copy)
+  # instead of folded into the dot. Measured +10-30% on the weight-gradient dots of nanoGPT-S.
+  x_NxI, w_IxO = res
+  x_IxN = jax.lax.optimization_barrier(x_NxI.T)
+  return jnp.dot(dy_NxO, w_IxO.T), jnp.dot(x_IxN, dy_NxO)
+
+
+_matmul_cpu.defvjp(_matmul_cpu_fwd, _matmul_cpu_bwd)
+
+
+def matmul(x_NxI, w_IxO, out_dtype=None):
+  """x @ w for 2-D operands, float32 accumulation when `out_dtype` is float32."""
+  if jax.default_backend() == 'cpu' and x_NxI.dtype == w_IxO.dtype == jnp.float32:
+    return _matmul_cpu(x_NxI, w_IxO)
+  return jnp.dot(x_NxI, w_IxO, preferred_element_type=out_dtype)
+
+
 def _dense(module, x_NxI, name, shape, axes, std, bias_axes=None):
   """x @ W (+ b), with W of `shape` flattened to (I, O) for the matmul."""
   cfg = module.cfg
   pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
   w = _param(module, name, shape, axes, std, pdt)
   n_in = x_NxI.shape[-1]
-  y = jnp.dot(x_NxI, w.astype(dt).reshape(n_in, -1))
+  y = matmul(x_NxI, w.astype(dt).reshape(n_in, -1))
   if cfg.use_bias:
     b = _param(module, name + '_bias', shape[-len(bias_axes):], bias_axes, 0, pdt)
     y = y + b.astype(dt).reshape(-1)
@@ -142,7 +170,7 @@ class Attention(nn.Module):
     w_Dx3 = jnp.concatenate([
         _param(self, name, (d, n, e), ('embed', axis, 'head_dim'), std, pdt).reshape(d, n * e)
         for name, n, axis in heads], axis=1).astype(dt)
-    qkv = jnp.dot(x_NxD, w_Dx3)
+    qkv = matmul(x_NxD, w_Dx3)
     if cfg.use_bias:
       qkv = qkv + jnp.concatenate([
           _param(self, name + '_bias', (n, e), (axis, 'head_dim'), 0, pdt).reshape(n * e)
@@ -244,7 +272,7 @@ class Transformer(nn.Module):
     else:
       w_DxV = _param(self, 'unembed', (d, v), ('embed', 'vocab'), cfg.init_std, pdt).astype(
           cfg.dtype)
-    logits_NxV = jnp.dot(x_NxD, w_DxV, preferred_element_type=jnp.float32)
+    logits_NxV = matmul(x_NxD, w_DxV, jnp.float32)
     if cfg.use_bias and not cfg.tie_embeddings:
       logits_NxV = logits_NxV + _param(self, 'unembed_bias', (v,), ('vocab',), 0, pdt)
     return logits_NxV.reshape(b, t, v)

@@ -196,3 +196,15 @@ def test_variant_trains(variant):
     losses.append(float(m['loss']))
   assert np.all(np.isfinite(losses))
   assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0, losses
+
+
+def test_cpu_matmul_gradients_match_plain_dot():
+  from lmjax.model import matmul
+  x = jax.random.normal(jax.random.PRNGKey(0), (48, 16))
+  w = jax.random.normal(jax.random.PRNGKey(1), (16, 24))
+  dy = jax.random.normal(jax.random.PRNGKey(2), (48, 24))
+  ours, vjp = jax.vjp(matmul, x, w)
+  ref, ref_vjp = jax.vjp(jnp.dot, x, w)
+  np.testing.assert_allclose(ours, ref, rtol=1e-6)
+  for a, b in zip(vjp(dy), ref_vjp(dy)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
