@@ -15,6 +15,8 @@ import time
 
 from absl import app, flags
 
+from launch.flags_util import fail, load_config_file, parse_flags
+
 CONFIGS = {
     'S': 'experiments/configs/nanogpt_s.py',
     'M': 'experiments/configs/nanogpt_m.py',
@@ -29,14 +31,10 @@ _CHILD = flags.DEFINE_string('child', None, 'internal: run one config in this pr
 
 
 def load_config(name):
-  import importlib.util
   path = CONFIGS.get(name, name)
   if not os.path.isfile(path):
-    raise app.UsageError(f'--configs: {name!r} is neither one of {", ".join(CONFIGS)} nor a file')
-  spec = importlib.util.spec_from_file_location('bench_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+    fail(f'--configs: {name!r} is neither one of {", ".join(CONFIGS)} nor a config file')
+  return load_config_file(path)
 
 
 def run_one(name):
@@ -105,4 +103,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

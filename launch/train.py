@@ -4,11 +4,11 @@ Overrides: --config.model.preset=llama --config.train.steps=500 ... The config i
 validated before anything is written; a bad value exits with status 2 and the workdir untouched.
 """
 import os
-import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
+from launch.flags_util import fail, load_config_file, parse_flags
 from lmjax.config import ConfigError, resolve
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
@@ -17,17 +17,11 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: config.json, met
                                'tb/, summary.json.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-EXIT_CONFIG = 2
-
-
-def fail(message, code=EXIT_CONFIG):
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(code)
-
-
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}: use --config.a.b=value for overrides')
+  logging.set_verbosity(logging.WARNING)
+  load_config_file(flags.FLAGS['config'].config_filename)  # a missing or broken file exits here
   try:
     config = resolve(_CONFIG.value)
   except ConfigError as e:
@@ -47,4 +41,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

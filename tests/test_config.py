@@ -73,3 +73,22 @@ def test_launcher_rejects_bad_config_without_touching_workdir(tmp_path, flag, fi
   errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and f'config.{field}=' in errors[0], out.stderr
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config=experiments/configs/tiny.py', '--config.model.colour=red'],
+     'error: --config.model.colour: no such config field'),
+    (['--config=experiments/configs/tiny.py', '--config.model.d_model=abc'],
+     "error: flag --config.model.d_model=abc: invalid literal for int()"),
+    (['--config=experiments/configs/missing.py'], 'error: --config=experiments/configs/missing.py: no such file'),
+    (['--config=README.md'], 'error: --config=README.md: not a Python config file'),
+    (['--config=experiments/configs/tiny.py', 'extra'], 'error: unexpected arguments'),
+])
+def test_launcher_bad_flags_fail_in_one_line(tmp_path, args, message):
+  workdir = tmp_path / 'run'
+  out = subprocess.run([sys.executable, '-m', 'launch.train', *args, f'--workdir={workdir}'],
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr
+  assert out.stderr.startswith(message), out.stderr
+  assert not workdir.exists()

@@ -1,0 +1,57 @@
+"""Start-up helpers shared by the entry points: flags and configs that fail in one line."""
+import importlib.util
+import os
+import sys
+
+from absl import flags
+
+EXIT_USAGE = 2
+
+
+def fail(message, code=EXIT_USAGE):
+  """Prints `error: message` on stderr and exits with `code` (2: a bad flag or config)."""
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(code)
+
+
+def _first_line(e):
+  lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
+  return lines[-1] if lines else type(e).__name__
+
+
+def load_config_file(path):
+  """Imports a config file and returns its get_config(); fails in one line."""
+  if not os.path.isfile(path):
+    fail(f'--config={path}: no such file')
+  if not path.endswith('.py'):
+    fail(f'--config={path}: not a Python config file (one defining get_config())')
+  try:
+    spec = importlib.util.spec_from_file_location('lmjax_config_file', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+  except Exception as e:  # a user's file can raise anything
+    fail(f'--config={path}: loading it raised {type(e).__name__}: {_first_line(e)}')
+
+
+def _check_override(config, arg):
+  path = arg[len('--config.'):].split('=', 1)[0]
+  node = config
+  for part in path.split('.'):
+    if not hasattr(node, 'keys') or part not in node:
+      fail(f'{arg.split("=", 1)[0]}: no such config field (config.{path})')
+    node = node[part]
+
+
+def parse_flags(argv):
+  """absl flags parser for app.run(flags_parser=...): one-line errors, exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # absl and ml_collections raise several types here
+    config_arg = next((a for a in argv if a.startswith('--config=')), None)
+    if config_arg:
+      config = load_config_file(config_arg.split('=', 1)[1])
+      for arg in argv:
+        if arg.startswith('--config.'):
+          _check_override(config, arg)
+    fail(_first_line(e))
