@@ -11,8 +11,10 @@ Definitions:
   forward pass at 2 FLOPs per multiply-add (QKV, attention scores, attention-weighted values,
   output projection, MLP, output logits), times 3 for forward + backward. Elementwise work (norms,
   softmax, activations, the optimizer) is not counted, as is usual for MFU (Chowdhery et al. 2022,
-  App. B). Attention is counted over the full T×T score matrix that the dense kernel computes;
-  `causal=True` halves it to the query-key pairs the causal mask keeps (average context (T+1)/2).
+  App. B). Attention is counted over the full T×T score matrix by default (as in 6N + 12·L·d·T
+  and in nanoGPT's and PaLM's MFU; MFU uses this count); `attention='causal'` counts only the
+  pairs the causal mask keeps, average context (T+1)/2, and `attention='computed'` what the
+  blocked kernel of lmjax/attention.py actually runs.
 """
 from __future__ import annotations
 
@@ -48,19 +50,36 @@ def kaplan_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   return 6 * param_counts(cfg)['non_embedding'] + 12 * cfg.n_layers * cfg.d_model * seq_len
 
 
-def forward_matmul_flops_per_token(cfg: ModelConfig, seq_len: int, causal=False) -> float:
+def attention_context(cfg: ModelConfig, seq_len: int, attention='dense') -> float:
+  """Keys per query that the attention matmuls cover, on average.
+
+  dense: all T (the convention of Kaplan et al. and of PaLM's MFU, Chowdhery et al. 2022);
+  causal: (T+1)/2, the pairs the causal mask keeps; computed: what lmjax's blocked kernel runs,
+  T·(n+1)/(2n) for n query blocks (lmjax/attention.py).
+  """
+  if attention == 'dense':
+    return seq_len
+  if attention == 'causal':
+    return (seq_len + 1) / 2
+  if attention == 'computed':
+    block = cfg.attention_block
+    n = seq_len // block if block and block < seq_len and seq_len % block == 0 else 1
+    return seq_len * (n + 1) / (2 * n)
+  raise ValueError(f'attention={attention!r}: one of dense, causal, computed')
+
+
+def forward_matmul_flops_per_token(cfg: ModelConfig, seq_len: int, attention='dense') -> float:
   d, f, v, h, k, e = (cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads, cfg.n_kv_heads,
                       cfg.head_dim)
-  context = (seq_len + 1) / 2 if causal else seq_len
   qkv_out = 2 * d * (h + 2 * k) * e + 2 * h * e * d
-  scores_values = 2 * 2 * h * e * context
+  scores_values = 2 * 2 * h * e * attention_context(cfg, seq_len, attention)
   mlp = 2 * d * f * (3 if cfg.activation in GATED else 2)
   return cfg.n_layers * (qkv_out + scores_values + mlp) + 2 * d * v
 
 
-def exact_flops_per_token(cfg: ModelConfig, seq_len: int, causal=False) -> float:
+def exact_flops_per_token(cfg: ModelConfig, seq_len: int, attention='dense') -> float:
   """Training matmul FLOPs per token: 3 × forward (backward = 2 × forward)."""
-  return 3 * forward_matmul_flops_per_token(cfg, seq_len, causal)
+  return 3 * forward_matmul_flops_per_token(cfg, seq_len, attention)
 
 
 # Dense peak FLOP/s per device from vendor data sheets, bfloat16 (no sparsity).

@@ -33,8 +33,11 @@ def test_exact_flops_by_hand_and_causal_halving():
                + 3 * 2 * 64 * 128)                           # gated MLP
   forward = 2 * per_layer + 2 * 64 * 257                     # + logits
   assert flops.exact_flops_per_token(m, t) == 3 * forward
-  halved = flops.exact_flops_per_token(m, t, causal=True)
+  halved = flops.exact_flops_per_token(m, t, attention='causal')
   assert flops.exact_flops_per_token(m, t) - halved == 3 * 2 * 2 * 2 * 4 * e * (t - (t + 1) / 2)
+  # attention_block 64 of T 64 is one dense block; of T 256, 4 blocks cover 10/16 of T×T.
+  assert flops.attention_context(m, 64, 'computed') == 64
+  assert flops.attention_context(m, 256, 'computed') == 256 * 10 / 16
 
 
 def test_analytic_flops_agree_with_xla_cost_analysis():
@@ -48,7 +51,8 @@ def test_analytic_flops_agree_with_xla_cost_analysis():
   compiled = jax.jit(lambda p, t: model.apply({'params': p}, t)).lower(params, tokens).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  analytic = flops.forward_matmul_flops_per_token(ModelConfig.from_config(c.model), 128) * 4 * 128
+  analytic = flops.forward_matmul_flops_per_token(ModelConfig.from_config(c.model), 128,
+                                                  attention='computed') * 4 * 128
   # XLA also counts elementwise work (norms, softmax, GELU): a few percent at this shape.
   assert analytic <= cost['flops'] <= 1.1 * analytic
 
