@@ -92,3 +92,23 @@ def test_launcher_bad_flags_fail_in_one_line(tmp_path, args, message):
   assert out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr
   assert out.stderr.startswith(message), out.stderr
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize('name, total', [
+    ('tiny', 139_712), ('small', 3_345_152), ('nanogpt_s', 3_279_104),
+    ('nanogpt_m', 10_818_432),
+    ('gpt2_small', 124_475_904),  # nanoGPT's GPT-2 124M (vocab 50,304) with its 786,432 wpe
+    ('llama_125m', 134_105_856), ('llama_1b', 1_104_218_112)])
+def test_shipped_configs_resolve_to_their_sizes(name, total):
+  import importlib
+
+  import jax
+
+  from lmjax import flops
+  from lmjax.model import ModelConfig
+  from lmjax.train import build, init_params
+  c = resolve(importlib.import_module(f'experiments.configs.{name}').get_config())
+  counts = flops.param_counts(ModelConfig.from_config(c.model))
+  model, _ = build(c)
+  shapes = jax.eval_shape(lambda: init_params(model, c, jax.random.PRNGKey(0)))
+  assert counts['total'] == flops.count_tree(shapes) == total
