@@ -17,6 +17,12 @@ setup(
         'absl-py>=2.5.1',
         'numpy>=2.4',
         'tensorboardX>=2.6.5',
+        # Data: TFDS builders prepared to array_record and read through grain, no TensorFlow.
+        'tensorflow-datasets>=4.9.10',
+        'array_record>=0.8.6',
+        'grain>=0.2.18',
+        'sentencepiece>=0.2.3',
+        'importlib_resources>=6.5',  # imported by TFDS's builder code, not declared by it
     ],
     extras_require={'test': ['pytest>=9.2']},
 )

@@ -48,7 +48,7 @@ def run_one(name):
   model, tx = build(config)
   mcfg = ModelConfig.from_config(config.model)
   state = init_state(model, tx, config)
-  it = data.batches(config, 'train')
+  it = data.train_iterator(data.load(config), config)
   batches = [jax.device_put(next(it)) for _ in range(4)]
   t0 = time.perf_counter()
   step = make_train_step(model, tx, config).lower(state, batches[0]).compile()

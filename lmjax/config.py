@@ -40,8 +40,10 @@ CHOICES = {
     'model.param_dtype': ('float32', 'bfloat16'),
     'optim.schedule': ('cosine', 'linear', 'constant', 'wsd'),
     'optim.decay_shape': ('linear', 'cosine', '1-sqrt'),
-    'data.dataset': ('python_stdlib', 'random'),
-    'data.tokenizer': ('byte',),
+    'data.tokenizer': ('byte', 'sentencepiece'),
+    'data.sp_model': ('bpe', 'unigram'),
+    'data.doc_per': ('file', 'line'),
+    'data.non_utf8': ('skip', 'fail'),
 }
 
 GATED = ('swiglu', 'geglu')
@@ -75,12 +77,24 @@ def default_config() -> ConfigDict:
   m.attention_block = 64                # causal query blocks (lmjax/attention.py); 0: dense
 
   c.data = d = ConfigDict()
-  d.dataset = 'python_stdlib'           # python_stdlib | random (synthetic tokens, benchmarks)
-  d.tokenizer = 'byte'
+  d.dataset = 'python_stdlib'           # python_stdlib | local_text | random | a TFDS name
+  d.data_dir = placeholder(str)         # TFDS data dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets)
+  d.paths = ''                          # local_text: a directory or glob(s), comma-separated
+  d.doc_per = 'file'                    # local_text: one document per file | line
+  d.non_utf8 = 'skip'                   # local_text: skip (and count) | fail on non-UTF-8 files
+  d.val_percent = 5                     # local builders: share of documents in validation
+  d.text_feature = 'text'               # catalogue datasets: the text feature
+  d.train_split = 'train'               # catalogue datasets: split names
+  d.eval_split = 'validation'
+  d.tokenizer = 'byte'                  # byte | sentencepiece
+  d.sp_model = 'bpe'                    # sentencepiece: bpe | unigram
+  d.vocab_size = 4096                   # sentencepiece: vocabulary size to train
+  d.sp_train_bytes = 8_000_000          # sentencepiece: text it trains on (from the train split)
   d.seq_len = 64
   d.batch_size = 8                      # sequences per optimizer step (global)
-  d.eval_batches = 4                    # batches of the validation split per evaluation
-  d.val_percent = 5                     # share of documents in validation (by path hash)
+  d.eval_batches = 4                    # batches of the evaluation split per evaluation
+  d.workers = 1                         # grain threads reading and tokenising documents
+  d.shuffle_rows = 4096                 # packed rows shuffled together (a window); 0: off
 
   c.optim = o = ConfigDict()
   o.lr = 3e-3
@@ -132,8 +146,7 @@ def resolve(config: ConfigDict) -> ConfigDict:
     if value not in allowed:
       _fail(field, value, f'one of {", ".join(allowed)}')
   if m.vocab_size is None:
-    from lmjax import data  # local import: data depends on nothing here but the tokenizer size
-    m.vocab_size = data.tokenizer_vocab_size(c.data.tokenizer)
+    m.vocab_size = _tokenizer_size(c.data)
   if m.n_kv_heads is None:
     m.n_kv_heads = m.n_heads
   if m.d_ff is None:
@@ -164,9 +177,11 @@ def _validate(c):
             'model.d_ff', 'model.max_seq_len', 'model.vocab_size', 'model.rope_theta',
             'model.init_std', 'data.seq_len', 'data.batch_size', 'data.eval_batches',
             'optim.lr', 'optim.eps', 'train.steps', 'train.grad_accum', 'train.log_every',
-            'train.eval_every')
-  _positive(c, 'model.attention_block', 'optim.warmup_steps', 'optim.weight_decay', 'optim.grad_clip',
-            'optim.min_lr_ratio', 'data.val_percent', allow_zero=True)
+            'train.eval_every', 'data.sp_train_bytes')
+  _positive(c, 'model.attention_block', 'data.workers', 'optim.warmup_steps',
+            'optim.weight_decay', 'optim.grad_clip', 'optim.min_lr_ratio', 'data.val_percent',
+            'data.shuffle_rows',
+            allow_zero=True)
   if m.d_model % m.n_heads:
     _fail('model.n_heads', m.n_heads, f'a divisor of model.d_model={m.d_model}')
   if m.n_heads % m.n_kv_heads:
@@ -178,9 +193,8 @@ def _validate(c):
   if m.position == 'learned' and d.seq_len > m.max_seq_len:
     _fail('data.seq_len', d.seq_len, f'at most model.max_seq_len={m.max_seq_len} with learned '
           'positions')
-  if d.dataset != 'random' and m.vocab_size < _tokenizer_size(d.tokenizer):
-    _fail('model.vocab_size', m.vocab_size,
-          f'at least the tokenizer size {_tokenizer_size(d.tokenizer)}')
+  if d.dataset != 'random' and m.vocab_size < _tokenizer_size(d):
+    _fail('model.vocab_size', m.vocab_size, f'at least the tokenizer size {_tokenizer_size(d)}')
   for b in ('b1', 'b2'):
     if not 0 <= o[b] < 1:
       _fail(f'optim.{b}', o[b], 'a number in [0, 1)')
@@ -192,15 +206,21 @@ def _validate(c):
     _fail('optim.warmup_steps', o.warmup_steps, f'at most train.steps={t.steps}')
   if d.batch_size % t.grad_accum:
     _fail('train.grad_accum', t.grad_accum, f'a divisor of data.batch_size={d.batch_size}')
-  if d.val_percent >= 100:
-    _fail('data.val_percent', d.val_percent, 'a number in [0, 100)')
+  if not 0 < d.val_percent < 100:
+    _fail('data.val_percent', d.val_percent, 'a number in (0, 100)')
+  if d.tokenizer == 'sentencepiece' and d.vocab_size < 259:
+    _fail('data.vocab_size', d.vocab_size, 'at least 259 for sentencepiece (256 byte pieces, '
+          '<unk>, <sep> and one more)')
+  if d.dataset == 'local_text' and not d.paths:
+    _fail('data.paths', d.paths, 'a directory or glob of text files when data.dataset=local_text')
   if t.peak_flops is not None:
     _positive(c, 'train.peak_flops')
 
 
-def _tokenizer_size(name):
-  from lmjax import data
-  return data.tokenizer_vocab_size(name)
+def _tokenizer_size(data_config):
+  if data_config.tokenizer == 'byte':
+    return 257  # lmjax.tokenizers.ByteTokenizer: 256 bytes and the separator
+  return int(data_config.vocab_size)
 
 
 def to_dict(config: ConfigDict) -> dict:

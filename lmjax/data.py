@@ -1,126 +1,150 @@
-"""Tokens for training: the byte tokenizer and the default corpus (the Python standard library).
+"""The data seam of lmjax: dataset + tokenizer in, iterators of numpy batches out.
 
-The seam to the rest of lmjax is `batches(config, split, start_step)`, which yields dicts of int32
-numpy arrays `inputs` and `targets`, shape (batch_size, seq_len). The train order is a pure
-function of (seed, step), so a run restarted at step k sees the batches of an uninterrupted run.
+`load(config)` prepares the TFDS dataset (lmjax/datasets.py) and the tokenizer (trained on the
+train split when missing, saved beside the prepared data, reused after), and returns `Data`.
+`train_iterator(data, config)` is the grain pipeline of lmjax/pipeline.py, whose
+`get_state()`/`set_state()` go into checkpoints; `eval_batches(data, config)` the fixed
+evaluation batches. A batch is a dict of numpy arrays (rows, seq_len): inputs, targets,
+positions, segment_ids, weights.
 
-Default corpus: every `*.py` file under the running interpreter's `sysconfig` stdlib directory
-(site-packages and dist-packages excluded), read as raw bytes. A file goes to validation when
-int(sha1(its path relative to that directory, as posix).hexdigest(), 16) % 100 < val_percent,
-so the split is fixed across runs and machines with the same Python. Documents are joined in
-sorted path order with the end-of-document token between them.
+`data.dataset=random` gives uniform random tokens with no file access (for benchmarks).
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import pathlib
-import sysconfig
+import json
+import os
 
+import grain
 import numpy as np
 
-BYTE_EOS = 256  # end-of-document separator; ids 0..255 are the bytes themselves
+from lmjax import datasets, pipeline, tokenizers
 
 
-def tokenizer_vocab_size(name: str) -> int:
-  if name == 'byte':
-    return 257
-  raise ValueError(f'config.data.tokenizer={name!r} is not allowed: one of byte')
+def tokenizer_vocab_size(data_config) -> int:
+  if data_config.tokenizer == 'byte':
+    return tokenizers.ByteTokenizer.vocab_size
+  return int(data_config.vocab_size)
 
 
-def token_bytes(name: str, vocab_size: int) -> np.ndarray:
-  """UTF-8 bytes each token id stands for (0 for specials), for bits per byte."""
-  if name != 'byte':
-    raise ValueError(f'config.data.tokenizer={name!r} is not allowed: one of byte')
-  out = np.zeros(vocab_size, np.int32)
-  out[:256] = 1
+@dataclasses.dataclass
+class Data:
+  tokenizer: object
+  train: object = None       # random-access source of the train split
+  eval: object = None        # ... and of the evaluation split
+  feature: str = 'text'
+  stats: dict = dataclasses.field(default_factory=dict)
+
+
+def _tokenizer(data_config, prepared, train_source, feature):
+  d = data_config
+  if d.tokenizer == 'byte':
+    return tokenizers.ByteTokenizer()
+  folder = os.path.join(prepared.data_dir, 'tokenizers')
+  path = os.path.join(folder, f'sp-{d.sp_model}-{d.vocab_size}.model')
+  if not os.path.exists(path):
+    os.makedirs(folder, exist_ok=True)
+    texts = (_text(train_source[i], feature) for i in range(len(train_source)))
+    tokenizers.train_sentencepiece(texts, path, d.vocab_size, d.sp_model, d.sp_train_bytes)
+  return tokenizers.SentencePieceTokenizer(path)
+
+
+def _text(record, feature):
+  value = record[feature]
+  return value.decode('utf-8') if isinstance(value, bytes) else value
+
+
+def split_statistics(source, tokenizer, feature) -> dict:
+  """Documents, UTF-8 bytes, tokens (separators included) of one split, and the entropy of its
+  byte histogram in bits per byte: what a model with no context at all could reach."""
+  docs = n_bytes = n_tokens = 0
+  counts = np.zeros(256, np.int64)
+  for i in range(len(source)):
+    text = source[i][feature]
+    raw = text if isinstance(text, bytes) else text.encode('utf-8')
+    docs += 1
+    n_bytes += len(raw)
+    n_tokens += len(tokenizer.encode(raw)) + 1
+    counts += np.bincount(np.frombuffer(raw, np.uint8), minlength=256)
+  p = counts[counts > 0] / max(counts.sum(), 1)
+  return {'documents': docs, 'bytes': n_bytes, 'tokens': n_tokens,
+          'tokens_per_byte': n_tokens / max(n_bytes, 1),
+          'unigram_bits_per_byte': float(-(p * np.log2(p)).sum())}
+
+
+def statistics(data: Data, prepared=None) -> dict:
+  """Per-split statistics, cached in a JSON file beside the tokenizer."""
+  cache = None
+  if prepared is not None:
+    cache = os.path.join(prepared.data_dir, 'tokenizers', f'stats-{data.tokenizer.name}.json')
+    if os.path.exists(cache):
+      with open(cache) as f:
+        return json.load(f)
+  out = {split: split_statistics(src, data.tokenizer, data.feature)
+         for split, src in (('train', data.train), ('eval', data.eval))}
+  if cache:
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    tmp = f'{cache}.tmp{os.getpid()}'
+    with open(tmp, 'w') as f:
+      json.dump(out, f, indent=2)
+    os.replace(tmp, cache)
   return out
 
 
-def stdlib_dir() -> pathlib.Path:
-  return pathlib.Path(sysconfig.get_paths()['stdlib'])
-
-
-def is_validation(relpath: str, val_percent: int) -> bool:
-  return int(hashlib.sha1(relpath.encode()).hexdigest(), 16) % 100 < val_percent
-
-
-@dataclasses.dataclass(frozen=True)
-class Corpus:
-  train: np.ndarray  # uint16 token stream, documents separated by BYTE_EOS
-  validation: np.ndarray
-  n_docs: dict
-  n_bytes: dict
-
-
-@functools.lru_cache(maxsize=4)
-def python_stdlib(val_percent: int = 5) -> Corpus:
-  root = stdlib_dir()
-  files = sorted(p for p in root.rglob('*.py') if p.is_file() and not (
-      {'site-packages', 'dist-packages'} & set(p.relative_to(root).parts)))
-  parts = {'train': [], 'validation': []}
-  for path in files:
-    rel = path.relative_to(root).as_posix()
-    data = np.frombuffer(path.read_bytes(), np.uint8)
-    if data.size:
-      parts['validation' if is_validation(rel, val_percent) else 'train'].append(data)
-  streams, n_docs, n_bytes = {}, {}, {}
-  eos = np.array([BYTE_EOS], np.uint16)
-  for split, docs in parts.items():
-    if not docs:
-      raise ValueError(f'python_stdlib: the {split} split of {root} is empty '
-                       f'(config.data.val_percent={val_percent})')
-    pieces = [x for doc in docs for x in (doc.astype(np.uint16), eos)]
-    streams[split] = np.concatenate(pieces)
-    n_docs[split] = len(docs)
-    n_bytes[split] = int(sum(doc.size for doc in docs))
-  return Corpus(streams['train'], streams['validation'], n_docs, n_bytes)
-
-
-def unigram_entropy_bits_per_byte(stream: np.ndarray) -> float:
-  """Entropy of the byte histogram: what a model with no context could reach, in bits per byte."""
-  counts = np.bincount(stream[stream < 256], minlength=256).astype(np.float64)
-  p = counts[counts > 0] / counts.sum()
-  return float(-(p * np.log2(p)).sum())
-
-
-def _windows(stream, starts, seq_len):
-  idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
-  tokens = stream[idx].astype(np.int32)
-  return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:]}
-
-
-def batches(config, split: str, start_step: int = 0):
-  """Yields batches {'inputs', 'targets'} (B, T) int32 from `start_step` on.
-
-  train: windows at offsets drawn from a generator seeded by (seed, step), endless.
-  validation: `eval_batches` fixed batches of windows evenly spaced over the split, then stops.
-  """
+def load(config, with_stats=True) -> Data:
   d = config.data
-  b, t = d.batch_size, d.seq_len
   if d.dataset == 'random':
-    vocab = config.model.vocab_size
-    step = start_step
-    while True:
-      rng = np.random.default_rng([config.seed, step, split == 'train'])
-      tokens = rng.integers(0, min(vocab, 256), (b, t + 1), dtype=np.int32)
-      yield {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:]}
-      step += 1
-      if split != 'train' and step >= d.eval_batches:
-        return
-  corpus = python_stdlib(d.val_percent)
-  stream = corpus.train if split == 'train' else corpus.validation
-  if len(stream) < t + 1:
-    raise ValueError(f'config.data.seq_len={t} is longer than the {split} split '
-                     f'({len(stream)} tokens)')
-  if split == 'train':
-    step = start_step
-    while True:
-      rng = np.random.default_rng([config.seed, step])
-      yield _windows(stream, rng.integers(0, len(stream) - t, b), t)
-      step += 1
-  n = d.eval_batches * b
-  starts = np.linspace(0, len(stream) - t - 1, n).astype(np.int64)
-  for i in range(start_step, d.eval_batches):
-    yield _windows(stream, starts[i * b:(i + 1) * b], t)
+    return Data(tokenizer=tokenizers.ByteTokenizer())
+  prepared = datasets.prepare(d)
+  train_split, eval_split = datasets.splits(d)
+  feature = d.text_feature if d.dataset not in datasets.LOCAL else 'text'
+  train = datasets.data_source(prepared, train_split)
+  eval_ = datasets.data_source(prepared, eval_split)
+  if feature not in train[0]:
+    raise datasets.DataError(f'config.data.text_feature={feature!r} is not a feature of '
+                             f'{d.dataset}: one of {", ".join(train[0])}')
+  data = Data(_tokenizer(d, prepared, train, feature), train, eval_, feature)
+  if with_stats:
+    data.stats = statistics(data, prepared)
+  return data
+
+
+class _RandomBatch:
+  def __init__(self, config):
+    self.seed, self.vocab = config.seed, min(config.model.vocab_size, 256)
+    self.shape = (config.data.batch_size, config.data.seq_len + 1)
+
+  def __call__(self, index):
+    tokens = np.random.default_rng([self.seed, index]).integers(0, self.vocab, self.shape,
+                                                                dtype=np.int32)
+    return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:]}
+
+
+def train_iterator(data: Data, config, process_index=0, process_count=1):
+  """A grain DatasetIterator of this process's training batches (with get_state/set_state)."""
+  if config.data.dataset == 'random':
+    return iter(grain.MapDataset.range(0, 2 ** 62).map(_RandomBatch(config)).to_iter_dataset())
+  return iter(pipeline.train_dataset(data.train, data.tokenizer, config.data, config.seed,
+                                     process_index, process_count, data.feature))
+
+
+def eval_batches(data: Data, config, process_index=0, process_count=1) -> list:
+  d = config.data
+  if d.dataset == 'random':
+    return [_RandomBatch(config)(-1 - i) for i in range(d.eval_batches)]
+  out = pipeline.eval_batches(data.eval, data.tokenizer, d, process_index, process_count,
+                              data.feature)
+  if not out:
+    raise datasets.DataError(
+        f'the evaluation split of {d.dataset} holds fewer tokens than one batch of '
+        f'data.batch_size={d.batch_size} × (data.seq_len + 1)={d.seq_len + 1}')
+  return out
+
+
+def epochs_seen(data: Data, config, steps: int) -> float:
+  """Passes over the train split after `steps` steps (rows consume seq_len + 1 tokens each)."""
+  per_epoch = data.stats.get('train', {}).get('tokens')
+  if not per_epoch:
+    return float('nan')
+  return steps * config.data.batch_size * (config.data.seq_len + 1) / per_epoch
+

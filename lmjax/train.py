@@ -98,26 +98,35 @@ def make_train_step(model, tx, config):
   return jax.jit(step_fn, donate_argnums=0)
 
 
-def make_eval_step(model, config):
-  bytes_per_token = jnp.asarray(data.token_bytes(config.data.tokenizer, config.model.vocab_size))
+def make_eval_step(model, token_bytes):
+  """params, batch -> summed nats, target tokens and their UTF-8 bytes (for bits per byte)."""
+  bytes_per_token = jnp.asarray(token_bytes, jnp.float32)
 
   def eval_fn(params, batch):
     nats, count = loss_sums(params, model, batch)
+    weights = batch.get('weights', jnp.ones(batch['targets'].shape, jnp.float32))
     return {'nats': nats, 'tokens': count,
-            'bytes': bytes_per_token[batch['targets']].sum().astype(jnp.float32)}
+            'bytes': (bytes_per_token[batch['targets']] * weights).sum()}
   return jax.jit(eval_fn)
 
 
-def evaluate(eval_step, params, config) -> dict:
-  """Mean loss per token, perplexity and bits per byte over the validation batches."""
+def evaluate(eval_step, params, batches) -> dict:
+  """Mean loss per token, perplexity and bits per byte over the evaluation batches."""
   total = {'nats': 0.0, 'tokens': 0.0, 'bytes': 0.0}
-  for batch in data.batches(config, 'validation'):
+  for batch in batches:
     out = jax.device_get(eval_step(params, batch))
     for k in total:
       total[k] += float(out[k])
   loss = total['nats'] / total['tokens']
   bpb = total['nats'] / math.log(2) / total['bytes'] if total['bytes'] else float('nan')
   return {'eval_loss': loss, 'eval_ppl': math.exp(min(loss, 700)), 'eval_bpb': bpb}
+
+
+def token_bytes_table(tokenizer, vocab_size):
+  table = np.zeros(vocab_size, np.float32)
+  own = tokenizer.token_bytes()
+  table[:len(own)] = own
+  return table
 
 
 def peak_memory_bytes() -> int:
@@ -162,8 +171,16 @@ def train(config, workdir=None, writer=None) -> dict:
       f'(6N+12LdT: {flops.kaplan_flops_per_token(mcfg, seq_len) / 1e6:.2f}); '
       f'peak {peak / 1e9:.1f} GFLOP/s per device ({peak_source}, {dev.device_kind})')
 
+  dataset = data.load(config)
+  eval_set = data.eval_batches(dataset, config)
+  if dataset.stats:
+    st = dataset.stats['train']
+    writer.print(f'data: {config.data.dataset}, {st["documents"]:,} train documents, '
+                 f'{st["bytes"]:,} bytes, {st["tokens"]:,} tokens ({config.data.tokenizer}); '
+                 f'{len(eval_set)} eval batches; unigram entropy of the eval text '
+                 f'{dataset.stats["eval"]["unigram_bits_per_byte"]:.3f} bits per byte')
   state = init_state(model, tx, config)
-  train_iter = data.batches(config, 'train', start_step=0)
+  train_iter = data.train_iterator(dataset, config)
   first = next(train_iter)
   t0 = time.time()
   train_step = make_train_step(model, tx, config).lower(state, first).compile()
@@ -175,14 +192,16 @@ def train(config, workdir=None, writer=None) -> dict:
   writer.print(f'compiled train step in {compile_s:.1f}s; XLA counts '
                f'{xla_flops / tokens_per_step / 1e6:.2f} MFLOPs/token, the analytic count of '
                f'the matmuls it runs {computed / 1e6:.2f}')
-  eval_step = make_eval_step(model, config)
+  eval_step = make_eval_step(
+      model, token_bytes_table(dataset.tokenizer, config.model.vocab_size))
 
   def log_row(step, m, dt, n_steps):
     tps = n_steps * tokens_per_step / dt
     row = {'step': step, 'loss': float(m['loss']), 'lr': float(m['lr']),
            'grad_norm': float(m['grad_norm']), 'tokens': step * tokens_per_step,
            'tokens_per_s': tps, 'step_time_s': dt / n_steps,
-           'mfu': flops.mfu(flops_per_token, tps, peak, jax.device_count())}
+           'mfu': flops.mfu(flops_per_token, tps, peak, jax.device_count()),
+           'epoch': data.epochs_seen(dataset, config, step)}
     writer.write(row)
     eta = (steps - step) * dt / n_steps
     writer.print(f'step {step}/{steps} loss {row["loss"]:.4f} lr {row["lr"]:.2e} '
@@ -211,7 +230,7 @@ def train(config, workdir=None, writer=None) -> dict:
         last_row = log_row(pending[0], jax.device_get(pending[1]), now - t_log,
                            pending[0] - step_log)
         pending = None
-      last_eval = {'step': step, **evaluate(eval_step, state.params, config)}
+      last_eval = {'step': step, **evaluate(eval_step, state.params, eval_set)}
       writer.write(last_eval)
       writer.print(f'eval step {step}: loss {last_eval["eval_loss"]:.4f} '
                    f'ppl {last_eval["eval_ppl"]:.2f} bpb {last_eval["eval_bpb"]:.4f}')
@@ -224,6 +243,7 @@ def train(config, workdir=None, writer=None) -> dict:
              'params_non_embedding': counts['non_embedding'],
              'flops_per_token': flops_per_token, 'final_loss': last_row and last_row['loss'],
              'compile_s': compile_s, 'wall_s': wall, 'peak_memory_bytes': peak_memory_bytes(),
+             'unigram_bits_per_byte': dataset.stats.get('eval', {}).get('unigram_bits_per_byte'),
              **{k: v for k, v in last_eval.items() if k != 'step'}}
   if workdir:
     write_json_atomic(os.path.join(workdir, 'summary.json'), summary)

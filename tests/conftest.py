@@ -1,7 +1,11 @@
 import os
 import sys
 
+import tempfile
+
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One TFDS data dir for the whole session (python_stdlib is prepared once), never the user's.
+os.environ['TFDS_DATA_DIR'] = tempfile.mkdtemp(prefix='lmjax-tests-tfds-')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)

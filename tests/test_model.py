@@ -191,7 +191,7 @@ def test_variant_trains(variant):
   state = init_state(model, tx, c)
   step = make_train_step(model, tx, c)
   losses = []
-  for batch in zip(range(30), data.batches(c, 'train')):
+  for batch in zip(range(30), data.train_iterator(data.load(c), c)):
     state, m = step(state, batch[1])
     losses.append(float(m['loss']))
   assert np.all(np.isfinite(losses))

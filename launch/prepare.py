@@ -1,0 +1,67 @@
+"""Prepare a dataset and its tokenizer, and print their statistics.
+
+  python -m launch.prepare --config=experiments/configs/small.py \
+      [--config.data.tokenizer=sentencepiece --config.data.vocab_size=4096]
+
+Prepares the TFDS dataset (once; later calls reuse it), trains the tokenizer when it is missing,
+then prints per split: documents, UTF-8 bytes, tokens (a separator per document included), tokens
+per byte, and how long each stage took. Training runs do the same on start-up; this does it ahead.
+"""
+import json
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from launch.flags_util import fail, load_config_file, parse_flags
+from lmjax.config import ConfigError, resolve
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
+                                          lock_config=False)
+flags.mark_flags_as_required(['config'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    fail(f'unexpected arguments {argv[1:]}: use --config.a.b=value for overrides')
+  logging.set_verbosity(logging.WARNING)
+  load_config_file(flags.FLAGS['config'].config_filename)
+  try:
+    config = resolve(_CONFIG.value)
+  except ConfigError as e:
+    fail(str(e))
+  from lmjax import data, datasets
+  d = config.data
+  if d.dataset == 'random':
+    fail('config.data.dataset=random has nothing to prepare')
+  try:
+    t0 = time.time()
+    prepared = datasets.prepare(d)
+    t_dataset = time.time() - t0
+    t0 = time.time()
+    loaded = data.load(config, with_stats=False)
+    t_tokenizer = time.time() - t0
+    t0 = time.time()
+    stats = data.statistics(loaded, prepared)
+    t_stats = time.time() - t0
+  except datasets.DataError as e:
+    fail(str(e))
+  tok = loaded.tokenizer
+  print(f'dataset {d.dataset} in {prepared.data_dir} (prepared in {t_dataset:.1f}s)')
+  skipped = prepared.info.metadata.get('skipped_non_utf8') if prepared.info.metadata else None
+  if skipped:
+    print(f'skipped {skipped} files that are not UTF-8 (config.data.non_utf8=skip)')
+  print(f'tokenizer {tok.name}: {tok.vocab_size} ids (ready in {t_tokenizer:.1f}s)')
+  print(f'{"split":>6} {"documents":>10} {"bytes":>14} {"tokens":>14} {"tokens/byte":>11}'
+        f' {"unigram bits/byte":>17}')
+  for split, s in stats.items():
+    print(f'{split:>6} {s["documents"]:>10,} {s["bytes"]:>14,} {s["tokens"]:>14,} '
+          f'{s["tokens_per_byte"]:>11.4f} {s["unigram_bits_per_byte"]:>17.3f}')
+  print(f'statistics in {t_stats:.1f}s')
+  print(json.dumps({'dataset': d.dataset, 'tokenizer': tok.name, 'vocab_size': tok.vocab_size,
+                    'prepare_s': round(t_dataset, 2), 'tokenizer_s': round(t_tokenizer, 2),
+                    'stats_s': round(t_stats, 2), 'stats': stats}))
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,235 @@
+"""Text datasets through TFDS, prepared once into array_record files for random access.
+
+- `local_text`: any directory or glob of text files, one document per file or per line.
+- `python_stdlib`: the default corpus, every `*.py` file of the running interpreter's standard
+  library (`sysconfig` stdlib, site-packages and dist-packages excluded): `local_text` with fixed
+  settings, so it exists wherever Python does.
+- any other name: a TFDS catalogue dataset (`lm1b`, `tiny_shakespeare`, `c4/en`, ...), prepared
+  in the TFDS data dir (needs the network the first time, and for some datasets TensorFlow).
+
+Split of the local builders: a document goes to validation when
+int(sha1(key).hexdigest(), 16) % 100 < val_percent, key being its path relative to the root
+(posix), with `:line` appended for one document per line. TFDS prepares into a temporary
+directory and renames it when complete, so a killed or repeated prepare never leaves a dataset
+that a later run would read half-written.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import pathlib
+import sysconfig
+
+import contextlib
+
+from absl import logging
+import tensorflow_datasets as tfds
+
+tfds.disable_progress_bar()
+
+LOCAL = ('python_stdlib', 'local_text')
+
+
+class DataError(ValueError):
+  """A dataset that cannot be used as configured; the message names the cause."""
+
+
+def is_validation(key: str, val_percent: int) -> bool:
+  return int(hashlib.sha1(key.encode()).hexdigest(), 16) % 100 < val_percent
+
+
+class LocalTextConfig(tfds.core.BuilderConfig):
+  """Which files, how they split into documents, and what to do with files that are not UTF-8."""
+
+  def __init__(self, *, root, patterns, doc_per='file', val_percent=5, non_utf8='skip',
+               exclude_dirs=(), name=None):
+    settings = dict(root=str(root), patterns=list(patterns), doc_per=doc_per,
+                    val_percent=val_percent, non_utf8=non_utf8, exclude_dirs=list(exclude_dirs))
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    super().__init__(name=name or f'h{digest}', version='1.0.0',
+                     description=json.dumps(settings, sort_keys=True))
+    self.settings = settings
+
+
+class LocalText(tfds.core.GeneratorBasedBuilder):
+  """Local text files as a TFDS dataset with `train` and `validation` splits of {'text'}."""
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({'text': tfds.features.Text()}),
+        metadata=tfds.core.MetadataDict())
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    s = self.builder_config.settings
+    docs = {'train': [], 'validation': []}
+    skipped = 0
+    for path, rel in _list_files(s):
+      data = path.read_bytes()
+      try:
+        text = data.decode('utf-8')
+      except UnicodeDecodeError:
+        if s['non_utf8'] == 'fail':
+          raise DataError(f'{path} is not UTF-8 (config.data.non_utf8=fail; set it to skip '
+                          'to leave such files out)') from None
+        skipped += 1
+        continue
+      units = ([(rel, text)] if s['doc_per'] == 'file' else
+               [(f'{rel}:{i}', line) for i, line in enumerate(text.splitlines())])
+      for key, doc in units:
+        if doc.strip():
+          docs['validation' if is_validation(key, s['val_percent']) else 'train'].append(
+              (key, doc))
+    self.info.metadata['skipped_non_utf8'] = skipped
+    for split, items in docs.items():
+      if not items:
+        raise DataError(f'the {split} split of {s["root"]} ({", ".join(s["patterns"])}) is '
+                        f'empty: no non-empty UTF-8 documents (config.data.val_percent='
+                        f'{s["val_percent"]})')
+    return {split: self._generate_examples(items) for split, items in docs.items()}
+
+  def _generate_examples(self, items):
+    for key, text in items:
+      yield key, {'text': text}
+
+
+class PythonStdlib(LocalText):
+  """The default corpus (registered as `python_stdlib`)."""
+
+
+def _list_files(settings):
+  root = pathlib.Path(settings['root'])
+  if not root.is_dir():
+    raise DataError(f'config.data.paths: {root} is not a directory')
+  found = set()
+  for pattern in settings['patterns']:
+    found.update(glob.glob(os.path.join(str(root), pattern), recursive=True))
+  excluded = set(settings['exclude_dirs'])
+  files = []
+  for name in sorted(found):
+    path = pathlib.Path(name)
+    rel = path.relative_to(root)
+    if path.is_file() and not (excluded & set(rel.parts[:-1])):
+      files.append((path, rel.as_posix()))
+  if not files:
+    raise DataError(f'config.data.paths: no files match {settings["patterns"]} under {root}')
+  return files
+
+
+def stdlib_config(val_percent=5) -> LocalTextConfig:
+  import sys
+  root = sysconfig.get_paths()['stdlib']
+  return LocalTextConfig(root=root, patterns=['**/*.py'], doc_per='file',
+                         val_percent=val_percent, non_utf8='skip',
+                         exclude_dirs=['site-packages', 'dist-packages'],
+                         name=f'py{sys.version_info.major}{sys.version_info.minor}_'
+                              f'val{val_percent}')
+
+
+def local_text_config(data_config) -> LocalTextConfig:
+  """From config.data.paths: a directory (all files below it) or a glob, comma-separated."""
+  d = data_config
+  specs = [p.strip() for p in str(d.paths or '').split(',') if p.strip()]
+  if not specs:
+    raise DataError('config.data.paths is empty: give a directory or glob of text files')
+  roots, patterns = set(), []
+  for spec in specs:
+    spec = os.path.abspath(os.path.expanduser(spec))
+    if os.path.isdir(spec):
+      roots.add(spec)
+      patterns.append('**/*')
+    elif glob.has_magic(spec):
+      base = spec[:min(spec.find(c) for c in '*?[' if c in spec)]
+      base = base if base.endswith(os.sep) else os.path.dirname(base)
+      roots.add(base.rstrip(os.sep) or os.sep)
+      patterns.append(os.path.relpath(spec, base))
+    elif os.path.isfile(spec):
+      roots.add(os.path.dirname(spec))
+      patterns.append(os.path.basename(spec))
+    else:
+      raise DataError(f'config.data.paths: {spec} does not exist')
+  if len(roots) > 1:
+    raise DataError(f'config.data.paths: all paths must share one directory, got {sorted(roots)}')
+  return LocalTextConfig(root=roots.pop(), patterns=patterns, doc_per=d.doc_per,
+                         val_percent=d.val_percent, non_utf8=d.non_utf8)
+
+
+def data_dir(data_config) -> str:
+  return os.path.expanduser(data_config.data_dir or os.environ.get('TFDS_DATA_DIR') or
+                            '~/tensorflow_datasets')
+
+
+@contextlib.contextmanager
+def _quiet():
+  """TFDS logs every custom config and prepare step as warnings; errors still show."""
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(level)
+
+
+def builder(data_config):
+  """The TFDS builder for config.data (not yet prepared)."""
+  with _quiet():
+    return _builder(data_config)
+
+
+def _builder(data_config):
+  d = data_config
+  root = data_dir(d)
+  if d.dataset == 'python_stdlib':
+    return PythonStdlib(config=stdlib_config(d.val_percent), data_dir=root,
+                        file_format='array_record')
+  if d.dataset == 'local_text':
+    return LocalText(config=local_text_config(d), data_dir=root, file_format='array_record')
+  try:
+    return tfds.builder(d.dataset, data_dir=root, file_format='array_record')
+  except tfds.core.registered.DatasetNotFoundError:
+    raise DataError(f'config.data.dataset={d.dataset!r} is neither one of python_stdlib, '
+                    'local_text, random nor a TFDS catalogue dataset') from None
+
+
+def prepare(data_config):
+  """Prepares the dataset if needed and returns its builder. Offline errors name the way out."""
+  b = builder(data_config)
+  if data_config.dataset in LOCAL:
+    with _quiet():
+      b.download_and_prepare()
+    return b
+  if b.is_prepared():
+    return b
+  # TFDS retries a failed download 10 times with backoff; offline, that is minutes of waiting
+  # for an answer that is already known. One retry is enough to ride out a transient error.
+  from tensorflow_datasets.core.download import downloader
+  retries, downloader.MAX_RETRIES = downloader.MAX_RETRIES, 1
+  try:
+    b.download_and_prepare()
+  except Exception as e:  # pylint: disable=broad-except  (requests, TFDS and gcs errors vary)
+    raise DataError(
+        f'config.data.dataset={data_config.dataset!r} is not prepared in {data_dir(data_config)} '
+        f'and preparing it failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); prepare it '
+        'where you are online and copy the TFDS data dir here (config.data.data_dir), or train '
+        'on local files with config.data.dataset=local_text and config.data.paths=DIR') from None
+  finally:
+    downloader.MAX_RETRIES = retries
+  return b
+
+
+def splits(data_config):
+  """(train split name, eval split name)."""
+  if data_config.dataset in LOCAL:
+    return 'train', 'validation'
+  return data_config.train_split, data_config.eval_split
+
+
+def data_source(prepared, split):
+  """Random-access records {'text': ...} of one split of a prepared builder."""
+  if split not in prepared.info.splits:
+    raise DataError(f'split {split!r} is not one of {", ".join(prepared.info.splits)} '
+                    '(config.data.train_split / eval_split)')
+  return prepared.as_data_source(split=split)

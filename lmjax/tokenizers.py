@@ -1,0 +1,118 @@
+"""Tokenizers: byte-level (the default) and SentencePiece (BPE or unigram) trained by lmjax.
+
+Every tokenizer has a separator id, put at the start of each document when documents are packed,
+and `token_bytes()`: the raw UTF-8 bytes each id stands for (0 for specials), so that bits per
+byte divide by the bytes of the text itself and are comparable across tokenizers.
+
+SentencePiece (Kudo & Richardson 2018) is trained without normalisation, without a dummy prefix
+and without whitespace removal, with byte fallback: decode(encode(text)) == text for any text,
+and the pieces of a text add up to exactly its UTF-8 bytes.
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+
+SP_SPECIALS = ('<unk>', '<sep>')  # ids 0 and 1; byte-fallback pieces <0x00>..<0xFF> follow
+
+
+class ByteTokenizer:
+  """ids 0..255 are the bytes of the UTF-8 text; 256 separates documents."""
+  name = 'byte'
+  vocab_size = 257
+  sep_id = 256
+
+  def encode(self, text) -> np.ndarray:
+    data = text if isinstance(text, bytes) else text.encode('utf-8')
+    return np.frombuffer(data, np.uint8).astype(np.int32)
+
+  def decode(self, ids) -> str:
+    ids = np.asarray(ids)
+    return bytes(ids[ids < 256].astype(np.uint8)).decode('utf-8', errors='replace')
+
+  def token_bytes(self) -> np.ndarray:
+    out = np.zeros(self.vocab_size, np.int32)
+    out[:256] = 1
+    return out
+
+
+class SentencePieceTokenizer:
+  """A trained SentencePiece model; `path` is its .model file."""
+
+  def __init__(self, path):
+    import sentencepiece as spm
+    self.path = path
+    self.sp = spm.SentencePieceProcessor(model_file=path)
+    self.name = os.path.basename(path)
+    self.vocab_size = self.sp.get_piece_size()
+    self.sep_id = self.sp.piece_to_id('<sep>')
+
+  def encode(self, text) -> np.ndarray:
+    if isinstance(text, bytes):
+      text = text.decode('utf-8')
+    return np.asarray(self.sp.encode(text), np.int32)
+
+  def decode(self, ids) -> str:
+    return self.sp.decode([int(i) for i in ids if i != self.sep_id])
+
+  def token_bytes(self) -> np.ndarray:
+    out = np.zeros(self.vocab_size, np.int32)
+    for i in range(self.vocab_size):
+      if self.sp.is_byte(i):
+        out[i] = 1
+      elif not (self.sp.is_control(i) or self.sp.is_unknown(i) or self.sp.is_unused(i)):
+        out[i] = len(self.sp.id_to_piece(i).replace('\u2581', ' ').encode('utf-8'))
+    return out
+
+
+def _training_chunks(texts, max_bytes, lines_per_chunk=8):
+  """Sentences for SentencePiece: runs of a few lines (newlines kept), up to `max_bytes` total."""
+  seen = 0
+  for text in texts:
+    lines = text.splitlines(keepends=True)
+    for i in range(0, len(lines), lines_per_chunk):
+      chunk = ''.join(lines[i:i + lines_per_chunk])
+      if chunk.strip() and len(chunk) < 4000:
+        yield chunk
+        seen += len(chunk)
+        if seen >= max_bytes:
+          return
+
+
+def train_sentencepiece(texts, path, vocab_size, model_type='bpe', max_bytes=8_000_000):
+  """Trains on the first `max_bytes` of `texts` (an iterable of str) and writes `path` atomically.
+
+  Raises ValueError when the vocabulary cannot hold the 256 byte pieces and the specials.
+  """
+  import sentencepiece as spm
+  minimum = 256 + len(SP_SPECIALS) + 1
+  if vocab_size < minimum:
+    raise ValueError(f'config.data.vocab_size={vocab_size} is too small for a SentencePiece '
+                     f'tokenizer with byte fallback: at least {minimum}')
+  model = io.BytesIO()
+  try:
+    _train(spm, texts, model, vocab_size, model_type, max_bytes)
+  except RuntimeError as e:
+    raise ValueError(f'training a {model_type} SentencePiece tokenizer of '
+                     f'config.data.vocab_size={vocab_size} failed: '
+                     f'{str(e).strip().splitlines()[-1]}') from None
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'wb') as f:
+    f.write(model.getvalue())
+  os.replace(tmp, path)
+  return SentencePieceTokenizer(path)
+
+
+def _train(spm, texts, model, vocab_size, model_type, max_bytes):
+  # hard_vocab_limit=False: a small corpus may support fewer pieces than asked for; the model's
+  # embedding (config.model.vocab_size) may be larger than the tokenizer, never smaller.
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=_training_chunks(texts, max_bytes), model_writer=model,
+      vocab_size=vocab_size, model_type=model_type, normalization_rule_name='identity',
+      add_dummy_prefix=False, remove_extra_whitespaces=False, byte_fallback=True,
+      split_by_whitespace=model_type != 'bpe', allow_whitespace_only_pieces=True,
+      character_coverage=0.9995, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+      control_symbols=['<sep>'], num_threads=os.cpu_count() or 1, minloglevel=2,
+      hard_vocab_limit=False)
