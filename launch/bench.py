@@ -3,7 +3,8 @@
 Each config runs in a fresh subprocess (so peak memory is its own): the real train step of
 lmjax.train on synthetic tokens (config `random` data) or the config's corpus, `warmup` untimed
 steps, then `steps` individually timed steps. Prints one JSON line per config (tokens/s from the
-median step time, step time, compile time, MFU against the device peak, peak memory) and a table.
+median step time, step time, compile time, MFU against the device peak, peak memory, and the
+input pipeline's own tokens/s over `pipeline_batches` batches) and a table.
 S and M are nanoGPT's shapes (shared/bench/nanogpt_cpu_bench.py times nanoGPT itself on them).
 """
 import json
@@ -27,6 +28,8 @@ _CONFIGS = flags.DEFINE_list('configs', ['S', 'M', 'small'], f'names ({", ".join
                              'config file paths')
 _STEPS = flags.DEFINE_integer('steps', 20, 'timed steps')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'untimed steps after compiling')
+_PIPELINE_BATCHES = flags.DEFINE_integer('pipeline_batches', 2000, 'batches timed for the '
+                                         'input pipeline alone (span several shuffle windows)')
 _CHILD = flags.DEFINE_string('child', None, 'internal: run one config in this process')
 
 
@@ -48,8 +51,15 @@ def run_one(name):
   model, tx = build(config)
   mcfg = ModelConfig.from_config(config.model)
   state = init_state(model, tx, config)
-  it = data.train_iterator(data.load(config), config)
+  dataset = data.load(config)
+  it = data.train_iterator(dataset, config)
   batches = [jax.device_put(next(it)) for _ in range(4)]
+  # The input pipeline alone (tokenise, pack, shuffle, batch), on the same iterator.
+  n = _PIPELINE_BATCHES.value
+  t0 = time.perf_counter()
+  for _ in range(n):
+    next(it)
+  pipeline_tps = n * config.data.batch_size * config.data.seq_len / (time.perf_counter() - t0)
   t0 = time.perf_counter()
   step = make_train_step(model, tx, config).lower(state, batches[0]).compile()
   compile_s = time.perf_counter() - t0
@@ -75,6 +85,8 @@ def run_one(name):
               mcfg, config.data.seq_len),
           'mfu': round(flops.mfu(fpt, tokens / step_s, peak), 4), 'peak_flops': peak,
           'peak_source': source, 'peak_memory_mb': round(peak_memory_bytes() / 2**20, 1),
+          'pipeline_tokens_per_s': round(pipeline_tps, 1),
+          'pipeline_over_training': round(pipeline_tps / (tokens / step_s), 1),
           'loss': float(m['loss'])}
 
 
@@ -87,7 +99,8 @@ def main(argv):
   for name in _CONFIGS.value:
     load_config(name)  # fail early on a bad name
     out = subprocess.run([sys.executable, '-m', 'launch.bench', f'--child={name}',
-                          f'--steps={_STEPS.value}', f'--warmup={_WARMUP.value}'],
+                          f'--steps={_STEPS.value}', f'--warmup={_WARMUP.value}',
+                          f'--pipeline_batches={_PIPELINE_BATCHES.value}'],
                          capture_output=True, text=True)
     if out.returncode:
       sys.exit(f'bench {name} failed:\n{out.stderr[-2000:]}')
@@ -95,11 +108,11 @@ def main(argv):
     print(json.dumps(row), flush=True)
     rows.append(row)
   print(f'{"config":>8} {"params":>11} {"tok/s":>9} {"step ms":>8} {"compile s":>9} '
-        f'{"MFU":>6} {"peak MB":>8}', file=sys.stderr)
+        f'{"MFU":>6} {"peak MB":>8} {"data tok/s":>11}', file=sys.stderr)
   for r in rows:
     print(f'{r["config"]:>8} {r["params"]:>11,} {r["tokens_per_s"]:>9,.0f} '
           f'{r["step_s"] * 1e3:>8.1f} {r["compile_s"]:>9.1f} {r["mfu"]:>6.1%} '
-          f'{r["peak_memory_mb"]:>8.0f}', file=sys.stderr)
+          f'{r["peak_memory_mb"]:>8.0f} {r["pipeline_tokens_per_s"]:>11,.0f}', file=sys.stderr)
 
 
 if __name__ == '__main__':
