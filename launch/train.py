@@ -2,20 +2,59 @@
 
 Overrides: --config.model.preset=llama --config.train.steps=500 ... The config is resolved and
 validated before anything is written; a bad value exits with status 2 and the workdir untouched.
+
+Running the same command on an existing workdir resumes from its newest complete checkpoint
+(or `--restore_step`); a finished run (summary.json) is left alone. A config that differs from
+the saved one in a field that changes the model, optimizer or data is refused with the fields
+named, touching nothing; changes to steps, logging, evaluation and checkpointing are allowed.
+
+Exit status: 0 done; 2 bad flag, config or data, or a refused resume; 3 the loss went
+non-finite (lmjax.loop.EXIT_NONFINITE); 75 preempted by SIGTERM/SIGINT after saving a checkpoint
+(lmjax.loop.EXIT_PREEMPTED): run the same command again to continue.
 """
+import json
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from launch.flags_util import fail, load_config_file, parse_flags
-from lmjax.config import ConfigError, resolve
+from lmjax.config import ConfigError, resolve, resume_differences, to_dict
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
                                           lock_config=False)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: config.json, metrics.jsonl, '
-                               'tb/, summary.json.')
+                               'tb/, checkpoints/, summary.json.')
+_RESTORE_STEP = flags.DEFINE_integer('restore_step', None, 'Resume from this checkpoint step '
+                                     'instead of the newest.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def check_resume(workdir, config):
+  """Refuses (exit 2) a resume whose config changed incompatibly; logs the safe changes."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  incompatible, safe = resume_differences(saved, to_dict(config))
+  if incompatible:
+    fields = ', '.join(f'{k} ({_get(saved, k)!r} -> {_get(to_dict(config), k)!r})'
+                       for k in incompatible[:6])
+    fail(f'--workdir={workdir} holds a run with a different config: {fields}'
+         f'{" ..." if len(incompatible) > 6 else ""}; use a new --workdir')
+  if safe:
+    print(f'resuming with changed fields: {", ".join(safe)}')
+
+
+def _get(tree, dotted):
+  for part in dotted.split('.'):
+    if not isinstance(tree, dict) or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
+
 
 def main(argv):
   if len(argv) > 1:
@@ -32,12 +71,21 @@ def main(argv):
   if os.path.exists(os.path.join(workdir, 'summary.json')):
     print(f'{workdir} holds a finished run (summary.json); nothing to do.')
     return
-  if os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
-    fail(f'--workdir={workdir} holds an unfinished run; choose a new --workdir (resuming needs '
-         'checkpoints, which this version does not write)')
+  check_resume(workdir, config)
   os.makedirs(workdir, exist_ok=True)
-  from lmjax.train import train  # jax is imported only once the config is known to be good
-  train(config, workdir)
+  # jax is imported only once the config is known to be good.
+  from lmjax import loop
+  from lmjax.checkpoint import CheckpointError
+  from lmjax.datasets import DataError
+  try:
+    loop.train(config, workdir, restore_step=_RESTORE_STEP.value)
+  except (DataError, CheckpointError) as e:
+    fail(str(e))
+  except loop.NonFinite as e:
+    fail(str(e), loop.EXIT_NONFINITE)
+  except loop.Preempted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(loop.EXIT_PREEMPTED)
 
 
 if __name__ == '__main__':

@@ -118,7 +118,38 @@ def default_config() -> ConfigDict:
   t.log_every = 10
   t.eval_every = 50
   t.peak_flops = placeholder(float)     # per device, FLOP/s; None: known table or measured
+  t.skip_nonfinite = 0                  # skip up to this many consecutive non-finite updates
+
+  c.checkpoint = k = ConfigDict()
+  k.every_steps = 100                   # save every this many steps, and at the end
+  k.max_to_keep = 3                     # newest checkpoints kept (0: all)
+  k.keep_every = 0                      # also keep every checkpoint at a multiple of this
+  k.async_save = True                   # write in the background while training goes on
   return c
+
+
+# Fields a resumed run may change (logged); any other difference refuses the resume.
+RESUME_SAFE = ('train.steps', 'train.log_every', 'train.eval_every', 'train.peak_flops',
+               'train.skip_nonfinite', 'checkpoint.', 'data.eval_batches', 'data.workers',
+               'data.data_dir')
+
+
+def _flatten(tree, prefix=''):
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+def resume_differences(saved: dict, new: dict):
+  """(incompatible, safe): the fields that differ between a saved and a new resolved config."""
+  a, b = _flatten(saved), _flatten(new)
+  differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+  safe = [k for k in differing if k.startswith(RESUME_SAFE)]
+  return [k for k in differing if k not in safe], safe
 
 
 def _fail(field, value, allowed):
@@ -177,11 +208,11 @@ def _validate(c):
             'model.d_ff', 'model.max_seq_len', 'model.vocab_size', 'model.rope_theta',
             'model.init_std', 'data.seq_len', 'data.batch_size', 'data.eval_batches',
             'optim.lr', 'optim.eps', 'train.steps', 'train.grad_accum', 'train.log_every',
-            'train.eval_every', 'data.sp_train_bytes')
+            'train.eval_every', 'data.sp_train_bytes', 'checkpoint.every_steps')
   _positive(c, 'model.attention_block', 'data.workers', 'optim.warmup_steps',
             'optim.weight_decay', 'optim.grad_clip', 'optim.min_lr_ratio', 'data.val_percent',
-            'data.shuffle_rows',
-            allow_zero=True)
+            'data.shuffle_rows', 'train.skip_nonfinite', 'checkpoint.max_to_keep',
+            'checkpoint.keep_every', allow_zero=True)
   if m.d_model % m.n_heads:
     _fail('model.n_heads', m.n_heads, f'a divisor of model.d_model={m.d_model}')
   if m.n_heads % m.n_kv_heads:

@@ -20,7 +20,7 @@ def _clean(value):
 class MetricsWriter:
   """Appends rows to `workdir/metrics.jsonl` and TensorBoard; prints to the terminal."""
 
-  def __init__(self, workdir, tensorboard=True, stream=None):
+  def __init__(self, workdir, tensorboard=True, stream=None, purge_step=None):
     self.stream = stream or sys.stdout
     self.tty = self.stream.isatty()
     self._live = False
@@ -31,7 +31,8 @@ class MetricsWriter:
                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
       if tensorboard:
         from tensorboardX import SummaryWriter
-        self.tb = SummaryWriter(os.path.join(workdir, 'tb'))
+        # purge_step: a resumed run hides the events it is about to write again.
+        self.tb = SummaryWriter(os.path.join(workdir, 'tb'), purge_step=purge_step)
 
   def write(self, row: dict):
     row = {k: _clean(v) for k, v in row.items()}
@@ -81,3 +82,18 @@ def read_metrics(path) -> list[dict]:
       if line.endswith(b'\n'):
         rows.append(json.loads(line))
   return rows
+
+
+def truncate_metrics(path, max_step) -> int:
+  """Keeps the whole rows with step <= max_step (atomically); returns how many were dropped."""
+  if not os.path.exists(path):
+    return 0
+  rows = read_metrics(path)
+  keep = [r for r in rows if r['step'] <= max_step]
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in keep)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  return len(rows) - len(keep)

@@ -10,7 +10,8 @@ import numpy as np
 from lmjax import data
 from lmjax.config import resolve
 from lmjax.metrics import read_metrics
-from lmjax.train import build, init_state, make_train_step, train
+from lmjax.loop import train
+from lmjax.train import build, init_state, make_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,7 +81,7 @@ def _launch(tmp_path, *flags):
                          *flags], cwd=ROOT, capture_output=True, text=True)
 
 
-def test_launcher_trains_both_presets_and_skips_a_finished_run(tmp_path):
+def test_launcher_trains_both_presets_skips_a_finished_run_and_resumes(tmp_path):
   for preset in ('vaswani', 'llama'):
     run = tmp_path / preset
     out = _launch(run, f'--config.model.preset={preset}', '--config.train.steps=20')
@@ -92,5 +93,5 @@ def test_launcher_trains_both_presets_and_skips_a_finished_run(tmp_path):
   os.remove(tmp_path / 'llama' / 'run' / 'summary.json')
   before = (tmp_path / 'llama' / 'run' / 'metrics.jsonl').read_bytes()
   out = _launch(tmp_path / 'llama', '--config.train.steps=20')
-  assert out.returncode == 2 and 'unfinished run' in out.stderr
+  assert out.returncode == 0 and 'resumed from the checkpoint at step 20' in out.stdout
   assert (tmp_path / 'llama' / 'run' / 'metrics.jsonl').read_bytes() == before

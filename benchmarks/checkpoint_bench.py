@@ -1,0 +1,57 @@
+"""How long a checkpoint save blocks the training loop: synchronous vs asynchronous.
+
+  python benchmarks/checkpoint_bench.py [--config=experiments/configs/small.py] [--saves=5]
+
+Builds the config's train state (params + AdamW state) and data iterator, then for each mode
+saves `--saves` checkpoints into a temporary directory, timing how long `save()` holds the
+caller (the loop's stall) and how long until the checkpoint is complete on disk. Prints one JSON
+line per mode and the state's size.
+"""
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import jax
+from ml_collections import ConfigDict
+
+from launch.flags_util import load_config_file
+from lmjax import data
+from lmjax.checkpoint import Checkpoints
+from lmjax.config import resolve
+from lmjax.train import build, init_state
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument('--config', default='experiments/configs/small.py')
+  ap.add_argument('--saves', type=int, default=5)
+  args = ap.parse_args()
+  config = resolve(load_config_file(args.config))
+  model, tx = build(config)
+  state = init_state(model, tx, config)
+  it = data.train_iterator(data.load(config), config)
+  next(it)
+  size = sum(x.nbytes for x in jax.tree_util.tree_leaves(state))
+  for async_save in (False, True):
+    ck_config = ConfigDict(dict(config.checkpoint.to_dict(), async_save=async_save,
+                                max_to_keep=2))
+    with tempfile.TemporaryDirectory() as workdir:
+      ckpt = Checkpoints(workdir, ck_config)
+      blocked, complete = [], []
+      for i in range(1, args.saves + 1):
+        t0 = time.perf_counter()
+        ckpt.save(i, state, it, {'step': i})
+        blocked.append(time.perf_counter() - t0)
+        ckpt.wait()
+        complete.append(time.perf_counter() - t0)
+      ckpt.close()
+    print(json.dumps({'mode': 'async' if async_save else 'sync', 'state_mb': round(size / 2**20, 1),
+                      'blocks_loop_ms_median': round(statistics.median(blocked) * 1e3, 1),
+                      'complete_ms_median': round(statistics.median(complete) * 1e3, 1),
+                      'blocks_loop_ms': [round(b * 1e3, 1) for b in blocked]}))
+
+
+if __name__ == '__main__':
+  main()

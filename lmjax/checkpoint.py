@@ -1,0 +1,124 @@
+"""Checkpoints on orbax's CheckpointManager: train state, data iterator and run metadata together.
+
+A checkpoint `workdir/checkpoints/<step>/` holds three items, saved and restored as one:
+- `state`: params, optimizer state and step (sharded arrays; each host writes its own shards),
+- `meta` (JSON): the step, the resolved config, and the grain iterator's state, taken when `save`
+  is called (not later, when an asynchronous write gets to it), so the batches after a restore
+  are the batches of an uninterrupted run. Every process runs the same global pipeline
+  (lmjax/pipeline.py), so one state serves all processes.
+Orbax writes into a temporary directory and renames it when every item is complete (with
+asynchronous saves, after training goes on), so a killed save leaves no checkpoint a restore would
+pick. A checkpoint damaged afterwards (files truncated or removed) fails to restore; the caller
+then falls back to the previous one (`restore_latest`).
+"""
+from __future__ import annotations
+
+import ast
+import os
+import time
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint could be restored; the message says what was tried."""
+
+
+def abstract_like(tree):
+  """ShapeDtypeStructs (with shardings) of a pytree of arrays, the target of a restore."""
+  return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class Checkpoints:
+  """Saves and restores a run's checkpoints under `workdir/checkpoints`."""
+
+  def __init__(self, workdir, checkpoint_config):
+    c = checkpoint_config
+    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=c.max_to_keep or None, keep_period=c.keep_every or None,
+        enable_async_checkpointing=c.async_save, create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=('state', 'meta'))
+
+  def steps(self):
+    return sorted(self.manager.all_steps())
+
+  def save(self, step, state, data_iterator, meta, force=False) -> bool:
+    # repr/literal_eval, not JSON lists: grain's state holds tuples and compares them as such.
+    meta = dict(meta, data=repr(data_iterator.get_state()) if data_iterator is not None else None)
+    items = {'state': ocp.args.StandardSave(state), 'meta': ocp.args.JsonSave(meta)}
+    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def restore(self, step, abstract_state, data_iterator):
+    """(state, meta) of `step`; the data iterator is set to its saved position."""
+    items = {'state': ocp.args.StandardRestore(abstract_state), 'meta': ocp.args.JsonRestore()}
+    out = self.manager.restore(step, args=ocp.args.Composite(**items))
+    if data_iterator is not None:
+      data_iterator.set_state(ast.literal_eval(out['meta']['data']))
+    return out['state'], out['meta']
+
+  def restore_latest(self, abstract_state, make_data_iterator, step=None, log=print):
+    """Restores the newest checkpoint that restores cleanly (or exactly `step`).
+
+    Returns (state, meta, data_iterator, step), or None when there is no checkpoint at all.
+    A damaged checkpoint is reported and skipped in favour of the one before it.
+    """
+    candidates = self.steps()
+    if step is not None:
+      if step not in candidates:
+        raise CheckpointError(f'--restore_step={step}: no such checkpoint (have {candidates})')
+      later = [s for s in candidates if s > step]
+      if later:
+        raise CheckpointError(f'--restore_step={step}: checkpoints after it exist ({later}) '
+                              'and would be overwritten; move them out of '
+                              f'{self.directory} first')
+      candidates = [step]
+    if not candidates:
+      return None
+    errors, damaged = [], []
+    for s in reversed(candidates):
+      data_iterator = make_data_iterator()
+      try:
+        state, meta = self.restore(s, abstract_state, data_iterator)
+      except Exception as e:  # orbax, tensorstore and grain raise many types for damaged files
+        errors.append(f'step {s}: {type(e).__name__}: {str(e).splitlines()[0][:200]}')
+        log(f'checkpoint at step {s} is damaged ({errors[-1]}); trying the previous one')
+        damaged.append(s)
+        continue
+      self._set_aside(damaged, log)
+      return state, meta, data_iterator, s
+    raise CheckpointError('no checkpoint could be restored: ' + '; '.join(errors))
+
+  def _set_aside(self, steps, log):
+    """Moves damaged checkpoints to `<workdir>/damaged_checkpoints/` (kept, never deleted), so
+    the resumed run can save those steps again."""
+    if not steps or jax.process_index() != 0:
+      return
+    target = os.path.join(os.path.dirname(self.directory), 'damaged_checkpoints')
+    os.makedirs(target, exist_ok=True)
+    for s in steps:
+      dest = os.path.join(target, f'{s}-{int(time.time())}')
+      os.replace(os.path.join(self.directory, str(s)), dest)
+      log(f'moved the damaged checkpoint of step {s} to {dest}')
+    self.manager.reload()
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def export_params(path, params):
+  """Writes params alone (no optimizer state), for evaluation and sampling."""
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.abspath(path), params)
+  checkpointer.wait_until_finished()
+
+
+def load_params(path, abstract_params):
+  """Reads params written by `export_params` (or the `state` of a train checkpoint's params)."""
+  return ocp.StandardCheckpointer().restore(os.path.abspath(path), abstract_params)

@@ -1,0 +1,203 @@
+"""Checkpoints and fault tolerance, through the launcher as a user runs it."""
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lmjax.loop import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.metrics import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING = {'tokens_per_s', 'step_time_s', 'mfu'}
+# Slow enough that 20 steps take a few seconds, so a kill lands mid-run.
+BASE = ['--config=experiments/configs/tiny.py', '--config.train.steps=40',
+        '--config.checkpoint.every_steps=20', '--config.train.log_every=1',
+        '--config.train.eval_every=10', '--config.model.dropout=0.1',
+        '--config.data.batch_size=32', '--config.model.d_model=128']
+
+
+def _cmd(workdir, *flags):
+  return [sys.executable, '-m', 'launch.train', f'--workdir={workdir}', *BASE, *flags]
+
+
+def _run(workdir, *flags):
+  return subprocess.run(_cmd(workdir, *flags), cwd=ROOT, capture_output=True, text=True)
+
+
+def _start(workdir, *flags):
+  return subprocess.Popen(_cmd(workdir, *flags), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(predicate, timeout=120):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return True
+    time.sleep(0.005)
+  raise AssertionError('timed out')
+
+
+def _complete(workdir, step):
+  return os.path.exists(os.path.join(workdir, 'checkpoints', str(step), 'commit_success.txt'))
+
+
+def _strip(rows):
+  return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def _tree_digest(path):
+  h = hashlib.sha256()
+  for root, dirs, files in sorted(os.walk(path)):
+    dirs.sort()
+    for name in sorted(files):
+      p = os.path.join(root, name)
+      h.update(p.encode())
+      with open(p, 'rb') as f:
+        h.update(f.read())
+  return h.hexdigest()
+
+
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory):
+  """40 steps without interruption: the reference."""
+  workdir = tmp_path_factory.mktemp('straight')
+  out = _run(workdir)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir
+
+
+def test_resume_after_sigkill_is_bitwise_identical(straight, tmp_path):
+  proc = _start(tmp_path)
+  _wait_for(lambda: _complete(tmp_path, 20))
+  time.sleep(random.uniform(0, 0.5))
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (tmp_path / 'summary.json').exists()
+  out = _run(tmp_path)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'resumed from the checkpoint at step 20' in out.stdout
+  a = read_metrics(straight / 'metrics.jsonl')
+  b = read_metrics(tmp_path / 'metrics.jsonl')
+  assert [r['step'] for r in b] == [r['step'] for r in a]  # no duplicate, no orphan
+  assert _strip(a) == _strip(b)  # losses bitwise (JSON floats round-trip exactly)
+  assert [r['loss'] for r in a if r['step'] > 20 and 'loss' in r] == [
+      r['loss'] for r in b if r['step'] > 20 and 'loss' in r]
+
+
+def test_sigterm_saves_and_exits_with_the_preemption_code(tmp_path):
+  proc = _start(tmp_path, '--config.train.steps=400', '--config.checkpoint.every_steps=1000')
+  _wait_for(lambda: len(read_metrics(tmp_path / 'metrics.jsonl')) > 5
+            if (tmp_path / 'metrics.jsonl').exists() else False)
+  proc.send_signal(signal.SIGTERM)
+  t0 = time.time()
+  out, _ = proc.communicate(timeout=60)
+  assert proc.returncode == EXIT_PREEMPTED, out[-3000:]
+  assert time.time() - t0 < 20
+  saved = [int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit()]
+  assert len(saved) == 1
+  last_logged = read_metrics(tmp_path / 'metrics.jsonl')[-1]['step']
+  assert last_logged <= saved[0] <= last_logged + 2  # the step under way, no more
+  out = _run(tmp_path, '--config.train.steps=400', '--config.checkpoint.every_steps=1000',
+             '--config.train.eval_every=1000')
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f'resumed from the checkpoint at step {saved[0]}' in out.stdout
+  steps = [r['step'] for r in read_metrics(tmp_path / 'metrics.jsonl') if 'loss' in r]
+  assert steps == list(range(1, 401))
+
+
+def test_sigkill_during_an_async_save_restores_the_previous_checkpoint(tmp_path):
+  flags = ['--config.checkpoint.every_steps=10', '--config.model.d_model=256',
+           '--config.model.n_layers=4', '--config.train.steps=200']
+  proc = _start(tmp_path, *flags)
+  ckpts = tmp_path / 'checkpoints'
+
+  def writing_second():
+    if not _complete(tmp_path, 10) or not ckpts.exists():
+      return False
+    return any(name.startswith('20') and not name.isdigit() for name in os.listdir(ckpts)) or (
+        (ckpts / '20').exists() and not _complete(tmp_path, 20))
+  _wait_for(writing_second)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not _complete(tmp_path, 20)
+  out = _run(tmp_path, *flags, '--config.train.steps=30')
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'resumed from the checkpoint at step 10' in out.stdout
+
+
+def test_damaged_latest_checkpoint_falls_back_and_metrics_are_cut(straight, tmp_path):
+  import shutil
+  shutil.copytree(straight, tmp_path / 'run')
+  run = tmp_path / 'run'
+  os.remove(run / 'summary.json')
+  damaged = 0
+  for root, _, files in os.walk(run / 'checkpoints' / '40' / 'state'):
+    for name in files:
+      with open(os.path.join(root, name), 'r+b') as f:
+        f.truncate(max(os.path.getsize(os.path.join(root, name)) // 3, 1))
+      damaged += 1
+  assert damaged
+  out = _run(run)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'checkpoint at step 40 is damaged' in out.stdout
+  assert 'resumed from the checkpoint at step 20' in out.stdout
+  assert _strip(read_metrics(run / 'metrics.jsonl')) == _strip(
+      read_metrics(straight / 'metrics.jsonl'))
+
+
+def test_incompatible_resume_is_refused_and_touches_nothing(straight, tmp_path):
+  import shutil
+  shutil.copytree(straight, tmp_path / 'run')
+  run = tmp_path / 'run'
+  os.remove(run / 'summary.json')
+  before = _tree_digest(run)
+  out = _run(run, '--config.model.n_layers=3')
+  assert out.returncode == 2
+  assert 'model.n_layers (2 -> 3)' in out.stderr
+  assert out.stderr.strip().count('\n') == 0
+  assert _tree_digest(run) == before
+  out = _run(run, '--config.train.eval_every=20')  # a safe change resumes
+  assert out.returncode == 0 and 'changed fields: train.eval_every' in out.stdout
+
+
+def test_nonfinite_loss_stops_naming_the_step(tmp_path):
+  out = _run(tmp_path, '--config.optim.lr=1e30', '--config.optim.grad_clip=0',
+             '--config.optim.warmup_steps=0', '--config.model.dropout=0')
+  assert out.returncode == EXIT_NONFINITE, out.stderr[-2000:]
+  assert 'not finite at step 2' in out.stderr
+  assert not (tmp_path / 'checkpoints' / '20').exists()
+  out = _run(tmp_path / 'skip', '--config.optim.lr=1e30', '--config.optim.grad_clip=0',
+             '--config.optim.warmup_steps=0', '--config.model.dropout=0',
+             '--config.train.skip_nonfinite=3')
+  assert out.returncode == EXIT_NONFINITE
+  assert 'not finite at step 5' in out.stderr  # steps 2, 3, 4 skipped; the fourth in a row stops
+
+
+def test_exported_params_load_for_inference(straight, tmp_path):
+  import jax
+  import numpy as np
+  from lmjax.checkpoint import Checkpoints, export_params, load_params
+  from lmjax.config import resolve
+  from ml_collections import ConfigDict
+  config = resolve(ConfigDict(json.loads((straight / 'config.json').read_text())))
+  from lmjax.train import build, init_params
+  model, _ = build(config)
+  abstract = jax.eval_shape(lambda: init_params(model, config, jax.random.PRNGKey(0)))
+  import orbax.checkpoint as ocp
+  mgr = ocp.CheckpointManager(os.path.abspath(straight / 'checkpoints'))
+  state = mgr.restore(40, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+  params = state['params']
+  export_params(tmp_path / 'params', params)
+  loaded = load_params(tmp_path / 'params', abstract)
+  for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded)):
+    np.testing.assert_array_equal(a, b)
+  logits = model.apply({'params': loaded}, np.zeros((1, 8), np.int32))
+  assert logits.shape == (1, 8, config.model.vocab_size) and np.isfinite(logits).all()
+  del Checkpoints
