@@ -23,6 +23,9 @@ setup(
         'grain>=0.2.18',
         'sentencepiece>=0.2.3',
         'importlib_resources>=6.5',  # imported by TFDS's builder code, not declared by it
+        # Scaling-law fitting (lmjax/scaling): optimisation checks and plots.
+        'scipy>=1.17',
+        'matplotlib>=3.11',
     ],
     extras_require={'test': ['pytest>=9.2']},
 )
