@@ -25,9 +25,13 @@ class CheckpointError(RuntimeError):
   """No checkpoint could be restored; the message says what was tried."""
 
 
-def abstract_like(tree):
-  """ShapeDtypeStructs (with shardings) of a pytree of arrays, the target of a restore."""
-  return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+def abstract_like(tree, shardings=None):
+  """ShapeDtypeStructs of a pytree, placed by `shardings`: the target of a restore. Restoring
+  onto other shardings than those saved (another mesh or device count) is how a run moves."""
+  if shardings is None:
+    return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+  return jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
 class Checkpoints:

@@ -120,6 +120,15 @@ def default_config() -> ConfigDict:
   t.peak_flops = placeholder(float)     # per device, FLOP/s; None: known table or measured
   t.skip_nonfinite = 0                  # skip up to this many consecutive non-finite updates
 
+  c.mesh = ms = ConfigDict()
+  ms.data = -1                          # -1: the devices left over by the other axes
+  ms.fsdp = 1
+  ms.tensor = 1
+  # [logical axis, mesh axis or list of mesh axes or None]; see lmjax/sharding.py.
+  ms.rules = [['batch', ['data', 'fsdp']], ['embed', 'fsdp'], ['mlp', 'tensor'],
+              ['heads', 'tensor'], ['kv_heads', 'tensor'], ['vocab', 'tensor'],
+              ['head_dim', None], ['norm', None]]
+
   c.checkpoint = k = ConfigDict()
   k.every_steps = 100                   # save every this many steps, and at the end
   k.max_to_keep = 3                     # newest checkpoints kept (0: all)
@@ -131,7 +140,7 @@ def default_config() -> ConfigDict:
 # Fields a resumed run may change (logged); any other difference refuses the resume.
 RESUME_SAFE = ('train.steps', 'train.log_every', 'train.eval_every', 'train.peak_flops',
                'train.skip_nonfinite', 'checkpoint.', 'data.eval_batches', 'data.workers',
-               'data.data_dir')
+               'data.data_dir', 'mesh.')
 
 
 def _flatten(tree, prefix=''):

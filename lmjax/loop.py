@@ -18,13 +18,14 @@ import time
 
 import jax
 
-from lmjax import data, flops
+from lmjax import data, flops, sharding
 from lmjax.checkpoint import Checkpoints, abstract_like
 from lmjax.config import to_dict
 from lmjax.metrics import MetricsWriter, truncate_metrics
 from lmjax.model import ModelConfig
 from lmjax.train import (build, evaluate, init_state, make_eval_step, make_train_step,
-                         peak_memory_bytes, token_bytes_table, write_json_atomic)
+                         peak_memory_bytes, state_shardings, token_bytes_table,
+                         write_json_atomic)
 
 EXIT_NONFINITE = 3   # the loss or gradient norm went non-finite
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM/SIGINT after saving; run again to resume
@@ -89,30 +90,39 @@ def train(config, workdir=None, writer=None, restore_step=None) -> dict:
   dev = jax.devices()[0]
   peak, peak_source = flops.peak_flops_per_device(dev.device_kind, dev.platform,
                                                   config.train.peak_flops)
+  mesh = sharding.make_mesh(config)
+  shardings = state_shardings(model, tx, config, mesh)
+  batch_sharding = sharding.batch_sharding(mesh)
+  process = (jax.process_index(), jax.process_count())
   dataset = data.load(config)
-  eval_set = data.eval_batches(dataset, config)
+  eval_set = [sharding.put_batch(b, batch_sharding)
+              for b in data.eval_batches(dataset, config, *process)]
+  new_iterator = lambda: data.train_iterator(dataset, config, *process)
 
   ckpt = Checkpoints(workdir, config.checkpoint) if workdir else None
   messages = []
   restored = None
   if ckpt is not None:
-    abstract = abstract_like(jax.eval_shape(lambda: init_state(model, tx, config)))
-    restored = ckpt.restore_latest(abstract, lambda: data.train_iterator(dataset, config),
-                                   restore_step, log=messages.append)
+    abstract = abstract_like(jax.eval_shape(lambda: init_state(model, tx, config)), shardings)
+    restored = ckpt.restore_latest(abstract, new_iterator, restore_step, log=messages.append)
   if restored is not None:
     state, _, train_iter, start = restored
     messages.append(f'resumed from the checkpoint at step {start}')
   else:
-    state, train_iter, start = init_state(model, tx, config), data.train_iterator(dataset,
-                                                                                  config), 0
-  if workdir:
+    state, train_iter, start = init_state(model, tx, config, shardings), new_iterator(), 0
+  primary = jax.process_index() == 0  # only process 0 writes logs, metrics and summaries
+  if workdir and primary:
     dropped = truncate_metrics(os.path.join(workdir, 'metrics.jsonl'), start)
     if dropped:
       messages.append(f'dropped {dropped} metrics rows after step {start}')
     write_json_atomic(os.path.join(workdir, 'config.json'), to_dict(config))
-  writer = writer or MetricsWriter(workdir, purge_step=start + 1 if start else None)
+  writer = writer or MetricsWriter(workdir if primary else None,
+                                   stream=None if primary else open(os.devnull, 'w'),
+                                   purge_step=start + 1 if start else None)
   for message in messages:
     writer.print(message)
+  writer.print(f'mesh: data×fsdp×tensor = {"×".join(map(str, mesh.devices.shape))} over '
+               f'{jax.device_count()} devices, {jax.process_count()} process(es)')
   writer.print(
       f'model: {counts["total"]:,} params ({counts["non_embedding"]:,} non-embedding; '
       f'12·L·d² = {counts["kaplan_approx"]:,}); {flops_per_token / 1e6:.2f} MFLOPs/token '
@@ -125,10 +135,10 @@ def train(config, workdir=None, writer=None, restore_step=None) -> dict:
                  f'{len(eval_set)} eval batches; unigram entropy of the eval text '
                  f'{dataset.stats["eval"]["unigram_bits_per_byte"]:.3f} bits per byte')
 
-  batch = next(train_iter) if start < steps else None
+  next_batch = lambda it: sharding.put_batch(next(it), batch_sharding)
+  batch = next_batch(train_iter) if start < steps else next_batch(new_iterator())
   t0 = time.time()
-  train_step = make_train_step(model, tx, config).lower(state, batch or next(
-      data.train_iterator(dataset, config))).compile()
+  train_step = make_train_step(model, tx, config, mesh, shardings).lower(state, batch).compile()
   compile_s = time.time() - t0
   cost = train_step.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -138,7 +148,8 @@ def train(config, workdir=None, writer=None, restore_step=None) -> dict:
                f'{xla_flops / tokens_per_step / 1e6:.2f} MFLOPs/token, the analytic count of '
                f'the matmuls it runs {computed / 1e6:.2f}')
   eval_step = make_eval_step(
-      model, token_bytes_table(dataset.tokenizer, config.model.vocab_size))
+      model, token_bytes_table(dataset.tokenizer, config.model.vocab_size), mesh,
+      shardings.params)
 
   last = {'row': None, 'eval': None, 'saved': start or None}
   timer = {'t': time.time(), 'step': start}
@@ -175,7 +186,7 @@ def train(config, workdir=None, writer=None, restore_step=None) -> dict:
   with _Signals() as signals:
     for step in range(start + 1, steps + 1):
       if step > start + 1:
-        batch = next(train_iter)
+        batch = next_batch(train_iter)
       state, m = train_step(state, batch)
       if pending is not None:
         log_row(*pending)
@@ -218,7 +229,7 @@ def train(config, workdir=None, writer=None, restore_step=None) -> dict:
              'resumed_from': start or None,
              'unigram_bits_per_byte': dataset.stats.get('eval', {}).get('unigram_bits_per_byte'),
              **{k: v for k, v in final.items() if k != 'step'}}
-  if workdir:
+  if workdir and primary:
     write_json_atomic(os.path.join(workdir, 'summary.json'), summary)
   writer.print(f'done: {steps} steps, {summary["tokens"]:,} tokens in {_fmt_time(wall)}; '
                f'final eval loss {summary["eval_loss"]:.4f}, bits per byte '

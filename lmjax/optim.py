@@ -56,7 +56,8 @@ def decay_mask(params, optim_config):
   o = optim_config
 
   def decays(path, _):
-    names = [getattr(k, 'key', str(k)) for k in path]
+    # Dict keys only: boxed (nn.Partitioned) params add an attribute step to the path.
+    names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
     leaf, module = names[-1], names[-2] if len(names) > 1 else ''
     if 'norm' in module:
       return bool(o.decay_norms)

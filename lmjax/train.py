@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmjax import data, flops, optim
+from lmjax import data, flops, optim, sharding
 from lmjax.model import ModelConfig, Transformer
 
 
@@ -49,11 +49,25 @@ def param_logical_axes(model, config):
   return nn.get_partition_spec(boxed)
 
 
-def init_state(model, tx, config) -> TrainState:
-  params = init_params(model, config, jax.random.PRNGKey(config.seed))
+def _boxed_state(model, tx, config) -> TrainState:
+  """The initial state with params (and so the optimizer's moments) still nn.Partitioned."""
+  tokens = jnp.zeros((1, config.data.seq_len), jnp.int32)
+  params = model.init(jax.random.PRNGKey(config.seed), tokens)['params']
   scalar = lambda v: jnp.full((), v, jnp.int32)  # distinct buffers: the state is donated
   return TrainState(step=scalar(0), params=params, opt_state=tx.init(params),
                     bad_step=scalar(-1), bad_run=scalar(0), skipped=scalar(0))
+
+
+def state_shardings(model, tx, config, mesh):
+  """NamedShardings of the whole train state from the logical axes and config.mesh.rules."""
+  return sharding.logical_shardings(jax.eval_shape(lambda: _boxed_state(model, tx, config)),
+                                    mesh, config)
+
+
+def init_state(model, tx, config, shardings=None) -> TrainState:
+  """The initial state; with `shardings`, created already sharded (never whole on one device)."""
+  make = lambda: nn.meta.unbox(_boxed_state(model, tx, config))
+  return make() if shardings is None else jax.jit(make, out_shardings=shardings)()
 
 
 def loss_sums(params, model, batch, rng=None):
@@ -66,7 +80,7 @@ def loss_sums(params, model, batch, rng=None):
   return (nats_BxT * weights_BxT).sum(), weights_BxT.sum()
 
 
-def make_train_step(model, tx, config):
+def make_train_step(model, tx, config, mesh=None, shardings=None):
   """state, batch -> (state, metrics). The batch (B, T) is split into `grad_accum` micro-batches
   whose summed gradients are divided by the total token count: the update of the whole batch."""
   accum, lr_at = config.train.grad_accum, optim.schedule(config.optim, config.train.steps)
@@ -114,10 +128,14 @@ def make_train_step(model, tx, config):
                'bad_step': bad_step, 'skipped': skipped}
     return TrainState(state.step + 1, params, opt_state, bad_step, bad_run, skipped), metrics
 
-  return jax.jit(step_fn, donate_argnums=0)
+  if mesh is None:
+    return jax.jit(step_fn, donate_argnums=0)
+  return jax.jit(step_fn, donate_argnums=0,
+                 in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(shardings, sharding.replicated(mesh)))
 
 
-def make_eval_step(model, token_bytes):
+def make_eval_step(model, token_bytes, mesh=None, param_shardings=None):
   """params, batch -> summed nats, target tokens and their UTF-8 bytes (for bits per byte)."""
   bytes_per_token = jnp.asarray(token_bytes, jnp.float32)
 
@@ -126,7 +144,10 @@ def make_eval_step(model, token_bytes):
     weights = batch.get('weights', jnp.ones(batch['targets'].shape, jnp.float32))
     return {'nats': nats, 'tokens': count,
             'bytes': (bytes_per_token[batch['targets']] * weights).sum()}
-  return jax.jit(eval_fn)
+  if mesh is None:
+    return jax.jit(eval_fn)
+  return jax.jit(eval_fn, in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=sharding.replicated(mesh))
 
 
 def evaluate(eval_step, params, batches) -> dict:

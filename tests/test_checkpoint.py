@@ -201,3 +201,32 @@ def test_exported_params_load_for_inference(straight, tmp_path):
   logits = model.apply({'params': loaded}, np.zeros((1, 8), np.int32))
   assert logits.shape == (1, 8, config.model.vocab_size) and np.isfinite(logits).all()
   del Checkpoints
+
+
+def test_restore_onto_another_mesh_gives_the_same_eval_loss(tmp_path):
+  """Saved on 8 simulated devices as a (2, 2, 2) mesh; restored on 1 device and on (1, 8, 1)."""
+  import shutil
+  flags = ['--config=experiments/configs/tiny.py', '--config.train.steps=10',
+           '--config.checkpoint.every_steps=10', '--config.model.vocab_size=264']
+  eight = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+
+  def launch(workdir, env, *extra):
+    out = subprocess.run([sys.executable, '-m', 'launch.train', f'--workdir={workdir}', *flags,
+                          *extra], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+  out = launch(tmp_path / 'saved', eight, '--config.mesh.data=2', '--config.mesh.fsdp=2',
+               '--config.mesh.tensor=2')
+  assert 'data×fsdp×tensor = 2×2×2 over 8 devices' in out.stdout
+  saved = json.loads((tmp_path / 'saved' / 'summary.json').read_text())['eval_loss']
+  for name, env, extra, mesh in (
+      ('one', dict(os.environ), [], '1×1×1 over 1 devices'),
+      ('fsdp8', eight, ['--config.mesh.data=1', '--config.mesh.fsdp=8'], '1×8×1 over 8 devices')):
+    shutil.copytree(tmp_path / 'saved', tmp_path / name)
+    os.remove(tmp_path / name / 'summary.json')
+    out = launch(tmp_path / name, env, *extra)
+    assert 'resumed from the checkpoint at step 10' in out.stdout and mesh in out.stdout
+    restored = json.loads((tmp_path / name / 'summary.json').read_text())['eval_loss']
+    # The same parameters; only the order of float32 sums across devices differs.
+    assert restored == pytest.approx(saved, rel=1e-6), (name, restored, saved)

@@ -1,0 +1,143 @@
+"""Meshes of 8 simulated CPU devices: the same losses as one device, the shardings the rules say.
+
+The checks run in a subprocess started with XLA_FLAGS=--xla_force_host_platform_device_count=8
+(JAX fixes its devices at start-up); it prints JSON that the tests read.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lmjax.config import default_config, resolve
+from lmjax.sharding import MeshError, check_mesh, mesh_shape
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MESHES = [(8, 1, 1), (1, 8, 1), (1, 1, 8), (2, 2, 2)]
+
+
+def _config(preset, mesh=(1, 1, 1)):
+  c = default_config()
+  c.model.preset = preset
+  c.model.d_model, c.model.n_heads, c.model.n_layers = 64, 8, 2
+  c.model.vocab_size = 264  # divisible by 8 for tensor parallelism over the vocabulary
+  c.data.dataset = 'random'
+  c.data.batch_size = 16
+  c.data.seq_len = 32
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = mesh
+  return resolve(c)
+
+
+def _losses_on_meshes():
+  import jax
+  import numpy as np
+  from lmjax import data, sharding
+  from lmjax.train import build, init_state, make_train_step, state_shardings
+  out = {}
+  for preset in ('vaswani', 'llama'):
+    for mesh_dims in [(1, 1, 1)] + MESHES:
+      config = _config(preset, mesh_dims)
+      devices = jax.devices()[:int(np.prod(mesh_dims))]
+      mesh = sharding.make_mesh(config, devices)
+      model, tx = build(config)
+      shardings = state_shardings(model, tx, config, mesh)
+      state = init_state(model, tx, config, shardings)
+      step = make_train_step(model, tx, config, mesh, shardings)
+      it = data.train_iterator(data.load(config), config)
+      losses = []
+      for _ in range(5):
+        state, m = step(state, sharding.put_batch(next(it), sharding.batch_sharding(mesh)))
+        losses.append(float(m['loss']))
+      specs = {}
+      for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        name = jax.tree_util.keystr(path)
+        spec = [list(a) if isinstance(a, tuple) else a for a in leaf.sharding.spec]
+        specs[name] = [spec + [None] * (len(leaf.shape) - len(spec)), list(leaf.shape),
+                       leaf.addressable_shards[0].data.size]
+      out[f'{preset}/{mesh_dims}'] = {'losses': losses, 'specs': specs}
+  return out
+
+
+@pytest.fixture(scope='module')
+def results():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize('preset', ['vaswani', 'llama'])
+@pytest.mark.parametrize('mesh', MESHES)
+def test_five_steps_match_one_device(results, preset, mesh):
+  single = results[f'{preset}/(1, 1, 1)']['losses']
+  sharded = results[f'{preset}/{mesh}']['losses']
+  # float32 sums in a different order across devices: agreement to ~1e-6 relative per step,
+  # drifting a little over 5 AdamW steps.
+  for a, b in zip(single, sharded):
+    assert abs(a - b) <= 2e-5 * abs(a), (single, sharded)
+
+
+def test_shardings_follow_the_rules(results):
+  specs = results['llama/(2, 2, 2)']['specs']
+  # (embed, heads, head_dim), (embed, mlp), (vocab, embed), (mlp, embed), (norm,)
+  assert specs[".params['block_0']['attn']['query']"][0] == ['fsdp', 'tensor', None]
+  assert specs[".params['block_0']['attn']['key']"][0] == ['fsdp', 'tensor', None]
+  assert specs[".params['block_0']['attn']['out']"][0] == ['tensor', None, 'fsdp']
+  wi = specs[".params['block_0']['mlp']['wi']"]
+  assert wi[0] == ['fsdp', 'tensor']
+  assert specs[".params['block_0']['mlp']['wo']"][0] == ['tensor', 'fsdp']
+  assert specs[".params['embed']"][0] == ['tensor', 'fsdp']
+  assert specs[".params['unembed']"][0] == ['fsdp', 'tensor']
+  assert specs[".params['final_norm']['scale']"][0] == [None]
+  assert specs['.step'][0] == []
+  # The optimizer's moments are sharded like their parameters.
+  mu = [k for k in specs if 'mu' in k and "['block_0']['mlp']['wi']" in k]
+  assert mu and specs[mu[0]][0] == wi[0]
+
+
+def test_no_large_parameter_is_replicated_under_fsdp(results):
+  for name, (spec, shape, local) in results['llama/(1, 8, 1)']['specs'].items():
+    total = 1
+    for s in shape:
+      total *= s
+    if total >= 64 * 64:
+      assert local * 8 == total, (name, spec, shape)
+
+
+@pytest.mark.parametrize('mesh, field', [
+    ((3, 1, 1), 'config.mesh'),
+    ((1, 1, 3), 'config.mesh'),
+])
+def test_mesh_product_must_equal_device_count(mesh, field):
+  c = _config('llama', mesh)
+  with pytest.raises(MeshError, match=field):
+    mesh_shape(c.mesh, 8)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(tensor=3), 'config.mesh.tensor=3 does not divide config.model.n_heads=8'),
+    (dict(tensor=16), 'does not divide config.model.n_heads=8'),
+    (dict(data=32), 'config.data.batch_size=16 .* not divisible by mesh data×fsdp=32'),
+])
+def test_mesh_must_fit_the_model_and_batch(overrides, message):
+  c = _config('llama')
+  shape = [1, 1, 1]
+  for axis, size in overrides.items():
+    shape[('data', 'fsdp', 'tensor').index(axis)] = size
+  with pytest.raises(MeshError, match=message):
+    check_mesh(c, tuple(shape))
+
+
+def test_d_ff_not_divisible_by_tensor():
+  c = _config('llama')
+  c = c.unlock()
+  c.model.d_ff = 100
+  with pytest.raises(MeshError, match='config.model.d_ff=100'):
+    check_mesh(c, (1, 1, 8))
+
+
+if __name__ == '__main__':
+  print(json.dumps(_losses_on_meshes()))
