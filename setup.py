@@ -13,6 +13,7 @@ setup(
         'jax>=0.10.2',
         'flax>=0.12.8',
         'optax>=0.2.8',
+        'orbax-checkpoint>=0.12.8',
         'ml-collections>=1.1.0',
         'absl-py>=2.5.1',
         'numpy>=2.4',

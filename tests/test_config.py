@@ -54,8 +54,9 @@ def test_bad_values_name_the_field(overrides, field):
 
 
 def test_rope_and_sinusoidal_allow_long_sequences():
-  resolve(_with(model__position='rope', data__seq_len=128))
-  resolve(_with(model__position='sinusoidal', data__seq_len=128))
+  for position in ('rope', 'sinusoidal', 'none'):
+    c = resolve(_with(model__position=position, data__seq_len=128))
+    assert c.data.seq_len == 128 > c.model.max_seq_len
 
 
 @pytest.mark.parametrize('flag, field', [
