@@ -8,6 +8,9 @@ Running the same command on an existing workdir resumes from its newest complete
 the saved one in a field that changes the model, optimizer or data is refused with the fields
 named, touching nothing; changes to steps, logging, evaluation and checkpointing are allowed.
 
+Several hosts: `--distributed` (JAX detects SLURM and TPU pod environments) or
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`; see WORKSPACE.md.
+
 Exit status: 0 done; 2 bad flag, config or data, or a refused resume; 3 the loss went
 non-finite (lmjax.loop.EXIT_NONFINITE); 75 preempted by SIGTERM/SIGINT after saving a checkpoint
 (lmjax.loop.EXIT_PREEMPTED): run the same command again to continue.
@@ -28,7 +31,27 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: config.json, met
                                'tb/, checkpoints/, summary.json.')
 _RESTORE_STEP = flags.DEFINE_integer('restore_step', None, 'Resume from this checkpoint step '
                                      'instead of the newest.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Call jax.distributed.initialize() before anything else; with no '
+    'other flag, JAX reads the cluster environment itself (SLURM, TPU pods, ...).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 '
+                                   '(implies --distributed).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def initialize_distributed():
+  """jax.distributed.initialize from flags, or from the cluster's environment."""
+  if not (_DISTRIBUTED.value or _COORDINATOR.value):
+    return
+  import jax
+  try:
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  except (ValueError, RuntimeError) as e:
+    fail(f'--distributed: jax.distributed.initialize failed: {str(e).splitlines()[0]}')
 
 
 def check_resume(workdir, config):
@@ -72,6 +95,7 @@ def main(argv):
     print(f'{workdir} holds a finished run (summary.json); nothing to do.')
     return
   check_resume(workdir, config)
+  initialize_distributed()
   os.makedirs(workdir, exist_ok=True)
   # jax is imported only once the config is known to be good.
   from lmjax import loop

@@ -94,6 +94,11 @@ def train(config, workdir=None, writer=None, restore_step=None) -> dict:
   shardings = state_shardings(model, tx, config, mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   process = (jax.process_index(), jax.process_count())
+  if process[1] > 1:  # process 0 prepares the dataset and tokenizer; the others then read them
+    from jax.experimental import multihost_utils
+    if process[0] == 0:
+      data.load(config)
+    multihost_utils.sync_global_devices('lmjax: data prepared')
   dataset = data.load(config)
   eval_set = [sharding.put_batch(b, batch_sharding)
               for b in data.eval_batches(dataset, config, *process)]
