@@ -38,6 +38,7 @@ CHOICES = {
     'model.position': ('sinusoidal', 'learned', 'rope', 'none'),
     'model.dtype': ('float32', 'bfloat16', 'float16'),
     'model.param_dtype': ('float32', 'bfloat16'),
+    'model.remat': ('none', 'full', 'dots'),
     'optim.schedule': ('cosine', 'linear', 'constant', 'wsd'),
     'optim.decay_shape': ('linear', 'cosine', '1-sqrt'),
     'data.tokenizer': ('byte', 'sentencepiece'),
@@ -75,6 +76,7 @@ def default_config() -> ConfigDict:
   m.param_dtype = 'float32'
   m.init_std = 0.02
   m.attention_block = 64                # causal query blocks (lmjax/attention.py); 0: dense
+  m.remat = 'none'                      # activation checkpointing per block: none | full | dots
 
   c.data = d = ConfigDict()
   d.dataset = 'python_stdlib'           # python_stdlib | local_text | random | a TFDS name

@@ -27,6 +27,11 @@ from lmjax.attention import attention
 
 GATED = ('swiglu', 'geglu')
 
+# Activation checkpointing per block: `full` keeps only the block inputs; `dots` also keeps the
+# outputs of matmuls without batch dimensions (the projections), recomputing the rest.
+REMAT_POLICIES = {'full': None,
+                  'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -49,6 +54,7 @@ class ModelConfig:
   param_dtype: str = 'float32'
   init_std: float = 0.02
   attention_block: int = 64
+  remat: str = 'none'
 
   @classmethod
   def from_config(cls, model_config) -> 'ModelConfig':
@@ -263,8 +269,11 @@ class Transformer(nn.Module):
     if cfg.dropout:
       x_NxD = nn.Dropout(cfg.dropout)(x_NxD, deterministic=deterministic)
     mask = attention_mask(t, segment_ids_BxT)
+    block = Block
+    if cfg.remat != 'none':  # recompute activations in the backward pass (Chen et al. 2016)
+      block = nn.remat(Block, static_argnums=(4,), policy=REMAT_POLICIES[cfg.remat])
     for i in range(cfg.n_layers):
-      x_NxD = Block(cfg, name=f'block_{i}')(x_NxD, positions_BxT, mask, deterministic)
+      x_NxD = block(cfg, name=f'block_{i}')(x_NxD, positions_BxT, mask, deterministic)
     if cfg.norm_position == 'pre':
       x_NxD = Norm(cfg, name='final_norm')(x_NxD)
     if cfg.tie_embeddings:

@@ -208,3 +208,19 @@ def test_cpu_matmul_gradients_match_plain_dot():
   np.testing.assert_allclose(ours, ref, rtol=1e-6)
   for a, b in zip(vjp(dy), ref_vjp(dy)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('remat', ['full', 'dots'])
+def test_remat_gives_the_same_loss_and_gradients(remat):
+  from lmjax.train import loss_sums
+  c = config_for('llama')
+  c_remat = config_for('llama', remat=remat)
+  batch = next(data.train_iterator(data.load(c), c))
+  model, _ = build(c)
+  model_remat, _ = build(c_remat)
+  params = init_params(model, c, jax.random.PRNGKey(0))
+  f = lambda m: jax.jit(jax.value_and_grad(lambda p: loss_sums(p, m, batch)[0]))(params)
+  (l1, g1), (l2, g2) = f(model), f(model_remat)
+  np.testing.assert_allclose(l1, l2, rtol=1e-6)
+  for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
