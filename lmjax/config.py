@@ -77,6 +77,7 @@ def default_config() -> ConfigDict:
   m.init_std = 0.02
   m.attention_block = 64                # causal query blocks (lmjax/attention.py); 0: dense
   m.remat = 'none'                      # activation checkpointing per block: none | full | dots
+  m.scan_layers = False                 # nn.scan over stacked layers (fast compiles when deep)
 
   c.data = d = ConfigDict()
   d.dataset = 'python_stdlib'           # python_stdlib | local_text | random | a TFDS name
@@ -129,7 +130,7 @@ def default_config() -> ConfigDict:
   # [logical axis, mesh axis or list of mesh axes or None]; see lmjax/sharding.py.
   ms.rules = [['batch', ['data', 'fsdp']], ['embed', 'fsdp'], ['mlp', 'tensor'],
               ['heads', 'tensor'], ['kv_heads', 'tensor'], ['vocab', 'tensor'],
-              ['head_dim', None], ['norm', None]]
+              ['head_dim', None], ['norm', None], ['layers', None]]
 
   c.checkpoint = k = ConfigDict()
   k.every_steps = 100                   # save every this many steps, and at the end

@@ -55,6 +55,7 @@ class ModelConfig:
   init_std: float = 0.02
   attention_block: int = 64
   remat: str = 'none'
+  scan_layers: bool = False
 
   @classmethod
   def from_config(cls, model_config) -> 'ModelConfig':
@@ -240,6 +241,19 @@ class Block(nn.Module):
     return Norm(cfg, name='mlp_norm')(x_NxD + drop(mlp(x_NxD)))
 
 
+class _ScannedBlock(nn.Module):
+  """A block in nn.scan's (carry, output) form; `deterministic` is an attribute (static)."""
+  cfg: ModelConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x_NxD, positions_BxT, mask):
+    block = Block
+    if self.cfg.remat != 'none':
+      block = nn.remat(Block, static_argnums=(4,), policy=REMAT_POLICIES[self.cfg.remat])
+    return block(self.cfg, name='block')(x_NxD, positions_BxT, mask, self.deterministic), None
+
+
 class Transformer(nn.Module):
   """tokens (B, T) -> float32 logits (B, T, V).
 
@@ -269,11 +283,20 @@ class Transformer(nn.Module):
     if cfg.dropout:
       x_NxD = nn.Dropout(cfg.dropout)(x_NxD, deterministic=deterministic)
     mask = attention_mask(t, segment_ids_BxT)
-    block = Block
-    if cfg.remat != 'none':  # recompute activations in the backward pass (Chen et al. 2016)
-      block = nn.remat(Block, static_argnums=(4,), policy=REMAT_POLICIES[cfg.remat])
-    for i in range(cfg.n_layers):
-      x_NxD = block(cfg, name=f'block_{i}')(x_NxD, positions_BxT, mask, deterministic)
+    if cfg.scan_layers:
+      # One traced block scanned over stacked parameters (a leading `layers` axis): compile
+      # time stays flat in depth; the arithmetic is that of the unrolled loop.
+      scanned = nn.scan(_ScannedBlock, variable_axes={'params': 0},
+                        split_rngs={'params': True, 'dropout': True},
+                        in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layers,
+                        metadata_params={nn.PARTITION_NAME: 'layers'})
+      x_NxD, _ = scanned(cfg, deterministic, name='blocks')(x_NxD, positions_BxT, mask)
+    else:
+      block = Block
+      if cfg.remat != 'none':  # recompute activations in the backward pass (Chen et al. 2016)
+        block = nn.remat(Block, static_argnums=(4,), policy=REMAT_POLICIES[cfg.remat])
+      for i in range(cfg.n_layers):
+        x_NxD = block(cfg, name=f'block_{i}')(x_NxD, positions_BxT, mask, deterministic)
     if cfg.norm_position == 'pre':
       x_NxD = Norm(cfg, name='final_norm')(x_NxD)
     if cfg.tie_embeddings:

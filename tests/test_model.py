@@ -224,3 +224,27 @@ def test_remat_gives_the_same_loss_and_gradients(remat):
   np.testing.assert_allclose(l1, l2, rtol=1e-6)
   for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('variant', ['llama', 'vaswani'])
+def test_scan_over_layers_matches_the_unrolled_model(variant):
+  from lmjax.train import loss_sums
+  c = config_for(variant)
+  c_scan = config_for(variant, scan_layers=True, remat='dots')
+  model, _ = build(c)
+  model_scan, _ = build(c_scan)
+  params = init_params(model, c, jax.random.PRNGKey(0))
+  stacked = {k: v for k, v in params.items() if not k.startswith('block_')}
+  stacked['blocks'] = {'block': jax.tree_util.tree_map(
+      lambda *xs: jnp.stack(xs), *[params[f'block_{i}'] for i in range(c.model.n_layers)])}
+  shapes = jax.eval_shape(lambda: init_params(model_scan, c_scan, jax.random.PRNGKey(0)))
+  assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(stacked)
+  assert flops.count_tree(shapes) == flops.param_counts(ModelConfig.from_config(c.model))['total']
+  batch = next(data.train_iterator(data.load(c), c))
+  (l1, g1) = jax.jit(jax.value_and_grad(lambda p: loss_sums(p, model, batch)[0]))(params)
+  (l2, g2) = jax.jit(jax.value_and_grad(lambda p: loss_sums(p, model_scan, batch)[0]))(stacked)
+  np.testing.assert_allclose(l1, l2, rtol=1e-6)
+  for i in range(c.model.n_layers):
+    for a, b in zip(jax.tree_util.tree_leaves(g1[f'block_{i}']),
+                    jax.tree_util.tree_leaves(g2['blocks']['block'])):
+      np.testing.assert_allclose(a, b[i], rtol=1e-5, atol=1e-6)
