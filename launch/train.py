@@ -96,8 +96,13 @@ def main(argv):
     return
   check_resume(workdir, config)
   initialize_distributed()
-  os.makedirs(workdir, exist_ok=True)
   # jax is imported only once the config is known to be good.
+  from lmjax import sharding
+  try:
+    sharding.make_mesh(config)  # a mesh that does not fit the devices or model stops here
+  except sharding.MeshError as e:
+    fail(str(e))
+  os.makedirs(workdir, exist_ok=True)
   from lmjax import loop
   from lmjax.checkpoint import CheckpointError
   from lmjax.datasets import DataError

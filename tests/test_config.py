@@ -84,6 +84,10 @@ def test_launcher_rejects_bad_config_without_touching_workdir(tmp_path, flag, fi
     (['--config=experiments/configs/missing.py'], 'error: --config=experiments/configs/missing.py: no such file'),
     (['--config=README.md'], 'error: --config=README.md: not a Python config file'),
     (['--config=experiments/configs/tiny.py', 'extra'], 'error: unexpected arguments'),
+    (['--config=experiments/configs/tiny.py', '--config.mesh.data=2'],
+     'error: config.mesh: data×fsdp×tensor = 2×1×1 = 2, but there are 1 devices'),
+    (['--config=experiments/configs/tiny.py', '--config.mesh.tensor=0'],
+     'error: config.mesh.tensor=0 is not allowed'),
 ])
 def test_launcher_bad_flags_fail_in_one_line(tmp_path, args, message):
   workdir = tmp_path / 'run'
