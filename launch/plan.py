@@ -78,6 +78,7 @@ def main(argv):
   import jax
   import jax.numpy as jnp
   from lmjax import flops, sharding
+  from lmjax.model import ModelConfig
   from lmjax.train import build, init_state, make_train_step, state_shardings
   try:
     mesh = sharding.make_mesh(config)
@@ -107,7 +108,7 @@ def main(argv):
   micro = b / config.train.grad_accum / data_par  # sequences per device per micro-batch
   act_b = m.n_layers * (34 * t * micro * m.d_model / tensor +
                         5 * (m.n_heads / tensor) * t * t * micro) * scale
-  counts = flops.param_counts(__import__('lmjax.model', fromlist=['x']).ModelConfig.from_config(m))
+  counts = flops.param_counts(ModelConfig.from_config(m))
   analytic = 3 * 4 * counts['total'] / n if m.param_dtype == 'float32' else float('nan')
   xla_state = mem.argument_size_in_bytes
   need = mem.argument_size_in_bytes + mem.temp_size_in_bytes

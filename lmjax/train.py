@@ -5,7 +5,6 @@ import json
 import math
 import os
 import resource
-import time
 from typing import Any
 
 import flax
@@ -15,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmjax import data, flops, optim, sharding
+from lmjax import optim, sharding
 from lmjax.model import ModelConfig, Transformer
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from lmjax import data, flops
 from lmjax.config import default_config, resolve
-from lmjax.model import ModelConfig, Transformer, attention_mask
+from lmjax.model import ModelConfig, attention_mask
 from lmjax.train import build, init_params, init_state, make_train_step
 
 VARIANTS = {

@@ -184,7 +184,6 @@ class LseProblem:
 
   def _finish(self, t, r, parts, e_part, total, weights):
     """Objective and gradient from residuals r = log L − log L̂ and the softmax parts."""
-    k = self.k
     nll = self.objective == 'huber_nll'
     if nll:
       r = r * np.exp(-t[:, -1])[:, None]  # u = r/σ
