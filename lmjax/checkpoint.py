@@ -19,6 +19,7 @@ import time
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 
 class CheckpointError(RuntimeError):
@@ -34,15 +35,30 @@ def abstract_like(tree, shardings=None):
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
+def _preservation(c):
+  """Keep the newest `max_to_keep` (0: all), every multiple of `keep_every`, and `keep_steps`
+  (the branch points of cooldown runs, lmjax/scaling/plan.py)."""
+  if not c.max_to_keep:
+    return pp.PreserveAll()
+  policies = [pp.LatestN(c.max_to_keep)]
+  if c.keep_every:
+    policies.append(pp.EveryNSteps(c.keep_every))
+  if c.get('keep_steps'):
+    policies.append(pp.CustomSteps(tuple(c.keep_steps)))
+  return pp.AnyPreservationPolicy(policies)
+
+
 class Checkpoints:
   """Saves and restores a run's checkpoints under `workdir/checkpoints`."""
 
-  def __init__(self, workdir, checkpoint_config):
+  def __init__(self, workdir, checkpoint_config, read_only=False):
     c = checkpoint_config
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    if read_only and not os.path.isdir(self.directory):
+      raise CheckpointError(f'{workdir} has no checkpoints directory')
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=c.max_to_keep or None, keep_period=c.keep_every or None,
-        enable_async_checkpointing=c.async_save, create=True)
+        preservation_policy=_preservation(c), read_only=read_only,
+        enable_async_checkpointing=c.async_save, create=not read_only)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('state', 'meta'))
 

@@ -122,6 +122,8 @@ def default_config() -> ConfigDict:
   t.eval_every = 50
   t.peak_flops = placeholder(float)     # per device, FLOP/s; None: known table or measured
   t.skip_nonfinite = 0                  # skip up to this many consecutive non-finite updates
+  t.init_from = ''                      # start from another run's checkpoint (a run directory)
+  t.init_step = 0                       # ... at this step: a cooldown branch (lmjax/scaling/plan)
 
   c.mesh = ms = ConfigDict()
   ms.data = -1                          # -1: the devices left over by the other axes
@@ -136,6 +138,7 @@ def default_config() -> ConfigDict:
   k.every_steps = 100                   # save every this many steps, and at the end
   k.max_to_keep = 3                     # newest checkpoints kept (0: all)
   k.keep_every = 0                      # also keep every checkpoint at a multiple of this
+  k.keep_steps = ()                     # also save and keep these steps (branch points)
   k.async_save = True                   # write in the background while training goes on
   return c
 
@@ -143,22 +146,30 @@ def default_config() -> ConfigDict:
 # Fields a resumed run may change (logged); any other difference refuses the resume.
 RESUME_SAFE = ('train.steps', 'train.log_every', 'train.eval_every', 'train.peak_flops',
                'train.skip_nonfinite', 'checkpoint.', 'data.eval_batches', 'data.workers',
-               'data.data_dir', 'mesh.')
+               'data.data_dir', 'mesh.', 'train.init_from', 'train.init_step')
 
 
-def _flatten(tree, prefix=''):
+def _as_json(value):
+  """Tuples as lists, as a config read back from JSON has them."""
+  if isinstance(value, (list, tuple)):
+    return [_as_json(v) for v in value]
+  return value
+
+
+def flatten(tree, prefix=''):
+  """{'a.b': value} of a nested config dict, values in their JSON form (comparable)."""
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      out.update(_flatten(value, f'{prefix}{key}.'))
+      out.update(flatten(value, f'{prefix}{key}.'))
     else:
-      out[f'{prefix}{key}'] = value
+      out[f'{prefix}{key}'] = _as_json(value)
   return out
 
 
 def resume_differences(saved: dict, new: dict):
   """(incompatible, safe): the fields that differ between a saved and a new resolved config."""
-  a, b = _flatten(saved), _flatten(new)
+  a, b = flatten(saved), flatten(new)
   differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
   safe = [k for k in differing if k.startswith(RESUME_SAFE)]
   return [k for k in differing if k not in safe], safe
@@ -258,6 +269,12 @@ def _validate(c):
     _fail('data.paths', d.paths, 'a directory or glob of text files when data.dataset=local_text')
   if t.peak_flops is not None:
     _positive(c, 'train.peak_flops')
+  keep = tuple(c.checkpoint.keep_steps or ())
+  if not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= t.steps for s in keep):
+    _fail('checkpoint.keep_steps', keep, f'a tuple of steps in [1, train.steps={t.steps}]')
+  if t.init_from and not 0 < t.init_step < t.steps:
+    _fail('train.init_step', t.init_step, f'a step in [1, train.steps={t.steps}) with '
+          'train.init_from')
 
 
 def _tokenizer_size(data_config):

@@ -12,6 +12,7 @@ device (NanoDO's pattern).
 """
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import time
@@ -19,8 +20,8 @@ import time
 import jax
 
 from lmjax import data, flops, sharding
-from lmjax.checkpoint import Checkpoints, abstract_like
-from lmjax.config import to_dict
+from lmjax.checkpoint import CheckpointError, Checkpoints, abstract_like
+from lmjax.config import flatten, to_dict
 from lmjax.metrics import MetricsWriter, truncate_metrics
 from lmjax.model import ModelConfig
 from lmjax.train import (build, evaluate, init_state, make_eval_step, make_train_step,
@@ -78,6 +79,34 @@ def _fmt_time(s):
   return f'{int(s // 60)}:{int(s % 60):02d}'
 
 
+# Fields a cooldown branch may set differently from the run it starts from.
+_BRANCH_MAY_DIFFER = ('train.', 'checkpoint.', 'optim.schedule', 'optim.decay_fraction',
+                      'optim.decay_shape', 'optim.min_lr_ratio', 'data.eval_batches',
+                      'data.workers', 'data.data_dir', 'mesh.')
+
+
+def _init_from(config, abstract, new_iterator):
+  """State, meta, data iterator and step of `train.init_from`'s checkpoint at `train.init_step`:
+  the start of a cooldown branch (Hägele et al. 2024), which then continues that run's batches
+  with its own schedule. The two configs must agree on the model, data and optimizer."""
+  parent, step = config.train.init_from, config.train.init_step
+  source = Checkpoints(parent, config.checkpoint, read_only=True)
+  if step not in source.steps():
+    raise CheckpointError(f'config.train.init_from={parent}: no checkpoint at step {step} '
+                          f'(has {source.steps()})')
+  state, meta = source.restore(step, abstract, None)
+  ours, theirs = flatten(to_dict(config)), flatten(meta['config'])
+  differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k)
+                  and not k.startswith(_BRANCH_MAY_DIFFER))
+  if differ:
+    raise CheckpointError(f'config.train.init_from={parent}: that run differs in '
+                          f'{", ".join(differ[:6])}; a branch may change only its schedule')
+  iterator = new_iterator()
+  iterator.set_state(ast.literal_eval(meta['data']))
+  source.close()
+  return state, meta, iterator, step
+
+
 def train(config, workdir=None, writer=None, restore_step=None) -> dict:
   """Trains (or resumes) a resolved config; returns the summary (also workdir/summary.json)."""
   t_begin = time.time()
@@ -107,12 +136,17 @@ def train(config, workdir=None, writer=None, restore_step=None) -> dict:
   ckpt = Checkpoints(workdir, config.checkpoint) if workdir else None
   messages = []
   restored = None
+  abstract = abstract_like(jax.eval_shape(lambda: init_state(model, tx, config)), shardings)
   if ckpt is not None:
-    abstract = abstract_like(jax.eval_shape(lambda: init_state(model, tx, config)), shardings)
     restored = ckpt.restore_latest(abstract, new_iterator, restore_step, log=messages.append)
+  if restored is None and config.train.init_from:
+    restored = _init_from(config, abstract, new_iterator)
+    messages.append(f'started from {config.train.init_from} at step {config.train.init_step} '
+                    '(a cooldown branch)')
+  elif restored is not None:
+    messages.append(f'resumed from the checkpoint at step {restored[3]}')
   if restored is not None:
     state, _, train_iter, start = restored
-    messages.append(f'resumed from the checkpoint at step {start}')
   else:
     state, train_iter, start = init_state(model, tx, config, shardings), new_iterator(), 0
   primary = jax.process_index() == 0  # only process 0 writes logs, metrics and summaries
@@ -187,6 +221,7 @@ def train(config, workdir=None, writer=None, restore_step=None) -> dict:
     ckpt.save(step, state, train_iter, meta, force=force)
     last['saved'] = step
 
+  keep_steps = set(config.checkpoint.keep_steps or ())
   pending = None  # (step, metrics) of a log step, read after the next step is dispatched
   with _Signals() as signals:
     for step in range(start + 1, steps + 1):
@@ -199,7 +234,9 @@ def train(config, workdir=None, writer=None, restore_step=None) -> dict:
       if step % config.train.log_every == 0 or step == steps:
         pending = (step, m)
       boundary = step % config.train.eval_every == 0 or step == steps
-      saving = ckpt is not None and (step % config.checkpoint.every_steps == 0 or step == steps)
+      keep = step in keep_steps
+      saving = ckpt is not None and (step % config.checkpoint.every_steps == 0 or step == steps
+                                     or keep)
       if pending is not None and (boundary or saving):
         log_row(*pending)  # before eval (not timed as steps) and before a checkpoint
         pending = None
@@ -210,7 +247,7 @@ def train(config, workdir=None, writer=None, restore_step=None) -> dict:
                      f'ppl {last["eval"]["eval_ppl"]:.2f} bpb {last["eval"]["eval_bpb"]:.4f}')
         timer['t'] = time.time()
       if saving:
-        save(step, state, force=step == steps)
+        save(step, state, force=step == steps or keep)
       if step < steps and _preempt_now(signals, step):
         if pending is not None:
           log_row(*pending)
