@@ -22,6 +22,9 @@ from launch.flags_util import fail, parse_flags
 LAWS = ('chinchilla', 'isoflop', 'kaplan_n', 'kaplan_d', 'kaplan_c', 'approach1')
 
 _RUNS = flags.DEFINE_string('runs', None, 'Runs table: .csv, .tsv or .json.')
+_SWEEP_DIR = flags.DEFINE_string('sweep_dir', None, 'A launch.sweep directory instead of --runs: '
+                                 'its finished runs become the table (written to '
+                                 'DIR/runs.csv); --out defaults to DIR/fits.')
 _LAW = flags.DEFINE_list('law', ['all'], f'Laws to fit: {", ".join(LAWS)} or all (all: every '
                          'law the table supports; approach1 only with --run_tags).')
 _OUT = flags.DEFINE_string('out', None, 'Directory for fits.json and the plots (none: print '
@@ -69,9 +72,9 @@ _PREDICT_C = flags.DEFINE_list('predict_c', ['1e21', '1e22', '1e23', '5.76e23', 
 _PREDICT_ND = flags.DEFINE_list('predict_nd', ['7e10:1.4e12'], 'N:D pairs at which to predict '
                                 'the loss.')
 _PLOTS = flags.DEFINE_bool('plots', True, 'Write PNG plots into --out.')
-flags.mark_flag_as_required('runs')
-_ALL = (_RUNS, _LAW, _OUT, _BOOTSTRAP, _BOOT_STARTS, _SEED, _LEVEL, _DELTA, _OBJECTIVE, _REDUCTION,
-        _STARTS, _COLUMNS, _WHERE, _N_COUNT, _DROP, _IRREDUCIBLE, _FRONTIER, _BUDGETS,
+_ALL = (_RUNS, _SWEEP_DIR, _LAW, _OUT, _BOOTSTRAP, _BOOT_STARTS, _SEED, _LEVEL, _DELTA,
+        _OBJECTIVE, _REDUCTION, _STARTS, _COLUMNS, _WHERE, _N_COUNT, _DROP, _IRREDUCIBLE,
+        _FRONTIER, _BUDGETS,
         _BUDGET_RTOL, _MIN_POINTS, _NEAREST, _RUN_TAGS, _PREDICT_C, _PREDICT_ND, _PLOTS)
 
 
@@ -96,6 +99,10 @@ def _floats(values, flag):
 
 
 def _check_flags():
+  if bool(_RUNS.value) == bool(_SWEEP_DIR.value):
+    fail('give exactly one of --runs (a runs table) and --sweep_dir (a launch.sweep directory)')
+  if _SWEEP_DIR.value and _OUT.value is None:
+    flags.FLAGS.out = os.path.join(_SWEEP_DIR.value, 'fits')
   laws = []
   for law in _LAW.value:
     if law == 'all':
@@ -152,12 +159,27 @@ def _clean(x):
   return x
 
 
+def _collect(sweep_dir):
+  """The finished runs of a sweep directory; every run left out is printed with its reason."""
+  from lmjax.scaling import collect
+  try:
+    t, left_out = collect.collect(sweep_dir)
+  except collect.CollectError as e:
+    fail(str(e))
+  for item in left_out:
+    print(f'left out {item["name"]}: {item["reason"]}')
+  path = collect.write_csv(t, os.path.join(sweep_dir, 'runs.csv'))
+  print(f'collected {len(t)} finished runs of {sweep_dir} into {path}')
+  return t
+
+
 def _load():
   from lmjax.scaling import table as table_lib
   columns = _pairs(_COLUMNS.value, 'columns')
   where = _pairs(_WHERE.value, 'where')
   try:
-    t = table_lib.load_runs(_RUNS.value, columns or None)
+    t = _collect(_SWEEP_DIR.value) if _SWEEP_DIR.value else table_lib.load_runs(
+        _RUNS.value, columns or None)
     read = len(t)
     if where:
       t = t.where(**where)

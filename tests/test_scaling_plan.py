@@ -216,17 +216,22 @@ def test_load_sweep(tmp_path):
     (['return 3'], 'returned int, not a plan.Sweep'),
     (["return plan.Sweep('mine', TINY, ())"], 'sweep mine has no runs'),
     ([L_OF_N,
-      "bad = dataclasses.replace(runs[0], overrides={**runs[0].overrides, 'model.n_heads': 3})",
-      "return plan.Sweep('mine', TINY, [bad])"], 'run N'),
-    ([L_OF_N,
       "return plan.Sweep('mine', 'experiments/configs/nope.py', runs)"], 'nope.py: no such file'),
 ])
 def test_load_sweep_errors(tmp_path, body, expected):
   path = _sweep_file(tmp_path, body)
   message = _error(lambda: plan.load_sweep(path))
   assert message.startswith(path) and expected in message
-  if expected == 'run N':
-    assert ': run N4.14e3_D9.98e3_C5.53e8_s0: config.model.n_heads=3' in message
+
+
+def test_invalid_runs_are_named_one_by_one(tmp_path):
+  path = _sweep_file(tmp_path, [
+      L_OF_N, "bad = dataclasses.replace(runs[0], name='bad', "
+      "overrides={**runs[0].overrides, 'model.n_heads': 3})",
+      "return plan.Sweep('mine', TINY, [bad, *runs])"])
+  sweep = plan.load_sweep(path)  # one bad run does not stop the sweep
+  bad = plan.invalid_runs(sweep)
+  assert list(bad) == ['bad'] and bad['bad'].startswith('run bad: config.model.n_heads=3')
 
 
 def test_load_sweep_missing_and_broken_files(tmp_path):

@@ -544,18 +544,27 @@ def sweep_path(name_or_path: str) -> str:
 
 
 def load_sweep(path: str) -> Sweep:
-  """Imports a sweep file (or experiments/sweeps/NAME.py) and returns its checked get_sweep().
-
-  Every run is resolved on the base config; any failure is a one-line PlanError naming the file.
-  """
+  """Imports a sweep file (or experiments/sweeps/NAME.py) and returns its get_sweep(); any
+  failure, or a base config that does not load, is a one-line PlanError naming the file. Runs
+  are checked one by one with `invalid_runs`, so that one bad run does not stop the others."""
   path = sweep_path(path)
   sweep = _call_file(path, 'get_sweep')
   if not isinstance(sweep, Sweep):
     raise PlanError(f'{path}: get_sweep() returned {type(sweep).__name__}, not a plan.Sweep')
   try:
-    base = load_config(sweep.base_config)
-    for run in sweep.runs:
-      resolve_run(base, run, SWEEP_DIR)
+    load_config(sweep.base_config)
   except PlanError as e:
     raise PlanError(f'{path}: {e}') from None
   return sweep
+
+
+def invalid_runs(sweep: Sweep) -> dict:
+  """{run name: one-line reason} for the runs whose config does not resolve on the base."""
+  base = load_config(sweep.base_config)
+  bad = {}
+  for run in sweep.runs:
+    try:
+      resolve_run(base, run, SWEEP_DIR)
+    except PlanError as e:
+      bad[run.name] = str(e)
+  return bad

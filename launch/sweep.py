@@ -1,0 +1,143 @@
+"""Run a scaling sweep: python -m launch.sweep --sweep=experiments/sweeps/NAME.py --workdir=DIR.
+
+The sweep file's get_sweep() returns the runs (lmjax/scaling/plan.py); DIR holds their state
+(lmjax/scaling/sweepdir.py). The same command run again does only what is missing: finished runs
+are skipped, interrupted ones resume from their checkpoints, failed ones are tried again.
+
+  --backend=local   a pool of --parallel launch.train subprocesses on this machine
+  --backend=slurm   sbatch job arrays (--dry_run prints them); run it again to submit what is
+                    missing
+  --status          every run's state, loss and log; touches nothing
+
+Exit status: 0 every run done (or submitted); 1 some run failed or could not start (each is
+named, with its log); 2 a bad flag, sweep file or sweep directory; 75 stopped by SIGTERM/SIGINT
+after every run saved a checkpoint.
+"""
+import fcntl
+import os
+import sys
+
+from absl import app, flags
+
+from launch.flags_util import fail, parse_flags
+
+_SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file (experiments/sweeps/NAME.py) whose '
+                             'get_sweep() returns an lmjax.scaling.plan.Sweep.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory: sweep.json, runs/, logs/, '
+                               'status/.')
+_BACKEND = flags.DEFINE_enum('backend', 'local', ['local', 'slurm'], 'Where runs execute.')
+_PARALLEL = flags.DEFINE_integer('parallel', 1, 'local: runs at once.')
+_CPUS = flags.DEFINE_integer('cpus_per_run', 0, 'local: pin each run to this many CPU cores '
+                             '(0: no pinning).')
+_STATUS = flags.DEFINE_bool('status', False, 'Print every run\'s state and exit.')
+_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print what would run (local: the commands; '
+                             'slurm: the sbatch scripts) and exit.')
+_TRAIN_FLAGS = flags.DEFINE_list('train_flags', [], 'Extra launch.train flags for every run, '
+                                 'e.g. --train_flags=--config.train.log_every=50 (not part of '
+                                 'the plan: only fields resuming may change).')
+_S_PARTITION = flags.DEFINE_string('slurm_partition', None, 'slurm: --partition.')
+_S_TIME = flags.DEFINE_string('slurm_time', None, 'slurm: --time per run, e.g. 04:00:00.')
+_S_ACCOUNT = flags.DEFINE_string('slurm_account', None, 'slurm: --account.')
+_S_NODES = flags.DEFINE_integer('slurm_nodes', 1, 'slurm: nodes per run (>1: jax.distributed '
+                                'over srun, one process per node).')
+_S_GPUS = flags.DEFINE_string('slurm_gpus_per_node', None, 'slurm: --gpus-per-node.')
+_S_CPUS = flags.DEFINE_integer('slurm_cpus_per_task', None, 'slurm: --cpus-per-task.')
+_S_MAX = flags.DEFINE_integer('slurm_max_concurrent', None, 'slurm: array tasks running at '
+                              'once (%N).')
+_S_SETUP = flags.DEFINE_list('slurm_setup', [], 'slurm: shell lines run before each task, e.g. '
+                             '"source .venv/bin/activate".')
+_S_EXTRA = flags.DEFINE_list('slurm_sbatch', [], 'slurm: extra #SBATCH options, e.g. '
+                             '--qos=high.')
+_S_PYTHON = flags.DEFINE_string('slurm_python', 'python', 'slurm: the Python on the nodes.')
+flags.mark_flags_as_required(['sweep', 'workdir'])
+
+
+def _check_flags():
+  if _PARALLEL.value < 1:
+    fail(f'--parallel={_PARALLEL.value}: must be >= 1')
+  if _CPUS.value < 0 or _CPUS.value * _PARALLEL.value > len(os.sched_getaffinity(0)):
+    fail(f'--cpus_per_run={_CPUS.value}: must be >= 0, and --parallel × it at most the '
+         f'{len(os.sched_getaffinity(0))} cores here')
+  if _S_NODES.value < 1:
+    fail(f'--slurm_nodes={_S_NODES.value}: must be >= 1')
+  for f in _TRAIN_FLAGS.value:
+    if not f.startswith('--config.') or '=' not in f:
+      fail(f'--train_flags={f}: each must look like --config.a.b=value')
+
+
+def _fmt_loss(summary):
+  return f'{summary["eval_loss"]:.4f}' if summary and summary.get('eval_loss') else '—'
+
+
+def print_status(d, jobs):
+  from lmjax.scaling.sweepdir import log_tail
+  states = {}
+  print(f'sweep {d.sweep.name} in {d.path}: {len(d.runs)} runs')
+  print(f'  {"run":<44}{"design":<9}{"state":<12}{"eval loss":>10}  detail')
+  for name, run in d.runs.items():
+    state = states[name] = d.state(name)
+    detail = ''
+    if state in ('failed', 'diverged'):
+      s = d.status(name)
+      tail = (s.get('log_tail') or log_tail(d.log_path(name))).strip().splitlines()
+      detail = f'exit {s.get("exit_code")}: {tail[-1][:100] if tail else ""}'
+    elif state == 'pending' and run.branch_of and not d.ready(run):
+      detail = f'waits for {run.branch_of} step {run.branch_step}'
+    if name in jobs:
+      detail = f'job {jobs[name]} {detail}'
+    print(f'  {name:<44}{run.design:<9}{state:<12}{_fmt_loss(d.summary(name)):>10}  {detail}')
+  counts = {s: list(states.values()).count(s) for s in dict.fromkeys(states.values())}
+  print('  ' + ', '.join(f'{v} {k}' for k, v in counts.items()))
+  return 0 if counts.get('done', 0) == len(states) else 1
+
+
+def main(argv):
+  if len(argv) > 1:
+    fail(f'unexpected arguments {argv[1:]}')
+  _check_flags()
+  from lmjax.scaling import plan
+  from lmjax.scaling.sweepdir import SweepDir, SweepDirError
+  try:
+    sweep = plan.load_sweep(_SWEEP.value)
+  except plan.PlanError as e:
+    fail(str(e))
+  read_only = _STATUS.value or _DRY_RUN.value
+  try:
+    d = SweepDir.open(_WORKDIR.value, sweep, create=not read_only)
+  except SweepDirError as e:
+    fail(str(e))
+  from launch import sweep_slurm
+  if _STATUS.value:
+    sys.exit(print_status(d, sweep_slurm.job_ids(d)))
+  invalid = {n: m for n, m in plan.invalid_runs(sweep).items() if not d.is_done(n)}
+  for name, message in invalid.items():
+    print(f'invalid {message}; the other runs go on')
+    if not read_only:
+      d.set_status(name, state='failed', exit_code=2, log_tail=message)
+  if _BACKEND.value == 'slurm':
+    opts = dict(partition=_S_PARTITION.value, time=_S_TIME.value, account=_S_ACCOUNT.value,
+                nodes=_S_NODES.value, gpus_per_node=_S_GPUS.value, cpus_per_task=_S_CPUS.value,
+                max_concurrent=_S_MAX.value, setup=_S_SETUP.value, extra=_S_EXTRA.value,
+                python=_S_PYTHON.value)
+    try:
+      sys.exit(sweep_slurm.submit(d, opts, _DRY_RUN.value, sys.stdout, skip=invalid))
+    except sweep_slurm.SlurmError as e:
+      fail(str(e))
+  if _DRY_RUN.value:
+    import shlex
+    for run in d.runs.values():
+      if not d.is_done(run.name) and run.name not in invalid:
+        print(' '.join(shlex.quote(a) for a in d.command(run, extra=_TRAIN_FLAGS.value)))
+    return
+  lock = open(os.path.join(d.path, '.lock'), 'w')
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    fail(f'--workdir={d.path}: another launch.sweep is running on it')
+  from launch.sweep_local import run_pool
+  sys.exit(run_pool(d, _PARALLEL.value, _CPUS.value, tuple(_TRAIN_FLAGS.value),
+                    skip=invalid))
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,134 @@
+"""The SLURM backend of launch.sweep: sbatch job arrays, one array task per run.
+
+Two arrays at most: the runs that start from scratch (stable runs included), then the cooldown
+branches, submitted with `--dependency=afterany:<first array>` so that they start once the stable
+runs have saved their branch steps (a branch whose stable run failed stops with a one-line error).
+Each task runs `launch.train` with its run's flags through srun (several nodes: one process per
+node, `--distributed`, JAX reading SLURM's environment), appends to `logs/<run>.log`, and writes
+`status/<run>.json` when it starts and ends. Submitted job ids go to `slurm/jobs.json`; a later
+submission skips runs that are done, or still queued or running according to squeue.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+
+from lmjax.scaling.sweepdir import read_json, write_json
+
+
+class SlurmError(RuntimeError):
+  """sbatch or squeue failed; one line."""
+
+
+def _status_json(d, state, code):
+  return (f"printf '{{\"state\": \"%s\", \"exit_code\": %s, \"backend\": \"slurm\", "
+          f"\"job\": \"%s\", \"host\": \"%s\", \"pid\": %d}}\\n' {state} {code} "
+          f'"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}" "$(hostname)" $$ '
+          f'> "{d.path}/status/$RUN.json.tmp" && mv "{d.path}/status/$RUN.json.tmp" '
+          f'"{d.path}/status/$RUN.json"')
+
+
+def script(d, runs, opts, phase):
+  """The sbatch script of one array: task i runs runs[i]."""
+  nodes = opts['nodes']
+  lines = ['#!/bin/bash',
+           f'# lmjax sweep {d.sweep.name}, {phase}: {len(runs)} run(s), one array task each.',
+           '# Written by launch.sweep --backend=slurm; the sweep directory holds the state.',
+           f'#SBATCH --job-name=lmjax-{d.sweep.name}-{phase}',
+           f'#SBATCH --array=0-{len(runs) - 1}'
+           + (f'%{opts["max_concurrent"]}' if opts.get('max_concurrent') else ''),
+           f'#SBATCH --nodes={nodes}', '#SBATCH --ntasks-per-node=1',
+           f'#SBATCH --output={d.path}/logs/slurm-%A_%a.out']
+  for key in ('partition', 'time', 'account', 'gpus_per_node', 'cpus_per_task'):
+    if opts.get(key):
+      lines.append(f'#SBATCH --{key.replace("_", "-")}={opts[key]}')
+  lines += [f'#SBATCH {x}' for x in opts.get('extra', ())]
+  lines += ['set -uo pipefail', f'cd {shlex.quote(os.getcwd())}']
+  lines += list(opts.get('setup', ()))
+  lines += [f'export JAX_COMPILATION_CACHE_DIR={d.path}/jax_cache',
+            'case "$SLURM_ARRAY_TASK_ID" in']
+  extra = ['--distributed'] if nodes > 1 else []
+  for i, run in enumerate(runs):
+    argv = d.command(run, python=opts.get('python', 'python'), extra=extra)
+    lines.append(f'  {i}) RUN={run.name}; CMD=({" ".join(shlex.quote(a) for a in argv)}) ;;')
+  lines += ['  *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;', 'esac',
+            _status_json(d, 'running', 'null'),
+            f'srun --kill-on-bad-exit=1 "${{CMD[@]}}" >> "{d.path}/logs/$RUN.log" 2>&1',
+            'code=$?',
+            _status_json(d, '$([ $code = 0 ] && echo done || echo failed)', '$code'),
+            'exit $code', '']
+  return '\n'.join(lines)
+
+
+def _queued(job_ids):
+  """Array tasks ('123_4') of `job_ids` that squeue still lists (pending or running)."""
+  if not job_ids:
+    return set()
+  if shutil.which('squeue') is None:
+    raise SlurmError('squeue is not on PATH: run launch.sweep --backend=slurm on a SLURM '
+                     'login node, or use --dry_run')
+  arrays = sorted({j.split('_')[0] for j in job_ids})
+  out = subprocess.run(['squeue', '-h', '-r', '-o', '%i', '-j', ','.join(arrays)],
+                       check=False, capture_output=True, text=True)
+  return set(out.stdout.split()) if out.returncode == 0 else set()
+
+
+def plan_submission(d, skip=()):
+  """(first, branches): the runs to submit, leaving out those done, queued or running, and
+  `skip` (runs whose config is invalid)."""
+  jobs = read_json(os.path.join(d.path, 'slurm', 'jobs.json')) or {}
+  queued = _queued(set(jobs.values())) if jobs else set()
+  missing = [r for r in d.runs.values()
+             if not d.is_done(r.name) and jobs.get(r.name) not in queued
+             and r.name not in skip]
+  return ([r for r in missing if r.branch_of is None],
+          [r for r in missing if r.branch_of is not None])
+
+
+def submit(d, opts, dry_run, stream, skip=()):
+  """Writes the scripts to slurm/ and submits them (with --dry_run: prints them only)."""
+  first, branches = plan_submission(d, skip)
+  if not first and not branches:
+    stream.write('nothing to submit: every run is done, queued or running\n')
+    return 0
+  if not dry_run and shutil.which('sbatch') is None:
+    raise SlurmError('sbatch is not on PATH: run on a SLURM login node, or use --dry_run to see '
+                     'the scripts')
+  folder = os.path.join(d.path, 'slurm')
+  jobs = read_json(os.path.join(folder, 'jobs.json')) or {}
+  # Branches wait for the arrays of their stable runs: queued earlier, or submitted now.
+  waits = {jobs[r.branch_of].split('_')[0] for r in branches
+           if r.branch_of in jobs and not d.is_done(r.branch_of) and r.branch_of not in
+           {x.name for x in first}}
+  for phase, runs in (('runs', first), ('branches', branches)):
+    if not runs:
+      continue
+    text = script(d, runs, opts, phase)
+    path = os.path.join(folder, f'{phase}.sbatch')
+    dep = [f'--dependency=afterany:{":".join(sorted(waits))}'] if phase == 'branches' and (
+        waits) else []
+    if dry_run:
+      stream.write(f'# ---- {path} (--dry_run: neither written nor submitted)\n{text}')
+      stream.write(f'# submit with: sbatch --parsable {" ".join(dep + [path])}\n')
+      waits.add('<job id of the runs array>')
+      continue
+    os.makedirs(folder, exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+      f.write(text)
+    os.replace(path + '.tmp', path)
+    out = subprocess.run(['sbatch', '--parsable', *dep, path], check=False, capture_output=True,
+                         text=True)
+    if out.returncode:
+      raise SlurmError(f'sbatch {path} failed: {(out.stderr or out.stdout).strip()[:300]}')
+    array = out.stdout.strip().split(';')[0]
+    waits.add(array)
+    jobs.update({r.name: f'{array}_{i}' for i, r in enumerate(runs)})
+    write_json(os.path.join(folder, 'jobs.json'), jobs)
+    stream.write(f'submitted {phase}: job array {array} with {len(runs)} task(s)\n')
+  return 0
+
+
+def job_ids(d):
+  return read_json(os.path.join(d.path, 'slurm', 'jobs.json')) or {}

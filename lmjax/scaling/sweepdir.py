@@ -1,0 +1,182 @@
+"""A sweep directory: the state of every run of a sweep, shared by every backend.
+
+    DIR/sweep.json          the plan (lmjax.scaling.plan.Sweep) and its fingerprint
+    DIR/runs/<name>/        each run's launch.train workdir (summary.json once finished)
+    DIR/logs/<name>.log     each run's output, appended across attempts
+    DIR/status/<name>.json  the last attempt: state, exit code, tail of the log, attempts
+    DIR/jax_cache/          JAX's persistent compilation cache, shared by runs of one shape
+
+A run is done when its summary.json exists (launch.train writes it last, atomically), so the
+state survives any crash of the launcher; status files only add why a run is not done.
+Every file is written to a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from lmjax.scaling import plan
+
+EXIT_NONFINITE = 3   # lmjax.loop.EXIT_NONFINITE, without importing jax
+EXIT_PREEMPTED = 75  # lmjax.loop.EXIT_PREEMPTED
+
+
+class SweepDirError(ValueError):
+  """A sweep directory that cannot be used for this sweep; one line."""
+
+
+def write_json(path, obj):
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=1)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def read_json(path):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def log_tail(path, lines=20):
+  try:
+    with open(path, 'rb') as f:
+      f.seek(0, os.SEEK_END)
+      f.seek(max(0, f.tell() - 8192))
+      text = f.read().decode(errors='replace')
+  except OSError:
+    return ''
+  # A live terminal line is redrawn with \r: keep its last state.
+  return '\n'.join(l.split('\r')[-1] for l in text.splitlines()[-lines:])
+
+
+class SweepDir:
+  """The directory of one sweep; `open` checks that it belongs to this sweep."""
+
+  def __init__(self, path, sweep: plan.Sweep):
+    self.path = os.path.abspath(path)
+    self.sweep = sweep
+    self.runs = {r.name: r for r in sweep.runs}
+
+  @classmethod
+  def open(cls, path, sweep, create=True):
+    """Opens (or, with `create`, creates) `path` for `sweep`; refuses a directory of another
+    sweep, or one whose runs this sweep would change. A sweep that only adds runs is accepted.
+    Without `create` nothing is written (a dry run, a status query)."""
+    d = cls(path, sweep)
+    if os.path.exists(path) and not os.path.isdir(path):
+      raise SweepDirError(f'--workdir={path} is a file, not a directory')
+    saved_path = os.path.join(d.path, 'sweep.json')
+    saved = read_json(saved_path)
+    if os.path.exists(saved_path) and saved is None:
+      raise SweepDirError(f'--workdir={path}: sweep.json is unreadable')
+    if saved is None:
+      if os.path.isdir(path) and os.listdir(path):
+        raise SweepDirError(f'--workdir={path} is not empty and holds no sweep.json; use a new '
+                            'or empty directory')
+    else:
+      d._check_same(saved)
+    if create:
+      for sub in ('runs', 'logs', 'status', 'jax_cache'):
+        os.makedirs(os.path.join(d.path, sub), exist_ok=True)
+      if saved is None or saved.get('fingerprint') != sweep.fingerprint():
+        write_json(saved_path, {**sweep.to_json(), 'fingerprint': sweep.fingerprint()})
+    return d
+
+  def _check_same(self, saved):
+    where = f'--workdir={self.path}'
+    if saved.get('name') != self.sweep.name:
+      raise SweepDirError(f'{where} holds sweep {saved.get("name")!r}, not '
+                          f'{self.sweep.name!r}; use a new --workdir')
+    if saved.get('base_config') != self.sweep.base_config:
+      raise SweepDirError(f'{where} was planned on base config {saved.get("base_config")!r}, '
+                          f'not {self.sweep.base_config!r}; use a new --workdir')
+    old = {r['name']: r for r in saved.get('runs', [])}
+    mine = {n: r.to_json() for n, r in self.runs.items()}
+    changed = [n for n in old if n in mine and old[n].get('overrides') != mine[n]['overrides']]
+    dropped = [n for n in old if n not in mine]
+    if changed or dropped:
+      what = (f'changes run(s) {", ".join(changed[:3])}' if changed
+              else f'drops run(s) {", ".join(dropped[:3])}')
+      raise SweepDirError(f'{where}: this sweep file {what} of the sweep planned there; use a '
+                          'new --workdir (a sweep may only add runs)')
+
+  # Paths.
+  def run_dir(self, name):
+    return os.path.join(self.path, 'runs', name)
+
+  def log_path(self, name):
+    return os.path.join(self.path, 'logs', f'{name}.log')
+
+  def status_path(self, name):
+    return os.path.join(self.path, 'status', f'{name}.json')
+
+  def status(self, name):
+    return read_json(self.status_path(name)) or {}
+
+  def set_status(self, name, **fields):
+    write_json(self.status_path(name), {**self.status(name), **fields, 'time': time.time()})
+
+  def summary(self, name):
+    return read_json(os.path.join(self.run_dir(name), 'summary.json'))
+
+  def is_done(self, name):
+    return os.path.exists(os.path.join(self.run_dir(name), 'summary.json'))
+
+  def has_checkpoint(self, name, step):
+    ckpt = os.path.join(self.run_dir(name), 'checkpoints', str(step))
+    return os.path.exists(os.path.join(ckpt, 'commit_success.txt')) or (
+        os.path.isdir(ckpt) and os.path.exists(os.path.join(ckpt, '_CHECKPOINT_METADATA')))
+
+  def ready(self, run):
+    """Whether `run` can start: a cooldown branch needs its stable run's checkpoint."""
+    return run.branch_of is None or self.has_checkpoint(run.branch_of, run.branch_step)
+
+  def state(self, name):
+    """done | failed | diverged | interrupted | running | pending (never started)."""
+    if self.is_done(name):
+      return 'done'
+    s = self.status(name)
+    if s.get('state') == 'running':
+      return 'running' if _alive(s.get('pid'), s.get('host')) else 'interrupted'
+    if s.get('exit_code') == EXIT_NONFINITE:
+      return 'diverged'
+    if s.get('exit_code') == EXIT_PREEMPTED:
+      return 'interrupted'
+    return s.get('state') or 'pending'
+
+  def command(self, run, python=None, extra=()):
+    """The launch.train command line of `run` (a branch gets its stable run's checkpoint)."""
+    argv = [python or sys.executable, '-m', 'launch.train', f'--config={self.sweep.base_config}',
+            *run.flags()]
+    if run.branch_of is not None:
+      argv += [f'--config.train.init_from={self.run_dir(run.branch_of)}',
+               f'--config.train.init_step={run.branch_step}']
+    return argv + list(extra) + [f'--workdir={self.run_dir(run.name)}']
+
+  def spent(self, run):
+    """FLOPs this run costs in the sweep (a branch only from its branch step)."""
+    start = run.branch_step or 0
+    steps = run.overrides.get('train.steps')
+    return run.c * (1 - start / steps) if steps else run.c
+
+
+def _alive(pid, host):
+  """Whether the process of a running status still lives (on another host: assumed so)."""
+  if host and host != os.uname().nodename:
+    return True
+  if not pid:
+    return False
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
