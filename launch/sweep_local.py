@@ -82,7 +82,7 @@ def run_pool(sweep_dir, parallel, cpus_per_run=0, train_flags=(), stream=sys.std
       mine = set(cores[(slot * cpus_per_run) % len(cores):][:cpus_per_run])
       pin = lambda: os.sched_setaffinity(0, mine)
     p = subprocess.Popen(d.command(run, extra=train_flags), stdout=log, stderr=subprocess.STDOUT,
-                         env=env, cwd=os.getcwd(), preexec_fn=pin, start_new_session=True)
+                         env=env, cwd=os.getcwd(), preexec_fn=pin)
     attempts = d.status(run.name).get('attempts', 0) + 1
     d.set_status(run.name, state='running', pid=p.pid, host=os.uname().nodename,
                  exit_code=None, attempts=attempts, started=time.time())
@@ -129,11 +129,13 @@ def run_pool(sweep_dir, parallel, cpus_per_run=0, train_flags=(), stream=sys.std
                      f'{r.branch_step}')
         progress.show(len(procs), f'blocked {r.name}: {r.branch_of} has no checkpoint at step '
                       f'{r.branch_step}')
+      # A run still alive from a launcher that was killed is waited for, not started twice.
+      elsewhere = {r.name for r in todo if d.state(r.name) == 'running'}
       free = [s for s in range(parallel) if s not in {slot for _, _, slot in procs.values()}]
-      for run in [r for r in todo if d.ready(r)][:len(free)]:
+      for run in [r for r in todo if d.ready(r) and r.name not in elsewhere][:len(free)]:
         todo.remove(run)
         start(run, free.pop(0))
-      if not procs and todo and not any(d.ready(r) for r in todo):
+      if not procs and not elsewhere and todo and not any(d.ready(r) for r in todo):
         break  # nothing running and nothing can start (branches whose parent is gone)
       time.sleep(0.2)
       if progress.tty:

@@ -15,6 +15,7 @@ Exit status: 0 done; 2 bad flag, config or data, or a refused resume; 3 the loss
 non-finite (lmjax.loop.EXIT_NONFINITE); 75 preempted by SIGTERM/SIGINT after saving a checkpoint
 (lmjax.loop.EXIT_PREEMPTED): run the same command again to continue.
 """
+import fcntl
 import json
 import os
 import sys
@@ -79,6 +80,20 @@ def _get(tree, dotted):
   return tree
 
 
+def _lock_workdir(workdir):
+  """An exclusive lock on the run directory (process 0 only): a second launch.train on the same
+  workdir stops at once instead of writing over the first."""
+  import jax
+  if jax.process_index() != 0:
+    return None
+  lock = open(os.path.join(workdir, '.lock'), 'w')  # noqa: SIM115  (kept open while training)
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    fail(f'--workdir={workdir}: another launch.train is running on it')
+  return lock
+
+
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}: use --config.a.b=value for overrides')
@@ -103,6 +118,7 @@ def main(argv):
   except sharding.MeshError as e:
     fail(str(e))
   os.makedirs(workdir, exist_ok=True)
+  lock = _lock_workdir(workdir)  # noqa: F841  (held until exit)
   from lmjax import loop
   from lmjax.checkpoint import CheckpointError
   from lmjax.datasets import DataError

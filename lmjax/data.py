@@ -95,15 +95,16 @@ def load(config, with_stats=True) -> Data:
   d = config.data
   if d.dataset == 'random':
     return Data(tokenizer=tokenizers.ByteTokenizer())
-  prepared = datasets.prepare(d)
-  train_split, eval_split = datasets.splits(d)
-  feature = d.text_feature if d.dataset not in datasets.LOCAL else 'text'
-  train = datasets.data_source(prepared, train_split)
-  eval_ = datasets.data_source(prepared, eval_split)
-  if feature not in train[0]:
-    raise datasets.DataError(f'config.data.text_feature={feature!r} is not a feature of '
-                             f'{d.dataset}: one of {", ".join(train[0])}')
-  data = Data(_tokenizer(d, prepared, train, feature), train, eval_, feature)
+  with datasets.preparing(d):  # one process prepares; concurrent runs wait, then read
+    prepared = datasets.prepare(d)
+    train_split, eval_split = datasets.splits(d)
+    feature = d.text_feature if d.dataset not in datasets.LOCAL else 'text'
+    train = datasets.data_source(prepared, train_split)
+    eval_ = datasets.data_source(prepared, eval_split)
+    if feature not in train[0]:
+      raise datasets.DataError(f'config.data.text_feature={feature!r} is not a feature of '
+                               f'{d.dataset}: one of {", ".join(train[0])}')
+    data = Data(_tokenizer(d, prepared, train, feature), train, eval_, feature)
   if with_stats:
     data.stats = statistics(data, prepared)
   return data

@@ -15,6 +15,7 @@ that a later run would read half-written.
 """
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import json
@@ -192,6 +193,23 @@ def _builder(data_config):
   except tfds.core.registered.DatasetNotFoundError:
     raise DataError(f'config.data.dataset={d.dataset!r} is neither one of python_stdlib, '
                     'local_text, random nor a TFDS catalogue dataset') from None
+
+
+@contextlib.contextmanager
+def preparing(data_config):
+  """Holds an exclusive lock on the data dir while a process prepares a dataset or trains a
+  tokenizer, so concurrent runs of a sweep on a fresh machine wait for the first one instead
+  of racing it (TFDS's final rename fails for the second)."""
+  root = data_dir(data_config)
+  try:
+    os.makedirs(root, exist_ok=True)
+    lock = open(os.path.join(root, '.lmjax-prepare.lock'), 'w')  # noqa: SIM115
+  except OSError:  # a read-only data dir: prepared elsewhere, nothing to race
+    yield
+    return
+  with lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    yield
 
 
 def prepare(data_config):

@@ -144,7 +144,7 @@ class SweepDir:
       return 'done'
     s = self.status(name)
     if s.get('state') == 'running':
-      return 'running' if _alive(s.get('pid'), s.get('host')) else 'interrupted'
+      return 'running' if _alive(s.get('pid'), s.get('host'), name) else 'interrupted'
     if s.get('exit_code') == EXIT_NONFINITE:
       return 'diverged'
     if s.get('exit_code') == EXIT_PREEMPTED:
@@ -167,12 +167,23 @@ class SweepDir:
     return run.c * (1 - start / steps) if steps else run.c
 
 
-def _alive(pid, host):
-  """Whether the process of a running status still lives (on another host: assumed so)."""
+def _alive(pid, host, name):
+  """Whether the launch.train process of a running status still lives (on another host:
+  assumed so). On Linux /proc also rules out a zombie and a pid reused by another program."""
   if host and host != os.uname().nodename:
     return True
   if not pid:
     return False
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      state = f.read().rsplit(')', 1)[1].split()[0]
+    with open(f'/proc/{pid}/cmdline', 'rb') as f:
+      cmdline = f.read().decode(errors='replace')
+    return state != 'Z' and name in cmdline
+  except FileNotFoundError:
+    return False
+  except OSError:
+    pass  # no /proc: ask the kernel
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
