@@ -373,7 +373,9 @@ def main(argv):
     shutil.rmtree(tmp, ignore_errors=True)
     if not done and created:
       shutil.rmtree(_OUT.value, ignore_errors=True)
-  print(f'\nwrote {os.path.join(_OUT.value, "fits.json")} and {len(written)} plot(s)')
+  print(f'\nwrote {os.path.join(_OUT.value, "fits.json")} and {len(written)} plot(s):')
+  for name in written:
+    print(f'  {os.path.join(_OUT.value, name)}')
 
 
 if __name__ == '__main__':

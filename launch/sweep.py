@@ -55,9 +55,12 @@ flags.mark_flags_as_required(['sweep', 'workdir'])
 def _check_flags():
   if _PARALLEL.value < 1:
     fail(f'--parallel={_PARALLEL.value}: must be >= 1')
-  if _CPUS.value < 0 or _CPUS.value * _PARALLEL.value > len(os.sched_getaffinity(0)):
-    fail(f'--cpus_per_run={_CPUS.value}: must be >= 0, and --parallel × it at most the '
-         f'{len(os.sched_getaffinity(0))} cores here')
+  cores = len(os.sched_getaffinity(0))
+  if not 0 <= _CPUS.value <= cores:
+    fail(f'--cpus_per_run={_CPUS.value}: must be in [0, {cores}] (the cores here)')
+  if _CPUS.value * _PARALLEL.value > cores:
+    print(f'warning: --parallel={_PARALLEL.value} runs of --cpus_per_run={_CPUS.value} share '
+          f'{cores} cores', file=sys.stderr)
   if _S_NODES.value < 1:
     fail(f'--slurm_nodes={_S_NODES.value}: must be >= 1')
   for f in _TRAIN_FLAGS.value:

@@ -121,7 +121,8 @@ def test_slurm_dry_run_prints_one_task_per_run_and_writes_nothing(tmp_path):
   assert len(tasks) == 9
   for index, name, cmd in tasks:
     assert f'--workdir={workdir}/runs/{name}' in cmd and '--distributed' in cmd
-    assert '--config=experiments/configs/tiny.py' in cmd and '--config.train.steps=' in cmd
+    assert f'--config={ROOT}/experiments/configs/tiny.py' in cmd
+    assert '--config.train.steps=' in cmd
     assert ('--config.train.init_from=' in cmd) == name.endswith('_cd0.2'), name
   assert [int(i) for i, _, _ in tasks] == [0, 1, 2, 0, 1, 2, 3, 4, 5]
   sbatch_missing = _sweep(f'--sweep={sweep}', f'--workdir={workdir}', '--backend=slurm',

@@ -367,8 +367,10 @@ def _independent(base, model, measured, recipe, tokens, seed, design, budget=Non
               schedule=recipe.schedule, budget=budget)
 
 
-def _cooldown_family(base, model, measured, recipe, ds, seed, design, cooldown) -> list[Run]:
-  """One stable run and one wsd branch per D (module doc); the stable run comes first."""
+def _cooldown_family(base, model, measured, recipe, ds, seed, design, cooldown,
+                     budgets=None) -> list[Run]:
+  """One stable run and one wsd branch per D (module doc); the stable run comes first.
+  `budgets`, one per D, tags the branches of an IsoFLOP design."""
   where = f'{design} N={measured[0]:.3g} cooldown={cooldown}: '
   if not 0 < cooldown < 1:
     raise PlanError(f'{where}cooldown must be in (0, 1)')
@@ -388,7 +390,8 @@ def _cooldown_family(base, model, measured, recipe, ds, seed, design, cooldown) 
   branches = [_run(base, model, measured, recipe, s, seed, design, warmup=warmup,
                    schedule='wsd', suffix=f'cd{cooldown:g}',
                    extra={'optim.decay_fraction': float(cooldown)}, branch_of=stable.name,
-                   branch_step=branch_at[s]) for s in steps]
+                   branch_step=branch_at[s], budget=None if budgets is None else float(b))
+              for s, b in zip(steps, budgets or [None] * len(steps))]
   return [stable, *branches]
 
 
@@ -404,20 +407,27 @@ def _check_unique(runs) -> list[Run]:
 
 # --- designs ------------------------------------------------------------------------------------
 
-def isoflop(shapes, budgets, *, recipe: Recipe, base_config, seeds=(0,)) -> list[Run]:
-  """Every shape at every budget C (D = C / FLOPs per token); C within BUDGET_RTOL of it."""
+def isoflop(shapes, budgets, *, recipe: Recipe, base_config, cooldown: float | None = None,
+            seeds=(0,)) -> list[Run]:
+  """Every shape at every budget C (D = C / FLOPs per token); C within BUDGET_RTOL of it.
+  With `cooldown`, each shape's budgets are branches of one stable run (module doc), so a
+  shape costs about its largest budget rather than the sum of them."""
   base = load_config(base_config)
   prepared = [_prepare(base, s, recipe) for s in shapes]
   runs = []
-  for budget in budgets:
-    for model, measured in prepared:
-      for seed in seeds:
-        run = _independent(base, model, measured, recipe, budget / measured[2], seed, 'isoflop',
-                           float(budget))
-        if abs(run.c / budget - 1) > BUDGET_RTOL:
-          raise PlanError(f'isoflop: run {run.name} has C {run.c:.3g}, more than '
-                          f'{BUDGET_RTOL:.0%} from its budget {budget:.3g} ({run.steps} steps)')
-        runs.append(run)
+  for model, measured in prepared:
+    for seed in seeds:
+      if cooldown:
+        runs += _cooldown_family(base, model, measured, recipe,
+                                 [b / measured[2] for b in budgets], seed, 'isoflop', cooldown,
+                                 budgets)
+      else:
+        runs += [_independent(base, model, measured, recipe, b / measured[2], seed, 'isoflop',
+                              float(b)) for b in budgets]
+  for run in runs:
+    if run.budget is not None and abs(run.c / run.budget - 1) > BUDGET_RTOL:
+      raise PlanError(f'isoflop: run {run.name} has C {run.c:.3g}, more than '
+                      f'{BUDGET_RTOL:.0%} from its budget {run.budget:.3g} ({run.steps} steps)')
   return _check_unique(runs)
 
 

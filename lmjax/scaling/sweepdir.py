@@ -153,8 +153,8 @@ class SweepDir:
 
   def command(self, run, python=None, extra=()):
     """The launch.train command line of `run` (a branch gets its stable run's checkpoint)."""
-    argv = [python or sys.executable, '-m', 'launch.train', f'--config={self.sweep.base_config}',
-            *run.flags()]
+    argv = [python or sys.executable, '-m', 'launch.train',
+            f'--config={plan.repo_path(self.sweep.base_config)}', *run.flags()]
     if run.branch_of is not None:
       argv += [f'--config.train.init_from={self.run_dir(run.branch_of)}',
                f'--config.train.init_step={run.branch_step}']
