@@ -45,7 +45,7 @@ def run_one(name):
   from lmjax import data, flops
   from lmjax.config import resolve
   from lmjax.model import ModelConfig
-  from lmjax.train import build, init_state, make_train_step, peak_memory_bytes
+  from lmjax.train import build, init_state, make_train_step, peak_memory_bytes, schedule_arg
 
   config = resolve(load_config(name))
   model, tx = build(config)
@@ -61,15 +61,16 @@ def run_one(name):
     next(it)
   pipeline_tps = n * config.data.batch_size * config.data.seq_len / (time.perf_counter() - t0)
   t0 = time.perf_counter()
-  step = make_train_step(model, tx, config).lower(state, batches[0]).compile()
+  lr = schedule_arg(config)
+  step = make_train_step(model, tx, config).lower(state, batches[0], lr).compile()
   compile_s = time.perf_counter() - t0
   for i in range(_WARMUP.value):
-    state, m = step(state, batches[i % 4])
+    state, m = step(state, batches[i % 4], lr)
   jax.block_until_ready(m)
   times = []
   for i in range(_STEPS.value):
     t0 = time.perf_counter()
-    state, m = step(state, batches[i % 4])
+    state, m = step(state, batches[i % 4], lr)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
   step_s = statistics.median(times)

@@ -79,7 +79,7 @@ def main(argv):
   import jax.numpy as jnp
   from lmjax import flops, sharding
   from lmjax.model import ModelConfig
-  from lmjax.train import build, init_state, make_train_step, state_shardings
+  from lmjax.train import build, init_state, make_train_step, schedule_arg, state_shardings
   try:
     mesh = sharding.make_mesh(config)
   except sharding.MeshError as e:
@@ -94,7 +94,10 @@ def main(argv):
   batch = {k: jax.ShapeDtypeStruct((b, t), jnp.int32, sharding=bs)
            for k in ('inputs', 'targets', 'positions', 'segment_ids')}
   batch['weights'] = jax.ShapeDtypeStruct((b, t), jnp.float32, sharding=bs)
-  compiled = make_train_step(model, tx, config, mesh, shardings).lower(abstract, batch).compile()
+  lr = jax.ShapeDtypeStruct(schedule_arg(config).shape, jnp.float32,
+                            sharding=sharding.replicated(mesh))
+  compiled = make_train_step(model, tx, config, mesh, shardings).lower(abstract, batch,
+                                                                     lr).compile()
   mem = compiled.memory_analysis()
 
   def per_device(tree):

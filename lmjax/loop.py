@@ -25,7 +25,7 @@ from lmjax.config import flatten, to_dict
 from lmjax.metrics import MetricsWriter, truncate_metrics
 from lmjax.model import ModelConfig
 from lmjax.train import (build, evaluate, init_state, make_eval_step, make_train_step,
-                         peak_memory_bytes, state_shardings, token_bytes_table,
+                         peak_memory_bytes, schedule_arg, state_shardings, token_bytes_table,
                          write_json_atomic)
 
 EXIT_NONFINITE = 3   # the loss or gradient norm went non-finite
@@ -177,7 +177,9 @@ def train(config, workdir=None, writer=None, restore_step=None) -> dict:
   next_batch = lambda it: sharding.put_batch(next(it), batch_sharding)
   batch = next_batch(train_iter) if start < steps else next_batch(new_iterator())
   t0 = time.time()
-  train_step = make_train_step(model, tx, config, mesh, shardings).lower(state, batch).compile()
+  lr_schedule = jax.device_put(schedule_arg(config), sharding.replicated(mesh))
+  train_step = make_train_step(model, tx, config, mesh, shardings).lower(
+      state, batch, lr_schedule).compile()
   compile_s = time.time() - t0
   cost = train_step.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -227,7 +229,7 @@ def train(config, workdir=None, writer=None, restore_step=None) -> dict:
     for step in range(start + 1, steps + 1):
       if step > start + 1:
         batch = next_batch(train_iter)
-      state, m = train_step(state, batch)
+      state, m = train_step(state, batch, lr_schedule)
       if pending is not None:
         log_row(*pending)
         pending = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -37,6 +38,41 @@ def schedule(optim_config, steps: int):
   if warm == 0:
     return after
   return optax.join_schedules([warmup, after], [warm])
+
+
+_KINDS = ('cosine', 'linear', 'constant', 'wsd')
+_SHAPES = ('linear', 'cosine', '1-sqrt')
+
+
+def schedule_params(optim_config, steps: int) -> np.ndarray:
+  """The schedule as numbers: [peak, low, warmup, steps, wsd decay steps, kind, decay shape].
+
+  The train step takes these as an argument rather than as constants, so runs that differ only
+  in their schedule (the stable run and cooldown branches of a sweep, runs of other lengths)
+  compile to the same program and share it through JAX's persistent compilation cache."""
+  o = optim_config
+  decay = max(int(round(steps * o.decay_fraction)), 1)
+  return np.array([o.lr, o.lr * o.min_lr_ratio, o.warmup_steps, steps, decay,
+                   _KINDS.index(o.schedule), _SHAPES.index(o.decay_shape)], np.float32)
+
+
+def lr_at(count, p):
+  """`schedule(...)(count)` computed from `schedule_params` (traceable; tested equal)."""
+  peak, low, warm, steps, decay = p[0], p[1], p[2], p[3], p[4]
+  kind, shape = p[5], p[6]
+  count = jnp.asarray(count, jnp.float32)
+  u = count - warm                                    # steps after warmup
+  rest = jnp.maximum(steps - warm, 1.0)
+  frac = jnp.clip(u / rest, 0.0, 1.0)
+  cosine = low + (peak - low) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+  linear = peak + (low - peak) * frac
+  v = jnp.clip((u - jnp.maximum(steps - warm - decay, 0.0)) / decay, 0.0, 1.0)
+  decayed = jnp.select([shape == 0, shape == 1],
+                       [peak + (low - peak) * v, low + (peak - low) * 0.5 * (1 + jnp.cos(jnp.pi * v))],
+                       low + (peak - low) * (1.0 - jnp.sqrt(v)))
+  after = jnp.select([kind == 0, kind == 1, kind == 2], [cosine, linear, peak], decayed)
+  warming = peak * jnp.clip(count / jnp.maximum(warm, 1.0), 0.0, 1.0)
+  return jnp.where((warm > 0) & (count < warm), warming, after)
 
 
 def _decay(shape, peak, low, n):
@@ -69,9 +105,11 @@ def decay_mask(params, optim_config):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def optimizer(optim_config, steps: int) -> optax.GradientTransformation:
+def optimizer(optim_config, steps: int, lr=None) -> optax.GradientTransformation:
+  """AdamW with clipping; `lr` (a function of the update count) replaces the config's
+  schedule, e.g. `lambda c: lr_at(c, params)` inside a traced train step."""
   o = optim_config
-  adamw = optax.adamw(schedule(o, steps), b1=o.b1, b2=o.b2, eps=o.eps,
+  adamw = optax.adamw(lr or schedule(o, steps), b1=o.b1, b2=o.b2, eps=o.eps,
                       weight_decay=o.weight_decay,
                       mask=lambda p: decay_mask(p, o))
   if o.grad_clip > 0:

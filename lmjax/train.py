@@ -79,10 +79,18 @@ def loss_sums(params, model, batch, rng=None):
   return (nats_BxT * weights_BxT).sum(), weights_BxT.sum()
 
 
+def schedule_arg(config):
+  """The train step's third argument: the config's learning-rate schedule as numbers."""
+  return jnp.asarray(optim.schedule_params(config.optim, config.train.steps))
+
+
 def make_train_step(model, tx, config, mesh=None, shardings=None):
-  """state, batch -> (state, metrics). The batch (B, T) is split into `grad_accum` micro-batches
-  whose summed gradients are divided by the total token count: the update of the whole batch."""
-  accum, lr_at = config.train.grad_accum, optim.schedule(config.optim, config.train.steps)
+  """state, batch, schedule_arg(config) -> (state, metrics). The batch (B, T) is split into
+  `grad_accum` micro-batches whose summed gradients are divided by the total token count: the
+  update of the whole batch. The schedule is an argument, not a constant, so one compiled step
+  serves every run of a shape (`optim.schedule_params`); `tx` only fixes the state's structure."""
+  del tx  # rebuilt below around the schedule argument; same structure as the state's
+  accum = config.train.grad_accum
   base_rng = jax.random.PRNGKey(config.seed + 1)
   use_rng = config.model.dropout > 0
   skip_nonfinite = config.train.skip_nonfinite
@@ -91,7 +99,9 @@ def make_train_step(model, tx, config, mesh=None, shardings=None):
     fn = lambda p: loss_sums(p, model, batch, rng if use_rng else None)
     return jax.value_and_grad(fn, has_aux=True)(params)
 
-  def step_fn(state, batch):
+  def step_fn(state, batch, schedule):
+    lr = lambda count: optim.lr_at(count, schedule)
+    tx = optim.optimizer(config.optim, config.train.steps, lr)
     rng = jax.random.fold_in(base_rng, state.step)
     if accum == 1:
       (nats, count), grads = sum_and_grad(state.params, batch, rng)
@@ -123,14 +133,15 @@ def make_train_step(model, tx, config, mesh=None, shardings=None):
     else:
       failed = ~finite
     bad_step = jnp.where((state.bad_step < 0) & failed, state.step + 1, state.bad_step)
-    metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': lr_at(state.step),
+    metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': lr(state.step),
                'bad_step': bad_step, 'skipped': skipped}
     return TrainState(state.step + 1, params, opt_state, bad_step, bad_run, skipped), metrics
 
   if mesh is None:
     return jax.jit(step_fn, donate_argnums=0)
   return jax.jit(step_fn, donate_argnums=0,
-                 in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                 in_shardings=(shardings, sharding.batch_sharding(mesh),
+                               sharding.replicated(mesh)),
                  out_shardings=(shardings, sharding.replicated(mesh)))
 
 

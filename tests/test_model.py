@@ -7,7 +7,7 @@ import pytest
 from lmjax import data, flops
 from lmjax.config import default_config, resolve
 from lmjax.model import ModelConfig, attention_mask
-from lmjax.train import build, init_params, init_state, make_train_step
+from lmjax.train import build, init_params, init_state, make_train_step, schedule_arg
 
 VARIANTS = {
     'vaswani': dict(preset='vaswani'),
@@ -192,7 +192,7 @@ def test_variant_trains(variant):
   step = make_train_step(model, tx, c)
   losses = []
   for batch in zip(range(30), data.train_iterator(data.load(c), c)):
-    state, m = step(state, batch[1])
+    state, m = step(state, batch[1], schedule_arg(c))
     losses.append(float(m['loss']))
   assert np.all(np.isfinite(losses))
   assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0, losses

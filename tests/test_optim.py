@@ -67,3 +67,33 @@ def test_adamw_decays_only_masked_leaves():
   updates, _ = tx.update(zero, tx.init(params), params)
   np.testing.assert_allclose(updates['w'], -0.1 * 0.5 * np.ones(3), rtol=1e-6)
   np.testing.assert_allclose(updates['attn_norm']['scale'], 0.0)
+
+
+@pytest.mark.parametrize('kind', ['cosine', 'linear', 'constant', 'wsd'])
+@pytest.mark.parametrize('shape', ['linear', 'cosine', '1-sqrt'])
+@pytest.mark.parametrize('warmup, min_ratio, steps', [(0, 0.0, 37), (10, 0.1, 110), (1, 0.0, 1)])
+def test_runtime_schedule_matches_the_optax_schedule(kind, shape, warmup, min_ratio, steps):
+  # lr_at(count, schedule_params) is what the train step uses; optim.schedule is optax's.
+  o = _optim(schedule=kind, decay_shape=shape, warmup_steps=warmup, min_lr_ratio=min_ratio,
+             decay_fraction=0.2)
+  reference, params = optim.schedule(o, steps), optim.schedule_params(o, steps)
+  for count in range(steps + 3):
+    want = float(reference(count))
+    assert float(optim.lr_at(count, params)) == pytest.approx(want, rel=2e-5, abs=1e-10), count
+
+
+def test_schedule_is_an_argument_so_runs_of_one_shape_share_the_compiled_step():
+  import jax
+  from lmjax.config import default_config, resolve
+  from lmjax.train import build, init_state, make_train_step, schedule_arg
+  texts = []
+  for schedule, steps in (('constant', 40), ('wsd', 50), ('cosine', 7)):
+    c = default_config()
+    c.optim.schedule, c.train.steps, c.optim.warmup_steps = schedule, steps, 5
+    c = resolve(c)
+    model, tx = build(c)
+    state = jax.eval_shape(lambda: init_state(model, tx, c))
+    batch = {k: jax.ShapeDtypeStruct((c.data.batch_size, c.data.seq_len), 'int32')
+             for k in ('inputs', 'targets')}
+    texts.append(make_train_step(model, tx, c).lower(state, batch, schedule_arg(c)).as_text())
+  assert texts[0] == texts[1] == texts[2]

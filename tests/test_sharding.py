@@ -33,7 +33,7 @@ def _losses_on_meshes():
   import jax
   import numpy as np
   from lmjax import data, sharding
-  from lmjax.train import build, init_state, make_train_step, state_shardings
+  from lmjax.train import build, init_state, make_train_step, schedule_arg, state_shardings
   out = {}
   for preset in ('vaswani', 'llama'):
     for mesh_dims in [(1, 1, 1)] + MESHES:
@@ -47,7 +47,8 @@ def _losses_on_meshes():
       it = data.train_iterator(data.load(config), config)
       losses = []
       for _ in range(5):
-        state, m = step(state, sharding.put_batch(next(it), sharding.batch_sharding(mesh)))
+        state, m = step(state, sharding.put_batch(next(it), sharding.batch_sharding(mesh)),
+                        schedule_arg(config))
         losses.append(float(m['loss']))
       specs = {}
       for path, leaf in jax.tree_util.tree_leaves_with_path(state):

@@ -11,7 +11,7 @@ from lmjax import data
 from lmjax.config import resolve
 from lmjax.metrics import read_metrics
 from lmjax.loop import train
-from lmjax.train import build, init_state, make_train_step
+from lmjax.train import build, init_state, make_train_step, schedule_arg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +21,7 @@ def _losses(c, n):
   state, step = init_state(model, tx, c), make_train_step(model, tx, c)
   out = []
   for _, batch in zip(range(n), data.train_iterator(data.load(c), c)):
-    state, m = step(state, batch)
+    state, m = step(state, batch, schedule_arg(c))
     out.append(float(m['loss']))
   return out, state
 
