@@ -112,6 +112,11 @@ def main(argv):
   from launch import sweep_slurm
   if _STATUS.value:
     sys.exit(print_status(d, sweep_slurm.job_ids(d)))
+  cost = plan.compute(sweep.runs)
+  print(f'sweep {sweep.name}: {len(sweep.runs)} runs '
+        f'({sum(r.design == "stable" for r in sweep.runs)} stable phases of cooldown branches), '
+        f'{cost["spent"]:.3g} training FLOPs ({cost["saved_fraction"]:.0%} saved by branching); '
+        f'{sum(d.is_done(n) for n in d.runs)} done already')
   invalid = {n: m for n, m in plan.invalid_runs(sweep).items() if not d.is_done(n)}
   for name, message in invalid.items():
     print(f'invalid {message}; the other runs go on')

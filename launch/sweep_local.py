@@ -37,7 +37,7 @@ class _Progress:
     todo = [r for n, r in self.d.runs.items() if states[n] != 'done']
     left = sum(self.d.spent(r) for r in todo)
     rate = self.flops_done / max(time.time() - self.t0, 1e-9)
-    eta = _fmt_time(left / rate) if rate > 0 else '?'
+    eta = _fmt_time(left / rate) if rate > 0 else ('0:00:00' if not todo else '?')
     return (f'sweep {self.d.sweep.name}: {counts["done"]}/{len(states)} done, {running} running, '
             f'{counts["failed"] + counts["diverged"]} failed; eta {eta}')
 

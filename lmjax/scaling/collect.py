@@ -22,11 +22,9 @@ import os
 
 from lmjax.metrics import read_metrics
 from lmjax.scaling import plan
+from lmjax.scaling.sweepdir import EXIT_NONFINITE, EXIT_PREEMPTED, read_json
 from lmjax.scaling.table import FIELDS, RunsTable, TableError, from_columns
 
-# launch.train's exit statuses (lmjax.loop.EXIT_NONFINITE, lmjax.loop.EXIT_PREEMPTED).
-EXIT_NONFINITE = 3
-EXIT_PREEMPTED = 75
 SUMMARY_KEYS = ('eval_loss', 'params', 'params_non_embedding', 'tokens', 'flops_per_token')
 TAGS = ('name', 'design', 'config_hash', 'schedule', 'lr', 'cooldown_branch', 'seed', 'budget')
 
@@ -35,20 +33,11 @@ class CollectError(ValueError):
   """A sweep directory that cannot be collected; the message is one line."""
 
 
-def _read_json(path):
-  """The parsed file, or None when it is missing or not valid JSON (a run still writing)."""
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def read_sweep(sweep_dir: str) -> plan.Sweep:
   path = os.path.join(sweep_dir, 'sweep.json')
   if not os.path.isfile(path):
     raise CollectError(f'{sweep_dir}: no sweep.json (not a sweep directory?)')
-  doc = _read_json(path)
+  doc = read_json(path)
   if doc is None:
     raise CollectError(f'{path}: unreadable or not valid JSON')
   try:
@@ -86,8 +75,8 @@ def _progress(run_dir, run) -> str:
 def reason_left_out(sweep_dir: str, run: plan.Run) -> str | None:
   """Why a run is not a table row, or None when it is one (see the module doc)."""
   run_dir = os.path.join(sweep_dir, 'runs', run.name)
-  summary = _read_json(os.path.join(run_dir, 'summary.json'))
-  status = _read_json(os.path.join(sweep_dir, 'status', f'{run.name}.json'))
+  summary = read_json(os.path.join(run_dir, 'summary.json'))
+  status = read_json(os.path.join(sweep_dir, 'status', f'{run.name}.json'))
   status = status if isinstance(status, dict) else None
   if isinstance(summary, dict):
     missing = [k for k in SUMMARY_KEYS if k not in summary]
@@ -113,7 +102,7 @@ def reason_left_out(sweep_dir: str, run: plan.Run) -> str | None:
 
 def config_hash(config_path: str) -> str:
   """A short hash of a run's resolved config.json (keys sorted), or 'missing'."""
-  config = _read_json(config_path)
+  config = read_json(config_path)
   if config is None:
     return 'missing'
   return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
@@ -130,8 +119,8 @@ def collect(sweep_dir: str) -> tuple[RunsTable, list[dict]]:
       report.append({'name': run.name, 'design': run.design, 'reason': reason})
       continue
     run_dir = os.path.join(sweep_dir, 'runs', run.name)
-    s = _read_json(os.path.join(run_dir, 'summary.json'))
-    config = _read_json(os.path.join(run_dir, 'config.json')) or {}
+    s = read_json(os.path.join(run_dir, 'summary.json'))
+    config = read_json(os.path.join(run_dir, 'config.json')) or {}
     optim = config.get('optim', {})
     row = {'n': s['params'], 'n_no_emb': s['params_non_embedding'], 'd': s['tokens'],
            'c': s['tokens'] * s['flops_per_token'], 'loss': s['eval_loss'], 'name': run.name,
