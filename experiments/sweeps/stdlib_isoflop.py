@@ -1,4 +1,4 @@
-"""The README's main job: an IsoFLOP sweep on the Python standard library, about 15 minutes on
+"""The README's main job: an IsoFLOP sweep on the Python standard library, about 10 minutes on
 a 2-core CPU (python -m launch.sweep --sweep=stdlib_isoflop --parallel=2 --cpus_per_run=1).
 
 Five LLaMA-style byte-level models from 16k to 630k non-embedding parameters (plan.ladder,

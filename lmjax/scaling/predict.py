@@ -38,7 +38,8 @@ def _log_inputs(fit, n, d):
 def loss_curve(fit, n, d=None, theta=None):
   """L at inputs for natural parameters theta (R, P) (default: the fit's): (R, m)."""
   t = fit.theta[None] if theta is None else theta
-  return np.exp(fit.problem.predict_log(t, _log_inputs(fit, n, d)))
+  with np.errstate(over='ignore'):  # a wild bootstrap replicate may overflow to inf: kept as is
+    return np.exp(fit.problem.predict_log(t, _log_inputs(fit, n, d)))
 
 
 def loss_at(fit, n, d=None, boot=None, level=0.95) -> list:
