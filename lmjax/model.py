@@ -80,14 +80,19 @@ class Norm(nn.Module):
   eps: float = 1e-5
 
   @nn.compact
-  def __call__(self, x_NxD):
+  def __call__(self, x_NxD, fold=False):
+    """Normalised x; with `fold`, (x before its scale, the scale) for the next matmul to fold
+    into its weights (`_dense(in_scale=)`): x̂·diag(s)·W = x̂·(s ∘ W) saves a pass over x."""
     cfg = self.cfg
     pdt = jnp.dtype(cfg.param_dtype)
     x = x_NxD.astype(jnp.float32)
     if cfg.norm == 'layernorm':
       x = x - x.mean(-1, keepdims=True)
     x = x * jax.lax.rsqrt((x * x).mean(-1, keepdims=True) + self.eps)
-    x = x * _param(self, 'scale', (cfg.d_model,), ('norm',), None, pdt)
+    scale = _param(self, 'scale', (cfg.d_model,), ('norm',), None, pdt)
+    if fold:
+      return x.astype(cfg.dtype), scale
+    x = x * scale
     if cfg.norm == 'layernorm' and cfg.use_bias:
       x = x + _param(self, 'bias', (cfg.d_model,), ('norm',), 0, pdt)
     return x.astype(cfg.dtype)
@@ -121,13 +126,17 @@ def matmul(x_NxI, w_IxO, out_dtype=None):
   return jnp.dot(x_NxI, w_IxO, preferred_element_type=out_dtype)
 
 
-def _dense(module, x_NxI, name, shape, axes, std, bias_axes=None):
-  """x @ W (+ b), with W of `shape` flattened to (I, O) for the matmul."""
+def _dense(module, x_NxI, name, shape, axes, std, bias_axes=None, in_scale=None):
+  """x @ W (+ b), with W of `shape` flattened to (I, O) for the matmul; `in_scale` (I,)
+  multiplies W's rows (a folded norm scale, see Norm)."""
   cfg = module.cfg
   pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
   w = _param(module, name, shape, axes, std, pdt)
   n_in = x_NxI.shape[-1]
-  y = matmul(x_NxI, w.astype(dt).reshape(n_in, -1))
+  w = w.reshape(n_in, -1)
+  if in_scale is not None:
+    w = w * in_scale[:, None]
+  y = matmul(x_NxI, w.astype(dt))
   if cfg.use_bias:
     b = _param(module, name + '_bias', shape[-len(bias_axes):], bias_axes, 0, pdt)
     y = y + b.astype(dt).reshape(-1)
@@ -167,7 +176,7 @@ class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_NxD, positions_BxT, mask, deterministic):
+  def __call__(self, x_NxD, positions_BxT, mask, deterministic, in_scale=None):
     cfg = self.cfg
     (b, t), h, k, e = positions_BxT.shape, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     d, std = cfg.d_model, cfg.init_std
@@ -176,8 +185,10 @@ class Attention(nn.Module):
     heads = (('query', h, 'heads'), ('key', k, 'kv_heads'), ('value', k, 'kv_heads'))
     w_Dx3 = jnp.concatenate([
         _param(self, name, (d, n, e), ('embed', axis, 'head_dim'), std, pdt).reshape(d, n * e)
-        for name, n, axis in heads], axis=1).astype(dt)
-    qkv = matmul(x_NxD, w_Dx3)
+        for name, n, axis in heads], axis=1)
+    if in_scale is not None:
+      w_Dx3 = w_Dx3 * in_scale[:, None]
+    qkv = matmul(x_NxD, w_Dx3.astype(dt))
     if cfg.use_bias:
       qkv = qkv + jnp.concatenate([
           _param(self, name + '_bias', (n, e), (axis, 'head_dim'), 0, pdt).reshape(n * e)
@@ -211,16 +222,22 @@ class Mlp(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_NxD):
+  def __call__(self, x_NxD, in_scale=None):
     cfg = self.cfg
     d, f, std = cfg.d_model, cfg.d_ff, cfg.init_std
     act = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu, 'silu': jax.nn.silu,
            'swiglu': jax.nn.silu, 'geglu': jax.nn.gelu}[cfg.activation]
-    h_NxF = act(_dense(self, x_NxD, 'wi', (d, f), ('embed', 'mlp'), std, ('mlp',)))
+    h_NxF = act(_dense(self, x_NxD, 'wi', (d, f), ('embed', 'mlp'), std, ('mlp',), in_scale))
     if cfg.activation in GATED:
-      h_NxF = h_NxF * _dense(self, x_NxD, 'wi_gate', (d, f), ('embed', 'mlp'), std, ('mlp',))
+      h_NxF = h_NxF * _dense(self, x_NxD, 'wi_gate', (d, f), ('embed', 'mlp'), std, ('mlp',),
+                             in_scale)
     return _dense(self, h_NxF, 'wo', (f, d), ('mlp', 'embed'),
                   std / math.sqrt(2 * cfg.n_layers), ('embed',))
+
+
+def _foldable(cfg):
+  """Whether pre-norm scales fold into the next matmul's weights (no LayerNorm bias)."""
+  return not (cfg.norm == 'layernorm' and cfg.use_bias)
 
 
 class Block(nn.Module):
@@ -231,6 +248,12 @@ class Block(nn.Module):
     cfg = self.cfg
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic) if cfg.dropout else y
     attn, mlp = Attention(cfg, name='attn'), Mlp(cfg, name='mlp')
+    if cfg.norm_position == 'pre' and _foldable(cfg):
+      # The norm scales fold into the q/k/v and MLP input weights (Norm's docstring).
+      x_hat, scale = Norm(cfg, name='attn_norm')(x_NxD, fold=True)
+      x_NxD = x_NxD + drop(attn(x_hat, positions_BxT, mask, deterministic, scale))
+      x_hat, scale = Norm(cfg, name='mlp_norm')(x_NxD, fold=True)
+      return x_NxD + drop(mlp(x_hat, scale))
     if cfg.norm_position == 'pre':
       x_NxD = x_NxD + drop(attn(Norm(cfg, name='attn_norm')(x_NxD), positions_BxT, mask,
                                 deterministic))
@@ -297,14 +320,18 @@ class Transformer(nn.Module):
         block = nn.remat(Block, static_argnums=(4,), policy=REMAT_POLICIES[cfg.remat])
       for i in range(cfg.n_layers):
         x_NxD = block(cfg, name=f'block_{i}')(x_NxD, positions_BxT, mask, deterministic)
-    if cfg.norm_position == 'pre':
+    scale = None
+    if cfg.norm_position == 'pre' and _foldable(cfg):
+      x_NxD, scale = Norm(cfg, name='final_norm')(x_NxD, fold=True)
+    elif cfg.norm_position == 'pre':
       x_NxD = Norm(cfg, name='final_norm')(x_NxD)
     if cfg.tie_embeddings:
-      w_DxV = embed_VxD.astype(cfg.dtype).T
+      w_DxV = embed_VxD.T
     else:
-      w_DxV = _param(self, 'unembed', (d, v), ('embed', 'vocab'), cfg.init_std, pdt).astype(
-          cfg.dtype)
-    logits_NxV = matmul(x_NxD, w_DxV, jnp.float32)
+      w_DxV = _param(self, 'unembed', (d, v), ('embed', 'vocab'), cfg.init_std, pdt)
+    if scale is not None:
+      w_DxV = w_DxV * scale[:, None]
+    logits_NxV = matmul(x_NxD, w_DxV.astype(cfg.dtype), jnp.float32)
     if cfg.use_bias and not cfg.tie_embeddings:
       logits_NxV = logits_NxV + _param(self, 'unembed_bias', (v,), ('vocab',), 0, pdt)
     return logits_NxV.reshape(b, t, v)
