@@ -75,13 +75,14 @@ def run_pool(sweep_dir, parallel, cpus_per_run=0, train_flags=(), stream=sys.std
 
   def start(run, slot):
     log = open(d.log_path(run.name), 'ab')
-    log.write(f'\n=== {time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(d.command(run))}\n'.encode())
+    argv = d.command(run, extra=train_flags)
+    log.write(f'\n=== {time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(argv)}\n'.encode())
     log.flush()
     pin = None
     if cpus_per_run:
       mine = set(cores[(slot * cpus_per_run) % len(cores):][:cpus_per_run])
       pin = lambda: os.sched_setaffinity(0, mine)
-    p = subprocess.Popen(d.command(run, extra=train_flags), stdout=log, stderr=subprocess.STDOUT,
+    p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                          env=env, cwd=os.getcwd(), preexec_fn=pin)
     attempts = d.status(run.name).get('attempts', 0) + 1
     d.set_status(run.name, state='running', pid=p.pid, host=os.uname().nodename,
