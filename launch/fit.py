@@ -161,7 +161,7 @@ def _clean(x):
 
 def _collect(sweep_dir):
   """The finished runs of a sweep directory; every run left out is printed with its reason."""
-  from lmjax.scaling import collect
+  from lmjax.sweeps import collect
   try:
     t, left_out = collect.collect(sweep_dir)
   except collect.CollectError as e:

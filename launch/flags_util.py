@@ -5,7 +5,7 @@ import sys
 
 from absl import flags
 
-EXIT_USAGE = 2
+from lmjax.exitcodes import EXIT_USAGE
 
 
 def fail(message, code=EXIT_USAGE):

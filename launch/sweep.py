@@ -1,7 +1,7 @@
 """Run a scaling sweep: python -m launch.sweep --sweep=experiments/sweeps/NAME.py --workdir=DIR.
 
-The sweep file's get_sweep() returns the runs (lmjax/scaling/plan.py); DIR holds their state
-(lmjax/scaling/sweepdir.py). The same command run again does only what is missing: finished runs
+The sweep file's get_sweep() returns the runs (lmjax/sweeps/plan.py); DIR holds their state
+(lmjax/sweeps/sweepdir.py). The same command run again does only what is missing: finished runs
 are skipped, interrupted ones resume from their checkpoints, failed ones are tried again.
 
   --backend=local   a pool of --parallel launch.train subprocesses on this machine
@@ -22,7 +22,7 @@ from absl import app, flags
 from launch.flags_util import fail, parse_flags
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file (experiments/sweeps/NAME.py) whose '
-                             'get_sweep() returns an lmjax.scaling.plan.Sweep.')
+                             'get_sweep() returns an lmjax.sweeps.plan.Sweep.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory: sweep.json, runs/, logs/, '
                                'status/.')
 _BACKEND = flags.DEFINE_enum('backend', 'local', ['local', 'slurm'], 'Where runs execute.')
@@ -73,7 +73,7 @@ def _fmt_loss(summary):
 
 
 def print_status(d, jobs):
-  from lmjax.scaling.sweepdir import log_tail
+  from lmjax.sweeps.sweepdir import log_tail
   states = {}
   print(f'sweep {d.sweep.name} in {d.path}: {len(d.runs)} runs')
   print(f'  {"run":<44}{"design":<9}{"state":<12}{"eval loss":>10}  detail')
@@ -98,8 +98,8 @@ def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}')
   _check_flags()
-  from lmjax.scaling import plan
-  from lmjax.scaling.sweepdir import SweepDir, SweepDirError
+  from lmjax.sweeps import plan
+  from lmjax.sweeps.sweepdir import SweepDir, SweepDirError
   try:
     sweep = plan.load_sweep(_SWEEP.value)
   except plan.PlanError as e:

@@ -14,9 +14,8 @@ import subprocess
 import sys
 import time
 
-from lmjax.scaling.sweepdir import EXIT_PREEMPTED, log_tail
-
-EXIT_FAILED = 1
+from lmjax.exitcodes import EXIT_FAILED, EXIT_PREEMPTED
+from lmjax.sweeps.sweepdir import log_tail
 
 
 def _fmt_time(s):

@@ -15,7 +15,7 @@ import shlex
 import shutil
 import subprocess
 
-from lmjax.scaling.sweepdir import read_json, write_json
+from lmjax.sweeps.sweepdir import read_json, write_json
 
 
 class SlurmError(RuntimeError):

@@ -21,3 +21,8 @@ def tiny():
   c = default_config()
   c.train.steps = 30
   return c
+
+
+def pytest_configure(config):
+  config.addinivalue_line('markers', 'slow: end-to-end (subprocesses, kills, several processes, '
+                          'simulated meshes, long training); deselect with -m "not slow"')

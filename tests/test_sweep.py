@@ -11,7 +11,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SWEEP = """
-from lmjax.scaling import plan
+from lmjax.sweeps import plan
 BASE = 'experiments/configs/tiny.py'
 
 def get_sweep():
@@ -143,7 +143,7 @@ def test_bad_sweep_files_and_directories(tmp_path):
   raising = _sweep_file(tmp_path, 'raising', body='def get_sweep():\n  raise KeyError("x")\n')
   _one_line_error(_sweep(f'--sweep={raising}', f'--workdir={workdir}'), 'raising.py',
                   'KeyError')
-  empty = _sweep_file(tmp_path, 'empty', body='from lmjax.scaling import plan\n'
+  empty = _sweep_file(tmp_path, 'empty', body='from lmjax.sweeps import plan\n'
                       'def get_sweep():\n  return plan.Sweep("empty", "experiments/configs/'
                       'tiny.py", ())\n')
   _one_line_error(_sweep(f'--sweep={empty}', f'--workdir={workdir}'), 'has no runs')
@@ -153,7 +153,7 @@ def test_bad_sweep_files_and_directories(tmp_path):
 
   # A run whose config fails validation is named; the other runs still run.
   bad = _sweep_file(tmp_path, 'onebad', body=(
-      'import dataclasses\nfrom lmjax.scaling import plan\nBASE = "experiments/configs/tiny.py"\n'
+      'import dataclasses\nfrom lmjax.sweeps import plan\nBASE = "experiments/configs/tiny.py"\n'
       'def get_sweep():\n'
       '  recipe = plan.Recipe(batch_size=8, seq_len=32, lr=3e-3, warmup_steps=2)\n'
       '  shapes = plan.ladder([4e3], BASE, aspect=24, head_dim=8, seq_len=32)\n'

@@ -4,7 +4,7 @@ Each size trains one constant-lr stable run (62 steps) and two wsd branches from
 steps, the last 20% decaying; Hägele et al. 2024): 9 runs of seconds each on a CPU. The fits it
 allows are smoke tests of the pipeline, not scaling laws.
 """
-from lmjax.scaling import plan
+from lmjax.sweeps import plan
 
 BASE = 'experiments/configs/tiny.py'
 

@@ -12,7 +12,7 @@ Learning rate: Kaplan et al. 2020, Eq. D.1, LR(N) = 0.003239 - 0.0001395 log N.
 """
 import math
 
-from lmjax.scaling import plan
+from lmjax.sweeps import plan
 
 BASE = 'experiments/configs/scaling_cpu.py'
 TARGETS = (1.5e4, 4e4, 1e5, 2.5e5, 6.4e5)   # non-embedding N

@@ -1,6 +1,6 @@
 """A sweep directory: the state of every run of a sweep, shared by every backend.
 
-    DIR/sweep.json          the plan (lmjax.scaling.plan.Sweep) and its fingerprint
+    DIR/sweep.json          the plan (lmjax.sweeps.plan.Sweep) and its fingerprint
     DIR/runs/<name>/        each run's launch.train workdir (summary.json once finished)
     DIR/logs/<name>.log     each run's output, appended across attempts
     DIR/status/<name>.json  the last attempt: state, exit code, tail of the log, attempts
@@ -17,10 +17,9 @@ import os
 import sys
 import time
 
-from lmjax.scaling import plan
+from lmjax.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.sweeps import plan
 
-EXIT_NONFINITE = 3   # lmjax.loop.EXIT_NONFINITE, without importing jax
-EXIT_PREEMPTED = 75  # lmjax.loop.EXIT_PREEMPTED
 
 
 class SweepDirError(ValueError):

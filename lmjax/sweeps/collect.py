@@ -21,8 +21,9 @@ import math
 import os
 
 from lmjax.metrics import read_metrics
-from lmjax.scaling import plan
-from lmjax.scaling.sweepdir import EXIT_NONFINITE, EXIT_PREEMPTED, read_json
+from lmjax.sweeps import plan
+from lmjax.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.sweeps.sweepdir import read_json
 from lmjax.scaling.table import FIELDS, RunsTable, TableError, from_columns
 
 SUMMARY_KEYS = ('eval_loss', 'params', 'params_non_embedding', 'tokens', 'flops_per_token')

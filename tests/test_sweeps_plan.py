@@ -10,7 +10,7 @@ from ml_collections import config_flags
 from lmjax import flops, optim
 from lmjax.config import default_config, default_d_ff, resolve, to_dict
 from lmjax.model import ModelConfig
-from lmjax.scaling import plan
+from lmjax.sweeps import plan
 
 TINY = 'experiments/configs/tiny.py'
 RECIPE = plan.Recipe(batch_size=4, seq_len=32, lr=3e-3, warmup_steps=4, warmup_fraction=0.1)
@@ -194,7 +194,7 @@ def test_sweep_checks(shapes):
 
 def _sweep_file(tmp_path, body, name='mine'):
   path = tmp_path / f'{name}.py'
-  path.write_text('import dataclasses\nfrom lmjax.scaling import plan\n'
+  path.write_text('import dataclasses\nfrom lmjax.sweeps import plan\n'
                   f'TINY = {TINY!r}\n'
                   'RECIPE = plan.Recipe(batch_size=4, seq_len=32, lr=3e-3)\n\n'
                   'def get_sweep():\n' + ''.join(f'  {line}\n' for line in body))

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from lmjax.config import to_dict
-from lmjax.scaling import collect, isoflop, plan, table
+from lmjax.scaling import isoflop, table
+from lmjax.sweeps import collect, plan
 
 TINY = 'experiments/configs/tiny.py'
 RECIPE = plan.Recipe(batch_size=4, seq_len=32, lr=3e-3, warmup_steps=4)

@@ -1,0 +1,1 @@
+"""Scaling sweeps: planning runs, the sweep directory, and collecting finished runs."""
