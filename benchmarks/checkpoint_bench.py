@@ -20,7 +20,7 @@ from launch.flags_util import load_config_file
 from lmjax import data
 from lmjax.checkpoint import Checkpoints
 from lmjax.config import resolve
-from lmjax.train import build, init_state
+from lmjax.steps import build_model_and_optimizer, init_state
 
 
 def main():
@@ -29,7 +29,7 @@ def main():
   ap.add_argument('--saves', type=int, default=5)
   args = ap.parse_args()
   config = resolve(load_config_file(args.config))
-  model, tx = build(config)
+  model, tx = build_model_and_optimizer(config)
   state = init_state(model, tx, config)
   it = data.train_iterator(data.load(config), config)
   next(it)

@@ -45,10 +45,10 @@ def run_one(name):
   from lmjax import data, flops
   from lmjax.config import resolve
   from lmjax.model import ModelConfig
-  from lmjax.train import build, init_state, make_train_step, peak_memory_bytes, schedule_arg
+  from lmjax.steps import build_model_and_optimizer, init_state, make_train_step, peak_memory_bytes, schedule_arg
 
   config = resolve(load_config(name))
-  model, tx = build(config)
+  model, tx = build_model_and_optimizer(config)
   mcfg = ModelConfig.from_config(config.model)
   state = init_state(model, tx, config)
   dataset = data.load(config)

@@ -79,12 +79,12 @@ def main(argv):
   import jax.numpy as jnp
   from lmjax import flops, sharding
   from lmjax.model import ModelConfig
-  from lmjax.train import build, init_state, make_train_step, schedule_arg, state_shardings
+  from lmjax.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg, state_shardings
   try:
     mesh = sharding.make_mesh(config)
   except sharding.MeshError as e:
     fail(str(e))
-  model, tx = build(config)
+  model, tx = build_model_and_optimizer(config)
   shardings = state_shardings(model, tx, config, mesh)
   abstract = jax.tree_util.tree_map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),

@@ -24,7 +24,7 @@ from lmjax.checkpoint import CheckpointError, Checkpoints, abstract_like
 from lmjax.config import flatten, to_dict
 from lmjax.metrics import MetricsWriter, truncate_metrics
 from lmjax.model import ModelConfig
-from lmjax.train import (build, evaluate, init_state, make_eval_step, make_train_step,
+from lmjax.steps import (build_model_and_optimizer, evaluate, init_state, make_eval_step, make_train_step,
                          peak_memory_bytes, schedule_arg, state_shardings, token_bytes_table,
                          write_json_atomic)
 
@@ -110,7 +110,7 @@ def _init_from(config, abstract, new_iterator):
 def train(config, workdir=None, writer=None, restore_step=None) -> dict:
   """Trains (or resumes) a resolved config; returns the summary (also workdir/summary.json)."""
   t_begin = time.time()
-  model, tx = build(config)
+  model, tx = build_model_and_optimizer(config)
   mcfg = ModelConfig.from_config(config.model)
   counts = flops.param_counts(mcfg)
   seq_len, batch_size, steps = config.data.seq_len, config.data.batch_size, config.train.steps

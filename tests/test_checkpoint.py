@@ -187,8 +187,8 @@ def test_exported_params_load_for_inference(straight, tmp_path):
   from lmjax.config import resolve
   from ml_collections import ConfigDict
   config = resolve(ConfigDict(json.loads((straight / 'config.json').read_text())))
-  from lmjax.train import build, init_params
-  model, _ = build(config)
+  from lmjax.steps import build_model_and_optimizer, init_params
+  model, _ = build_model_and_optimizer(config)
   abstract = jax.eval_shape(lambda: init_params(model, config, jax.random.PRNGKey(0)))
   import orbax.checkpoint as ocp
   mgr = ocp.CheckpointManager(os.path.abspath(straight / 'checkpoints'))

@@ -111,9 +111,9 @@ def test_shipped_configs_resolve_to_their_sizes(name, total):
 
   from lmjax import flops
   from lmjax.model import ModelConfig
-  from lmjax.train import build, init_params
+  from lmjax.steps import build_model_and_optimizer, init_params
   c = resolve(importlib.import_module(f'experiments.configs.{name}').get_config())
   counts = flops.param_counts(ModelConfig.from_config(c.model))
-  model, _ = build(c)
+  model, _ = build_model_and_optimizer(c)
   shapes = jax.eval_shape(lambda: init_params(model, c, jax.random.PRNGKey(0)))
   assert counts['total'] == flops.count_tree(shapes) == total

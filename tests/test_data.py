@@ -105,8 +105,8 @@ def test_packed_rows_do_not_attend_across_documents(corpus, tmp_path):
   """A real packed row gives every document the logits it has alone."""
   c = _config(corpus, tmp_path)
   d = data.load(c)
-  from lmjax.train import build, init_params
-  model, _ = build(c)
+  from lmjax.steps import build_model_and_optimizer, init_params
+  model, _ = build_model_and_optimizer(c)
   params = init_params(model, c, jax.random.PRNGKey(0))
   batch = next(data.train_iterator(d, c))
   row = {k: v[:1] for k, v in batch.items()}

@@ -5,7 +5,7 @@ import pytest
 from lmjax import flops
 from lmjax.config import default_config, resolve
 from lmjax.model import ModelConfig
-from lmjax.train import build, init_params
+from lmjax.steps import build_model_and_optimizer, init_params
 
 
 def _cfg(**model):
@@ -45,7 +45,7 @@ def test_analytic_flops_agree_with_xla_cost_analysis():
   c = _cfg(preset='gpt2', use_bias=False, d_model=256, n_layers=2, n_heads=4, max_seq_len=128)
   c = c.unlock()
   c.data.seq_len = 128
-  model, _ = build(c)
+  model, _ = build_model_and_optimizer(c)
   params = init_params(model, c, jax.random.PRNGKey(0))
   tokens = jnp.zeros((4, 128), jnp.int32)
   compiled = jax.jit(lambda p, t: model.apply({'params': p}, t)).lower(params, tokens).compile()

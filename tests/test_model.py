@@ -7,7 +7,7 @@ import pytest
 from lmjax import data, flops
 from lmjax.config import default_config, resolve
 from lmjax.model import ModelConfig, attention_mask
-from lmjax.train import build, init_params, init_state, make_train_step, schedule_arg
+from lmjax.steps import build_model_and_optimizer, init_params, init_state, make_train_step, schedule_arg
 
 VARIANTS = {
     'vaswani': dict(preset='vaswani'),
@@ -41,7 +41,7 @@ def config_for(variant, **extra):
 @pytest.mark.parametrize('variant', sorted(VARIANTS))
 def test_param_count_matches_pytree(variant):
   c = config_for(variant)
-  model, _ = build(c)
+  model, _ = build_model_and_optimizer(c)
   shapes = jax.eval_shape(lambda: init_params(model, c, jax.random.PRNGKey(0)))
   counts = flops.param_counts(ModelConfig.from_config(c.model))
   assert counts['total'] == flops.count_tree(shapes)
@@ -68,7 +68,7 @@ def test_attention_mask_is_causal_and_blocks_documents():
 @pytest.mark.parametrize('variant', ['vaswani', 'llama', 'gpt2', 'gqa', 'learned'])
 def test_future_tokens_never_change_earlier_logits(variant):
   c = config_for(variant)
-  model, _ = build(c)
+  model, _ = build_model_and_optimizer(c)
   params = init_params(model, c, jax.random.PRNGKey(1))
   tokens = jax.random.randint(jax.random.PRNGKey(2), (2, 16), 0, 256)
   apply = jax.jit(lambda t: model.apply({'params': params}, t))
@@ -82,7 +82,7 @@ def test_future_tokens_never_change_earlier_logits(variant):
 @pytest.mark.parametrize('variant', ['llama', 'vaswani', 'learned'])
 def test_segments_match_separate_documents(variant):
   c = config_for(variant)
-  model, _ = build(c)
+  model, _ = build_model_and_optimizer(c)
   params = init_params(model, c, jax.random.PRNGKey(1))
   a = jax.random.randint(jax.random.PRNGKey(3), (1, 5), 0, 256)
   b = jax.random.randint(jax.random.PRNGKey(4), (1, 7), 0, 256)
@@ -170,7 +170,7 @@ def _np_forward(cfg, params, tokens):
 @pytest.mark.parametrize('variant', ['llama', 'vaswani', 'gpt2', 'gqa', 'mqa'])
 def test_forward_matches_numpy_reference(variant):
   c = config_for(variant, d_model=32, n_heads=4)
-  model, _ = build(c)
+  model, _ = build_model_and_optimizer(c)
   params = init_params(model, c, jax.random.PRNGKey(5))
   # Non-trivial norm scales and biases, so that every parameter matters.
   params = jax.tree_util.tree_map_with_path(
@@ -187,7 +187,7 @@ def test_forward_matches_numpy_reference(variant):
 @pytest.mark.parametrize('variant', sorted(VARIANTS))
 def test_variant_trains(variant):
   c = config_for(variant)
-  model, tx = build(c)
+  model, tx = build_model_and_optimizer(c)
   state = init_state(model, tx, c)
   step = make_train_step(model, tx, c)
   losses = []
@@ -212,12 +212,12 @@ def test_cpu_matmul_gradients_match_plain_dot():
 
 @pytest.mark.parametrize('remat', ['full', 'dots'])
 def test_remat_gives_the_same_loss_and_gradients(remat):
-  from lmjax.train import loss_sums
+  from lmjax.steps import loss_sums
   c = config_for('llama')
   c_remat = config_for('llama', remat=remat)
   batch = next(data.train_iterator(data.load(c), c))
-  model, _ = build(c)
-  model_remat, _ = build(c_remat)
+  model, _ = build_model_and_optimizer(c)
+  model_remat, _ = build_model_and_optimizer(c_remat)
   params = init_params(model, c, jax.random.PRNGKey(0))
   f = lambda m: jax.jit(jax.value_and_grad(lambda p: loss_sums(p, m, batch)[0]))(params)
   (l1, g1), (l2, g2) = f(model), f(model_remat)
@@ -228,11 +228,11 @@ def test_remat_gives_the_same_loss_and_gradients(remat):
 
 @pytest.mark.parametrize('variant', ['llama', 'vaswani'])
 def test_scan_over_layers_matches_the_unrolled_model(variant):
-  from lmjax.train import loss_sums
+  from lmjax.steps import loss_sums
   c = config_for(variant)
   c_scan = config_for(variant, scan_layers=True, remat='dots')
-  model, _ = build(c)
-  model_scan, _ = build(c_scan)
+  model, _ = build_model_and_optimizer(c)
+  model_scan, _ = build_model_and_optimizer(c_scan)
   params = init_params(model, c, jax.random.PRNGKey(0))
   stacked = {k: v for k, v in params.items() if not k.startswith('block_')}
   stacked['blocks'] = {'block': jax.tree_util.tree_map(

@@ -85,13 +85,13 @@ def test_runtime_schedule_matches_the_optax_schedule(kind, shape, warmup, min_ra
 def test_schedule_is_an_argument_so_runs_of_one_shape_share_the_compiled_step():
   import jax
   from lmjax.config import default_config, resolve
-  from lmjax.train import build, init_state, make_train_step, schedule_arg
+  from lmjax.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg
   texts = []
   for schedule, steps in (('constant', 40), ('wsd', 50), ('cosine', 7)):
     c = default_config()
     c.optim.schedule, c.train.steps, c.optim.warmup_steps = schedule, steps, 5
     c = resolve(c)
-    model, tx = build(c)
+    model, tx = build_model_and_optimizer(c)
     state = jax.eval_shape(lambda: init_state(model, tx, c))
     batch = {k: jax.ShapeDtypeStruct((c.data.batch_size, c.data.seq_len), 'int32')
              for k in ('inputs', 'targets')}

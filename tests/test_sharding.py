@@ -33,14 +33,14 @@ def _losses_on_meshes():
   import jax
   import numpy as np
   from lmjax import data, sharding
-  from lmjax.train import build, init_state, make_train_step, schedule_arg, state_shardings
+  from lmjax.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg, state_shardings
   out = {}
   for preset in ('vaswani', 'llama'):
     for mesh_dims in [(1, 1, 1)] + MESHES:
       config = _config(preset, mesh_dims)
       devices = jax.devices()[:int(np.prod(mesh_dims))]
       mesh = sharding.make_mesh(config, devices)
-      model, tx = build(config)
+      model, tx = build_model_and_optimizer(config)
       shardings = state_shardings(model, tx, config, mesh)
       state = init_state(model, tx, config, shardings)
       step = make_train_step(model, tx, config, mesh, shardings)

@@ -1,4 +1,4 @@
-"""Train state, the jitted train and eval steps, and the training loop."""
+"""The train state and the jitted train and eval steps (the loop that runs them: lmjax/loop.py)."""
 from __future__ import annotations
 
 import json
@@ -30,7 +30,7 @@ class TrainState:
   skipped: jax.Array
 
 
-def build(config):
+def build_model_and_optimizer(config):
   """(model, optimizer) for a resolved config."""
   model = Transformer(ModelConfig.from_config(config.model))
   return model, optim.optimizer(config.optim, config.train.steps)

@@ -11,13 +11,13 @@ from lmjax import data
 from lmjax.config import resolve
 from lmjax.metrics import read_metrics
 from lmjax.loop import train
-from lmjax.train import build, init_state, make_train_step, schedule_arg
+from lmjax.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _losses(c, n):
-  model, tx = build(c)
+  model, tx = build_model_and_optimizer(c)
   state, step = init_state(model, tx, c), make_train_step(model, tx, c)
   out = []
   for _, batch in zip(range(n), data.train_iterator(data.load(c), c)):
