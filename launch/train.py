@@ -11,12 +11,11 @@ named, touching nothing; changes to steps, logging, evaluation and checkpointing
 Several hosts: `--distributed` (JAX detects SLURM and TPU pod environments) or
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`; see WORKSPACE.md.
 
-Exit status: 0 done; 2 bad flag, config or data, or a refused resume; 3 the loss went
-non-finite (lmjax.loop.EXIT_NONFINITE); 75 preempted by SIGTERM/SIGINT after saving a checkpoint
-(lmjax.loop.EXIT_PREEMPTED): run the same command again to continue.
+Exit status (lmjax/exitcodes.py): 0 done; 2 bad flag, config or data, or a refused resume; 3 the
+loss went non-finite; 75 preempted by SIGTERM/SIGINT after saving a checkpoint: run the same
+command again to continue.
 """
 import fcntl
-import json
 import os
 import sys
 
@@ -24,7 +23,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from launch.flags_util import fail, load_config_file, parse_flags
-from lmjax.config import ConfigError, resolve, resume_differences, to_dict
+from lmjax.config import ConfigError, resolve
+from lmjax.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
                                           lock_config=False)
@@ -53,31 +53,6 @@ def initialize_distributed():
                                process_id=_PROCESS_ID.value)
   except (ValueError, RuntimeError) as e:
     fail(f'--distributed: jax.distributed.initialize failed: {str(e).splitlines()[0]}')
-
-
-def check_resume(workdir, config):
-  """Refuses (exit 2) a resume whose config changed incompatibly; logs the safe changes."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    saved = json.load(f)
-  incompatible, safe = resume_differences(saved, to_dict(config))
-  if incompatible:
-    fields = ', '.join(f'{k} ({_get(saved, k)!r} -> {_get(to_dict(config), k)!r})'
-                       for k in incompatible[:6])
-    fail(f'--workdir={workdir} holds a run with a different config: {fields}'
-         f'{" ..." if len(incompatible) > 6 else ""}; use a new --workdir')
-  if safe:
-    print(f'resuming with changed fields: {", ".join(safe)}')
-
-
-def _get(tree, dotted):
-  for part in dotted.split('.'):
-    if not isinstance(tree, dict) or part not in tree:
-      return None
-    tree = tree[part]
-  return tree
 
 
 def _lock_workdir(workdir):
@@ -109,28 +84,29 @@ def main(argv):
   if os.path.exists(os.path.join(workdir, 'summary.json')):
     print(f'{workdir} holds a finished run (summary.json); nothing to do.')
     return
-  check_resume(workdir, config)
   initialize_distributed()
   # jax is imported only once the config is known to be good.
-  from lmjax import sharding
+  from lmjax import loop, sharding, start
+  from lmjax.checkpoint import CheckpointError
+  from lmjax.datasets import DataError
+  from lmjax.train_log import NonFinite
   try:
+    if os.path.isdir(workdir):
+      start.check_resume(workdir, config)  # refused before the workdir is locked or written
     sharding.make_mesh(config)  # a mesh that does not fit the devices or model stops here
-  except sharding.MeshError as e:
+  except (ConfigError, sharding.MeshError) as e:
     fail(str(e))
   os.makedirs(workdir, exist_ok=True)
   lock = _lock_workdir(workdir)  # noqa: F841  (held until exit)
-  from lmjax import loop
-  from lmjax.checkpoint import CheckpointError
-  from lmjax.datasets import DataError
   try:
     loop.train(config, workdir, restore_step=_RESTORE_STEP.value)
-  except (DataError, CheckpointError) as e:
+  except (ConfigError, DataError, CheckpointError) as e:
     fail(str(e))
-  except loop.NonFinite as e:
-    fail(str(e), loop.EXIT_NONFINITE)
+  except NonFinite as e:
+    fail(str(e), EXIT_NONFINITE)
   except loop.Preempted as e:
     print(str(e), file=sys.stderr)
-    sys.exit(loop.EXIT_PREEMPTED)
+    sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == '__main__':

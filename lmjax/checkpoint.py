@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import os
 import time
+from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
@@ -46,6 +47,15 @@ def _preservation(c):
   if c.get('keep_steps'):
     policies.append(pp.CustomSteps(tuple(c.keep_steps)))
   return pp.AnyPreservationPolicy(policies)
+
+
+class Restored(NamedTuple):
+  """A restored checkpoint: the train state, its metadata, the data iterator set to its saved
+  position, and its step."""
+  state: Any
+  meta: dict
+  data_iterator: Any
+  step: int
 
 
 class Checkpoints:
@@ -82,10 +92,14 @@ class Checkpoints:
       data_iterator.set_state(ast.literal_eval(out['meta']['data']))
     return out['state'], out['meta']
 
+  def meta(self, step) -> dict:
+    """The metadata of `step` alone (its config, data position), without the state."""
+    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
   def restore_latest(self, abstract_state, make_data_iterator, step=None, log=print):
     """Restores the newest checkpoint that restores cleanly (or exactly `step`).
 
-    Returns (state, meta, data_iterator, step), or None when there is no checkpoint at all.
+    Returns a `Restored`, or None when there is no checkpoint at all.
     A damaged checkpoint is reported and skipped in favour of the one before it.
     """
     candidates = self.steps()
@@ -111,7 +125,7 @@ class Checkpoints:
         damaged.append(s)
         continue
       self._set_aside(damaged, log)
-      return state, meta, data_iterator, s
+      return Restored(state, meta, data_iterator, s)
     raise CheckpointError('no checkpoint could be restored: ' + '; '.join(errors))
 
   def _set_aside(self, steps, log):

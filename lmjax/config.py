@@ -8,9 +8,12 @@ message that names the field and what is allowed. Nothing touches the disk befor
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from ml_collections import config_dict
 from ml_collections.config_dict import ConfigDict, placeholder
+
+from lmjax.tokenizers import configured_vocab_size
 
 
 class ConfigError(ValueError):
@@ -47,7 +50,7 @@ CHOICES = {
     'data.non_utf8': ('skip', 'fail'),
 }
 
-GATED = ('swiglu', 'geglu')
+GATED = ('swiglu', 'geglu')  # gated linear units (Shazeer 2020): two input projections
 
 
 def default_config() -> ConfigDict:
@@ -143,10 +146,16 @@ def default_config() -> ConfigDict:
   return c
 
 
-# Fields a resumed run may change (logged); any other difference refuses the resume.
-RESUME_SAFE = ('train.steps', 'train.log_every', 'train.eval_every', 'train.peak_flops',
-               'train.skip_nonfinite', 'checkpoint.', 'data.eval_batches', 'data.workers',
-               'data.data_dir', 'mesh.', 'train.init_from', 'train.init_step')
+# What a run may change from the saved config of the run it continues; any other difference is
+# refused. A resume may change its length, logging, evaluation, checkpointing and mesh.
+RESUME_MAY_DIFFER = ('train.steps', 'train.log_every', 'train.eval_every', 'train.peak_flops',
+                     'train.skip_nonfinite', 'checkpoint.', 'data.eval_batches', 'data.workers',
+                     'data.data_dir', 'mesh.', 'train.init_from', 'train.init_step')
+# A cooldown branch (Hägele et al. 2024) may also change its schedule, but not the model, data
+# or the rest of the optimizer of the run it starts from.
+BRANCH_MAY_DIFFER = ('train.', 'checkpoint.', 'optim.schedule', 'optim.decay_fraction',
+                     'optim.decay_shape', 'optim.min_lr_ratio', 'data.eval_batches',
+                     'data.workers', 'data.data_dir', 'mesh.')
 
 
 def _as_json(value):
@@ -167,12 +176,26 @@ def flatten(tree, prefix=''):
   return out
 
 
-def resume_differences(saved: dict, new: dict):
-  """(incompatible, safe): the fields that differ between a saved and a new resolved config."""
+class Differences(NamedTuple):
+  """The fields in which a new config differs from a saved one, as `{field: (saved, new)}`."""
+  refused: dict   # fields the policy does not allow to change
+  allowed: dict   # fields it does
+
+  def describe(self, limit=6) -> str:
+    """'model.n_layers (2 -> 3), optim.lr (...)': the refused fields, at most `limit`."""
+    items = list(self.refused.items())
+    text = ', '.join(f'{k} ({a!r} -> {b!r})' for k, (a, b) in items[:limit])
+    return text + (' ...' if len(items) > limit else '')
+
+
+def differences(saved: dict, new: dict, may_differ) -> Differences:
+  """How `new` differs from `saved` (nested dicts, e.g. a run's config.json) under a policy:
+  `may_differ` lists the fields or prefixes ('checkpoint.') that are allowed to change."""
   a, b = flatten(saved), flatten(new)
-  differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-  safe = [k for k in differing if k.startswith(RESUME_SAFE)]
-  return [k for k in differing if k not in safe], safe
+  fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+  pairs = {k: (a.get(k), b.get(k)) for k in fields}
+  allowed = {k: v for k, v in pairs.items() if k.startswith(tuple(may_differ))}
+  return Differences({k: v for k, v in pairs.items() if k not in allowed}, allowed)
 
 
 def _fail(field, value, allowed):
@@ -200,7 +223,7 @@ def resolve(config: ConfigDict) -> ConfigDict:
     if value not in allowed:
       _fail(field, value, f'one of {", ".join(allowed)}')
   if m.vocab_size is None:
-    m.vocab_size = _tokenizer_size(c.data)
+    m.vocab_size = configured_vocab_size(c.data)
   if m.n_kv_heads is None:
     m.n_kv_heads = m.n_heads
   if m.d_ff is None:
@@ -247,8 +270,8 @@ def _validate(c):
   if m.position == 'learned' and d.seq_len > m.max_seq_len:
     _fail('data.seq_len', d.seq_len, f'at most model.max_seq_len={m.max_seq_len} with learned '
           'positions')
-  if d.dataset != 'random' and m.vocab_size < _tokenizer_size(d):
-    _fail('model.vocab_size', m.vocab_size, f'at least the tokenizer size {_tokenizer_size(d)}')
+  if d.dataset != 'random' and m.vocab_size < configured_vocab_size(d):
+    _fail('model.vocab_size', m.vocab_size, f'at least the tokenizer size {configured_vocab_size(d)}')
   for b in ('b1', 'b2'):
     if not 0 <= o[b] < 1:
       _fail(f'optim.{b}', o[b], 'a number in [0, 1)')
@@ -275,12 +298,6 @@ def _validate(c):
   if t.init_from and not 0 < t.init_step < t.steps:
     _fail('train.init_step', t.init_step, f'a step in [1, train.steps={t.steps}) with '
           'train.init_from')
-
-
-def _tokenizer_size(data_config):
-  if data_config.tokenizer == 'byte':
-    return 257  # lmjax.tokenizers.ByteTokenizer: 256 bytes and the separator
-  return int(data_config.vocab_size)
 
 
 def to_dict(config: ConfigDict) -> dict:

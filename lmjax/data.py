@@ -18,13 +18,7 @@ import os
 import grain
 import numpy as np
 
-from lmjax import datasets, pipeline, tokenizers
-
-
-def tokenizer_vocab_size(data_config) -> int:
-  if data_config.tokenizer == 'byte':
-    return tokenizers.ByteTokenizer.vocab_size
-  return int(data_config.vocab_size)
+from lmjax import atomic, datasets, pipeline, tokenizers
 
 
 @dataclasses.dataclass
@@ -84,10 +78,7 @@ def statistics(data: Data, prepared=None) -> dict:
          for split, src in (('train', data.train), ('eval', data.eval))}
   if cache:
     os.makedirs(os.path.dirname(cache), exist_ok=True)
-    tmp = f'{cache}.tmp{os.getpid()}'
-    with open(tmp, 'w') as f:
-      json.dump(out, f, indent=2)
-    os.replace(tmp, cache)
+    atomic.write_json(cache, out, indent=2)
   return out
 
 

@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from lmjax.model import GATED, ModelConfig
+from lmjax.config import GATED
+from lmjax.model import ModelConfig
 
 
 def param_counts(cfg: ModelConfig) -> dict:

@@ -10,6 +10,8 @@ import math
 import os
 import sys
 
+from lmjax.atomic import atomic_open
+
 
 def _clean(value):
   if isinstance(value, float) and not math.isfinite(value):
@@ -90,10 +92,6 @@ def truncate_metrics(path, max_step) -> int:
     return 0
   rows = read_metrics(path)
   keep = [r for r in rows if r['step'] <= max_step]
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
+  with atomic_open(path) as f:
     f.writelines(json.dumps(r) + '\n' for r in keep)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
   return len(rows) - len(keep)

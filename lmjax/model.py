@@ -24,8 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from lmjax.attention import attention
-
-GATED = ('swiglu', 'geglu')
+from lmjax.config import GATED
 
 # Activation checkpointing per block: `full` keeps only the block inputs; `dots` also keeps the
 # outputs of matmuls without batch dimensions (the projections), recomputing the rest.

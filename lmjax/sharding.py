@@ -23,17 +23,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 AXES = ('data', 'fsdp', 'tensor')
 BATCH = ('data', 'fsdp')
 
-DEFAULT_RULES = (
-    ('batch', ('data', 'fsdp')),
-    ('embed', 'fsdp'),
-    ('mlp', 'tensor'),
-    ('heads', 'tensor'),
-    ('kv_heads', 'tensor'),
-    ('vocab', 'tensor'),
-    ('head_dim', None),
-    ('norm', None),
-)
-
 
 class MeshError(ValueError):
   """A mesh that does not fit the devices or the model; the message names the field."""

@@ -1,9 +1,7 @@
 """The train state and the jitted train and eval steps (the loop that runs them: lmjax/loop.py)."""
 from __future__ import annotations
 
-import json
 import math
-import os
 import resource
 from typing import Any
 
@@ -186,11 +184,3 @@ def peak_memory_bytes() -> int:
     return int(stats['peak_bytes_in_use'])
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-
-def write_json_atomic(path, obj):
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)

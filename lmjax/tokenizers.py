@@ -15,7 +15,17 @@ import os
 
 import numpy as np
 
+from lmjax.atomic import write_bytes
+
 SP_SPECIALS = ('<unk>', '<sep>')  # ids 0 and 1; byte-fallback pieces <0x00>..<0xFF> follow
+
+
+def configured_vocab_size(data_config) -> int:
+  """The vocabulary size config.data asks for: the byte tokenizer's, or the SentencePiece size
+  to train (a small corpus may give fewer pieces; never more)."""
+  if data_config.tokenizer == 'byte':
+    return ByteTokenizer.vocab_size
+  return int(data_config.vocab_size)
 
 
 class ByteTokenizer:
@@ -98,10 +108,7 @@ def train_sentencepiece(texts, path, vocab_size, model_type='bpe', max_bytes=8_0
     raise ValueError(f'training a {model_type} SentencePiece tokenizer of '
                      f'config.data.vocab_size={vocab_size} failed: '
                      f'{str(e).strip().splitlines()[-1]}') from None
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'wb') as f:
-    f.write(model.getvalue())
-  os.replace(tmp, path)
+  write_bytes(path, model.getvalue())
   return SentencePieceTokenizer(path)
 
 

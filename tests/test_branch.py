@@ -39,8 +39,8 @@ def test_branch_equals_the_wsd_run_it_stands_for(tmp_path):
   steps = sorted(int(s) for s in os.listdir(os.path.join(stable, 'checkpoints')) if s.isdigit())
   assert steps == [8, 16, 18]  # max_to_keep=1 keeps only 18, keep_steps keeps 8 and 16
   wsd = dict(optim__schedule='wsd', optim__decay_fraction=0.2, train__steps=20)
-  out = loop.train(_config(**wsd, train__init_from=stable, train__init_step=16), branch)
-  ref = loop.train(_config(**wsd), straight)
+  out, _ = loop.train(_config(**wsd, train__init_from=stable, train__init_step=16), branch)
+  ref, _ = loop.train(_config(**wsd), straight)
   assert out['resumed_from'] == 16
   got, want = _losses(branch), _losses(straight)
   assert min(step for step, _ in got) == 17 and set(got) <= set(want)

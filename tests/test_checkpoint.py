@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lmjax.loop import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
 from lmjax.metrics import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,144 @@
+"""How a run starts: its pieces built for the mesh, and its train state, which is fresh, resumed
+from the run's own newest checkpoint, or branched from another run's checkpoint (a cooldown
+branch, Hägele et al. 2024).
+
+A resume or a branch continues another run, so its config is first checked against that run's
+(the policies `RESUME_MAY_DIFFER` and `BRANCH_MAY_DIFFER` of lmjax/config.py); a refused resume
+reads the workdir and writes nothing to it.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+from lmjax import data, sharding
+from lmjax.checkpoint import CheckpointError, Checkpoints, abstract_like
+from lmjax.config import (BRANCH_MAY_DIFFER, RESUME_MAY_DIFFER, ConfigError, differences,
+                          to_dict)
+from lmjax.steps import build_model_and_optimizer, init_state, state_shardings
+
+
+class ResumeError(ConfigError):
+  """A workdir holding a run whose config differs in a field a resume may not change."""
+
+
+def saved_config(workdir, checkpoint_config) -> dict | None:
+  """The resolved config of the run in `workdir`: its config.json (written when it started), else
+  its newest readable checkpoint's; None when no run was ever started there."""
+  path = os.path.join(workdir, 'config.json')
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        return json.load(f)
+    except (OSError, ValueError) as e:
+      raise ResumeError(f'{path} is unreadable ({type(e).__name__}); the run there cannot be '
+                        'checked against this config: use a new workdir') from None
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    return None
+  source = Checkpoints(workdir, checkpoint_config, read_only=True)
+  for step in reversed(source.steps()):
+    try:
+      return source.meta(step)['config']
+    except Exception:  # noqa: BLE001  (a damaged checkpoint: restore_latest reports it later)
+      continue
+  return None
+
+
+def check_resume(workdir, config) -> dict:
+  """Raises ResumeError when `workdir` holds a run whose config differs from `config` in a field
+  a resume may not change; returns the allowed changes, {field: (saved, new)}."""
+  saved = saved_config(workdir, config.checkpoint)
+  if saved is None:
+    return {}
+  diff = differences(saved, to_dict(config), RESUME_MAY_DIFFER)
+  if diff.refused:
+    raise ResumeError(f'--workdir={workdir} holds a run with a different config: '
+                      f'{diff.describe()}; use a new --workdir')
+  return diff.allowed
+
+
+class Setup(NamedTuple):
+  """What every step of a run uses: model, optimizer, mesh, shardings and data."""
+  model: Any
+  tx: Any
+  mesh: Any
+  shardings: Any                # of the whole train state
+  batch_sharding: Any
+  dataset: data.Data
+  eval_set: list                # the evaluation batches, already on the devices
+  new_iterator: Callable        # () -> this process's training batches from the start
+
+  def next_batch(self, iterator):
+    return sharding.put_batch(next(iterator), self.batch_sharding)
+
+
+def set_up(config) -> Setup:
+  model, tx = build_model_and_optimizer(config)
+  mesh = sharding.make_mesh(config)
+  batch_sharding = sharding.batch_sharding(mesh)
+  process = (jax.process_index(), jax.process_count())
+  if process[1] > 1:  # process 0 prepares the dataset and tokenizer; the others then read them
+    from jax.experimental import multihost_utils
+    if process[0] == 0:
+      data.load(config)
+    multihost_utils.sync_global_devices('lmjax: data prepared')
+  dataset = data.load(config)
+  eval_set = [sharding.put_batch(b, batch_sharding)
+              for b in data.eval_batches(dataset, config, *process)]
+  return Setup(model, tx, mesh, state_shardings(model, tx, config, mesh), batch_sharding,
+               dataset, eval_set, lambda: data.train_iterator(dataset, config, *process))
+
+
+class Start(NamedTuple):
+  """Where a run starts: its train state, data iterator and step, how, and what to report."""
+  state: Any
+  data_iterator: Any
+  step: int
+  how: str                      # 'fresh', 'resumed' or 'branched'
+  messages: tuple
+
+
+def start_state(config, setup: Setup, ckpt: Checkpoints | None, restore_step=None) -> Start:
+  """Resumes from `ckpt`'s newest good checkpoint (or `restore_step`), else branches from
+  `train.init_from`, else starts fresh from the seed."""
+  abstract = abstract_like(
+      jax.eval_shape(lambda: init_state(setup.model, setup.tx, config)), setup.shardings)
+  messages = []
+  restored = ckpt and ckpt.restore_latest(abstract, setup.new_iterator, restore_step,
+                                          log=messages.append)
+  if restored:
+    messages.append(f'resumed from the checkpoint at step {restored.step}')
+    return Start(restored.state, restored.data_iterator, restored.step, 'resumed',
+                 tuple(messages))
+  if config.train.init_from:
+    state, iterator = _branch(config, setup, abstract)
+    messages.append(f'started from {config.train.init_from} at step {config.train.init_step} '
+                    '(a cooldown branch)')
+    return Start(state, iterator, config.train.init_step, 'branched', tuple(messages))
+  state = init_state(setup.model, setup.tx, config, setup.shardings)
+  return Start(state, setup.new_iterator(), 0, 'fresh', tuple(messages))
+
+
+def _branch(config, setup: Setup, abstract):
+  """State and data iterator of `train.init_from`'s checkpoint at `train.init_step`: the branch
+  then continues that run's batches with its own schedule."""
+  parent, step = config.train.init_from, config.train.init_step
+  source = Checkpoints(parent, config.checkpoint, read_only=True)
+  if step not in source.steps():
+    raise CheckpointError(f'config.train.init_from={parent}: no checkpoint at step {step} '
+                          f'(has {source.steps()})')
+  state, meta = source.restore(step, abstract, None)
+  diff = differences(meta['config'], to_dict(config), BRANCH_MAY_DIFFER)
+  if diff.refused:
+    raise CheckpointError(f'config.train.init_from={parent}: that run differs in '
+                          f'{", ".join(list(diff.refused)[:6])}; a branch may change only its '
+                          'schedule')
+  iterator = setup.new_iterator()
+  iterator.set_state(ast.literal_eval(meta['data']))
+  source.close()
+  return state, iterator

@@ -1,0 +1,128 @@
+"""What a training run reports: its banner, a metrics row every `log_every` steps, evaluations,
+and the closing line.
+
+The loop dispatches step k+1 before it reads step k's metrics back to the host (NanoDO's
+pattern), so logging never stalls the device: a log step's metrics wait here (`defer`) until
+`flush` reads them. Reading them is also where a non-finite loss or gradient norm is caught.
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+
+from lmjax import data, flops
+from lmjax.model import ModelConfig
+from lmjax.steps import evaluate, make_eval_step, token_bytes_table
+
+
+class NonFinite(Exception):
+  def __init__(self, step, last_good):
+    where = f'the last good checkpoint (step {last_good}) is intact' if last_good else (
+        'no checkpoint was saved before it')
+    super().__init__(f'the loss or gradient norm was not finite at step {step}; stopped, {where}')
+    self.step = step
+
+
+def fmt_time(s):
+  return f'{int(s // 60)}:{int(s % 60):02d}'
+
+
+class TrainLog:
+  """Owns a run's deferred metrics, its evaluations and the timing of its steps; writes rows to
+  a lmjax.metrics.MetricsWriter. `last_saved` is the newest checkpoint step (for errors)."""
+
+  def __init__(self, config, setup, writer, start_step):
+    self.config, self.setup, self.writer = config, setup, writer
+    self.model_config = ModelConfig.from_config(config.model)
+    self.counts = flops.param_counts(self.model_config)
+    self.tokens_per_step = config.data.batch_size * config.data.seq_len
+    self.flops_per_token = flops.exact_flops_per_token(self.model_config, config.data.seq_len)
+    self.device = jax.devices()[0]
+    self.peak, self.peak_source = flops.peak_flops_per_device(
+        self.device.device_kind, self.device.platform, config.train.peak_flops)
+    self.eval_step = make_eval_step(
+        setup.model, token_bytes_table(setup.dataset.tokenizer, config.model.vocab_size),
+        setup.mesh, setup.shardings.params)
+    self.pending = None  # (step, metrics on the device) of the last log step, not yet read
+    self.last_row = self.last_eval = None
+    self.last_saved = start_step or None
+    self.clock = (time.time(), start_step)  # (time, step) the next row's rate is counted from
+
+  def banner(self, messages):
+    """The lines before compiling: what resumed or branched, the mesh, model and data."""
+    config, setup, counts, w = self.config, self.setup, self.counts, self.writer
+    for message in messages:
+      w.print(message)
+    w.print(f'mesh: data×fsdp×tensor = {"×".join(map(str, setup.mesh.devices.shape))} over '
+            f'{jax.device_count()} devices, {jax.process_count()} process(es)')
+    kaplan = flops.kaplan_flops_per_token(self.model_config, config.data.seq_len)
+    w.print(f'model: {counts["total"]:,} params ({counts["non_embedding"]:,} non-embedding; '
+            f'12·L·d² = {counts["kaplan_approx"]:,}); {self.flops_per_token / 1e6:.2f} '
+            f'MFLOPs/token (6N+12LdT: {kaplan / 1e6:.2f}); peak {self.peak / 1e9:.1f} GFLOP/s '
+            f'per device ({self.peak_source}, {self.device.device_kind})')
+    stats = setup.dataset.stats
+    if stats:
+      st = stats['train']
+      w.print(f'data: {config.data.dataset}, {st["documents"]:,} train documents, '
+              f'{st["bytes"]:,} bytes, {st["tokens"]:,} tokens ({config.data.tokenizer}); '
+              f'{len(setup.eval_set)} eval batches; unigram entropy of the eval text '
+              f'{stats["eval"]["unigram_bits_per_byte"]:.3f} bits per byte')
+
+  def compiled(self, compile_s, xla_flops):
+    """The compile line, XLA's FLOPs beside the analytic count; the step clock starts here."""
+    computed = flops.exact_flops_per_token(self.model_config, self.config.data.seq_len,
+                                           attention='computed')
+    self.writer.print(f'compiled train step in {compile_s:.1f}s; XLA counts '
+                      f'{xla_flops / self.tokens_per_step / 1e6:.2f} MFLOPs/token, the analytic '
+                      f'count of the matmuls it runs {computed / 1e6:.2f}')
+    self.clock = (time.time(), self.clock[1])
+
+  def defer(self, step, metrics):
+    self.pending = (step, metrics)
+
+  def flush(self):
+    """Reads, writes and prints the deferred metrics, if any (waits for their step)."""
+    if self.pending is None:
+      return
+    (step, m), self.pending = self.pending, None
+    m = jax.device_get(m)  # waits for the step: the time below is the step's
+    now = time.time()
+    dt, n_steps = now - self.clock[0], step - self.clock[1]
+    self.clock = (now, step)
+    if int(m['bad_step']) >= 0:
+      raise NonFinite(int(m['bad_step']), self.last_saved)
+    tps = n_steps * self.tokens_per_step / dt
+    row = {'step': step, 'loss': float(m['loss']), 'lr': float(m['lr']),
+           'grad_norm': float(m['grad_norm']), 'tokens': step * self.tokens_per_step,
+           'tokens_per_s': tps, 'step_time_s': dt / n_steps,
+           'mfu': flops.mfu(self.flops_per_token, tps, self.peak, jax.device_count()),
+           'epoch': data.epochs_seen(self.setup.dataset, self.config, step)}
+    if self.config.train.skip_nonfinite:
+      row['skipped_updates'] = int(m['skipped'])
+    self.writer.write(row)
+    steps = self.config.train.steps
+    self.writer.print(f'step {step}/{steps} loss {row["loss"]:.4f} lr {row["lr"]:.2e} '
+                      f'gnorm {row["grad_norm"]:.3f} {tps:,.0f} tok/s mfu {row["mfu"]:.1%} '
+                      f'eta {fmt_time((steps - step) * dt / n_steps)}', live=True)
+    self.last_row = row
+
+  def evaluate(self, step, params):
+    """Evaluates, writes and prints; the time it takes is not counted as steps."""
+    self.last_eval = {'step': step, **evaluate(self.eval_step, params, self.setup.eval_set)}
+    self.writer.write(self.last_eval)
+    self.writer.print(f'eval step {step}: loss {self.last_eval["eval_loss"]:.4f} '
+                      f'ppl {self.last_eval["eval_ppl"]:.2f} '
+                      f'bpb {self.last_eval["eval_bpb"]:.4f}')
+    self.clock = (time.time(), self.clock[1])
+
+  def final_eval(self, params) -> dict:
+    """The last evaluation, or one of `params` when the run ended without one."""
+    return self.last_eval or {'step': self.config.train.steps,
+                              **evaluate(self.eval_step, params, self.setup.eval_set)}
+
+  def done(self, summary, wall):
+    self.writer.print(f'done: {summary["steps"]} steps, {summary["tokens"]:,} tokens in '
+                      f'{fmt_time(wall)}; final eval loss {summary["eval_loss"]:.4f}, bits per '
+                      f'byte {summary["eval_bpb"]:.4f}')
+    self.writer.close()

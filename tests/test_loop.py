@@ -1,0 +1,80 @@
+"""The training loop: the run directory, learning, and the resume check of a library call."""
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from lmjax import data
+from lmjax.config import resolve
+from lmjax.loop import train
+from lmjax.metrics import read_metrics
+from lmjax.start import ResumeError
+
+
+def test_train_writes_the_run_directory(tiny, tmp_path):
+  tiny.train.steps, tiny.train.log_every, tiny.train.eval_every = 12, 4, 6
+  summary, state = train(resolve(tiny), str(tmp_path))
+  rows = read_metrics(tmp_path / 'metrics.jsonl')
+  logs = [r for r in rows if 'loss' in r]
+  evals = [r for r in rows if 'eval_loss' in r]
+  assert [r['step'] for r in logs] == [4, 8, 12] and [r['step'] for r in evals] == [6, 12]
+  for key in ('loss', 'lr', 'grad_norm', 'tokens', 'tokens_per_s', 'step_time_s', 'mfu'):
+    assert all(np.isfinite(r[key]) for r in logs), key
+  assert logs[-1]['tokens'] == 12 * tiny.data.batch_size * tiny.data.seq_len
+  assert all({'eval_loss', 'eval_ppl', 'eval_bpb'} <= set(r) for r in evals)
+  assert json.loads((tmp_path / 'config.json').read_text())['model']['norm'] == 'rmsnorm'
+  saved = json.loads((tmp_path / 'summary.json').read_text())
+  assert saved['eval_loss'] == summary['eval_loss'] == evals[-1]['eval_loss']
+  assert any(name.startswith('events') for name in os.listdir(tmp_path / 'tb'))
+  assert int(state.step) == 12
+
+
+def test_byte_model_beats_unigram_entropy(tiny):
+  tiny.train.steps, tiny.train.eval_every = 300, 300
+  tiny.data.batch_size = 16
+  tiny.optim.warmup_steps = 10
+  c = resolve(tiny)
+  summary, _ = train(c, None)
+  entropy = data.load(c).stats['eval']['unigram_bits_per_byte']
+  assert 4.0 < entropy < 5.5
+  assert summary['eval_bpb'] < entropy - 1.0
+
+
+def _tree_digest(root):
+  """Every file under root: path, size and content hash (mtimes aside)."""
+  out = {}
+  for folder, _, files in os.walk(root):
+    for name in files:
+      path = os.path.join(folder, name)
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def test_resume_with_another_learning_rate_is_refused_and_touches_nothing(tiny, tmp_path):
+  tiny.train.steps, tiny.train.eval_every, tiny.optim.warmup_steps = 6, 6, 2
+  tiny.checkpoint.every_steps, tiny.checkpoint.async_save = 3, False
+  train(resolve(tiny), str(tmp_path))
+  os.remove(tmp_path / 'summary.json')  # an unfinished run: the next call would resume it
+  before = _tree_digest(tmp_path)
+  tiny.optim.lr = 1e-3
+  with pytest.raises(ResumeError, match=r'optim\.lr \(0\.003 -> 0\.001\)'):
+    train(resolve(tiny), str(tmp_path))
+  assert _tree_digest(tmp_path) == before
+  os.remove(tmp_path / 'config.json')  # the checkpoint's saved config is checked as well
+  before = _tree_digest(tmp_path)
+  with pytest.raises(ResumeError, match=r'optim\.lr'):
+    train(resolve(tiny), str(tmp_path))
+  assert _tree_digest(tmp_path) == before
+
+
+def test_resume_may_change_the_length_and_logging(tiny, tmp_path, capsys):
+  tiny.train.steps, tiny.train.eval_every, tiny.optim.warmup_steps = 6, 6, 2
+  tiny.checkpoint.every_steps, tiny.checkpoint.async_save = 3, False
+  train(resolve(tiny), str(tmp_path))
+  tiny.train.steps, tiny.train.log_every = 9, 3
+  summary, state = train(resolve(tiny), str(tmp_path))
+  assert summary['resumed_from'] == 6 and int(state.step) == 9
+  assert 'resuming with changed fields: train.log_every, train.steps' in capsys.readouterr().out
