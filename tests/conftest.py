@@ -10,9 +10,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lmjax.config import default_config  # noqa: E402
+from lmjax.config import default_config, resolve  # noqa: E402
+
+# Small documents of every kind of text a corpus holds: code, accents, CJK, emoji, long lines.
+TEXTS = ['def f(x):\n    return x + 1\n', 'héllo wörld — ünïcode ✓\n' * 3, 'a' * 700,
+         'print("hi")\n', '# ' + 'ab cd ' * 50, 'x = [1, 2, 3]\n' * 9, '\u4e2d\u6587 text\n',
+         'short', 'class A:\n    pass\n' * 4, 'emoji 🙂 and tabs\t\tend\n']
 
 
 @pytest.fixture
@@ -21,6 +27,34 @@ def tiny():
   c = default_config()
   c.train.steps = 30
   return c
+
+
+@pytest.fixture
+def corpus(tmp_path):
+  """A local corpus of 60 small UTF-8 files of varied lengths."""
+  root = tmp_path / 'corpus'
+  root.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(60):
+    text = ''.join(TEXTS[j] for j in rng.integers(0, len(TEXTS), rng.integers(1, 6)))
+    (root / f'doc{i:02d}.txt').write_text(text, encoding='utf-8')
+  return root
+
+
+def local_config(corpus, tmp_path, **data_fields):
+  """A resolved config training on `corpus` (local_text), its TFDS data dir under tmp_path."""
+  c = default_config()
+  c.data.dataset = 'local_text'
+  c.data.paths = str(corpus)
+  c.data.data_dir = str(tmp_path / 'tfds')
+  c.data.val_percent = 20
+  c.data.seq_len = 32
+  c.data.batch_size = 4
+  c.data.shuffle_rows = 16
+  c.data.eval_batches = 2
+  for k, v in data_fields.items():
+    c.data[k] = v
+  return resolve(c)
 
 
 def pytest_configure(config):

@@ -13,6 +13,8 @@ import pytest
 from lmjax.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
 from lmjax.metrics import read_metrics
 
+pytestmark = pytest.mark.slow  # launch.train subprocesses: kills, resumes, damaged checkpoints
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = {'tokens_per_s', 'step_time_s', 'mfu'}
 # Slow enough that 20 steps take a few seconds, so a kill lands mid-run.

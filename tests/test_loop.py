@@ -31,6 +31,7 @@ def test_train_writes_the_run_directory(tiny, tmp_path):
   assert int(state.step) == 12
 
 
+@pytest.mark.slow  # 300 steps
 def test_byte_model_beats_unigram_entropy(tiny):
   tiny.train.steps, tiny.train.eval_every = 300, 300
   tiny.data.batch_size = 16

@@ -5,7 +5,11 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from lmjax.metrics import read_metrics
+
+pytestmark = pytest.mark.slow  # two training processes and one of eight devices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ['--config=experiments/configs/tiny.py', '--config.train.steps=8', '--config.optim.warmup_steps=2',

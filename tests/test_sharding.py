@@ -61,7 +61,7 @@ def _losses_on_meshes():
 
 
 @pytest.fixture(scope='module')
-def results():
+def results():  # the tests using it are marked slow: 8 simulated devices in a subprocess
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env, capture_output=True,
@@ -70,6 +70,7 @@ def results():
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('preset', ['vaswani', 'llama'])
 @pytest.mark.parametrize('mesh', MESHES)
 def test_five_steps_match_one_device(results, preset, mesh):
@@ -81,6 +82,7 @@ def test_five_steps_match_one_device(results, preset, mesh):
     assert abs(a - b) <= 2e-5 * abs(a), (single, sharded)
 
 
+@pytest.mark.slow
 def test_shardings_follow_the_rules(results):
   specs = results['llama/(2, 2, 2)']['specs']
   # (embed, heads, head_dim), (embed, mlp), (vocab, embed), (mlp, embed), (norm,)
@@ -99,6 +101,7 @@ def test_shardings_follow_the_rules(results):
   assert mu and specs[mu[0]][0] == wi[0]
 
 
+@pytest.mark.slow
 def test_no_large_parameter_is_replicated_under_fsdp(results):
   for name, (spec, shape, local) in results['llama/(1, 8, 1)']['specs'].items():
     total = 1
