@@ -82,25 +82,25 @@ def default_config() -> ConfigDict:
   m.remat = 'none'                      # activation checkpointing per block: none | full | dots
   m.scan_layers = False                 # nn.scan over stacked layers (fast compiles when deep)
 
-  c.data = d = ConfigDict()
-  d.dataset = 'python_stdlib'           # python_stdlib | local_text | random | a TFDS name
-  d.data_dir = placeholder(str)         # TFDS data dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets)
-  d.paths = ''                          # local_text: a directory or glob(s), comma-separated
-  d.doc_per = 'file'                    # local_text: one document per file | line
-  d.non_utf8 = 'skip'                   # local_text: skip (and count) | fail on non-UTF-8 files
-  d.val_percent = 5                     # local builders: share of documents in validation
-  d.text_feature = 'text'               # catalogue datasets: the text feature
-  d.train_split = 'train'               # catalogue datasets: split names
-  d.eval_split = 'validation'
-  d.tokenizer = 'byte'                  # byte | sentencepiece
-  d.sp_model = 'bpe'                    # sentencepiece: bpe | unigram
-  d.vocab_size = 4096                   # sentencepiece: vocabulary size to train
-  d.sp_train_bytes = 8_000_000          # sentencepiece: text it trains on (from the train split)
-  d.seq_len = 64
-  d.batch_size = 8                      # sequences per optimizer step (global)
-  d.eval_batches = 4                    # batches of the evaluation split per evaluation
-  d.workers = 1                         # grain threads reading and tokenising documents
-  d.shuffle_rows = 4096                 # packed rows shuffled together (a window); 0: off
+  c.data = data = ConfigDict()
+  data.dataset = 'python_stdlib'        # python_stdlib | local_text | random | a TFDS name
+  data.data_dir = placeholder(str)      # TFDS data dir; None: $TFDS_DATA_DIR, ~/tensorflow_datasets
+  data.paths = ''                       # local_text: a directory or glob(s), comma-separated
+  data.doc_per = 'file'                 # local_text: one document per file | line
+  data.non_utf8 = 'skip'                # local_text: skip (and count) | fail on non-UTF-8 files
+  data.val_percent = 5                  # local builders: share of documents in validation
+  data.text_feature = 'text'            # catalogue datasets: the text feature
+  data.train_split = 'train'            # catalogue datasets: split names
+  data.eval_split = 'validation'
+  data.tokenizer = 'byte'               # byte | sentencepiece
+  data.sp_model = 'bpe'                 # sentencepiece: bpe | unigram
+  data.vocab_size = 4096                # sentencepiece: vocabulary size to train
+  data.sp_train_bytes = 8_000_000       # sentencepiece: text it trains on (from the train split)
+  data.seq_len = 64
+  data.batch_size = 8                   # sequences per optimizer step (global)
+  data.eval_batches = 4                 # batches of the evaluation split per evaluation
+  data.workers = 1                      # grain threads reading and tokenising documents
+  data.shuffle_rows = 4096              # packed rows shuffled together (a window); 0: off
 
   c.optim = o = ConfigDict()
   o.lr = 3e-3
@@ -249,7 +249,7 @@ def _positive(c, *fields, allow_zero=False):
 
 
 def _validate(c):
-  m, d, o, t = c.model, c.data, c.optim, c.train
+  m, data, o, t = c.model, c.data, c.optim, c.train
   _positive(c, 'model.d_model', 'model.n_layers', 'model.n_heads', 'model.n_kv_heads',
             'model.d_ff', 'model.max_seq_len', 'model.vocab_size', 'model.rope_theta',
             'model.init_std', 'data.seq_len', 'data.batch_size', 'data.eval_batches',
@@ -267,11 +267,12 @@ def _validate(c):
     _fail('model.n_heads', m.n_heads, 'a value giving an even head_dim for rope')
   if not 0 <= m.dropout < 1:
     _fail('model.dropout', m.dropout, 'a number in [0, 1)')
-  if m.position == 'learned' and d.seq_len > m.max_seq_len:
-    _fail('data.seq_len', d.seq_len, f'at most model.max_seq_len={m.max_seq_len} with learned '
+  if m.position == 'learned' and data.seq_len > m.max_seq_len:
+    _fail('data.seq_len', data.seq_len, f'at most model.max_seq_len={m.max_seq_len} with learned '
           'positions')
-  if d.dataset != 'random' and m.vocab_size < configured_vocab_size(d):
-    _fail('model.vocab_size', m.vocab_size, f'at least the tokenizer size {configured_vocab_size(d)}')
+  if data.dataset != 'random' and m.vocab_size < configured_vocab_size(data):
+    _fail('model.vocab_size', m.vocab_size,
+          f'at least the tokenizer size {configured_vocab_size(data)}')
   for b in ('b1', 'b2'):
     if not 0 <= o[b] < 1:
       _fail(f'optim.{b}', o[b], 'a number in [0, 1)')
@@ -281,15 +282,16 @@ def _validate(c):
     _fail('optim.decay_fraction', o.decay_fraction, 'a number in (0, 1]')
   if o.warmup_steps > t.steps:
     _fail('optim.warmup_steps', o.warmup_steps, f'at most train.steps={t.steps}')
-  if d.batch_size % t.grad_accum:
-    _fail('train.grad_accum', t.grad_accum, f'a divisor of data.batch_size={d.batch_size}')
-  if not 0 < d.val_percent < 100:
-    _fail('data.val_percent', d.val_percent, 'a number in (0, 100)')
-  if d.tokenizer == 'sentencepiece' and d.vocab_size < 259:
-    _fail('data.vocab_size', d.vocab_size, 'at least 259 for sentencepiece (256 byte pieces, '
+  if data.batch_size % t.grad_accum:
+    _fail('train.grad_accum', t.grad_accum, f'a divisor of data.batch_size={data.batch_size}')
+  if not 0 < data.val_percent < 100:
+    _fail('data.val_percent', data.val_percent, 'a number in (0, 100)')
+  if data.tokenizer == 'sentencepiece' and data.vocab_size < 259:
+    _fail('data.vocab_size', data.vocab_size, 'at least 259 for sentencepiece (256 byte pieces, '
           '<unk>, <sep> and one more)')
-  if d.dataset == 'local_text' and not d.paths:
-    _fail('data.paths', d.paths, 'a directory or glob of text files when data.dataset=local_text')
+  if data.dataset == 'local_text' and not data.paths:
+    _fail('data.paths', data.paths,
+          'a directory or glob of text files when data.dataset=local_text')
   if t.peak_flops is not None:
     _positive(c, 'train.peak_flops')
   keep = tuple(c.checkpoint.keep_steps or ())

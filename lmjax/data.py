@@ -31,15 +31,15 @@ class Data:
 
 
 def _tokenizer(data_config, prepared, train_source, feature):
-  d = data_config
-  if d.tokenizer == 'byte':
+  if data_config.tokenizer == 'byte':
     return tokenizers.ByteTokenizer()
   folder = os.path.join(prepared.data_dir, 'tokenizers')
-  path = os.path.join(folder, f'sp-{d.sp_model}-{d.vocab_size}.model')
+  path = os.path.join(folder, f'sp-{data_config.sp_model}-{data_config.vocab_size}.model')
   if not os.path.exists(path):
     os.makedirs(folder, exist_ok=True)
     texts = (_text(train_source[i], feature) for i in range(len(train_source)))
-    tokenizers.train_sentencepiece(texts, path, d.vocab_size, d.sp_model, d.sp_train_bytes)
+    tokenizers.train_sentencepiece(texts, path, data_config.vocab_size, data_config.sp_model,
+                                   data_config.sp_train_bytes)
   return tokenizers.SentencePieceTokenizer(path)
 
 
@@ -83,19 +83,19 @@ def statistics(data: Data, prepared=None) -> dict:
 
 
 def load(config, with_stats=True) -> Data:
-  d = config.data
-  if d.dataset == 'random':
+  data_config = config.data
+  if data_config.dataset == 'random':
     return Data(tokenizer=tokenizers.ByteTokenizer())
-  with datasets.preparing(d):  # one process prepares; concurrent runs wait, then read
-    prepared = datasets.prepare(d)
-    train_split, eval_split = datasets.splits(d)
-    feature = d.text_feature if d.dataset not in datasets.LOCAL else 'text'
+  with datasets.preparing(data_config):  # one process prepares; concurrent runs wait, then read
+    prepared = datasets.prepare(data_config)
+    train_split, eval_split = datasets.splits(data_config)
+    feature = data_config.text_feature if data_config.dataset not in datasets.LOCAL else 'text'
     train = datasets.data_source(prepared, train_split)
     eval_ = datasets.data_source(prepared, eval_split)
     if feature not in train[0]:
       raise datasets.DataError(f'config.data.text_feature={feature!r} is not a feature of '
-                               f'{d.dataset}: one of {", ".join(train[0])}')
-    data = Data(_tokenizer(d, prepared, train, feature), train, eval_, feature)
+                               f'{data_config.dataset}: one of {", ".join(train[0])}')
+    data = Data(_tokenizer(data_config, prepared, train, feature), train, eval_, feature)
   if with_stats:
     data.stats = statistics(data, prepared)
   return data
@@ -121,15 +121,16 @@ def train_iterator(data: Data, config, process_index=0, process_count=1):
 
 
 def eval_batches(data: Data, config, process_index=0, process_count=1) -> list:
-  d = config.data
-  if d.dataset == 'random':
-    return [_RandomBatch(config)(-1 - i) for i in range(d.eval_batches)]
-  out = pipeline.eval_batches(data.eval, data.tokenizer, d, process_index, process_count,
-                              data.feature)
+  data_config = config.data
+  if data_config.dataset == 'random':
+    return [_RandomBatch(config)(-1 - i) for i in range(data_config.eval_batches)]
+  out = pipeline.eval_batches(data.eval, data.tokenizer, data_config, process_index,
+                              process_count, data.feature)
   if not out:
     raise datasets.DataError(
-        f'the evaluation split of {d.dataset} holds fewer tokens than one batch of '
-        f'data.batch_size={d.batch_size} × (data.seq_len + 1)={d.seq_len + 1}')
+        f'the evaluation split of {data_config.dataset} holds fewer tokens than one batch of '
+        f'data.batch_size={data_config.batch_size} × (data.seq_len + 1)='
+        f'{data_config.seq_len + 1}')
   return out
 
 

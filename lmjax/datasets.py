@@ -132,8 +132,7 @@ def stdlib_config(val_percent=5) -> LocalTextConfig:
 
 def local_text_config(data_config) -> LocalTextConfig:
   """From config.data.paths: a directory (all files below it) or a glob, comma-separated."""
-  d = data_config
-  specs = [p.strip() for p in str(d.paths or '').split(',') if p.strip()]
+  specs = [p.strip() for p in str(data_config.paths or '').split(',') if p.strip()]
   if not specs:
     raise DataError('config.data.paths is empty: give a directory or glob of text files')
   roots, patterns = set(), []
@@ -154,8 +153,8 @@ def local_text_config(data_config) -> LocalTextConfig:
       raise DataError(f'config.data.paths: {spec} does not exist')
   if len(roots) > 1:
     raise DataError(f'config.data.paths: all paths must share one directory, got {sorted(roots)}')
-  return LocalTextConfig(root=roots.pop(), patterns=patterns, doc_per=d.doc_per,
-                         val_percent=d.val_percent, non_utf8=d.non_utf8)
+  return LocalTextConfig(root=roots.pop(), patterns=patterns, doc_per=data_config.doc_per,
+                         val_percent=data_config.val_percent, non_utf8=data_config.non_utf8)
 
 
 def data_dir(data_config) -> str:
@@ -181,17 +180,17 @@ def builder(data_config):
 
 
 def _builder(data_config):
-  d = data_config
-  root = data_dir(d)
-  if d.dataset == 'python_stdlib':
-    return PythonStdlib(config=stdlib_config(d.val_percent), data_dir=root,
+  root = data_dir(data_config)
+  if data_config.dataset == 'python_stdlib':
+    return PythonStdlib(config=stdlib_config(data_config.val_percent), data_dir=root,
                         file_format='array_record')
-  if d.dataset == 'local_text':
-    return LocalText(config=local_text_config(d), data_dir=root, file_format='array_record')
+  if data_config.dataset == 'local_text':
+    return LocalText(config=local_text_config(data_config), data_dir=root,
+                     file_format='array_record')
   try:
-    return tfds.builder(d.dataset, data_dir=root, file_format='array_record')
+    return tfds.builder(data_config.dataset, data_dir=root, file_format='array_record')
   except tfds.core.registered.DatasetNotFoundError:
-    raise DataError(f'config.data.dataset={d.dataset!r} is neither one of python_stdlib, '
+    raise DataError(f'config.data.dataset={data_config.dataset!r} is neither one of python_stdlib, '
                     'local_text, random nor a TFDS catalogue dataset') from None
 
 

@@ -83,13 +83,12 @@ def eval_batches(source, tokenizer, data_config, process_index=0, process_count=
                  feature='text'):
   """`eval_batches` batches of the split, shuffled like train data but with a fixed seed and a
   single pass: the same batches for every call and every run."""
-  d = data_config
   docs = grain.MapDataset.source(source).seed(EVAL_SEED).shuffle()
-  batches = _rows(docs, tokenizer, d, EVAL_SEED, feature).batch(
-      d.batch_size, drop_remainder=True).map(_ToModel(process_index, process_count))
+  batches = _rows(docs, tokenizer, data_config, EVAL_SEED, feature).batch(
+      data_config.batch_size, drop_remainder=True).map(_ToModel(process_index, process_count))
   out = []
   for batch in batches:
     out.append(batch)
-    if len(out) == d.eval_batches:
+    if len(out) == data_config.eval_batches:
       break
   return out
