@@ -1,7 +1,7 @@
 """Training-throughput benchmark: python -m launch.bench [--configs=S,M,small] [--steps=20].
 
 Each config runs in a fresh subprocess (so peak memory is its own): the real train step of
-lmjax.train on synthetic tokens (config `random` data) or the config's corpus, `warmup` untimed
+lmjax.steps on synthetic tokens (config `random` data) or the config's corpus, `warmup` untimed
 steps, then `steps` individually timed steps. Prints one JSON line per config (tokens/s from the
 median step time, step time, compile time, MFU against the device peak, peak memory, and the
 input pipeline's own tokens/s over `pipeline_batches` batches) and a table.
@@ -45,7 +45,8 @@ def run_one(name):
   from lmjax import data, flops
   from lmjax.config import resolve
   from lmjax.model import ModelConfig
-  from lmjax.steps import build_model_and_optimizer, init_state, make_train_step, peak_memory_bytes, schedule_arg
+  from lmjax.steps import (build_model_and_optimizer, init_state, make_train_step,
+                           peak_memory_bytes, schedule_arg)
 
   config = resolve(load_config(name))
   model, tx = build_model_and_optimizer(config)
