@@ -10,6 +10,8 @@ Modules (pure float64 numpy; no JAX, so the float32 training code is untouched):
 - isoflop.py: IsoFLOP parabolas (Approach 2); envelope.py: lower envelopes and Approach 1;
 - bootstrap.py: resampling runs, standard errors, percentile intervals;
 - predict.py: loss and compute-optimal N, D for new budgets, with intervals;
-- plots.py: PNG plots.
+- plots.py: PNG plots;
+- options.py: FitOptions, every option of a fit, checked once;
+- fit.py: fit_runs(table, options), the whole fit as one call, and write_report.
 The command line is `python -m launch.fit`.
 """
