@@ -1,5 +1,5 @@
 """A LLaMA-7B-shaped model (Touvron et al. 2023, Table 2: d_model 4096, 32 layers, 32 heads,
-d_ff 11008, vocabulary 32,000), scanned over layers; for accelerators and launch.plan."""
+d_ff 11008, vocabulary 32,000), scanned over layers; for accelerators and launch.memory."""
 from experiments.configs import llama_125m
 
 

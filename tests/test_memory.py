@@ -1,0 +1,85 @@
+"""lmjax.memory: per-device bytes, the AdamW and Korthikanti estimates, the compiled step."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec as P
+
+from lmjax import memory
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tree(mesh):
+  spec = lambda *axes: NamedSharding(mesh, P(*axes))
+  return dict(w=jax.ShapeDtypeStruct((64, 32), jnp.float32, sharding=spec('fsdp', 'tensor')),
+              b=jax.ShapeDtypeStruct((32,), jnp.bfloat16, sharding=spec()),
+              x=jax.ShapeDtypeStruct((8, 16), jnp.int32, sharding=spec(('data', 'fsdp'))))
+
+
+def test_per_device_bytes_of_a_sharded_tree():
+  mesh = AbstractMesh((2, 4, 2), ('data', 'fsdp', 'tensor'))
+  # w: (64/4)×(32/2) float32; b: 32 bfloat16 replicated; x: (8/8)×16 int32.
+  assert memory.per_device_bytes(_tree(mesh)) == 16 * 16 * 4 + 32 * 2 + 1 * 16 * 4
+  one = AbstractMesh((1, 1, 1), ('data', 'fsdp', 'tensor'))
+  assert memory.per_device_bytes(_tree(one)) == 64 * 32 * 4 + 32 * 2 + 8 * 16 * 4
+
+
+def _on_eight_devices():
+  """Real arrays on a (2, 2, 2) mesh of 8 simulated devices: (estimate, bytes on device 0)."""
+  import numpy as np
+  from jax.sharding import Mesh
+  mesh = Mesh(np.asarray(jax.devices()).reshape(2, 2, 2), ('data', 'fsdp', 'tensor'))
+  tree = {k: jax.device_put(jnp.zeros(s.shape, s.dtype), s.sharding)
+          for k, s in _tree(mesh).items()}
+  on_device0 = sum(leaf.addressable_shards[0].data.nbytes for leaf in tree.values())
+  return memory.per_device_bytes(tree), on_device0
+
+
+@pytest.mark.slow
+def test_per_device_bytes_on_eight_simulated_devices():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  estimate, on_device0 = json.loads(out.stdout.strip().splitlines()[-1])
+  assert estimate == on_device0 == 32 * 16 * 4 + 32 * 2 + 2 * 16 * 4
+
+
+def test_korthikanti_activations_at_hand_computed_values():
+  # L=2, h=4, a=2, s=8, b=3 at 16 bits: per layer 34·8·3·4 + 5·2·8²·3 = 3264 + 1920 = 5184.
+  kw = dict(n_layers=2, d_model=4, n_heads=2, seq_len=8, micro_batch=3)
+  assert memory.activation_bytes(**kw) == 2 * 5184
+  assert memory.activation_bytes(**kw, tensor=2) == 5184          # every term over t
+  assert memory.activation_bytes(**kw, dtype_bytes=4) == 4 * 5184  # float32: twice 16 bits
+  # A 1B-ish shape: 24 layers, h=2048, a=16, s=2048, b=1: 24·(34·2048·2048 + 5·16·2048²) bytes.
+  assert memory.activation_bytes(24, 2048, 16, 2048, 1) == 24 * 114 * 2048 ** 2
+
+
+def test_adamw_state_bytes():
+  assert memory.adamw_state_bytes(1_000_000, 8) == 12 * 1_000_000 / 8
+  assert math.isnan(memory.adamw_state_bytes(1_000_000, 8, 'bfloat16'))
+
+
+@pytest.mark.slow
+def test_the_compiled_step_holds_the_state_it_should(tiny):
+  from lmjax import sharding
+  from lmjax.config import resolve
+  tiny.data.dataset = 'random'
+  config = resolve(tiny)
+  est = memory.train_step_memory(config, sharding.make_mesh(config, jax.devices()[:1]))
+  assert est.n_devices == 1 and est.params == 4 * est.n_params == est.adamw_estimate / 3
+  assert 2 * est.params <= est.moments <= 2 * est.params + 1024  # two moments and counters
+  state = est.params + est.moments
+  assert state <= est.compiled.argument_size_in_bytes <= 1.1 * state  # plus the batch
+  assert est.needed == est.compiled.argument_size_in_bytes + est.compiled.temp_size_in_bytes
+
+
+if __name__ == '__main__':
+  print(json.dumps(_on_eight_devices()))
