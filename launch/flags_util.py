@@ -1,10 +1,9 @@
 """Start-up helpers shared by the entry points: flags and configs that fail in one line."""
-import importlib.util
-import os
 import sys
 
 from absl import flags
 
+from lmjax import pyfile
 from lmjax.exitcodes import EXIT_USAGE
 
 
@@ -21,17 +20,14 @@ def _first_line(e):
 
 def load_config_file(path):
   """Imports a config file and returns its get_config(); fails in one line."""
-  if not os.path.isfile(path):
-    fail(f'--config={path}: no such file')
-  if not path.endswith('.py'):
-    fail(f'--config={path}: not a Python config file (one defining get_config())')
   try:
-    spec = importlib.util.spec_from_file_location('lmjax_config_file', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-  except Exception as e:  # a user's file can raise anything
-    fail(f'--config={path}: loading it raised {type(e).__name__}: {_first_line(e)}')
+    return pyfile.call_function(path, 'get_config', module_name='lmjax_config_file')
+  except pyfile.PyFileError as e:
+    if e.kind == pyfile.MISSING:
+      fail(f'--config={path}: no such file')
+    if e.kind == pyfile.NOT_PYTHON:
+      fail(f'--config={path}: not a Python config file (one defining get_config())')
+    fail(f'--config={path}: loading it raised {type(e.cause).__name__}: {_first_line(e.cause)}')
 
 
 def _check_override(config, arg):

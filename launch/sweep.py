@@ -1,6 +1,6 @@
 """Run a scaling sweep: python -m launch.sweep --sweep=experiments/sweeps/NAME.py --workdir=DIR.
 
-The sweep file's get_sweep() returns the runs (lmjax/sweeps/plan.py); DIR holds their state
+The sweep file's get_sweep() returns the runs (an lmjax.sweeps.Sweep); DIR holds their state
 (lmjax/sweeps/sweepdir.py). The same command run again does only what is missing: finished runs
 are skipped, interrupted ones resume from their checkpoints, failed ones are tried again.
 
@@ -20,9 +20,10 @@ import sys
 from absl import app, flags
 
 from launch.flags_util import fail, parse_flags
+from lmjax.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file (experiments/sweeps/NAME.py) whose '
-                             'get_sweep() returns an lmjax.sweeps.plan.Sweep.')
+                             'get_sweep() returns an lmjax.sweeps.Sweep.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Sweep directory: sweep.json, runs/, logs/, '
                                'status/.')
 _BACKEND = flags.DEFINE_enum('backend', 'local', ['local', 'slurm'], 'Where runs execute.')
@@ -91,18 +92,18 @@ def print_status(d, jobs):
     print(f'  {name:<44}{run.design:<9}{state:<12}{_fmt_loss(d.summary(name)):>10}  {detail}')
   counts = {s: list(states.values()).count(s) for s in dict.fromkeys(states.values())}
   print('  ' + ', '.join(f'{v} {k}' for k, v in counts.items()))
-  return 0 if counts.get('done', 0) == len(states) else 1
+  return EXIT_OK if counts.get('done', 0) == len(states) else EXIT_FAILED
 
 
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}')
   _check_flags()
-  from lmjax.sweeps import plan
+  from lmjax import sweeps
   from lmjax.sweeps.sweepdir import SweepDir, SweepDirError
   try:
-    sweep = plan.load_sweep(_SWEEP.value)
-  except plan.PlanError as e:
+    sweep = sweeps.load_sweep(_SWEEP.value)
+  except sweeps.PlanError as e:
     fail(str(e))
   read_only = _STATUS.value or _DRY_RUN.value
   try:
@@ -112,16 +113,16 @@ def main(argv):
   from launch import sweep_slurm
   if _STATUS.value:
     sys.exit(print_status(d, sweep_slurm.job_ids(d)))
-  cost = plan.compute(sweep.runs)
+  cost = sweeps.compute(sweep.runs)
   print(f'sweep {sweep.name}: {len(sweep.runs)} runs '
         f'({sum(r.design == "stable" for r in sweep.runs)} stable phases of cooldown branches), '
         f'{cost["spent"]:.3g} training FLOPs ({cost["saved_fraction"]:.0%} saved by branching); '
         f'{sum(d.is_done(n) for n in d.runs)} done already')
-  invalid = {n: m for n, m in plan.invalid_runs(sweep).items() if not d.is_done(n)}
+  invalid = {n: m for n, m in sweeps.invalid_runs(sweep).items() if not d.is_done(n)}
   for name, message in invalid.items():
     print(f'invalid {message}; the other runs go on')
     if not read_only:
-      d.set_status(name, state='failed', exit_code=2, log_tail=message)
+      d.set_status(name, state='failed', exit_code=EXIT_USAGE, log_tail=message)
   if _BACKEND.value == 'slurm':
     opts = dict(partition=_S_PARTITION.value, time=_S_TIME.value, account=_S_ACCOUNT.value,
                 nodes=_S_NODES.value, gpus_per_node=_S_GPUS.value, cpus_per_task=_S_CPUS.value,
@@ -137,7 +138,7 @@ def main(argv):
       if not d.is_done(run.name) and run.name not in invalid:
         print(' '.join(shlex.quote(a) for a in d.command(run, extra=_TRAIN_FLAGS.value)))
     return
-  lock = open(os.path.join(d.path, '.lock'), 'w')
+  lock = open(d.lock_path(), 'w')
   try:
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError:

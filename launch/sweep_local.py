@@ -2,9 +2,10 @@
 
 Runs already done are skipped; unfinished ones resume from their checkpoints (launch.train does
 that on an existing workdir); a cooldown branch starts once its stable run has saved the branch
-step. A failing run is recorded (exit code, log tail) and never stops the others. SIGTERM or
-SIGINT to the launcher is passed on: every run saves a checkpoint and stops (exit 75), so the same
-command continues later.
+step. What starts when is decided by lmjax/sweeps/schedule.py; this module keeps the processes,
+signals, status files and printing. A failing run is recorded (exit code, log tail) and never
+stops the others. SIGTERM or SIGINT to the launcher is passed on: every run saves a checkpoint
+and stops (exit 75), so the same command continues later.
 """
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import signal
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
-from lmjax.exitcodes import EXIT_FAILED, EXIT_PREEMPTED
+from lmjax.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
+from lmjax.sweeps import schedule
 from lmjax.sweeps.sweepdir import log_tail
 
 
@@ -50,108 +53,133 @@ class _Progress:
     self.stream.flush()
 
 
-def run_pool(sweep_dir, parallel, cpus_per_run=0, train_flags=(), stream=sys.stdout,
-             skip=()):
-  """Runs every run that is not done; returns the exit status for launch.sweep."""
-  d = sweep_dir
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(d.path, 'jax_cache'),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
-  cores = sorted(os.sched_getaffinity(0))
-  # Stable runs first: their checkpoints unblock the cooldown branches.
-  order = sorted(d.runs.values(), key=lambda r: (r.design != 'stable', r.branch_of is not None))
-  todo = [r for r in order if not d.is_done(r.name) and r.name not in skip]
-  progress = _Progress(d, stream)
-  procs = {}  # name -> (Popen, log file, slot)
-  failed, stopping = [], []
+class _Proc(NamedTuple):
+  popen: subprocess.Popen
+  log: object   # the run's log file, open for appending
+  slot: int
 
-  def on_signal(signum, frame):
+
+class _Pool:
+  """The launch.train processes of this launcher: starting, pinning, polling, signalling, and
+  the status file and progress line of each."""
+
+  def __init__(self, d, cpus_per_run, train_flags, stream):
+    self.d, self.cpus_per_run, self.train_flags = d, cpus_per_run, train_flags
+    self.env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=d.jax_cache(),
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+    self.cores = sorted(os.sched_getaffinity(0))
+    self.progress = _Progress(d, stream)
+    self.procs = {}     # name -> _Proc
+    self.stopping = []  # the signals received
+
+  def on_signal(self, signum, frame):
     del frame
-    stopping.append(signum)
-    for p, _, _ in procs.values():
-      p.send_signal(signal.SIGTERM)
-  old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    self.stopping.append(signum)
+    for proc in self.procs.values():
+      proc.popen.send_signal(signal.SIGTERM)
 
-  def start(run, slot):
+  def free_slots(self, parallel):
+    used = {proc.slot for proc in self.procs.values()}
+    return [s for s in range(parallel) if s not in used]
+
+  def start(self, run, slot):
+    d = self.d
     log = open(d.log_path(run.name), 'ab')
-    argv = d.command(run, extra=train_flags)
+    argv = d.command(run, extra=self.train_flags)
     log.write(f'\n=== {time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(argv)}\n'.encode())
     log.flush()
     pin = None
-    if cpus_per_run:
-      mine = set(cores[(slot * cpus_per_run) % len(cores):][:cpus_per_run])
+    if self.cpus_per_run:
+      n = self.cpus_per_run
+      mine = set(self.cores[(slot * n) % len(self.cores):][:n])
       pin = lambda: os.sched_setaffinity(0, mine)
     p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                         env=env, cwd=os.getcwd(), preexec_fn=pin)
+                         env=self.env, cwd=os.getcwd(), preexec_fn=pin)
     attempts = d.status(run.name).get('attempts', 0) + 1
     d.set_status(run.name, state='running', pid=p.pid, host=os.uname().nodename,
                  exit_code=None, attempts=attempts, started=time.time())
-    procs[run.name] = (p, log, slot)
-    verb = 'resuming' if os.path.isdir(os.path.join(d.run_dir(run.name), 'checkpoints')) else (
-        'starting')
-    progress.show(len(procs), f'{verb} {run.name} (attempt {attempts})')
+    self.procs[run.name] = _Proc(p, log, slot)
+    verb = 'resuming' if d.has_checkpoints(run.name) else 'starting'
+    self.progress.show(len(self.procs), f'{verb} {run.name} (attempt {attempts})')
 
-  def finish(name, code):
-    _, log, _ = procs.pop(name)
-    log.close()
-    run = d.runs[name]
+  def poll(self):
+    """Records every process that has ended."""
+    for name, proc in list(self.procs.items()):
+      if proc.popen.poll() is not None:
+        self._finish(name, proc.popen.returncode)
+
+  def _finish(self, name, code):
+    d, progress = self.d, self.progress
+    self.procs.pop(name).log.close()
     if code == 0 and d.is_done(name):
-      d.set_status(name, state='done', exit_code=0, log_tail='')
-      progress.flops_done += d.spent(run)
-      progress.show(len(procs), f'done {name}: eval loss {d.summary(name).get("eval_loss"):.4f}')
+      d.set_status(name, state='done', exit_code=EXIT_OK, log_tail='')
+      progress.flops_done += d.spent(d.runs[name])
+      progress.show(len(self.procs),
+                    f'done {name}: eval loss {d.summary(name).get("eval_loss"):.4f}')
       return
     tail = log_tail(d.log_path(name))
     state = 'interrupted' if code == EXIT_PREEMPTED else 'failed'
     d.set_status(name, state=state, exit_code=code, log_tail=tail)
     last = tail.strip().splitlines()[-1] if tail.strip() else ''
-    if state == 'failed':
-      failed.append(name)
-    progress.show(len(procs), f'{state} {name} (exit {code}): {last[:200]}'
+    progress.show(len(self.procs), f'{state} {name} (exit {code}): {last[:200]}'
                   f' [log: {d.log_path(name)}]')
 
+  def block(self, run, reason):
+    """Records a run that can never start (schedule.Blocked)."""
+    self.d.set_status(run.name, state='failed', exit_code=None,
+                      log_tail=f'its stable run {reason}')
+    self.progress.show(len(self.procs), f'blocked {run.name}: {reason}')
+
+
+def run_pool(sweep_dir, parallel, cpus_per_run=0, train_flags=(), stream=sys.stdout,
+             skip=()):
+  """Runs every run that is not done; returns the exit status for launch.sweep."""
+  d = sweep_dir
+  todo = [r for r in schedule.order(d.runs.values())
+          if not d.is_done(r.name) and r.name not in skip]
+  pool = _Pool(d, cpus_per_run, train_flags, stream)
+  old = {s: signal.signal(s, pool.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
-    while todo or procs:
-      for name, (p, _, _) in list(procs.items()):
-        if p.poll() is not None:
-          finish(name, p.returncode)
-      if stopping:
-        if not procs:
+    while todo or pool.procs:
+      pool.poll()
+      if pool.stopping:
+        if not pool.procs:
           break
         time.sleep(0.2)
         continue
-      waiting_on = set(procs) | {x.name for x in todo}
-      for r in [r for r in todo if r.branch_of and r.branch_of not in waiting_on
-                and not d.ready(r)]:
-        todo.remove(r)
-        failed.append(r.name)
-        d.set_status(r.name, state='failed', exit_code=None,
-                     log_tail=f'its stable run {r.branch_of} has no checkpoint at step '
-                     f'{r.branch_step}')
-        progress.show(len(procs), f'blocked {r.name}: {r.branch_of} has no checkpoint at step '
-                      f'{r.branch_step}')
-      # A run still alive from a launcher that was killed is waited for, not started twice.
-      elsewhere = {r.name for r in todo if d.state(r.name) == 'running'}
-      free = [s for s in range(parallel) if s not in {slot for _, _, slot in procs.values()}]
-      for run in [r for r in todo if d.ready(r) and r.name not in elsewhere][:len(free)]:
+      now = schedule.decide(
+          todo, running=set(pool.procs), ready={r.name for r in todo if d.ready(r)},
+          elsewhere={r.name for r in todo if d.state(r.name) == 'running'},
+          free_slots=pool.free_slots(parallel))
+      for run, reason in now.blocked:
         todo.remove(run)
-        start(run, free.pop(0))
-      if not procs and not elsewhere and todo and not any(d.ready(r) for r in todo):
+        pool.block(run, reason)
+      for run, slot in now.start:
+        todo.remove(run)
+        pool.start(run, slot)
+      if now.stop:
         break  # nothing running and nothing can start (branches whose parent is gone)
       time.sleep(0.2)
-      if progress.tty:
-        progress.show(len(procs))
+      if pool.progress.tty:
+        pool.progress.show(len(pool.procs))
   finally:
     for s, h in old.items():
       signal.signal(s, h)
-  if progress.tty:
+  return _outcome(d, pool, stream)
+
+
+def _outcome(d, pool, stream):
+  """Prints how the pool ended; the exit status of launch.sweep."""
+  if pool.progress.tty:
     stream.write('\n')
-  if stopping:
-    stream.write(f'stopped by signal {stopping[0]}: the runs saved checkpoints; run the same '
-                 'command again to continue\n')
+  if pool.stopping:
+    stream.write(f'stopped by signal {pool.stopping[0]}: the runs saved checkpoints; run the '
+                 'same command again to continue\n')
     return EXIT_PREEMPTED
   left = [n for n in d.runs if not d.is_done(n)]
-  stream.write(progress.line(0) + '\n')
+  stream.write(pool.progress.line(0) + '\n')
   if left:
     stream.write(f'not done: {", ".join(left)} (see launch.sweep --status)\n')
     return EXIT_FAILED
-  return 0
+  return EXIT_OK

@@ -14,7 +14,10 @@ import os
 import shlex
 import shutil
 import subprocess
+from typing import NamedTuple
 
+from lmjax.atomic import write_text
+from lmjax.exitcodes import EXIT_OK, EXIT_USAGE
 from lmjax.sweeps.sweepdir import read_json, write_json
 
 
@@ -22,12 +25,17 @@ class SlurmError(RuntimeError):
   """sbatch or squeue failed; one line."""
 
 
+class Submission(NamedTuple):
+  first: list     # runs from scratch (stable runs included): the first array
+  branches: list  # cooldown branches: the second array, after the first
+
+
 def _status_json(d, state, code):
+  path = d.status_path('$RUN')  # $RUN: the shell variable of the task's run name
   return (f"printf '{{\"state\": \"%s\", \"exit_code\": %s, \"backend\": \"slurm\", "
           f"\"job\": \"%s\", \"host\": \"%s\", \"pid\": %d}}\\n' {state} {code} "
           f'"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}" "$(hostname)" $$ '
-          f'> "{d.path}/status/$RUN.json.tmp" && mv "{d.path}/status/$RUN.json.tmp" '
-          f'"{d.path}/status/$RUN.json"')
+          f'> "{path}.tmp" && mv "{path}.tmp" "{path}"')
 
 
 def script(d, runs, opts, phase):
@@ -40,22 +48,23 @@ def script(d, runs, opts, phase):
            f'#SBATCH --array=0-{len(runs) - 1}'
            + (f'%{opts["max_concurrent"]}' if opts.get('max_concurrent') else ''),
            f'#SBATCH --nodes={nodes}', '#SBATCH --ntasks-per-node=1',
-           f'#SBATCH --output={d.path}/logs/slurm-%A_%a.out']
+           f'#SBATCH --output={d.slurm_output()}']
   for key in ('partition', 'time', 'account', 'gpus_per_node', 'cpus_per_task'):
     if opts.get(key):
       lines.append(f'#SBATCH --{key.replace("_", "-")}={opts[key]}')
   lines += [f'#SBATCH {x}' for x in opts.get('extra', ())]
   lines += ['set -uo pipefail', f'cd {shlex.quote(os.getcwd())}']
   lines += list(opts.get('setup', ()))
-  lines += [f'export JAX_COMPILATION_CACHE_DIR={d.path}/jax_cache',
+  lines += [f'export JAX_COMPILATION_CACHE_DIR={d.jax_cache()}',
             'case "$SLURM_ARRAY_TASK_ID" in']
   extra = ['--distributed'] if nodes > 1 else []
   for i, run in enumerate(runs):
     argv = d.command(run, python=opts.get('python', 'python'), extra=extra)
     lines.append(f'  {i}) RUN={run.name}; CMD=({" ".join(shlex.quote(a) for a in argv)}) ;;')
-  lines += ['  *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;', 'esac',
-            _status_json(d, 'running', 'null'),
-            f'srun --kill-on-bad-exit=1 "${{CMD[@]}}" >> "{d.path}/logs/$RUN.log" 2>&1',
+  run_log = d.log_path('$RUN')  # $RUN: the shell variable of the task's run name
+  lines += [f'  *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit {EXIT_USAGE} ;;',
+            'esac', _status_json(d, 'running', 'null'),
+            f'srun --kill-on-bad-exit=1 "${{CMD[@]}}" >> "{run_log}" 2>&1',
             'code=$?',
             _status_json(d, '$([ $code = 0 ] && echo done || echo failed)', '$code'),
             'exit $code', '']
@@ -75,16 +84,16 @@ def _queued(job_ids):
   return set(out.stdout.split()) if out.returncode == 0 else set()
 
 
-def plan_submission(d, skip=()):
-  """(first, branches): the runs to submit, leaving out those done, queued or running, and
-  `skip` (runs whose config is invalid)."""
-  jobs = read_json(os.path.join(d.path, 'slurm', 'jobs.json')) or {}
+def plan_submission(d, skip=()) -> Submission:
+  """The runs to submit, leaving out those done, queued or running, and `skip` (runs whose
+  config is invalid)."""
+  jobs = job_ids(d)
   queued = _queued(set(jobs.values())) if jobs else set()
   missing = [r for r in d.runs.values()
              if not d.is_done(r.name) and jobs.get(r.name) not in queued
              and r.name not in skip]
-  return ([r for r in missing if r.branch_of is None],
-          [r for r in missing if r.branch_of is not None])
+  return Submission([r for r in missing if r.branch_of is None],
+                    [r for r in missing if r.branch_of is not None])
 
 
 def submit(d, opts, dry_run, stream, skip=()):
@@ -92,12 +101,12 @@ def submit(d, opts, dry_run, stream, skip=()):
   first, branches = plan_submission(d, skip)
   if not first and not branches:
     stream.write('nothing to submit: every run is done, queued or running\n')
-    return 0
+    return EXIT_OK
   if not dry_run and shutil.which('sbatch') is None:
     raise SlurmError('sbatch is not on PATH: run on a SLURM login node, or use --dry_run to see '
                      'the scripts')
-  folder = os.path.join(d.path, 'slurm')
-  jobs = read_json(os.path.join(folder, 'jobs.json')) or {}
+  folder = d.slurm_dir()
+  jobs = job_ids(d)
   # Branches wait for the arrays of their stable runs: queued earlier, or submitted now.
   waits = {jobs[r.branch_of].split('_')[0] for r in branches
            if r.branch_of in jobs and not d.is_done(r.branch_of) and r.branch_of not in
@@ -106,7 +115,7 @@ def submit(d, opts, dry_run, stream, skip=()):
     if not runs:
       continue
     text = script(d, runs, opts, phase)
-    path = os.path.join(folder, f'{phase}.sbatch')
+    path = d.sbatch_path(phase)
     dep = [f'--dependency=afterany:{":".join(sorted(waits))}'] if phase == 'branches' and (
         waits) else []
     if dry_run:
@@ -115,9 +124,7 @@ def submit(d, opts, dry_run, stream, skip=()):
       waits.add('<job id of the runs array>')
       continue
     os.makedirs(folder, exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
+    write_text(path, text)
     out = subprocess.run(['sbatch', '--parsable', *dep, path], check=False, capture_output=True,
                          text=True)
     if out.returncode:
@@ -125,10 +132,11 @@ def submit(d, opts, dry_run, stream, skip=()):
     array = out.stdout.strip().split(';')[0]
     waits.add(array)
     jobs.update({r.name: f'{array}_{i}' for i, r in enumerate(runs)})
-    write_json(os.path.join(folder, 'jobs.json'), jobs)
+    write_json(d.jobs_path(), jobs)
     stream.write(f'submitted {phase}: job array {array} with {len(runs)} task(s)\n')
-  return 0
+  return EXIT_OK
 
 
 def job_ids(d):
-  return read_json(os.path.join(d.path, 'slurm', 'jobs.json')) or {}
+  """{run name: array task id} of the runs submitted so far."""
+  return read_json(d.jobs_path()) or {}

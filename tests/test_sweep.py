@@ -8,17 +8,19 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SWEEP = """
-from lmjax.sweeps import plan
+from lmjax import sweeps
 BASE = 'experiments/configs/tiny.py'
 
 def get_sweep():
-  recipe = plan.Recipe(batch_size=16, seq_len=64, lr=3e-3, warmup_steps=5, checkpoints=4)
-  shapes = plan.ladder([4e3, 1.5e4, 5e4], BASE, aspect=24, head_dim=8, seq_len=64)
-  runs = plan.grid(shapes, [4e4, 8e4], recipe=recipe, base_config=BASE, cooldown=0.2)
-  return plan.Sweep(name=NAME, base_config=BASE, runs=tuple(runs){extra})
+  recipe = sweeps.Recipe(batch_size=16, seq_len=64, lr=3e-3, warmup_steps=5, checkpoints=4)
+  shapes = sweeps.ladder([4e3, 1.5e4, 5e4], BASE, aspect=24, head_dim=8, seq_len=64)
+  runs = sweeps.grid(shapes, [4e4, 8e4], recipe=recipe, base_config=BASE, cooldown=0.2)
+  return sweeps.Sweep(name=NAME, base_config=BASE, runs=tuple(runs){extra})
 """
 
 
@@ -57,6 +59,7 @@ def _running_with_checkpoint(workdir):
   return None
 
 
+@pytest.mark.slow
 def test_micro_sweep_survives_sigkill_and_is_fitted(tmp_path):
   sweep, workdir = _sweep_file(tmp_path), str(tmp_path / 'sweep')
   args = [sys.executable, '-m', 'launch.sweep', f'--sweep={sweep}', f'--workdir={workdir}',
@@ -105,6 +108,7 @@ def test_micro_sweep_survives_sigkill_and_is_fitted(tmp_path):
   assert len(rows) == 6 and 'cooldown_branch' in header
 
 
+@pytest.mark.slow
 def test_slurm_dry_run_prints_one_task_per_run_and_writes_nothing(tmp_path):
   sweep, workdir = _sweep_file(tmp_path), str(tmp_path / 'sweep')
   out = _sweep(f'--sweep={sweep}', f'--workdir={workdir}', '--backend=slurm', '--dry_run',
@@ -138,13 +142,14 @@ def _one_line_error(out, *fragments):
     assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_bad_sweep_files_and_directories(tmp_path):
   workdir = str(tmp_path / 'sweep')
   raising = _sweep_file(tmp_path, 'raising', body='def get_sweep():\n  raise KeyError("x")\n')
   _one_line_error(_sweep(f'--sweep={raising}', f'--workdir={workdir}'), 'raising.py',
                   'KeyError')
-  empty = _sweep_file(tmp_path, 'empty', body='from lmjax.sweeps import plan\n'
-                      'def get_sweep():\n  return plan.Sweep("empty", "experiments/configs/'
+  empty = _sweep_file(tmp_path, 'empty', body='from lmjax import sweeps\n'
+                      'def get_sweep():\n  return sweeps.Sweep("empty", "experiments/configs/'
                       'tiny.py", ())\n')
   _one_line_error(_sweep(f'--sweep={empty}', f'--workdir={workdir}'), 'has no runs')
   _one_line_error(_sweep(f'--sweep={tmp_path}/none.py', f'--workdir={workdir}'),
@@ -153,14 +158,14 @@ def test_bad_sweep_files_and_directories(tmp_path):
 
   # A run whose config fails validation is named; the other runs still run.
   bad = _sweep_file(tmp_path, 'onebad', body=(
-      'import dataclasses\nfrom lmjax.sweeps import plan\nBASE = "experiments/configs/tiny.py"\n'
+      'import dataclasses\nfrom lmjax import sweeps\nBASE = "experiments/configs/tiny.py"\n'
       'def get_sweep():\n'
-      '  recipe = plan.Recipe(batch_size=8, seq_len=32, lr=3e-3, warmup_steps=2)\n'
-      '  shapes = plan.ladder([4e3], BASE, aspect=24, head_dim=8, seq_len=32)\n'
-      '  good, = plan.l_of_n(shapes, 3e3, recipe=recipe, base_config=BASE)\n'
+      '  recipe = sweeps.Recipe(batch_size=8, seq_len=32, lr=3e-3, warmup_steps=2)\n'
+      '  shapes = sweeps.ladder([4e3], BASE, aspect=24, head_dim=8, seq_len=32)\n'
+      '  good, = sweeps.l_of_n(shapes, 3e3, recipe=recipe, base_config=BASE)\n'
       '  broken = dataclasses.replace(good, name="broken", '
       'overrides={**good.overrides, "model.n_heads": 3})\n'
-      '  return plan.Sweep("onebad", BASE, (broken, good))\n'))
+      '  return sweeps.Sweep("onebad", BASE, (broken, good))\n'))
   out = _sweep(f'--sweep={bad}', f'--workdir={workdir}')
   assert out.returncode == 1, out.stdout + out.stderr
   assert 'invalid run broken: config.model.n_heads=3' in out.stdout

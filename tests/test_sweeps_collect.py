@@ -1,24 +1,24 @@
 import json
 import math
+import os
 
 import numpy as np
 import pytest
 
+from lmjax import sweeps
 from lmjax.config import to_dict
 from lmjax.scaling import isoflop, table
-from lmjax.sweeps import collect, plan
-
-TINY = 'experiments/configs/tiny.py'
-RECIPE = plan.Recipe(batch_size=4, seq_len=32, lr=3e-3, warmup_steps=4)
+from lmjax.sweeps import collect
+from tests.sweeps_testing import RECIPE, TINY, one_line_error, tiny_shapes
 
 
 @pytest.fixture(scope='module')
 def sweep():
-  shapes = plan.ladder([4e3, 1.5e4, 5e4], TINY, aspect=24, head_dim=8, seq_len=RECIPE.seq_len)
-  runs = plan.isoflop(shapes, [2e9], recipe=RECIPE, base_config=TINY)
-  runs += plan.grid(shapes[:1], [5e3, 1e4], recipe=RECIPE, base_config=TINY, cooldown=0.2)
-  runs += plan.l_of_n(shapes, 1e4, recipe=RECIPE, base_config=TINY)
-  return plan.Sweep('fake', TINY, runs)
+  shapes = tiny_shapes()
+  runs = sweeps.isoflop(shapes, [2e9], recipe=RECIPE, base_config=TINY)
+  runs += sweeps.grid(shapes[:1], [5e3, 1e4], recipe=RECIPE, base_config=TINY, cooldown=0.2)
+  runs += sweeps.l_of_n(shapes, 1e4, recipe=RECIPE, base_config=TINY)
+  return sweeps.Sweep('fake', TINY, runs)
 
 
 def _write(path, obj):
@@ -28,7 +28,7 @@ def _write(path, obj):
 
 def _finish(d, run, loss, state='done'):
   """What launch.train and the launcher leave behind for a finished run (no training here)."""
-  config = to_dict(plan.resolve_run(TINY, run, str(d)))
+  config = to_dict(sweeps.resolve_run(TINY, run, str(d)))
   _write(d / 'runs' / run.name / 'config.json', config)
   _write(d / 'runs' / run.name / 'summary.json', {
       'steps': run.steps, 'tokens': run.d, 'params': run.n_total,
@@ -61,7 +61,9 @@ def _sweep_dir(tmp_path, sweep):
 
 def test_table_and_report(tmp_path, sweep):
   d = _sweep_dir(tmp_path, sweep)
-  t, report = collect.collect(str(d))
+  collected = collect.collect(str(d))
+  t, report = collected
+  assert collected.table is t and collected.report is report
   runs = sweep.runs
   done = [runs[0], runs[1], runs[2], runs[4]]
   assert list(t.tags['name']) == [r.name for r in done]
@@ -76,7 +78,8 @@ def test_table_and_report(tmp_path, sweep):
   assert list(t.tags['seed']) == ['0'] * 4
   assert list(t.tags['budget'])[:3] == ['2000000000.0'] * 3 and t.tags['budget'][3] == 'nan'
   assert len(set(t.tags['config_hash'])) == 4 and t.derived == ()
-  assert t.meta['budgets'] == [2e9] and t.meta['budget_rtol'] == plan.BUDGET_RTOL
+  assert t.meta['budgets'] == [2e9] and t.meta['budget_rtol'] == sweeps.BUDGET_RTOL
+  assert t.source == str(d / 'sweep.json')
   reasons = {r['name']: r['reason'] for r in report}
   assert reasons == {
       runs[3].name: 'stable phase (not a data point)',
@@ -123,11 +126,7 @@ def test_csv_round_trip(tmp_path, sweep):
 
 
 def _error(fn):
-  with pytest.raises(collect.CollectError) as e:
-    fn()
-  message = str(e.value)
-  assert '\n' not in message
-  return message
+  return one_line_error(fn, collect.CollectError)
 
 
 def test_errors(tmp_path, sweep):
@@ -143,3 +142,11 @@ def test_errors(tmp_path, sweep):
   message = _error(lambda: collect.collect(str(tmp_path)))
   assert f'no finished runs among {len(sweep.runs)} planned' in message
   assert 'not started' in message
+
+
+def test_a_relative_sweep_dir_is_read_as_given(tmp_path, sweep, monkeypatch):
+  _sweep_dir(tmp_path, sweep)
+  monkeypatch.chdir(tmp_path)
+  t, report = collect.collect('sweep')
+  assert t.source == 'sweep/sweep.json' and len(t) == 4 and len(report) == 6
+  assert not any(name.endswith('.tmp') for _, _, files in os.walk('sweep') for name in files)

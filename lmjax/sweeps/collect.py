@@ -1,11 +1,8 @@
 """A sweep directory's finished runs as a runs table (lmjax/scaling/table.py), and what is missing.
 
-The layout, written by the sweep launcher:
-  DIR/sweep.json          plan.Sweep.to_json() and its fingerprint
-  DIR/runs/NAME/          launch.train's workdir: config.json, metrics.jsonl, summary.json (once
-                          the run finished)
-  DIR/logs/NAME.log       the run's stdout and stderr
-  DIR/status/NAME.json    {"state": "running"|"done"|"failed", "exit_code", "log_tail", ...}
+The directory is read through lmjax.sweeps.sweepdir.SweepDir (its layout is described there):
+sweep.json for the plan, each run's summary.json, config.json and metrics.jsonl, its status
+file ({"state": "running"|"done"|"failed", "exit_code", "log_tail", ...}) and its log.
 
 A row is a data-point run whose summary.json has a finite eval_loss: n (all parameters),
 n_no_emb (Kaplan et al. 2020, Sec. 2.1), d (tokens trained), c = d · flops_per_token (the exact
@@ -19,12 +16,15 @@ import hashlib
 import json
 import math
 import os
+from typing import NamedTuple
 
-from lmjax.metrics import read_metrics
-from lmjax.sweeps import plan
+from lmjax.atomic import atomic_open
 from lmjax.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
-from lmjax.sweeps.sweepdir import read_json
+from lmjax.metrics import read_metrics
 from lmjax.scaling.table import FIELDS, RunsTable, TableError, from_columns
+from lmjax.sweeps.designs import BUDGET_RTOL
+from lmjax.sweeps.runs import Run
+from lmjax.sweeps.sweepdir import SweepDir, SweepDirError, read_json
 
 SUMMARY_KEYS = ('eval_loss', 'params', 'params_non_embedding', 'tokens', 'flops_per_token')
 TAGS = ('name', 'design', 'config_hash', 'schedule', 'lr', 'cooldown_branch', 'seed', 'budget')
@@ -34,17 +34,17 @@ class CollectError(ValueError):
   """A sweep directory that cannot be collected; the message is one line."""
 
 
-def read_sweep(sweep_dir: str) -> plan.Sweep:
-  path = os.path.join(sweep_dir, 'sweep.json')
-  if not os.path.isfile(path):
-    raise CollectError(f'{sweep_dir}: no sweep.json (not a sweep directory?)')
-  doc = read_json(path)
-  if doc is None:
-    raise CollectError(f'{path}: unreadable or not valid JSON')
+class Collected(NamedTuple):
+  table: RunsTable     # the finished data points
+  report: list[dict]   # every run left out: name, design, reason
+
+
+def read_sweep_dir(sweep_dir: str) -> SweepDir:
+  """The sweep directory, read-only; CollectError when it is not one."""
   try:
-    return plan.Sweep.from_json(doc)
-  except plan.PlanError as e:
-    raise CollectError(f'{path}: {e}') from None
+    return SweepDir.read(sweep_dir)
+  except SweepDirError as e:
+    raise CollectError(str(e)) from None
 
 
 def _finite(value) -> bool:
@@ -54,11 +54,11 @@ def _finite(value) -> bool:
     return False
 
 
-def _last_line(sweep_dir, name, status) -> str:
+def _last_line(d: SweepDir, name, status) -> str:
   text = status.get('log_tail') or ''
   if not text.strip():
     try:
-      with open(os.path.join(sweep_dir, 'logs', f'{name}.log'), errors='replace') as f:
+      with open(d.log_path(name), errors='replace') as f:
         text = f.read()[-4096:]
     except OSError:
       return '(no log)'
@@ -66,19 +66,17 @@ def _last_line(sweep_dir, name, status) -> str:
   return lines[-1][:300] if lines else '(empty log)'
 
 
-def _progress(run_dir, run) -> str:
-  path = os.path.join(run_dir, 'metrics.jsonl')
+def _progress(d: SweepDir, run) -> str:
+  path = d.metrics_path(run.name)
   rows = read_metrics(path) if os.path.isfile(path) else []
   step = max((r.get('step', 0) for r in rows), default=0)
   return f'running or interrupted (step {step} of {run.steps})'
 
 
-def reason_left_out(sweep_dir: str, run: plan.Run) -> str | None:
+def reason_left_out(d: SweepDir, run: Run) -> str | None:
   """Why a run is not a table row, or None when it is one (see the module doc)."""
-  run_dir = os.path.join(sweep_dir, 'runs', run.name)
-  summary = read_json(os.path.join(run_dir, 'summary.json'))
-  status = read_json(os.path.join(sweep_dir, 'status', f'{run.name}.json'))
-  status = status if isinstance(status, dict) else None
+  summary = d.summary(run.name)
+  status = d.recorded_status(run.name)
   if isinstance(summary, dict):
     missing = [k for k in SUMMARY_KEYS if k not in summary]
     state = (f'summary.json lacks {", ".join(missing)}' if missing else
@@ -89,13 +87,13 @@ def reason_left_out(sweep_dir: str, run: plan.Run) -> str | None:
     if code == EXIT_NONFINITE:
       state = 'diverged (non-finite loss)'
     elif code == EXIT_PREEMPTED:
-      state = _progress(run_dir, run)
+      state = _progress(d, run)
     else:
-      state = f'failed (exit code {code}): {_last_line(sweep_dir, run.name, status)}'
-  elif status is None and not os.path.isdir(run_dir):
+      state = f'failed (exit code {code}): {_last_line(d, run.name, status)}'
+  elif status is None and not d.has_started(run.name):
     state = 'not started'
   else:
-    state = _progress(run_dir, run)
+    state = _progress(d, run)
   if run.design == 'stable':
     return 'stable phase (not a data point)' + (f'; {state}' if state else '')
   return state
@@ -109,33 +107,33 @@ def config_hash(config_path: str) -> str:
   return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def collect(sweep_dir: str) -> tuple[RunsTable, list[dict]]:
-  """(table of the finished data points, report of every run left out: name, design, reason)."""
-  sweep = read_sweep(sweep_dir)
+def _row(d: SweepDir, run: Run) -> dict:
+  """The table row of a finished data-point run."""
+  s = d.summary(run.name)
+  optim = (d.config(run.name) or {}).get('optim', {})
+  return {'n': s['params'], 'n_no_emb': s['params_non_embedding'], 'd': s['tokens'],
+          'c': s['tokens'] * s['flops_per_token'], 'loss': s['eval_loss'], 'name': run.name,
+          'design': run.design, 'config_hash': config_hash(d.config_path(run.name)),
+          'schedule': optim.get('schedule', run.overrides.get('optim.schedule', '')),
+          'lr': repr(float(optim.get('lr', run.overrides.get('optim.lr', math.nan)))),
+          'cooldown_branch': 'yes' if run.branch_of else 'no', 'seed': run.seed,
+          'budget': repr(float(run.budget)) if run.budget is not None else 'nan'}
+
+
+def collect(sweep_dir: str) -> Collected:
+  """The table of the finished data points, and the report of every run left out."""
+  d = read_sweep_dir(sweep_dir)
+  sweep = d.sweep
   columns = {k: [] for k in (*FIELDS, *TAGS)}
   report = []
   for run in sweep.runs:
-    reason = reason_left_out(sweep_dir, run)
+    reason = reason_left_out(d, run)
     if reason:
       report.append({'name': run.name, 'design': run.design, 'reason': reason})
       continue
-    run_dir = os.path.join(sweep_dir, 'runs', run.name)
-    s = read_json(os.path.join(run_dir, 'summary.json'))
-    config = read_json(os.path.join(run_dir, 'config.json')) or {}
-    optim = config.get('optim', {})
-    row = {'n': s['params'], 'n_no_emb': s['params_non_embedding'], 'd': s['tokens'],
-           'c': s['tokens'] * s['flops_per_token'], 'loss': s['eval_loss'], 'name': run.name,
-           'design': run.design,
-           'config_hash': config_hash(os.path.join(run_dir, 'config.json')),
-           'schedule': optim.get('schedule', run.overrides.get('optim.schedule', '')),
-           'lr': repr(float(optim.get('lr', run.overrides.get('optim.lr', math.nan)))),
-           'cooldown_branch': 'yes' if run.branch_of else 'no', 'seed': run.seed,
-           'budget': repr(float(run.budget)) if run.budget is not None else 'nan'}
-    for k, v in row.items():
+    for k, v in _row(d, run).items():
       columns[k].append(v)
-  planned = {r.name for r in sweep.runs}
-  runs_dir = os.path.join(sweep_dir, 'runs')
-  extra = sorted(set(os.listdir(runs_dir)) - planned) if os.path.isdir(runs_dir) else []
+  extra = sorted(d.run_names_on_disk() - set(d.runs))
   report += [{'name': name, 'design': '', 'reason': 'not in sweep.json'} for name in extra]
   if not columns['loss']:
     counts = {}
@@ -145,26 +143,22 @@ def collect(sweep_dir: str) -> tuple[RunsTable, list[dict]]:
     raise CollectError(f'{sweep_dir}: no finished runs among {len(sweep.runs)} planned ('
                        + ', '.join(f'{v} {k}' for k, v in counts.items()) + ')')
   try:
-    table = from_columns(columns, source=os.path.join(sweep_dir, 'sweep.json'),
+    table = from_columns(columns, source=d.sweep_json_path(),
                          meta={'sweep': sweep.name, 'budgets': list(sweep.budgets) or None,
-                               'budget_rtol': plan.BUDGET_RTOL})
+                               'budget_rtol': BUDGET_RTOL})
   except TableError as e:
     raise CollectError(str(e)) from None
-  return table, report
+  return Collected(table, report)
 
 
 def write_csv(table: RunsTable, path: str) -> str:
   """Writes the table as CSV (floats exact) atomically; table.load_runs reads it back."""
   fields = [f for f in FIELDS if f != 'n_no_emb' or table.n_no_emb is not None]
   header = fields + list(table.tags)
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w', newline='') as f:
+  with atomic_open(path, newline='') as f:
     writer = csv.writer(f)
     writer.writerow(header)
     for i in range(len(table)):
       writer.writerow([repr(float(getattr(table, k)[i])) for k in fields]
                       + [table.tags[k][i] for k in table.tags])
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
   return path

@@ -1,14 +1,17 @@
 """A sweep directory: the state of every run of a sweep, shared by every backend.
 
-    DIR/sweep.json          the plan (lmjax.sweeps.plan.Sweep) and its fingerprint
+    DIR/sweep.json          the plan (lmjax.sweeps.Sweep) and its fingerprint
     DIR/runs/<name>/        each run's launch.train workdir (summary.json once finished)
     DIR/logs/<name>.log     each run's output, appended across attempts
     DIR/status/<name>.json  the last attempt: state, exit code, tail of the log, attempts
     DIR/jax_cache/          JAX's persistent compilation cache, shared by runs of one shape
+    DIR/slurm/              the SLURM backend's sbatch scripts and job ids (jobs.json)
+    DIR/.lock               held by the one launcher working on the directory
 
-A run is done when its summary.json exists (launch.train writes it last, atomically), so the
-state survives any crash of the launcher; status files only add why a run is not done.
-Every file is written to a temporary name and renamed.
+SweepDir is the one owner of this layout: every other module asks it for a path. A run is done
+when its summary.json exists (launch.train writes it last, atomically), so the state survives any
+crash of the launcher; status files only add why a run is not done. Every file is written
+atomically (lmjax.atomic).
 """
 from __future__ import annotations
 
@@ -17,9 +20,10 @@ import os
 import sys
 import time
 
+from lmjax import atomic
 from lmjax.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
-from lmjax.sweeps import plan
-
+from lmjax.sweeps.configs import PlanError, repo_path
+from lmjax.sweeps.sweepfile import Sweep
 
 
 class SweepDirError(ValueError):
@@ -27,12 +31,8 @@ class SweepDirError(ValueError):
 
 
 def write_json(path, obj):
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  """The sweep directory's JSON files: atomic, indent=1."""
+  return atomic.write_json(path, obj, indent=1)
 
 
 def read_json(path):
@@ -55,11 +55,17 @@ def log_tail(path, lines=20):
   return '\n'.join(l.split('\r')[-1] for l in text.splitlines()[-lines:])
 
 
-class SweepDir:
-  """The directory of one sweep; `open` checks that it belongs to this sweep."""
+def run_dir(sweep_path, name):
+  """DIR/runs/NAME: a run's launch.train workdir (also for plan-time checks of branches)."""
+  return os.path.join(sweep_path, 'runs', name)
 
-  def __init__(self, path, sweep: plan.Sweep):
-    self.path = os.path.abspath(path)
+
+class SweepDir:
+  """The directory of one sweep; `open` checks that it belongs to this sweep, `read` opens an
+  existing one from its sweep.json."""
+
+  def __init__(self, path, sweep: Sweep):
+    self.path = path
     self.sweep = sweep
     self.runs = {r.name: r for r in sweep.runs}
 
@@ -68,10 +74,10 @@ class SweepDir:
     """Opens (or, with `create`, creates) `path` for `sweep`; refuses a directory of another
     sweep, or one whose runs this sweep would change. A sweep that only adds runs is accepted.
     Without `create` nothing is written (a dry run, a status query)."""
-    d = cls(path, sweep)
+    d = cls(os.path.abspath(path), sweep)
     if os.path.exists(path) and not os.path.isdir(path):
       raise SweepDirError(f'--workdir={path} is a file, not a directory')
-    saved_path = os.path.join(d.path, 'sweep.json')
+    saved_path = d.sweep_json_path()
     saved = read_json(saved_path)
     if os.path.exists(saved_path) and saved is None:
       raise SweepDirError(f'--workdir={path}: sweep.json is unreadable')
@@ -87,6 +93,21 @@ class SweepDir:
       if saved is None or saved.get('fingerprint') != sweep.fingerprint():
         write_json(saved_path, {**sweep.to_json(), 'fingerprint': sweep.fingerprint()})
     return d
+
+  @classmethod
+  def read(cls, path):
+    """The sweep directory at `path` (as given, relative or not) with the sweep its sweep.json
+    holds; writes nothing (collecting, reporting). Raises SweepDirError."""
+    saved_path = os.path.join(path, 'sweep.json')
+    if not os.path.isfile(saved_path):
+      raise SweepDirError(f'{path}: no sweep.json (not a sweep directory?)')
+    doc = read_json(saved_path)
+    if doc is None:
+      raise SweepDirError(f'{saved_path}: unreadable or not valid JSON')
+    try:
+      return cls(path, Sweep.from_json(doc))
+    except PlanError as e:
+      raise SweepDirError(f'{saved_path}: {e}') from None
 
   def _check_same(self, saved):
     where = f'--workdir={self.path}'
@@ -107,8 +128,11 @@ class SweepDir:
                           'new --workdir (a sweep may only add runs)')
 
   # Paths.
+  def sweep_json_path(self):
+    return os.path.join(self.path, 'sweep.json')
+
   def run_dir(self, name):
-    return os.path.join(self.path, 'runs', name)
+    return run_dir(self.path, name)
 
   def log_path(self, name):
     return os.path.join(self.path, 'logs', f'{name}.log')
@@ -116,20 +140,76 @@ class SweepDir:
   def status_path(self, name):
     return os.path.join(self.path, 'status', f'{name}.json')
 
+  def jax_cache(self):
+    return os.path.join(self.path, 'jax_cache')
+
+  def lock_path(self):
+    return os.path.join(self.path, '.lock')
+
+  def slurm_dir(self):
+    return os.path.join(self.path, 'slurm')
+
+  def sbatch_path(self, phase):
+    """slurm/<phase>.sbatch: the script of one job array ('runs' or 'branches')."""
+    return os.path.join(self.slurm_dir(), f'{phase}.sbatch')
+
+  def slurm_output(self):
+    """sbatch --output for the tasks of an array (%A the array's job id, %a the task)."""
+    return os.path.join(self.path, 'logs', 'slurm-%A_%a.out')
+
+  def jobs_path(self):
+    """slurm/jobs.json: {run name: SLURM array task id} of the runs submitted."""
+    return os.path.join(self.slurm_dir(), 'jobs.json')
+
+  def config_path(self, name):
+    """The resolved config.json launch.train wrote for the run."""
+    return os.path.join(self.run_dir(name), 'config.json')
+
+  def metrics_path(self, name):
+    return os.path.join(self.run_dir(name), 'metrics.jsonl')
+
+  def _summary_path(self, name):
+    return os.path.join(self.run_dir(name), 'summary.json')
+
+  def _checkpoints_dir(self, name):
+    return os.path.join(self.run_dir(name), 'checkpoints')
+
+  def run_names_on_disk(self):
+    """The names under runs/ (planned or not)."""
+    runs = os.path.join(self.path, 'runs')
+    return set(os.listdir(runs)) if os.path.isdir(runs) else set()
+
+  # State.
   def status(self, name):
     return read_json(self.status_path(name)) or {}
+
+  def recorded_status(self, name):
+    """The status file's object, or None when there is none (no launcher started the run)."""
+    status = read_json(self.status_path(name))
+    return status if isinstance(status, dict) else None
 
   def set_status(self, name, **fields):
     write_json(self.status_path(name), {**self.status(name), **fields, 'time': time.time()})
 
   def summary(self, name):
-    return read_json(os.path.join(self.run_dir(name), 'summary.json'))
+    return read_json(self._summary_path(name))
+
+  def config(self, name):
+    return read_json(self.config_path(name))
 
   def is_done(self, name):
-    return os.path.exists(os.path.join(self.run_dir(name), 'summary.json'))
+    return os.path.exists(self._summary_path(name))
+
+  def has_started(self, name):
+    """Whether the run's workdir exists."""
+    return os.path.isdir(self.run_dir(name))
+
+  def has_checkpoints(self, name):
+    """Whether the run has a checkpoints/ folder (launching it again resumes)."""
+    return os.path.isdir(self._checkpoints_dir(name))
 
   def has_checkpoint(self, name, step):
-    ckpt = os.path.join(self.run_dir(name), 'checkpoints', str(step))
+    ckpt = os.path.join(self._checkpoints_dir(name), str(step))
     return os.path.exists(os.path.join(ckpt, 'commit_success.txt')) or (
         os.path.isdir(ckpt) and os.path.exists(os.path.join(ckpt, '_CHECKPOINT_METADATA')))
 
@@ -153,7 +233,7 @@ class SweepDir:
   def command(self, run, python=None, extra=()):
     """The launch.train command line of `run` (a branch gets its stable run's checkpoint)."""
     argv = [python or sys.executable, '-m', 'launch.train',
-            f'--config={plan.repo_path(self.sweep.base_config)}', *run.flags()]
+            f'--config={repo_path(self.sweep.base_config)}', *run.flags()]
     if run.branch_of is not None:
       argv += [f'--config.train.init_from={self.run_dir(run.branch_of)}',
                f'--config.train.init_step={run.branch_step}']

@@ -1,0 +1,112 @@
+"""The config side of planning: base config files, a run's overrides, resolving, and counts.
+
+A sweep is a base config file and a list of runs, each a set of config overrides plus what it is
+planned to measure. Every run is resolved (lmjax.config.resolve) when it is planned, so a bad
+run fails here, with its name, not hours later in a launcher. PlanError is the one error of
+planning, in every module of lmjax.sweeps.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import NamedTuple
+
+from ml_collections import ConfigDict
+
+from lmjax import pyfile
+from lmjax.config import ConfigError, resolve
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SWEEP_DIR = '<sweep_dir>'  # stands for the sweep directory when a branch is checked at plan time
+
+
+class PlanError(ValueError):
+  """A run or sweep that cannot be planned; the message is one line and names it."""
+
+
+class Counts(NamedTuple):
+  """What a resolved config measures (lmjax.flops)."""
+  n: int                  # non-embedding parameters (Kaplan et al. 2020, Sec. 2.1)
+  n_total: int            # with the embeddings
+  flops_per_token: float  # training FLOPs per token at data.seq_len
+
+
+def repo_path(path: str) -> str:
+  """A config or sweep file's path: absolute as given, otherwise relative to the repo root."""
+  return path if os.path.isabs(path) else os.path.join(ROOT, path)
+
+
+def call_file(path: str, function: str):
+  """Imports a .py file (lmjax.pyfile) and returns `function()`; failures are PlanError."""
+  try:
+    return pyfile.call_function(repo_path(path), function, shown_as=path)
+  except pyfile.PyFileError as e:
+    raise PlanError(str(e)) from None
+
+
+def load_config(base_config) -> ConfigDict:
+  """The unresolved config of a config file (its get_config()), or a copy of a ConfigDict."""
+  if isinstance(base_config, ConfigDict):
+    return copy.deepcopy(base_config)
+  config = call_file(base_config, 'get_config')
+  if not isinstance(config, ConfigDict):
+    raise PlanError(f'{base_config}: get_config() returned {type(config).__name__}, not a '
+                    'ConfigDict')
+  return config
+
+
+def apply_overrides(config: ConfigDict, overrides: dict, where: str = '') -> ConfigDict:
+  """Sets dotted fields ('optim.lr') in place, as --config.optim.lr=... would; returns config."""
+  for key, value in overrides.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for part in parents:
+      node = node.get(part) if isinstance(node, ConfigDict) else None
+    if not isinstance(node, ConfigDict) or leaf not in node:
+      raise PlanError(f'{where}no such config field config.{key}')
+    try:
+      node[leaf] = tuple(value) if isinstance(value, list) else value
+    except (TypeError, ValueError) as e:
+      raise PlanError(f'{where}config.{key}={value!r}: {pyfile.one_line(e)}') from None
+  return config
+
+
+def resolve_config(config: ConfigDict, where: str) -> ConfigDict:
+  """lmjax.config.resolve, its error a PlanError starting with `where`."""
+  try:
+    return resolve(config)
+  except ConfigError as e:
+    raise PlanError(f'{where}{e}') from None
+
+
+def resolve_run(base_config, run, sweep_dir: str | None = None) -> ConfigDict:
+  """The resolved config of a run: base config, then the run's overrides, then resolve().
+
+  With `sweep_dir`, a cooldown branch also gets train.init_from and train.init_step as the
+  launcher sets them. Raises PlanError naming the run.
+  """
+  # The directory layout is SweepDir's; imported here, as sweepdir imports this module.
+  from lmjax.sweeps.sweepdir import run_dir
+  where = f'run {run.name}: '
+  config = apply_overrides(load_config(base_config), run.overrides, where)
+  if sweep_dir is not None and run.branch_of:
+    config.train.init_from = run_dir(sweep_dir, run.branch_of)
+    config.train.init_step = run.branch_step
+  return resolve_config(config, where)
+
+
+def counts(resolved: ConfigDict) -> Counts:
+  """The exact counts of a resolved config (lmjax.flops)."""
+  # Imported here: lmjax.flops brings in the model (JAX); reading sweeps and tables does not.
+  from lmjax import flops
+  from lmjax.model import ModelConfig
+  mcfg = ModelConfig.from_config(resolved.model)
+  p = flops.param_counts(mcfg)
+  return Counts(p['non_embedding'], p['total'],
+                flops.exact_flops_per_token(mcfg, resolved.data.seq_len))
+
+
+def measure(base: ConfigDict, model: dict, seq_len: int, where: str) -> Counts:
+  """The counts of `base` with the model fields `model` at `seq_len`; `base` is not changed."""
+  config = apply_overrides(copy.deepcopy(base), {**model, 'data.seq_len': seq_len}, where)
+  return counts(resolve_config(config, where))

@@ -1,0 +1,184 @@
+"""Designs, each a list of runs: `isoflop` (Hoffmann et al. 2022, Approach 2: several N per
+budget, D = C / FLOPs per token), `l_of_n` (many N at one D), `l_of_d` (one N at many D), `grid`
+(every N with every D); and `compute`, the FLOPs a plan spends and saves.
+
+Cooldown branches (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed
+Training Durations", Sec. 4): with `cooldown=f`, each shape and seed trains ONE 'stable' run at
+constant lr after warmup, keeping a checkpoint at every branch step, and each D is a branch that
+starts from the stable run's checkpoint at
+  branch_step = steps − max(round(steps · f), 1),
+exactly where lmjax.optim's wsd schedule starts its decay, and trains to `steps` with wsd. The
+stable and wsd schedules agree at every step before branch_step, so a branch is the wsd run it
+stands for, at the cost of its cooldown only (`compute`).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from ml_collections import ConfigDict
+
+from lmjax.sweeps.configs import SWEEP_DIR, Counts, PlanError, load_config, measure, resolve_run
+from lmjax.sweeps.runs import Recipe, Run, check_unique, run_name
+from lmjax.sweeps.shapes import Shape
+
+BUDGET_RTOL = 0.1  # an IsoFLOP run's C is within this of its budget (launch.fit snaps with it)
+
+
+class Prepared(NamedTuple):
+  """A shape as a design uses it: its model overrides and their counts at the recipe's seq_len."""
+  model: dict
+  counts: Counts
+
+
+def _prepare(base: ConfigDict, shape, recipe: Recipe) -> Prepared:
+  """A Shape, or a dict of model fields, prepared."""
+  if isinstance(shape, Shape):
+    model = shape.overrides()
+  elif isinstance(shape, dict):
+    model = {k if k.startswith('model.') else f'model.{k}': v for k, v in shape.items()}
+  else:
+    raise PlanError(f'a shape must be a sweeps.Shape or a dict of model fields, got '
+                    f'{type(shape).__name__}')
+  return Prepared(model, measure(base, model, recipe.seq_len, f'shape {model}: '))
+
+
+def _run(base, shape: Prepared, recipe, steps, seed, design, *, warmup, schedule, budget=None,
+         suffix='', extra=None, branch_of=None, branch_step=None) -> Run:
+  """Plans and resolves one run; a run that fails validation raises PlanError naming it."""
+  n, n_total, fpt = shape.counts
+  d = steps * recipe.tokens_per_step
+  overrides = {**shape.model, 'data.batch_size': recipe.batch_size,
+               'data.seq_len': recipe.seq_len, 'train.steps': steps,
+               'optim.lr': recipe.peak_lr(n), 'optim.warmup_steps': warmup,
+               'optim.schedule': schedule, 'seed': seed,
+               'checkpoint.every_steps': max(1, math.ceil(steps / max(recipe.checkpoints, 1)))}
+  if schedule == 'wsd':
+    overrides.update({'optim.decay_fraction': recipe.decay_fraction,
+                      'optim.decay_shape': recipe.decay_shape})
+  overrides.update(extra or {})
+  run = Run(run_name(n, d, d * fpt, seed, suffix), overrides, n, n_total, d, d * fpt, fpt,
+            seed, design, budget, branch_of, branch_step)
+  resolve_run(base, run, SWEEP_DIR if branch_of else None)
+  return run
+
+
+def _steps(recipe: Recipe, tokens: float, where: str) -> int:
+  steps = round(tokens / recipe.tokens_per_step)
+  if steps < 1:
+    raise PlanError(f'{where}D={tokens:.3g} is less than one step of {recipe.tokens_per_step} '
+                    'tokens')
+  return steps
+
+
+def _independent(base, shape: Prepared, recipe, tokens, seed, design, budget=None) -> Run:
+  steps = _steps(recipe, tokens, f'{design} N={shape.counts.n:.3g}: ')
+  return _run(base, shape, recipe, steps, seed, design, warmup=recipe.warmup(steps),
+              schedule=recipe.schedule, budget=budget)
+
+
+def _cooldown_family(base, shape: Prepared, recipe, ds, seed, design, cooldown,
+                     budgets=None) -> list[Run]:
+  """One stable run and one wsd branch per D (module doc); the stable run comes first.
+  `budgets`, one per D, tags the branches of an IsoFLOP design."""
+  where = f'{design} N={shape.counts.n:.3g} cooldown={cooldown}: '
+  if not 0 < cooldown < 1:
+    raise PlanError(f'{where}cooldown must be in (0, 1)')
+  steps = [_steps(recipe, d, where) for d in ds]
+  if len(set(steps)) < len(steps):
+    raise PlanError(f'{where}two D values round to the same number of steps ({steps})')
+  warmup = recipe.warmup(min(steps))  # one warmup for the whole family, so the schedules agree
+  # lmjax.optim.schedule: wsd decays over max(round(steps · decay_fraction), 1) final steps.
+  branch_at = {s: s - max(round(s * cooldown), 1) for s in steps}
+  for s, b in branch_at.items():
+    if b <= warmup:
+      raise PlanError(f'{where}the {s}-step branch would start at step {b}, not after the '
+                      f'{warmup} warmup steps')
+  keep = tuple(sorted(set(branch_at.values())))
+  stable = _run(base, shape, recipe, keep[-1], seed, 'stable', warmup=warmup,
+                schedule='constant', suffix='stable', extra={'checkpoint.keep_steps': keep})
+  branches = [_run(base, shape, recipe, s, seed, design, warmup=warmup,
+                   schedule='wsd', suffix=f'cd{cooldown:g}',
+                   extra={'optim.decay_fraction': float(cooldown)}, branch_of=stable.name,
+                   branch_step=branch_at[s], budget=None if budgets is None else float(b))
+              for s, b in zip(steps, budgets or [None] * len(steps))]
+  return [stable, *branches]
+
+
+def isoflop(shapes, budgets, *, recipe: Recipe, base_config, cooldown: float | None = None,
+            seeds=(0,)) -> list[Run]:
+  """Every shape at every budget C (D = C / FLOPs per token); C within BUDGET_RTOL of it.
+  With `cooldown`, each shape's budgets are branches of one stable run (module doc), so a
+  shape costs about its largest budget rather than the sum of them."""
+  base = load_config(base_config)
+  prepared = [_prepare(base, s, recipe) for s in shapes]
+  runs = []
+  for shape in prepared:
+    fpt = shape.counts.flops_per_token
+    for seed in seeds:
+      if cooldown:
+        runs += _cooldown_family(base, shape, recipe, [b / fpt for b in budgets], seed,
+                                 'isoflop', cooldown, budgets)
+      else:
+        runs += [_independent(base, shape, recipe, b / fpt, seed, 'isoflop', float(b))
+                 for b in budgets]
+  for run in runs:
+    if run.budget is not None and abs(run.c / run.budget - 1) > BUDGET_RTOL:
+      raise PlanError(f'isoflop: run {run.name} has C {run.c:.3g}, more than '
+                      f'{BUDGET_RTOL:.0%} from its budget {run.budget:.3g} ({run.steps} steps)')
+  return check_unique(runs)
+
+
+def l_of_n(shapes, d, *, recipe: Recipe, base_config, seeds=(0,)) -> list[Run]:
+  """Every shape at one D (large enough that N limits the loss)."""
+  base = load_config(base_config)
+  runs = [_independent(base, shape, recipe, d, seed, 'l_of_n')
+          for shape in (_prepare(base, s, recipe) for s in shapes) for seed in seeds]
+  return check_unique(runs)
+
+
+def _over_d(shapes, ds, recipe, base_config, seeds, cooldown, design) -> list[Run]:
+  base = load_config(base_config)
+  runs = []
+  for s in shapes:
+    shape = _prepare(base, s, recipe)
+    for seed in seeds:
+      if cooldown:
+        runs += _cooldown_family(base, shape, recipe, ds, seed, design, cooldown)
+      else:
+        runs += [_independent(base, shape, recipe, d, seed, design) for d in ds]
+  return check_unique(runs)
+
+
+def l_of_d(shape, ds, *, recipe: Recipe, base_config, cooldown: float | None = None,
+           seeds=(0,)) -> list[Run]:
+  """One shape at every D; with `cooldown`, as branches of one stable run (module doc)."""
+  return _over_d([shape], ds, recipe, base_config, seeds, cooldown, 'l_of_d')
+
+
+def grid(shapes, ds, *, recipe: Recipe, base_config, cooldown: float | None = None,
+         seeds=(0,)) -> list[Run]:
+  """Every shape at every D; with `cooldown`, one stable run per shape and seed."""
+  return _over_d(shapes, ds, recipe, base_config, seeds, cooldown, 'grid')
+
+
+def compute(runs) -> dict:
+  """FLOPs a plan spends against training each data point on its own.
+
+  spent: stable and independent runs in full, branches from branch_step to their end;
+  independent: every data point (all but stable runs) in full; saved = independent − spent.
+  """
+  names = {r.name for r in runs}
+  spent = independent = 0.0
+  for r in runs:
+    if r.design != 'stable':
+      independent += r.c
+    if r.branch_of is None:
+      spent += r.c
+      continue
+    if r.branch_of not in names:
+      raise PlanError(f'run {r.name} branches from {r.branch_of}, which is not in the plan')
+    spent += (r.steps - r.branch_step) * (r.d // r.steps) * r.flops_per_token
+  saved = independent - spent
+  return {'spent': spent, 'independent': independent, 'saved': saved,
+          'saved_fraction': saved / independent if independent else 0.0}

@@ -1,0 +1,137 @@
+"""The runs of a sweep: `Run` (overrides of the base config and what it measures), `Recipe` (how
+a design trains its runs), run names and the --config flags of a run.
+
+Conventions:
+- N is the non-embedding parameter count (Kaplan et al. 2020, Sec. 2.1), `n_total` counts the
+  embeddings too; both exact, from lmjax.flops on the resolved config.
+- D = steps · batch_size · seq_len, the tokens a run trains on: a design asks for D, trains
+  steps = round(D / tokens per step) and reports the D of those steps.
+- C = D · training FLOPs per token (lmjax.flops.exact_flops_per_token), not 6ND.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable
+
+from lmjax.pyfile import one_line
+from lmjax.sweeps.configs import PlanError
+
+DESIGNS = ('isoflop', 'l_of_n', 'l_of_d', 'grid', 'stable')
+SAFE_NAME = re.compile(r'[A-Za-z0-9._-]+')  # run and sweep names: file names on every system
+
+
+def _short(x: float) -> str:
+  """3 significant digits, filesystem-safe: 123456 -> 1.23e5, 4.1e6 -> 4.1e6, 3000 -> 3e3."""
+  mantissa, exponent = f'{x:.2e}'.split('e')
+  return f'{mantissa.rstrip("0").rstrip(".")}e{int(exponent)}'
+
+
+def run_name(n: float, d: float, c: float, seed: int, suffix: str = '') -> str:
+  """N1.23e5_D4.1e6_C3.02e12_s0[_suffix]."""
+  name = f'N{_short(n)}_D{_short(d)}_C{_short(c)}_s{seed}'
+  return f'{name}_{suffix}' if suffix else name
+
+
+def flag_value(value) -> str:
+  """A value as ml_collections config_flags parses it back: 3, 0.001, wsd, true, (10,20)."""
+  if isinstance(value, bool):
+    return 'true' if value else 'false'
+  if isinstance(value, (tuple, list)):
+    inner = ','.join(repr(v) for v in value)
+    return f'({inner},)' if len(value) == 1 else f'({inner})'
+  return repr(value) if isinstance(value, float) else str(value)
+
+
+def jsonable(overrides: dict) -> dict:
+  """Overrides sorted by field, tuples as lists: as they are saved and fingerprinted."""
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(overrides.items())}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run of a sweep: overrides of the base config, and what it measures."""
+  name: str                 # stable, unique in its sweep, [A-Za-z0-9._-]
+  overrides: dict           # dotted config field -> value
+  n: int                    # non-embedding parameters
+  n_total: int
+  d: int                    # training tokens: steps · batch_size · seq_len
+  c: float                  # training FLOPs: d · flops_per_token
+  flops_per_token: float
+  seed: int
+  design: str               # one of DESIGNS; 'stable' is a cooldown trunk, not a data point
+  budget: float | None = None       # isoflop: the budget C it belongs to
+  branch_of: str | None = None      # a cooldown branch: the stable run it starts from
+  branch_step: int | None = None    # ... at this checkpoint step
+
+  def __post_init__(self):
+    if not SAFE_NAME.fullmatch(self.name or ''):
+      raise PlanError(f'run name {self.name!r}: only letters, digits and . _ - are allowed')
+    if self.design not in DESIGNS:
+      raise PlanError(f'run {self.name}: design {self.design!r} is not one of '
+                      f'{", ".join(DESIGNS)}')
+    if (self.branch_of is None) != (self.branch_step is None):
+      raise PlanError(f'run {self.name}: branch_of and branch_step go together')
+
+  @property
+  def steps(self) -> int:
+    return self.overrides['train.steps']
+
+  def flags(self) -> list[str]:
+    """--config.k=v for every override, sorted (the launcher adds init_from for branches)."""
+    return [f'--config.{k}={flag_value(v)}' for k, v in sorted(self.overrides.items())]
+
+  def to_json(self) -> dict:
+    return {**dataclasses.asdict(self), 'overrides': jsonable(self.overrides)}
+
+  @classmethod
+  def from_json(cls, obj: dict) -> Run:
+    if not isinstance(obj, dict):
+      raise PlanError(f'a run must be a JSON object, got {type(obj).__name__}')
+    try:
+      overrides = {k: tuple(v) if isinstance(v, list) else v
+                   for k, v in dict(obj['overrides']).items()}
+      return cls(**{**obj, 'overrides': overrides})
+    except PlanError:
+      raise
+    except (KeyError, TypeError, ValueError) as e:
+      raise PlanError(f'run {obj.get("name")!r}: bad JSON ({one_line(e)})') from None
+
+
+def check_unique(runs) -> list[Run]:
+  """The runs as a list; two runs of one name are a PlanError."""
+  seen = set()
+  for run in runs:
+    if run.name in seen:
+      raise PlanError(f'run name {run.name} appears twice; runs of a sweep need distinct N, D, '
+                      'C or seed')
+    seen.add(run.name)
+  return list(runs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How the runs of a design are trained, as rules of their N and steps."""
+  batch_size: int
+  seq_len: int
+  lr: float | Callable[[int], float]  # peak lr, or a function of the non-embedding N
+  warmup_steps: int = 0               # warmup = min(warmup_steps, floor(warmup_fraction · steps))
+  warmup_fraction: float = 0.1
+  schedule: str = 'cosine'            # runs trained on their own; cooldown branches use wsd
+  decay_fraction: float = 0.2         # schedule='wsd' only
+  decay_shape: str = '1-sqrt'         # wsd decay; 1-sqrt is best in Hägele et al. 2024, Sec. 3
+  checkpoints: int = 10               # checkpoint.every_steps = ceil(steps / checkpoints)
+
+  @property
+  def tokens_per_step(self) -> int:
+    return self.batch_size * self.seq_len
+
+  def warmup(self, steps: int) -> int:
+    return min(self.warmup_steps, int(self.warmup_fraction * steps))
+
+  def peak_lr(self, n: int) -> float:
+    lr = float(self.lr(n) if callable(self.lr) else self.lr)
+    if not (math.isfinite(lr) and lr > 0):
+      raise PlanError(f'recipe: lr at N={n:.3g} is {lr!r}; it must be a positive number')
+    return lr

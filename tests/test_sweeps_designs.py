@@ -1,0 +1,95 @@
+import dataclasses
+import math
+
+import pytest
+
+from lmjax import optim, sweeps
+from lmjax.sweeps import runs as runs_lib
+from tests.sweeps_testing import RECIPE, TINY, one_line_error, tiny_shapes
+
+
+@pytest.fixture(scope='module')
+def shapes():
+  return tiny_shapes()
+
+
+def test_isoflop_arithmetic_and_names(shapes):
+  budgets = [1e9, 2e9]
+  runs = sweeps.isoflop(shapes, budgets, recipe=RECIPE, base_config=TINY)
+  assert len(runs) == 6 and {r.budget for r in runs} == set(budgets)
+  for r in runs:
+    assert r.c == r.d * r.flops_per_token                        # C = D × FLOPs per token
+    assert r.d == r.steps * RECIPE.batch_size * RECIPE.seq_len   # D = tokens trained
+    assert abs(r.c / r.budget - 1) <= sweeps.BUDGET_RTOL
+    resolved = sweeps.resolve_run(TINY, r)
+    assert sweeps.counts(resolved) == (r.n, r.n_total, r.flops_per_token)
+    assert resolved.optim.schedule == 'cosine' and resolved.seed == r.seed == 0
+    assert resolved.optim.warmup_steps == min(4, int(0.1 * r.steps))
+    assert runs_lib.SAFE_NAME.fullmatch(r.name) and r.name.startswith('N')
+    assert r.name.endswith('_s0')
+  again = sweeps.isoflop(shapes, budgets, recipe=RECIPE, base_config=TINY)
+  assert [r.name for r in again] == [r.name for r in runs]      # stable across calls
+  assert len({r.name for r in runs}) == len(runs)
+
+
+def test_l_of_n_l_of_d_and_lr_rule(shapes):
+  recipe = dataclasses.replace(RECIPE, lr=lambda n: 0.1 / math.sqrt(n))
+  runs = sweeps.l_of_n(shapes, 2e4, recipe=recipe, base_config=TINY, seeds=(0, 1))
+  assert len(runs) == 6 and {r.design for r in runs} == {'l_of_n'}
+  assert len({r.d for r in runs}) == 1 and {r.seed for r in runs} == {0, 1}
+  for r in runs:
+    assert r.overrides['optim.lr'] == 0.1 / math.sqrt(r.n)
+  ld = sweeps.l_of_d(shapes[0], [5e3, 1e4, 2e4], recipe=RECIPE, base_config=TINY)
+  assert [r.steps for r in ld] == [39, 78, 156] and len({r.n for r in ld}) == 1
+  assert all(r.design == 'l_of_d' and r.branch_of is None for r in ld)
+
+
+def test_cooldown_branches_share_the_stable_schedule(shapes):
+  ds = [5e3, 1e4, 2e4]
+  runs = sweeps.grid(shapes[:2], ds, recipe=RECIPE, base_config=TINY, cooldown=0.2)
+  stables = [r for r in runs if r.design == 'stable']
+  branches = [r for r in runs if r.branch_of]
+  assert len(stables) == 2 and len(branches) == 6 and len(runs) == 8
+  for stable in stables:
+    mine = [b for b in branches if b.branch_of == stable.name]
+    assert len(mine) == 3 and len({b.n for b in mine + [stable]}) == 1
+    s_cfg = sweeps.resolve_run(TINY, stable)
+    assert s_cfg.optim.schedule == 'constant'
+    assert s_cfg.train.steps == max(b.branch_step for b in mine)
+    assert s_cfg.checkpoint.keep_steps == tuple(sorted(b.branch_step for b in mine))
+    s_lr = optim.schedule(s_cfg.optim, s_cfg.train.steps)
+    for b in mine:
+      assert b.design == 'grid' and b.name.endswith('_cd0.2')
+      assert b.branch_step == b.steps - max(round(b.steps * 0.2), 1)
+      b_cfg = sweeps.resolve_run(TINY, b, sweep_dir='/sweep')
+      assert b_cfg.train.init_from == f'/sweep/runs/{stable.name}'
+      assert b_cfg.train.init_step == b.branch_step > b_cfg.optim.warmup_steps
+      assert (b_cfg.optim.schedule, b_cfg.optim.decay_fraction) == ('wsd', 0.2)
+      b_lr = optim.schedule(b_cfg.optim, b_cfg.train.steps)
+      for step in range(b.branch_step):
+        assert float(b_lr(step)) == float(s_lr(step)), (b.name, step)
+      assert float(b_lr(b.steps)) < 0.5 * b_cfg.optim.lr  # and then it decays
+
+
+def test_cooldown_errors(shapes):
+  long_warmup = dataclasses.replace(RECIPE, warmup_steps=100, warmup_fraction=1.0)
+  assert 'warmup' in one_line_error(lambda: sweeps.l_of_d(shapes[0], [1e3, 2e3], recipe=long_warmup,
+                                                  base_config=TINY, cooldown=0.5))
+  assert 'same number of steps' in one_line_error(lambda: sweeps.l_of_d(
+      shapes[0], [1e4, 1.001e4], recipe=RECIPE, base_config=TINY, cooldown=0.2))
+
+
+def test_compute_saved():
+  tps = 64 * 4
+  recipe = dataclasses.replace(RECIPE, batch_size=8, seq_len=32, warmup_steps=2)
+  runs = sweeps.l_of_d({'d_model': 16, 'n_layers': 1, 'n_heads': 2}, [40 * tps, 80 * tps],
+                       recipe=recipe, base_config=TINY, cooldown=0.25)
+  stable, short, long = runs
+  assert (stable.steps, short.branch_step, long.branch_step) == (60, 30, 60)
+  unit = tps * stable.flops_per_token  # the FLOPs of one step
+  out = sweeps.compute(runs)
+  assert out['independent'] == pytest.approx(120 * unit, rel=1e-12)
+  assert out['spent'] == pytest.approx((60 + 10 + 20) * unit, rel=1e-12)
+  assert out['saved'] == pytest.approx(30 * unit, rel=1e-12)
+  assert out['saved_fraction'] == pytest.approx(0.25)
+  assert 'not in the plan' in one_line_error(lambda: sweeps.compute(runs[1:]))
