@@ -31,12 +31,12 @@ def main(argv):
   except ConfigError as e:
     fail(str(e))
   from lmjax import data, datasets
-  d = config.data
-  if d.dataset == 'random':
+  data_config = config.data
+  if data_config.dataset == 'random':
     fail('config.data.dataset=random has nothing to prepare')
   try:
     t0 = time.time()
-    prepared = datasets.prepare(d)
+    prepared = datasets.prepare(data_config)
     t_dataset = time.time() - t0
     t0 = time.time()
     loaded = data.load(config, with_stats=False)
@@ -47,7 +47,7 @@ def main(argv):
   except datasets.DataError as e:
     fail(str(e))
   tok = loaded.tokenizer
-  print(f'dataset {d.dataset} in {prepared.data_dir} (prepared in {t_dataset:.1f}s)')
+  print(f'dataset {data_config.dataset} in {prepared.data_dir} (prepared in {t_dataset:.1f}s)')
   skipped = prepared.info.metadata.get('skipped_non_utf8') if prepared.info.metadata else None
   if skipped:
     print(f'skipped {skipped} files that are not UTF-8 (config.data.non_utf8=skip)')
@@ -58,7 +58,8 @@ def main(argv):
     print(f'{split:>6} {s["documents"]:>10,} {s["bytes"]:>14,} {s["tokens"]:>14,} '
           f'{s["tokens_per_byte"]:>11.4f} {s["unigram_bits_per_byte"]:>17.3f}')
   print(f'statistics in {t_stats:.1f}s')
-  print(json.dumps({'dataset': d.dataset, 'tokenizer': tok.name, 'vocab_size': tok.vocab_size,
+  print(json.dumps({'dataset': data_config.dataset, 'tokenizer': tok.name,
+                    'vocab_size': tok.vocab_size,
                     'prepare_s': round(t_dataset, 2), 'tokenizer_s': round(t_tokenizer, 2),
                     'stats_s': round(t_stats, 2), 'stats': stats}))
 

@@ -73,23 +73,24 @@ def _fmt_loss(summary):
   return f'{summary["eval_loss"]:.4f}' if summary and summary.get('eval_loss') else '—'
 
 
-def print_status(d, jobs):
+def print_status(sweep_dir, jobs):
   from lmjax.sweeps.sweepdir import log_tail
   states = {}
-  print(f'sweep {d.sweep.name} in {d.path}: {len(d.runs)} runs')
+  print(f'sweep {sweep_dir.sweep.name} in {sweep_dir.path}: {len(sweep_dir.runs)} runs')
   print(f'  {"run":<44}{"design":<9}{"state":<12}{"eval loss":>10}  detail')
-  for name, run in d.runs.items():
-    state = states[name] = d.state(name)
+  for name, run in sweep_dir.runs.items():
+    state = states[name] = sweep_dir.state(name)
     detail = ''
     if state in ('failed', 'diverged'):
-      s = d.status(name)
-      tail = (s.get('log_tail') or log_tail(d.log_path(name))).strip().splitlines()
+      s = sweep_dir.status(name)
+      tail = (s.get('log_tail') or log_tail(sweep_dir.log_path(name))).strip().splitlines()
       detail = f'exit {s.get("exit_code")}: {tail[-1][:100] if tail else ""}'
-    elif state == 'pending' and run.branch_of and not d.ready(run):
+    elif state == 'pending' and run.branch_of and not sweep_dir.ready(run):
       detail = f'waits for {run.branch_of} step {run.branch_step}'
     if name in jobs:
       detail = f'job {jobs[name]} {detail}'
-    print(f'  {name:<44}{run.design:<9}{state:<12}{_fmt_loss(d.summary(name)):>10}  {detail}')
+    loss = _fmt_loss(sweep_dir.summary(name))
+    print(f'  {name:<44}{run.design:<9}{state:<12}{loss:>10}  {detail}')
   counts = {s: list(states.values()).count(s) for s in dict.fromkeys(states.values())}
   print('  ' + ', '.join(f'{v} {k}' for k, v in counts.items()))
   return EXIT_OK if counts.get('done', 0) == len(states) else EXIT_FAILED
@@ -107,44 +108,44 @@ def main(argv):
     fail(str(e))
   read_only = _STATUS.value or _DRY_RUN.value
   try:
-    d = SweepDir.open(_WORKDIR.value, sweep, create=not read_only)
+    sweep_dir = SweepDir.open(_WORKDIR.value, sweep, create=not read_only)
   except SweepDirError as e:
     fail(str(e))
   from launch import sweep_slurm
   if _STATUS.value:
-    sys.exit(print_status(d, sweep_slurm.job_ids(d)))
+    sys.exit(print_status(sweep_dir, sweep_slurm.job_ids(sweep_dir)))
   cost = sweeps.compute(sweep.runs)
   print(f'sweep {sweep.name}: {len(sweep.runs)} runs '
         f'({sum(r.design == "stable" for r in sweep.runs)} stable phases of cooldown branches), '
         f'{cost["spent"]:.3g} training FLOPs ({cost["saved_fraction"]:.0%} saved by branching); '
-        f'{sum(d.is_done(n) for n in d.runs)} done already')
-  invalid = {n: m for n, m in sweeps.invalid_runs(sweep).items() if not d.is_done(n)}
+        f'{sum(sweep_dir.is_done(n) for n in sweep_dir.runs)} done already')
+  invalid = {n: m for n, m in sweeps.invalid_runs(sweep).items() if not sweep_dir.is_done(n)}
   for name, message in invalid.items():
     print(f'invalid {message}; the other runs go on')
     if not read_only:
-      d.set_status(name, state='failed', exit_code=EXIT_USAGE, log_tail=message)
+      sweep_dir.set_status(name, state='failed', exit_code=EXIT_USAGE, log_tail=message)
   if _BACKEND.value == 'slurm':
     opts = dict(partition=_S_PARTITION.value, time=_S_TIME.value, account=_S_ACCOUNT.value,
                 nodes=_S_NODES.value, gpus_per_node=_S_GPUS.value, cpus_per_task=_S_CPUS.value,
                 max_concurrent=_S_MAX.value, setup=_S_SETUP.value, extra=_S_EXTRA.value,
                 python=_S_PYTHON.value)
     try:
-      sys.exit(sweep_slurm.submit(d, opts, _DRY_RUN.value, sys.stdout, skip=invalid))
+      sys.exit(sweep_slurm.submit(sweep_dir, opts, _DRY_RUN.value, sys.stdout, skip=invalid))
     except sweep_slurm.SlurmError as e:
       fail(str(e))
   if _DRY_RUN.value:
     import shlex
-    for run in d.runs.values():
-      if not d.is_done(run.name) and run.name not in invalid:
-        print(' '.join(shlex.quote(a) for a in d.command(run, extra=_TRAIN_FLAGS.value)))
+    for run in sweep_dir.runs.values():
+      if not sweep_dir.is_done(run.name) and run.name not in invalid:
+        print(' '.join(shlex.quote(a) for a in sweep_dir.command(run, extra=_TRAIN_FLAGS.value)))
     return
-  lock = open(d.lock_path(), 'w')
+  lock = open(sweep_dir.lock_path(), 'w')
   try:
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError:
-    fail(f'--workdir={d.path}: another launch.sweep is running on it')
+    fail(f'--workdir={sweep_dir.path}: another launch.sweep is running on it')
   from launch.sweep_local import run_pool
-  sys.exit(run_pool(d, _PARALLEL.value, _CPUS.value, tuple(_TRAIN_FLAGS.value),
+  sys.exit(run_pool(sweep_dir, _PARALLEL.value, _CPUS.value, tuple(_TRAIN_FLAGS.value),
                     skip=invalid))
 
 

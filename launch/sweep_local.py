@@ -29,19 +29,19 @@ class _Progress:
   """One line of counts and an ETA from the FLOPs finished so far; live on a terminal."""
 
   def __init__(self, sweep_dir, stream=sys.stdout):
-    self.d, self.stream, self.t0 = sweep_dir, stream, time.time()
+    self.sweep_dir, self.stream, self.t0 = sweep_dir, stream, time.time()
     self.tty = stream.isatty()
     self.flops_done = 0.0
 
   def line(self, running):
-    states = {name: self.d.state(name) for name in self.d.runs}
+    states = {name: self.sweep_dir.state(name) for name in self.sweep_dir.runs}
     counts = {s: sum(v == s for v in states.values()) for s in ('done', 'failed', 'diverged')}
-    todo = [r for n, r in self.d.runs.items() if states[n] != 'done']
-    left = sum(self.d.spent(r) for r in todo)
+    todo = [r for n, r in self.sweep_dir.runs.items() if states[n] != 'done']
+    left = sum(self.sweep_dir.spent(r) for r in todo)
     rate = self.flops_done / max(time.time() - self.t0, 1e-9)
     eta = _fmt_time(left / rate) if rate > 0 else ('0:00:00' if not todo else '?')
-    return (f'sweep {self.d.sweep.name}: {counts["done"]}/{len(states)} done, {running} running, '
-            f'{counts["failed"] + counts["diverged"]} failed; eta {eta}')
+    return (f'sweep {self.sweep_dir.sweep.name}: {counts["done"]}/{len(states)} done, '
+            f'{running} running, {counts["failed"] + counts["diverged"]} failed; eta {eta}')
 
   def show(self, running, event=None):
     if event:
@@ -63,13 +63,13 @@ class _Pool:
   """The launch.train processes of this launcher: starting, pinning, polling, signalling, and
   the status file and progress line of each."""
 
-  def __init__(self, d, cpus_per_run, train_flags, stream):
-    self.d, self.cpus_per_run, self.train_flags = d, cpus_per_run, train_flags
-    self.env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=d.jax_cache(),
+  def __init__(self, sweep_dir, cpus_per_run, train_flags, stream):
+    self.sweep_dir, self.cpus_per_run, self.train_flags = sweep_dir, cpus_per_run, train_flags
+    self.env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=sweep_dir.jax_cache(),
                     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
                     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
     self.cores = sorted(os.sched_getaffinity(0))
-    self.progress = _Progress(d, stream)
+    self.progress = _Progress(sweep_dir, stream)
     self.procs = {}     # name -> _Proc
     self.stopping = []  # the signals received
 
@@ -84,9 +84,9 @@ class _Pool:
     return [s for s in range(parallel) if s not in used]
 
   def start(self, run, slot):
-    d = self.d
-    log = open(d.log_path(run.name), 'ab')
-    argv = d.command(run, extra=self.train_flags)
+    sweep_dir = self.sweep_dir
+    log = open(sweep_dir.log_path(run.name), 'ab')
+    argv = sweep_dir.command(run, extra=self.train_flags)
     log.write(f'\n=== {time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(argv)}\n'.encode())
     log.flush()
     pin = None
@@ -96,11 +96,11 @@ class _Pool:
       pin = lambda: os.sched_setaffinity(0, mine)
     p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                          env=self.env, cwd=os.getcwd(), preexec_fn=pin)
-    attempts = d.status(run.name).get('attempts', 0) + 1
-    d.set_status(run.name, state='running', pid=p.pid, host=os.uname().nodename,
+    attempts = sweep_dir.status(run.name).get('attempts', 0) + 1
+    sweep_dir.set_status(run.name, state='running', pid=p.pid, host=os.uname().nodename,
                  exit_code=None, attempts=attempts, started=time.time())
     self.procs[run.name] = _Proc(p, log, slot)
-    verb = 'resuming' if d.has_checkpoints(run.name) else 'starting'
+    verb = 'resuming' if sweep_dir.has_checkpoints(run.name) else 'starting'
     self.progress.show(len(self.procs), f'{verb} {run.name} (attempt {attempts})')
 
   def poll(self):
@@ -110,24 +110,24 @@ class _Pool:
         self._finish(name, proc.popen.returncode)
 
   def _finish(self, name, code):
-    d, progress = self.d, self.progress
+    sweep_dir, progress = self.sweep_dir, self.progress
     self.procs.pop(name).log.close()
-    if code == 0 and d.is_done(name):
-      d.set_status(name, state='done', exit_code=EXIT_OK, log_tail='')
-      progress.flops_done += d.spent(d.runs[name])
+    if code == 0 and sweep_dir.is_done(name):
+      sweep_dir.set_status(name, state='done', exit_code=EXIT_OK, log_tail='')
+      progress.flops_done += sweep_dir.spent(sweep_dir.runs[name])
       progress.show(len(self.procs),
-                    f'done {name}: eval loss {d.summary(name).get("eval_loss"):.4f}')
+                    f'done {name}: eval loss {sweep_dir.summary(name).get("eval_loss"):.4f}')
       return
-    tail = log_tail(d.log_path(name))
+    tail = log_tail(sweep_dir.log_path(name))
     state = 'interrupted' if code == EXIT_PREEMPTED else 'failed'
-    d.set_status(name, state=state, exit_code=code, log_tail=tail)
+    sweep_dir.set_status(name, state=state, exit_code=code, log_tail=tail)
     last = tail.strip().splitlines()[-1] if tail.strip() else ''
     progress.show(len(self.procs), f'{state} {name} (exit {code}): {last[:200]}'
-                  f' [log: {d.log_path(name)}]')
+                  f' [log: {sweep_dir.log_path(name)}]')
 
   def block(self, run, reason):
     """Records a run that can never start (schedule.Blocked)."""
-    self.d.set_status(run.name, state='failed', exit_code=None,
+    self.sweep_dir.set_status(run.name, state='failed', exit_code=None,
                       log_tail=f'its stable run {reason}')
     self.progress.show(len(self.procs), f'blocked {run.name}: {reason}')
 
@@ -135,10 +135,9 @@ class _Pool:
 def run_pool(sweep_dir, parallel, cpus_per_run=0, train_flags=(), stream=sys.stdout,
              skip=()):
   """Runs every run that is not done; returns the exit status for launch.sweep."""
-  d = sweep_dir
-  todo = [r for r in schedule.order(d.runs.values())
-          if not d.is_done(r.name) and r.name not in skip]
-  pool = _Pool(d, cpus_per_run, train_flags, stream)
+  todo = [r for r in schedule.order(sweep_dir.runs.values())
+          if not sweep_dir.is_done(r.name) and r.name not in skip]
+  pool = _Pool(sweep_dir, cpus_per_run, train_flags, stream)
   old = {s: signal.signal(s, pool.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     while todo or pool.procs:
@@ -149,8 +148,8 @@ def run_pool(sweep_dir, parallel, cpus_per_run=0, train_flags=(), stream=sys.std
         time.sleep(0.2)
         continue
       now = schedule.decide(
-          todo, running=set(pool.procs), ready={r.name for r in todo if d.ready(r)},
-          elsewhere={r.name for r in todo if d.state(r.name) == 'running'},
+          todo, running=set(pool.procs), ready={r.name for r in todo if sweep_dir.ready(r)},
+          elsewhere={r.name for r in todo if sweep_dir.state(r.name) == 'running'},
           free_slots=pool.free_slots(parallel))
       for run, reason in now.blocked:
         todo.remove(run)
@@ -166,10 +165,10 @@ def run_pool(sweep_dir, parallel, cpus_per_run=0, train_flags=(), stream=sys.std
   finally:
     for s, h in old.items():
       signal.signal(s, h)
-  return _outcome(d, pool, stream)
+  return _outcome(sweep_dir, pool, stream)
 
 
-def _outcome(d, pool, stream):
+def _outcome(sweep_dir, pool, stream):
   """Prints how the pool ended; the exit status of launch.sweep."""
   if pool.progress.tty:
     stream.write('\n')
@@ -177,7 +176,7 @@ def _outcome(d, pool, stream):
     stream.write(f'stopped by signal {pool.stopping[0]}: the runs saved checkpoints; run the '
                  'same command again to continue\n')
     return EXIT_PREEMPTED
-  left = [n for n in d.runs if not d.is_done(n)]
+  left = [n for n in sweep_dir.runs if not sweep_dir.is_done(n)]
   stream.write(pool.progress.line(0) + '\n')
   if left:
     stream.write(f'not done: {", ".join(left)} (see launch.sweep --status)\n')

@@ -30,43 +30,44 @@ class Submission(NamedTuple):
   branches: list  # cooldown branches: the second array, after the first
 
 
-def _status_json(d, state, code):
-  path = d.status_path('$RUN')  # $RUN: the shell variable of the task's run name
+def _status_json(sweep_dir, state, code):
+  path = sweep_dir.status_path('$RUN')  # $RUN: the shell variable of the task's run name
   return (f"printf '{{\"state\": \"%s\", \"exit_code\": %s, \"backend\": \"slurm\", "
           f"\"job\": \"%s\", \"host\": \"%s\", \"pid\": %d}}\\n' {state} {code} "
           f'"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}" "$(hostname)" $$ '
           f'> "{path}.tmp" && mv "{path}.tmp" "{path}"')
 
 
-def script(d, runs, opts, phase):
+def script(sweep_dir, runs, opts, phase):
   """The sbatch script of one array: task i runs runs[i]."""
   nodes = opts['nodes']
   lines = ['#!/bin/bash',
-           f'# lmjax sweep {d.sweep.name}, {phase}: {len(runs)} run(s), one array task each.',
+           f'# lmjax sweep {sweep_dir.sweep.name}, {phase}: {len(runs)} run(s), one array task '
+           'each.',
            '# Written by launch.sweep --backend=slurm; the sweep directory holds the state.',
-           f'#SBATCH --job-name=lmjax-{d.sweep.name}-{phase}',
+           f'#SBATCH --job-name=lmjax-{sweep_dir.sweep.name}-{phase}',
            f'#SBATCH --array=0-{len(runs) - 1}'
            + (f'%{opts["max_concurrent"]}' if opts.get('max_concurrent') else ''),
            f'#SBATCH --nodes={nodes}', '#SBATCH --ntasks-per-node=1',
-           f'#SBATCH --output={d.slurm_output()}']
+           f'#SBATCH --output={sweep_dir.slurm_output()}']
   for key in ('partition', 'time', 'account', 'gpus_per_node', 'cpus_per_task'):
     if opts.get(key):
       lines.append(f'#SBATCH --{key.replace("_", "-")}={opts[key]}')
   lines += [f'#SBATCH {x}' for x in opts.get('extra', ())]
   lines += ['set -uo pipefail', f'cd {shlex.quote(os.getcwd())}']
   lines += list(opts.get('setup', ()))
-  lines += [f'export JAX_COMPILATION_CACHE_DIR={d.jax_cache()}',
+  lines += [f'export JAX_COMPILATION_CACHE_DIR={sweep_dir.jax_cache()}',
             'case "$SLURM_ARRAY_TASK_ID" in']
   extra = ['--distributed'] if nodes > 1 else []
   for i, run in enumerate(runs):
-    argv = d.command(run, python=opts.get('python', 'python'), extra=extra)
+    argv = sweep_dir.command(run, python=opts.get('python', 'python'), extra=extra)
     lines.append(f'  {i}) RUN={run.name}; CMD=({" ".join(shlex.quote(a) for a in argv)}) ;;')
-  run_log = d.log_path('$RUN')  # $RUN: the shell variable of the task's run name
+  run_log = sweep_dir.log_path('$RUN')  # $RUN: the shell variable of the task's run name
   lines += [f'  *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit {EXIT_USAGE} ;;',
-            'esac', _status_json(d, 'running', 'null'),
+            'esac', _status_json(sweep_dir, 'running', 'null'),
             f'srun --kill-on-bad-exit=1 "${{CMD[@]}}" >> "{run_log}" 2>&1',
             'code=$?',
-            _status_json(d, '$([ $code = 0 ] && echo done || echo failed)', '$code'),
+            _status_json(sweep_dir, '$([ $code = 0 ] && echo done || echo failed)', '$code'),
             'exit $code', '']
   return '\n'.join(lines)
 
@@ -84,38 +85,38 @@ def _queued(job_ids):
   return set(out.stdout.split()) if out.returncode == 0 else set()
 
 
-def plan_submission(d, skip=()) -> Submission:
+def plan_submission(sweep_dir, skip=()) -> Submission:
   """The runs to submit, leaving out those done, queued or running, and `skip` (runs whose
   config is invalid)."""
-  jobs = job_ids(d)
+  jobs = job_ids(sweep_dir)
   queued = _queued(set(jobs.values())) if jobs else set()
-  missing = [r for r in d.runs.values()
-             if not d.is_done(r.name) and jobs.get(r.name) not in queued
+  missing = [r for r in sweep_dir.runs.values()
+             if not sweep_dir.is_done(r.name) and jobs.get(r.name) not in queued
              and r.name not in skip]
   return Submission([r for r in missing if r.branch_of is None],
                     [r for r in missing if r.branch_of is not None])
 
 
-def submit(d, opts, dry_run, stream, skip=()):
+def submit(sweep_dir, opts, dry_run, stream, skip=()):
   """Writes the scripts to slurm/ and submits them (with --dry_run: prints them only)."""
-  first, branches = plan_submission(d, skip)
+  first, branches = plan_submission(sweep_dir, skip)
   if not first and not branches:
     stream.write('nothing to submit: every run is done, queued or running\n')
     return EXIT_OK
   if not dry_run and shutil.which('sbatch') is None:
     raise SlurmError('sbatch is not on PATH: run on a SLURM login node, or use --dry_run to see '
                      'the scripts')
-  folder = d.slurm_dir()
-  jobs = job_ids(d)
+  folder = sweep_dir.slurm_dir()
+  jobs = job_ids(sweep_dir)
   # Branches wait for the arrays of their stable runs: queued earlier, or submitted now.
   waits = {jobs[r.branch_of].split('_')[0] for r in branches
-           if r.branch_of in jobs and not d.is_done(r.branch_of) and r.branch_of not in
+           if r.branch_of in jobs and not sweep_dir.is_done(r.branch_of) and r.branch_of not in
            {x.name for x in first}}
   for phase, runs in (('runs', first), ('branches', branches)):
     if not runs:
       continue
-    text = script(d, runs, opts, phase)
-    path = d.sbatch_path(phase)
+    text = script(sweep_dir, runs, opts, phase)
+    path = sweep_dir.sbatch_path(phase)
     dep = [f'--dependency=afterany:{":".join(sorted(waits))}'] if phase == 'branches' and (
         waits) else []
     if dry_run:
@@ -132,11 +133,11 @@ def submit(d, opts, dry_run, stream, skip=()):
     array = out.stdout.strip().split(';')[0]
     waits.add(array)
     jobs.update({r.name: f'{array}_{i}' for i, r in enumerate(runs)})
-    write_json(d.jobs_path(), jobs)
+    write_json(sweep_dir.jobs_path(), jobs)
     stream.write(f'submitted {phase}: job array {array} with {len(runs)} task(s)\n')
   return EXIT_OK
 
 
-def job_ids(d):
+def job_ids(sweep_dir):
   """{run name: array task id} of the runs submitted so far."""
-  return read_json(d.jobs_path()) or {}
+  return read_json(sweep_dir.jobs_path()) or {}

@@ -38,7 +38,7 @@ def abstract_like(tree, shardings=None):
 
 def _preservation(c):
   """Keep the newest `max_to_keep` (0: all), every multiple of `keep_every`, and `keep_steps`
-  (the branch points of cooldown runs, lmjax/sweeps/plan.py)."""
+  (the branch points of cooldown runs, lmjax/sweeps/designs.py)."""
   if not c.max_to_keep:
     return pp.PreserveAll()
   policies = [pp.LatestN(c.max_to_keep)]

@@ -126,7 +126,7 @@ def default_config() -> ConfigDict:
   t.peak_flops = placeholder(float)     # per device, FLOP/s; None: known table or measured
   t.skip_nonfinite = 0                  # skip up to this many consecutive non-finite updates
   t.init_from = ''                      # start from another run's checkpoint (a run directory)
-  t.init_step = 0                       # ... at this step: a cooldown branch (lmjax/sweeps/plan)
+  t.init_step = 0                       # ... at this step (cooldown branches: lmjax/sweeps)
 
   c.mesh = ms = ConfigDict()
   ms.data = -1                          # -1: the devices left over by the other axes

@@ -54,11 +54,11 @@ def _finite(value) -> bool:
     return False
 
 
-def _last_line(d: SweepDir, name, status) -> str:
+def _last_line(sweep_dir: SweepDir, name, status) -> str:
   text = status.get('log_tail') or ''
   if not text.strip():
     try:
-      with open(d.log_path(name), errors='replace') as f:
+      with open(sweep_dir.log_path(name), errors='replace') as f:
         text = f.read()[-4096:]
     except OSError:
       return '(no log)'
@@ -66,17 +66,17 @@ def _last_line(d: SweepDir, name, status) -> str:
   return lines[-1][:300] if lines else '(empty log)'
 
 
-def _progress(d: SweepDir, run) -> str:
-  path = d.metrics_path(run.name)
+def _progress(sweep_dir: SweepDir, run) -> str:
+  path = sweep_dir.metrics_path(run.name)
   rows = read_metrics(path) if os.path.isfile(path) else []
   step = max((r.get('step', 0) for r in rows), default=0)
   return f'running or interrupted (step {step} of {run.steps})'
 
 
-def reason_left_out(d: SweepDir, run: Run) -> str | None:
+def reason_left_out(sweep_dir: SweepDir, run: Run) -> str | None:
   """Why a run is not a table row, or None when it is one (see the module doc)."""
-  summary = d.summary(run.name)
-  status = d.recorded_status(run.name)
+  summary = sweep_dir.summary(run.name)
+  status = sweep_dir.recorded_status(run.name)
   if isinstance(summary, dict):
     missing = [k for k in SUMMARY_KEYS if k not in summary]
     state = (f'summary.json lacks {", ".join(missing)}' if missing else
@@ -87,13 +87,13 @@ def reason_left_out(d: SweepDir, run: Run) -> str | None:
     if code == EXIT_NONFINITE:
       state = 'diverged (non-finite loss)'
     elif code == EXIT_PREEMPTED:
-      state = _progress(d, run)
+      state = _progress(sweep_dir, run)
     else:
-      state = f'failed (exit code {code}): {_last_line(d, run.name, status)}'
-  elif status is None and not d.has_started(run.name):
+      state = f'failed (exit code {code}): {_last_line(sweep_dir, run.name, status)}'
+  elif status is None and not sweep_dir.has_started(run.name):
     state = 'not started'
   else:
-    state = _progress(d, run)
+    state = _progress(sweep_dir, run)
   if run.design == 'stable':
     return 'stable phase (not a data point)' + (f'; {state}' if state else '')
   return state
@@ -107,13 +107,13 @@ def config_hash(config_path: str) -> str:
   return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _row(d: SweepDir, run: Run) -> dict:
+def _row(sweep_dir: SweepDir, run: Run) -> dict:
   """The table row of a finished data-point run."""
-  s = d.summary(run.name)
-  optim = (d.config(run.name) or {}).get('optim', {})
+  s = sweep_dir.summary(run.name)
+  optim = (sweep_dir.config(run.name) or {}).get('optim', {})
   return {'n': s['params'], 'n_no_emb': s['params_non_embedding'], 'd': s['tokens'],
           'c': s['tokens'] * s['flops_per_token'], 'loss': s['eval_loss'], 'name': run.name,
-          'design': run.design, 'config_hash': config_hash(d.config_path(run.name)),
+          'design': run.design, 'config_hash': config_hash(sweep_dir.config_path(run.name)),
           'schedule': optim.get('schedule', run.overrides.get('optim.schedule', '')),
           'lr': repr(float(optim.get('lr', run.overrides.get('optim.lr', math.nan)))),
           'cooldown_branch': 'yes' if run.branch_of else 'no', 'seed': run.seed,
@@ -122,18 +122,18 @@ def _row(d: SweepDir, run: Run) -> dict:
 
 def collect(sweep_dir: str) -> Collected:
   """The table of the finished data points, and the report of every run left out."""
-  d = read_sweep_dir(sweep_dir)
-  sweep = d.sweep
+  sweep_dir = read_sweep_dir(sweep_dir)
+  sweep = sweep_dir.sweep
   columns = {k: [] for k in (*FIELDS, *TAGS)}
   report = []
   for run in sweep.runs:
-    reason = reason_left_out(d, run)
+    reason = reason_left_out(sweep_dir, run)
     if reason:
       report.append({'name': run.name, 'design': run.design, 'reason': reason})
       continue
-    for k, v in _row(d, run).items():
+    for k, v in _row(sweep_dir, run).items():
       columns[k].append(v)
-  extra = sorted(d.run_names_on_disk() - set(d.runs))
+  extra = sorted(sweep_dir.run_names_on_disk() - set(sweep_dir.runs))
   report += [{'name': name, 'design': '', 'reason': 'not in sweep.json'} for name in extra]
   if not columns['loss']:
     counts = {}
@@ -143,7 +143,7 @@ def collect(sweep_dir: str) -> Collected:
     raise CollectError(f'{sweep_dir}: no finished runs among {len(sweep.runs)} planned ('
                        + ', '.join(f'{v} {k}' for k, v in counts.items()) + ')')
   try:
-    table = from_columns(columns, source=d.sweep_json_path(),
+    table = from_columns(columns, source=sweep_dir.sweep_json_path(),
                          meta={'sweep': sweep.name, 'budgets': list(sweep.budgets) or None,
                                'budget_rtol': BUDGET_RTOL})
   except TableError as e:

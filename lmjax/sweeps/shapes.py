@@ -62,13 +62,14 @@ def ladder(targets, base_config, *, aspect: float = 64.0, head_dim: int = 64, kv
     k0 = max(1, round(math.sqrt(target / (12 * layers)) / step))
     best = None
     for k in range(max(1, k0 - 2), k0 + 3):
-      d = k * step
-      model = {'model.n_layers': layers, 'model.d_model': d, 'model.n_heads': d // head_dim,
-               'model.n_kv_heads': d // step, 'model.d_ff': default_d_ff(d, activation)}
+      d_model = k * step
+      model = {'model.n_layers': layers, 'model.d_model': d_model,
+               'model.n_heads': d_model // head_dim, 'model.n_kv_heads': d_model // step,
+               'model.d_ff': default_d_ff(d_model, activation)}
       n, n_total, fpt = measure(base, model, seq_len, f'ladder: N={target:.3g}: ')
       if best is None or abs(math.log(n / target)) < abs(math.log(best.n / target)):
-        best = Shape(layers, d, d // head_dim, d // step, model['model.d_ff'], n, n_total, fpt,
-                     seq_len, float(target))
+        best = Shape(layers, d_model, d_model // head_dim, d_model // step, model['model.d_ff'],
+                     n, n_total, fpt, seq_len, float(target))
     same = [s for s in shapes if s.overrides() == best.overrides()]
     if same:
       raise PlanError(f'ladder: targets {same[0].target:.3g} and {target:.3g} give the same '

@@ -74,10 +74,10 @@ class SweepDir:
     """Opens (or, with `create`, creates) `path` for `sweep`; refuses a directory of another
     sweep, or one whose runs this sweep would change. A sweep that only adds runs is accepted.
     Without `create` nothing is written (a dry run, a status query)."""
-    d = cls(os.path.abspath(path), sweep)
+    sweep_dir = cls(os.path.abspath(path), sweep)
     if os.path.exists(path) and not os.path.isdir(path):
       raise SweepDirError(f'--workdir={path} is a file, not a directory')
-    saved_path = d.sweep_json_path()
+    saved_path = sweep_dir.sweep_json_path()
     saved = read_json(saved_path)
     if os.path.exists(saved_path) and saved is None:
       raise SweepDirError(f'--workdir={path}: sweep.json is unreadable')
@@ -86,13 +86,13 @@ class SweepDir:
         raise SweepDirError(f'--workdir={path} is not empty and holds no sweep.json; use a new '
                             'or empty directory')
     else:
-      d._check_same(saved)
+      sweep_dir._check_same(saved)
     if create:
       for sub in ('runs', 'logs', 'status', 'jax_cache'):
-        os.makedirs(os.path.join(d.path, sub), exist_ok=True)
+        os.makedirs(os.path.join(sweep_dir.path, sub), exist_ok=True)
       if saved is None or saved.get('fingerprint') != sweep.fingerprint():
         write_json(saved_path, {**sweep.to_json(), 'fingerprint': sweep.fingerprint()})
-    return d
+    return sweep_dir
 
   @classmethod
   def read(cls, path):
