@@ -98,7 +98,7 @@ class _Pool:
                          env=self.env, cwd=os.getcwd(), preexec_fn=pin)
     attempts = sweep_dir.status(run.name).get('attempts', 0) + 1
     sweep_dir.set_status(run.name, state='running', pid=p.pid, host=os.uname().nodename,
-                 exit_code=None, attempts=attempts, started=time.time())
+                         exit_code=None, attempts=attempts, started=time.time())
     self.procs[run.name] = _Proc(p, log, slot)
     verb = 'resuming' if sweep_dir.has_checkpoints(run.name) else 'starting'
     self.progress.show(len(self.procs), f'{verb} {run.name} (attempt {attempts})')
@@ -128,7 +128,7 @@ class _Pool:
   def block(self, run, reason):
     """Records a run that can never start (schedule.Blocked)."""
     self.sweep_dir.set_status(run.name, state='failed', exit_code=None,
-                      log_tail=f'its stable run {reason}')
+                              log_tail=f'its stable run {reason}')
     self.progress.show(len(self.procs), f'blocked {run.name}: {reason}')
 
 
