@@ -17,7 +17,8 @@ def _inputs(b=2, k=2, g=2, t=32, e=8, seed=0):
   return q, kk, v, do
 
 
-@pytest.mark.parametrize('block', [0, 8, 16, 32, 12])
+@pytest.mark.parametrize('block', [0, 8, 12, *(pytest.param(b, marks=pytest.mark.slow)
+                                               for b in (16, 32))])
 @pytest.mark.parametrize('segments', [False, True])
 def test_matches_dense_softmax_and_its_gradients(block, segments):
   q, k, v, do = _inputs()

@@ -9,6 +9,8 @@ from lmjax.checkpoint import CheckpointError
 from lmjax.config import default_config, resolve
 from lmjax.metrics import read_metrics
 
+pytestmark = pytest.mark.slow  # trains three runs through the loop
+
 
 def _config(**fields):
   c = default_config()

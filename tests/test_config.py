@@ -59,6 +59,7 @@ def test_rope_and_sinusoidal_allow_long_sequences():
     assert c.data.seq_len == 128 > c.model.max_seq_len
 
 
+@pytest.mark.slow  # launch.train subprocesses
 @pytest.mark.parametrize('flag, field', [
     ('--config.model.n_heads=3', 'model.n_heads'),
     ('--config.model.activation=tanh', 'model.activation'),
@@ -76,6 +77,7 @@ def test_launcher_rejects_bad_config_without_touching_workdir(tmp_path, flag, fi
   assert not workdir.exists()
 
 
+@pytest.mark.slow  # launch.train subprocesses
 @pytest.mark.parametrize('args, message', [
     (['--config=experiments/configs/tiny.py', '--config.model.colour=red'],
      'error: --config.model.colour: no such config field'),
@@ -102,8 +104,9 @@ def test_launcher_bad_flags_fail_in_one_line(tmp_path, args, message):
 @pytest.mark.parametrize('name, total', [
     ('tiny', 139_712), ('small', 3_345_152), ('nanogpt_s', 3_279_104),
     ('nanogpt_m', 10_818_432),
-    ('gpt2_small', 124_475_904),  # nanoGPT's GPT-2 124M (vocab 50,304) with its 786,432 wpe
-    ('llama_125m', 134_105_856), ('llama_1b', 1_104_218_112)])
+    # nanoGPT's GPT-2 124M (vocab 50,304) with its 786,432 wpe; the large ones take seconds each
+    *(pytest.param(*p, marks=pytest.mark.slow) for p in (
+        ('gpt2_small', 124_475_904), ('llama_125m', 134_105_856), ('llama_1b', 1_104_218_112)))])
 def test_shipped_configs_resolve_to_their_sizes(name, total):
   import importlib
 

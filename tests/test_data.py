@@ -10,6 +10,7 @@ from conftest import local_config
 from lmjax import data, datasets
 
 
+@pytest.mark.slow  # prepares a dataset and compiles the model on it
 def test_packed_rows_do_not_attend_across_documents(corpus, tmp_path):
   """A real packed row gives every document the logits it has alone."""
   c = local_config(corpus, tmp_path)

@@ -40,6 +40,7 @@ def test_exact_flops_by_hand_and_causal_halving():
   assert flops.attention_context(m, 256, 'computed') == 256 * 10 / 16
 
 
+@pytest.mark.slow  # compiles train steps
 def test_analytic_flops_agree_with_xla_cost_analysis():
   """The compiled forward pass, as counted by XLA, against our matmul count (NanoDO's check)."""
   c = _cfg(preset='gpt2', use_bias=False, d_model=256, n_layers=2, n_heads=4, max_seq_len=128)

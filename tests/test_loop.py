@@ -12,6 +12,8 @@ from lmjax.loop import train
 from lmjax.metrics import read_metrics
 from lmjax.start import ResumeError
 
+pytestmark = pytest.mark.slow  # each test trains through the whole loop
+
 
 def test_train_writes_the_run_directory(tiny, tmp_path):
   tiny.train.steps, tiny.train.log_every, tiny.train.eval_every = 12, 4, 6
@@ -31,7 +33,6 @@ def test_train_writes_the_run_directory(tiny, tmp_path):
   assert int(state.step) == 12
 
 
-@pytest.mark.slow  # 300 steps
 def test_byte_model_beats_unigram_entropy(tiny):
   tiny.train.steps, tiny.train.eval_every = 300, 300
   tiny.data.batch_size = 16

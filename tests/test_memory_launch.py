@@ -37,6 +37,7 @@ def test_a_model_too_big_for_the_memory_is_refused_with_status_1():
     ('--mesh=1,3,1', 'error: config.mesh.fsdp=3 does not divide config.model.d_model=256'),
     ('--mesh=1,1,8', 'error: config.mesh.tensor=8 does not divide config.model.n_heads=4'),
 ])
+@pytest.mark.slow  # launch.memory subprocesses that build the mesh
 def test_bad_mesh_flags(flag, message):
   out = _memory(flag, '--device_memory=1GB')
   assert out.returncode == 2 and out.stderr.strip() == out.stderr.strip().splitlines()[0]

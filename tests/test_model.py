@@ -65,7 +65,9 @@ def test_attention_mask_is_causal_and_blocks_documents():
   np.testing.assert_array_equal(m, [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]])
 
 
-@pytest.mark.parametrize('variant', ['vaswani', 'llama', 'gpt2', 'gqa', 'learned'])
+# The fast set (-m 'not slow') checks one variant of each property; CI checks them all.
+@pytest.mark.parametrize('variant', ['llama', *(pytest.param(v, marks=pytest.mark.slow)
+                                              for v in ('vaswani', 'gpt2', 'gqa', 'learned'))])
 def test_future_tokens_never_change_earlier_logits(variant):
   c = config_for(variant)
   model, _ = build_model_and_optimizer(c)
@@ -79,7 +81,8 @@ def test_future_tokens_never_change_earlier_logits(variant):
     assert np.abs(changed[:, j:] - base[:, j:]).max() > 1e-4
 
 
-@pytest.mark.parametrize('variant', ['llama', 'vaswani', 'learned'])
+@pytest.mark.parametrize('variant', ['llama', *(pytest.param(v, marks=pytest.mark.slow)
+                                              for v in ('vaswani', 'learned'))])
 def test_segments_match_separate_documents(variant):
   c = config_for(variant)
   model, _ = build_model_and_optimizer(c)
@@ -167,7 +170,8 @@ def _np_forward(cfg, params, tokens):
   return logits + p.get('unembed_bias', 0)
 
 
-@pytest.mark.parametrize('variant', ['llama', 'vaswani', 'gpt2', 'gqa', 'mqa'])
+@pytest.mark.parametrize('variant', ['llama', 'gqa', *(pytest.param(v, marks=pytest.mark.slow)
+                                                     for v in ('vaswani', 'gpt2', 'mqa'))])
 def test_forward_matches_numpy_reference(variant):
   c = config_for(variant, d_model=32, n_heads=4)
   model, _ = build_model_and_optimizer(c)
@@ -184,6 +188,7 @@ def test_forward_matches_numpy_reference(variant):
 
 
 # ------------------------------------------------------------------------------ each trains
+@pytest.mark.slow  # 20 variants, each trained for steps
 @pytest.mark.parametrize('variant', sorted(VARIANTS))
 def test_variant_trains(variant):
   c = config_for(variant)
@@ -210,6 +215,7 @@ def test_cpu_matmul_gradients_match_plain_dot():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # compiles the model's gradient twice per case
 @pytest.mark.parametrize('remat', ['full', 'dots'])
 def test_remat_gives_the_same_loss_and_gradients(remat):
   from lmjax.steps import loss_sums
@@ -226,6 +232,7 @@ def test_remat_gives_the_same_loss_and_gradients(remat):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # compiles the model's gradient twice per case
 @pytest.mark.parametrize('variant', ['llama', 'vaswani'])
 def test_scan_over_layers_matches_the_unrolled_model(variant):
   from lmjax.steps import loss_sums

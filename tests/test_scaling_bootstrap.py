@@ -49,6 +49,7 @@ def test_bootstrap_se_matches_the_spread_over_new_datasets():
   np.testing.assert_array_equal(boot['theta'], again['theta'])
 
 
+@pytest.mark.slow  # bootstrap replicates of the published data
 @needs_shared
 def test_epoch_bootstrap_standard_errors():
   """1,000 replicates on Epoch's 240 points against their 4,000 (Besiroglu et al. 2024)."""

@@ -135,6 +135,7 @@ def test_rows_selected_before_fitting():
     fit.fit_runs(no_emb, FitOptions(n_count='n_no_emb', **QUICK))
 
 
+@pytest.mark.slow  # renders the plots twice
 def test_write_report_is_all_or_nothing(report, tmp_path, monkeypatch):
   out = tmp_path / 'out'
   names = fit.write_report(report, str(out))

@@ -9,6 +9,8 @@ import pytest
 
 from lmjax.scaling import laws
 
+pytestmark = pytest.mark.slow  # launch.fit in subprocesses, as a user runs it
+
 ROOT = Path(__file__).resolve().parents[1]
 SCALING = ROOT / '..' / 'shared' / 'data' / 'scaling'
 needs_shared = pytest.mark.skipif(not SCALING.is_dir(),

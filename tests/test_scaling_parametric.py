@@ -96,6 +96,7 @@ def test_too_few_points(rows):
     parametric.fit_kaplan(t.subset([0]), 'kaplan_c')
 
 
+@pytest.mark.slow  # Hoffmann's 4,500-start grid on the published data
 @needs_shared
 def test_epoch_grid_fit_reproduces_besiroglu_2024():
   """The full 4,500-start summed-Huber fit on Epoch's 240 points."""

@@ -33,6 +33,7 @@ def _is_png(path):
   return head == PNG
 
 
+@pytest.mark.slow  # renders every PNG
 def test_every_plot_writes_a_png(fitted, tmp_path):
   f = fitted
   paths = [

@@ -1,10 +1,13 @@
 """The train step: determinism across runs and seeds, gradient accumulation."""
 import jax
 import numpy as np
+import pytest
 
 from lmjax import data
 from lmjax.config import resolve
 from lmjax.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg
+
+pytestmark = pytest.mark.slow  # several compiled train steps per test
 
 
 def _losses(c, n):
