@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from lmjax import flops, sharding
+from lmjax.checkpoint import abstract_like
 from lmjax.model import ModelConfig
 from lmjax.steps import (build_model_and_optimizer, init_state, make_train_step, schedule_arg,
                          state_shardings)
@@ -80,9 +81,7 @@ def train_step_memory(config, mesh) -> TrainStepMemory:
   """Compiles the train step of a resolved config for `mesh` and accounts for its memory."""
   model, tx = build_model_and_optimizer(config)
   shardings = state_shardings(model, tx, config, mesh)
-  state = jax.tree_util.tree_map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      jax.eval_shape(lambda: init_state(model, tx, config)), shardings)
+  state = abstract_like(jax.eval_shape(lambda: init_state(model, tx, config)), shardings)
   lr = jax.ShapeDtypeStruct(schedule_arg(config).shape, jnp.float32,
                             sharding=sharding.replicated(mesh))
   step = make_train_step(model, tx, config, mesh, shardings)
