@@ -89,11 +89,14 @@ def main(argv):
   from lmjax import loop, sharding, start
   from lmjax.checkpoint import CheckpointError
   from lmjax.datasets import DataError
+  from lmjax.model import model_config
   from lmjax.train_log import NonFinite
   try:
     if os.path.isdir(workdir):
       start.check_resume(workdir, config)  # refused before the workdir is locked or written
-    sharding.make_mesh(config)  # a mesh that does not fit the devices or model stops here
+    # A mesh that does not fit the devices or model, or a kernel the devices cannot run, stops
+    # here.
+    model_config(config, sharding.platform(sharding.make_mesh(config)))
   except (ConfigError, sharding.MeshError) as e:
     fail(str(e))
   os.makedirs(workdir, exist_ok=True)

@@ -1,22 +1,26 @@
-"""Causal softmax attention with a hand-written backward pass (the FlashAttention equations).
+"""Causal attention by kernel (`config.model.attention_impl`), fed packed documents as segment ids.
 
-Shapes: B batch, K kv heads, G query heads per kv head, T queries, S keys (S = T), E head_dim,
-Q a block of queries. q (B, K, G, T, E) already scaled by E^-1/2; k, v (B, K, S, E); mask
-broadcastable to (B, K, G, T, S), True where attention is allowed. The mask must be causal (it may
-forbid more, e.g. across documents) and every row must allow at least one key.
+Shapes: B batch, T queries, S keys (S = T), H query heads, K kv heads (GQA/MQA when K < H),
+G = H / K, E head_dim. `attend` takes q (B, T, H, E), already scaled by E^-1/2, k and v
+(B, S, K, E) and `segment_ids` (B, T) int or None, and returns (B, T, H, E). A query attends to
+the keys at or before it with its segment id. No kernel here is handed a T×S mask:
 
-Causal blocks: queries are cut into blocks of `block` rows; block i attends only to keys
-[0, (i+1)·block), so the key blocks above the diagonal, which the mask zeroes anyway, are never
-computed. With 4 blocks this is 10/16 of the dense work, for the matmuls and the T×S elementwise
-passes alike.
-
-Per block, forward: p = exp(s - max s) on allowed keys (0 elsewhere), l = Σ_s p, o = (p v) / l;
-dividing o (Q×E) by l is cheaper than dividing p (Q×S). Backward (Dao et al. 2022,
-"FlashAttention", Alg. 2, with P = p / l and D = rowsum(dO ∘ O)):
-  dV = Pᵀ dO,  dP = dO Vᵀ,  dS = P ∘ (dP - D),  dQ = dS K,  dK = dSᵀ Q.
-Folding 1/l into dO keeps each Q×S pass to one fused elementwise op: dS = p ∘ ((dO/l) Vᵀ - D/l).
-Autodiff of `jax.nn.softmax` would reduce P ∘ dP over S, a second Q×S pass that on XLA:CPU cost
-more than the attention matmuls around it.
+- `blocked`: lmjax/blocked_attention.py, XLA ops tuned for XLA:CPU (the CPU default).
+- `xla`: `jax.nn.dot_product_attention(implementation='xla')`, with `is_causal` and, for packed
+  documents, a (B, 1, T, S) boolean mask: XLA's reference path, which forms the T×S logits anyway.
+- `cudnn`: cuDNN's fused flash attention (GPU, bfloat16/float16, head_dim <= 128, a multiple of
+  8). Without documents it is `jax.nn.dot_product_attention(implementation='cudnn',
+  is_causal=True)`. That public call has no segment ids: packed documents go through the cuDNN
+  call jax builds it on (`jax._src.cudnn.fused_attention_stablehlo.dot_product_attention`) in
+  its packed-sequence form, a causal mask plus per-document offsets and lengths
+  (`cudnn_segments`), so cuDNN keeps its causal fast path. That module is jax-private.
+- `splash`: `jax.experimental.pallas.ops.tpu.splash_attention` (TPU) with a causal mask and
+  `SegmentIds`, vmapped over the batch, under `shard_map` over the mesh (batch over data × fsdp,
+  heads over tensor) when there is one. T must be a multiple of 128 (its lane width).
+- `pallas_gpu`: `jax.experimental.pallas.ops.gpu.attention.mha` (Triton) with `segment_ids`;
+  it has no GQA, so k and v are repeated to H heads first.
+- `auto`: cudnn on GPU, splash on TPU, blocked elsewhere.
+The Pallas kernels run in interpret mode on CPU (tests).
 """
 from __future__ import annotations
 
@@ -25,73 +29,173 @@ import functools
 import jax
 import jax.numpy as jnp
 
-_F32 = jnp.float32
+from lmjax import blocked_attention
+from lmjax.config import ConfigError
+
+IMPLS = ('auto', 'blocked', 'xla', 'cudnn', 'splash', 'pallas_gpu')
+AUTO = {'gpu': 'cudnn', 'tpu': 'splash'}
+# Where each kernel runs; on CPU the Pallas kernels run in interpret mode (slow; for tests).
+PLATFORMS = {'blocked': ('cpu', 'gpu', 'tpu'), 'xla': ('cpu', 'gpu', 'tpu'), 'cudnn': ('gpu',),
+             'splash': ('tpu', 'cpu'), 'pallas_gpu': ('gpu', 'cpu')}
+SPLASH_BLOCK = 512
+PALLAS_GPU_BLOCKS = (128, 64, 32)
 
 
-def _blocks(t, block):
-  """(query start, query end, key end) per block; one dense block when `block` does not divide t."""
-  if not block or block >= t or t % block:
-    return ((0, t, t),)
-  return tuple((i, i + block, i + block) for i in range(0, t, block))
+def resolve_impl(impl: str, platform: str) -> str:
+  return AUTO.get(platform, 'blocked') if impl == 'auto' else impl
 
 
-def _mask_block(mask, q0, q1, k1):
-  return mask[..., q0:q1, :k1]
+def check(model_config, seq_len: int, platform: str) -> str:
+  """The kernel `model.attention_impl` names on `platform`; raises ConfigError, naming the field,
+  for a choice the platform or the shapes cannot run."""
+  m = model_config
+  impl = resolve_impl(m.attention_impl, platform)
+  field = f'config.model.attention_impl={m.attention_impl}'
+  what = f' ({impl})' if impl != m.attention_impl else ''
+
+  def refuse(why):
+    raise ConfigError(f'{field}{what} is not allowed: {why}')
+  if impl not in IMPLS:
+    refuse(f'one of {", ".join(IMPLS)}')
+  if platform not in PLATFORMS[impl]:
+    refuse(f'it runs on {" or ".join(PLATFORMS[impl])}, not on {platform}')
+  head_dim = m.d_model // m.n_heads
+  if m.dropout > 0 and impl not in ('blocked', 'xla'):
+    refuse(f'model.dropout={m.dropout} needs attention dropout, which only blocked and xla have')
+  if impl == 'cudnn':
+    if m.dtype not in ('bfloat16', 'float16'):
+      refuse(f'cuDNN attention needs model.dtype bfloat16 or float16, not {m.dtype}')
+    if head_dim > 128 or head_dim % 8:
+      refuse(f'cuDNN attention needs a head_dim <= 128 and a multiple of 8, not {head_dim}')
+  if impl == 'splash' and seq_len % 128:
+    refuse(f'splash attention needs data.seq_len a multiple of 128, not {seq_len}')
+  if impl == 'pallas_gpu' and seq_len % PALLAS_GPU_BLOCKS[-1]:
+    refuse(f'Pallas GPU attention needs data.seq_len a multiple of {PALLAS_GPU_BLOCKS[-1]}, '
+           f'not {seq_len}')
+  return impl
 
 
-def _block_forward(q, k, v, mask):
-  s = jnp.einsum('bkgqe,bkse->bkgqs', q, k, preferred_element_type=_F32)
-  s = jnp.where(mask, s, jnp.finfo(_F32).min)
-  p = jnp.exp(s - s.max(-1, keepdims=True))
-  l = p.sum(-1, keepdims=True)
-  o = jnp.einsum('bkgqs,bkse->bkgqe', p.astype(v.dtype), v, preferred_element_type=_F32) / l
-  return o.astype(q.dtype), p, l
+def attend(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT, impl, block=64, mesh=None,
+           platform='cpu'):
+  """Causal attention by the resolved kernel `impl` (see the module docstring)."""
+  interpret = platform == 'cpu'
+  if impl == 'blocked':
+    return _blocked(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT, block)
+  if impl == 'xla':
+    return _xla(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT)
+  if impl == 'cudnn':
+    return _cudnn(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT)
+  if impl == 'splash':
+    return _splash(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT, mesh, interpret)
+  if impl == 'pallas_gpu':
+    return _pallas_gpu(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT, interpret)
+  raise ValueError(f'attention impl {impl!r}: one of {", ".join(IMPLS[1:])}')
 
 
-def _forward(q, k, v, mask, block):
-  outs, saved = [], []
-  for q0, q1, k1 in _blocks(q.shape[-2], block):
-    o, p, l = _block_forward(q[..., q0:q1, :], k[..., :k1, :], v[..., :k1, :],
-                             _mask_block(mask, q0, q1, k1))
-    outs.append(o)
-    saved.append((p, l))
-  return jnp.concatenate(outs, axis=-2), saved
+def _blocked(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT, block):
+  b, t, h, e = q_BxTxHxE.shape
+  k = k_BxSxKxE.shape[2]
+  q_BxKxGxTxE = q_BxTxHxE.reshape(b, t, k, h // k, e).transpose(0, 2, 3, 1, 4)
+  out_BxKxGxTxE = blocked_attention.attention(
+      q_BxKxGxTxE, k_BxSxKxE.transpose(0, 2, 1, 3), v_BxSxKxE.transpose(0, 2, 1, 3),
+      segment_ids_BxT, block)
+  return out_BxKxGxTxE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def attention(q, k, v, mask, block=64):
-  return _forward(q, k, v, mask, block)[0]
+def _xla(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT):
+  mask = None
+  if segment_ids_BxT is not None:
+    mask = segment_ids_BxT[:, None, :, None] == segment_ids_BxT[:, None, None, :]
+  return jax.nn.dot_product_attention(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, mask=mask, scale=1.0,
+                                      is_causal=True, implementation='xla')
 
 
-def _attention_fwd(q, k, v, mask, block):
-  o, saved = _forward(q, k, v, mask, block)
-  return o, (q, k, v, mask, o, saved)
+def cudnn_segments(segment_ids_BxT):
+  """cuDNN's packed-sequence description of the documents of each row: (lengths (B, M), offsets
+  (B, M+1)) with M = T (a row holds at most T documents), -1 past the last document. Documents
+  are the maximal runs of equal ids, so ids must not repeat after a different one."""
+  b, t = segment_ids_BxT.shape
+  starts_BxT = jnp.concatenate([jnp.ones((b, 1), bool),
+                                segment_ids_BxT[:, 1:] != segment_ids_BxT[:, :-1]], axis=1)
+  count_B = starts_BxT.sum(1)
+  # Positions of the starts in order, then T (the end) for every slot past the last document.
+  order_BxT = jnp.argsort(~starts_BxT, axis=1, stable=True)
+  slot_BxT = jnp.arange(t)[None]
+  starts = jnp.where(slot_BxT < count_B[:, None], order_BxT, t)
+  ends = jnp.concatenate([starts[:, 1:], jnp.full((b, 1), t)], axis=1)
+  lengths = jnp.where(slot_BxT < count_B[:, None], ends - starts, -1)
+  offsets = jnp.concatenate([starts, jnp.full((b, 1), t)], axis=1)
+  offsets = jnp.where(jnp.arange(t + 1)[None] <= count_B[:, None], offsets, -1)
+  return lengths.astype(jnp.int32), offsets.astype(jnp.int32)
 
 
-def _attention_bwd(block, res, do):
-  q, k, v, mask, o, saved = res
-  dq_blocks = []
-  dk, dv = jnp.zeros(k.shape, _F32), jnp.zeros(v.shape, _F32)
-  for (q0, q1, k1), (p, l) in zip(_blocks(q.shape[-2], block), saved):
-    do_l = do[..., q0:q1, :].astype(_F32) / l
-    d_l = (do_l * o[..., q0:q1, :].astype(_F32)).sum(-1, keepdims=True)
-    dv = dv.at[..., :k1, :].add(jnp.einsum('bkgqs,bkgqe->bkse', p, do_l))
-    dp_l = jnp.einsum('bkgqe,bkse->bkgqs', do_l, v[..., :k1, :].astype(_F32))
-    ds = (p * (dp_l - d_l)).astype(q.dtype)
-    dq_blocks.append(jnp.einsum('bkgqs,bkse->bkgqe', ds, k[..., :k1, :],
-                                preferred_element_type=_F32))
-    dk = dk.at[..., :k1, :].add(jnp.einsum('bkgqs,bkgqe->bkse', ds, q[..., q0:q1, :],
-                                           preferred_element_type=_F32))
-  dq = jnp.concatenate(dq_blocks, axis=-2)
-  return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
+def _cudnn(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT):
+  if segment_ids_BxT is None:
+    return jax.nn.dot_product_attention(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, scale=1.0,
+                                        is_causal=True, implementation='cudnn')
+  from jax._src.cudnn import fused_attention_stablehlo as cudnn
+  lengths, offsets = cudnn_segments(segment_ids_BxT)
+  return cudnn.dot_product_attention(
+      q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, q_seqlen=lengths, kv_seqlen=lengths, q_offsets=offsets,
+      kv_offsets=offsets, scale=1.0, mask_type=cudnn.MaskType.CAUSAL, qkv_layout='BTNH')
 
 
-attention.defvjp(_attention_fwd, _attention_bwd)
+@functools.lru_cache(maxsize=None)
+def _splash_kernel(heads, t, head_shards, interpret):
+  from jax.experimental.pallas.ops.tpu import splash_attention as sa
+  block = min(SPLASH_BLOCK, t)
+  sizes = sa.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
+                        block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
+                        block_q_dq=block, block_kv_dq=block)
+  mask = sa.MultiHeadMask([sa.CausalMask((t, t)) for _ in range(heads)])
+  return sa.make_splash_mha(mask, block_sizes=sizes, head_shards=head_shards, q_seq_shards=1,
+                            interpret=interpret)
 
 
-def reference_attention(q, k, v, mask):
-  """Dense attention through jax.nn.softmax and autodiff, for tests."""
-  s = jnp.einsum('bkgte,bkse->bkgts', q, k, preferred_element_type=_F32)
-  p = jax.nn.softmax(jnp.where(mask, s, jnp.finfo(_F32).min), axis=-1)
-  return jnp.einsum('bkgts,bkse->bkgte', p.astype(v.dtype), v,
-                    preferred_element_type=_F32).astype(q.dtype)
+def _splash(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT, mesh, interpret):
+  from jax.experimental.pallas.ops.tpu import splash_attention as sa
+  b, t = q_BxTxHxE.shape[:2]
+  if segment_ids_BxT is None:
+    segment_ids_BxT = jnp.zeros((b, t), jnp.int32)
+  tensor = 1 if mesh is None else mesh.shape['tensor']
+
+  def local(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, seg_BxT):
+    kernel = _splash_kernel(q_BxTxHxE.shape[2], t, tensor, interpret)
+    heads_first = lambda x: x.transpose(0, 2, 1, 3)
+    out_BxHxTxE = jax.vmap(kernel)(heads_first(q_BxTxHxE), heads_first(k_BxSxKxE),
+                                   heads_first(v_BxSxKxE), segment_ids=sa.SegmentIds(seg_BxT,
+                                                                                     seg_BxT))
+    return heads_first(out_BxHxTxE)
+
+  if mesh is None or mesh.size == 1:
+    return local(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT)
+  from jax.sharding import PartitionSpec as P
+  heads, batch = P(('data', 'fsdp'), None, 'tensor', None), P(('data', 'fsdp'), None)
+  return jax.shard_map(local, mesh=mesh, in_specs=(heads, heads, heads, batch),
+                       out_specs=heads, check_vma=False)(
+                           q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT)
+
+
+def _pallas_gpu(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT, interpret):
+  from jax.experimental.pallas.ops.gpu import attention as gpu
+  t, h, k = q_BxTxHxE.shape[1], q_BxTxHxE.shape[2], k_BxSxKxE.shape[2]
+  if k != h:
+    k_BxSxKxE = jnp.repeat(k_BxSxKxE, h // k, axis=2)
+    v_BxSxKxE = jnp.repeat(v_BxSxKxE, h // k, axis=2)
+  fwd = next(s for s in PALLAS_GPU_BLOCKS if t % s == 0)
+  bwd = PALLAS_GPU_BLOCKS[-1]
+  sizes = gpu.BlockSizes(block_q=fwd, block_k=fwd, block_q_dkv=bwd, block_kv_dkv=bwd,
+                         block_q_dq=bwd, block_kv_dq=bwd)
+  return gpu.mha(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT, sm_scale=1.0, causal=True,
+                 block_sizes=sizes, interpret=interpret)
+
+
+def reference(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT=None):
+  """Dense softmax attention through autodiff, the mask as a T×S array (tests)."""
+  b, t, h, e = q_BxTxHxE.shape
+  k = k_BxSxKxE.shape[2]
+  q_BxKxGxTxE = q_BxTxHxE.reshape(b, t, k, h // k, e).transpose(0, 2, 3, 1, 4)
+  out_BxKxGxTxE = blocked_attention.reference_attention(
+      q_BxKxGxTxE, k_BxSxKxE.transpose(0, 2, 1, 3), v_BxSxKxE.transpose(0, 2, 1, 3),
+      segment_ids_BxT)
+  return out_BxKxGxTxE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)

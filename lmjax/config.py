@@ -41,7 +41,10 @@ CHOICES = {
     'model.position': ('sinusoidal', 'learned', 'rope', 'none'),
     'model.dtype': ('float32', 'bfloat16', 'float16'),
     'model.param_dtype': ('float32', 'bfloat16'),
-    'model.remat': ('none', 'full', 'dots'),
+    'model.remat': ('none', 'full', 'dots', 'minimal', 'save_qkv_proj', 'save_out_proj',
+                    'save_attention', 'offload_qkv_proj', 'offload_attention'),  # lmjax/remat.py
+    'model.attention_impl': ('auto', 'blocked', 'xla', 'cudnn', 'splash',
+                             'pallas_gpu'),  # lmjax/attention.py
     'optim.schedule': ('cosine', 'linear', 'constant', 'wsd'),
     'optim.decay_shape': ('linear', 'cosine', '1-sqrt'),
     'data.tokenizer': ('byte', 'sentencepiece'),
@@ -78,8 +81,9 @@ def default_config() -> ConfigDict:
   m.dtype = 'float32'                   # compute dtype
   m.param_dtype = 'float32'
   m.init_std = 0.02
-  m.attention_block = 64                # causal query blocks (lmjax/attention.py); 0: dense
-  m.remat = 'none'                      # activation checkpointing per block: none | full | dots
+  m.attention_impl = 'auto'             # auto|blocked|xla|cudnn|splash|pallas_gpu (attention.py)
+  m.attention_block = 64                # blocked kernel: query rows per block (0: one block)
+  m.remat = 'none'                      # recomputation policy per block by name (lmjax/remat.py)
   m.scan_layers = False                 # nn.scan over stacked layers (fast compiles when deep)
 
   c.data = data = ConfigDict()
@@ -125,6 +129,8 @@ def default_config() -> ConfigDict:
   t.eval_every = 50
   t.peak_flops = placeholder(float)     # per device, FLOP/s; None: known table or measured
   t.skip_nonfinite = 0                  # skip up to this many consecutive non-finite updates
+  t.loss_chunk = 0                      # tokens per chunk of the output layer + loss; 0: all
+  t.z_loss = 0.0                        # weight of log²Z in the objective (PaLM: 1e-4); 0: off
   t.init_from = ''                      # start from another run's checkpoint (a run directory)
   t.init_step = 0                       # ... at this step (cooldown branches: lmjax/sweeps)
 
@@ -132,10 +138,14 @@ def default_config() -> ConfigDict:
   ms.data = -1                          # -1: the devices left over by the other axes
   ms.fsdp = 1
   ms.tensor = 1
-  # [logical axis, mesh axis or list of mesh axes or None]; see lmjax/sharding.py.
+  # [logical axis, mesh axis or list of mesh axes or None]; see lmjax/sharding.py. Parameters
+  # first, then activations (act_*: constraints inside the model, lmjax/model.py).
   ms.rules = [['batch', ['data', 'fsdp']], ['embed', 'fsdp'], ['mlp', 'tensor'],
               ['heads', 'tensor'], ['kv_heads', 'tensor'], ['vocab', 'tensor'],
-              ['head_dim', None], ['norm', None], ['layers', None]]
+              ['head_dim', None], ['norm', None], ['layers', None],
+              ['act_batch', ['data', 'fsdp']], ['act_length', None], ['act_embed', None],
+              ['act_heads', 'tensor'], ['act_kv_heads', 'tensor'], ['act_mlp', 'tensor'],
+              ['act_vocab', 'tensor']]
 
   c.checkpoint = k = ConfigDict()
   k.every_steps = 100                   # save every this many steps, and at the end
@@ -148,14 +158,18 @@ def default_config() -> ConfigDict:
 
 # What a run may change from the saved config of the run it continues; any other difference is
 # refused. A resume may change its length, logging, evaluation, checkpointing and mesh.
+# How the same arithmetic is scheduled (kernels, recomputation, chunking) may change too.
 RESUME_MAY_DIFFER = ('train.steps', 'train.log_every', 'train.eval_every', 'train.peak_flops',
                      'train.skip_nonfinite', 'checkpoint.', 'data.eval_batches', 'data.workers',
-                     'data.data_dir', 'mesh.', 'train.init_from', 'train.init_step')
+                     'data.data_dir', 'mesh.', 'train.init_from', 'train.init_step',
+                     'model.attention_impl', 'model.attention_block', 'model.remat',
+                     'train.loss_chunk')
 # A cooldown branch (Hägele et al. 2024) may also change its schedule, but not the model, data
 # or the rest of the optimizer of the run it starts from.
 BRANCH_MAY_DIFFER = ('train.', 'checkpoint.', 'optim.schedule', 'optim.decay_fraction',
                      'optim.decay_shape', 'optim.min_lr_ratio', 'data.eval_batches',
-                     'data.workers', 'data.data_dir', 'mesh.')
+                     'data.workers', 'data.data_dir', 'mesh.', 'model.attention_impl',
+                     'model.attention_block', 'model.remat')
 
 
 def _as_json(value):
@@ -191,7 +205,10 @@ class Differences(NamedTuple):
 def differences(saved: dict, new: dict, may_differ) -> Differences:
   """How `new` differs from `saved` (nested dicts, e.g. a run's config.json) under a policy:
   `may_differ` lists the fields or prefixes ('checkpoint.') that are allowed to change."""
-  a, b = flatten(saved), flatten(new)
+  # A field the saved config lacks was added to lmjax after that run started: it ran with the
+  # field's default.
+  a, b, defaults = flatten(saved), flatten(new), flatten(default_config().to_dict())
+  a.update({k: defaults[k] for k in b if k not in a and k in defaults})
   fields = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
   pairs = {k: (a.get(k), b.get(k)) for k in fields}
   allowed = {k: v for k, v in pairs.items() if k.startswith(tuple(may_differ))}
@@ -258,7 +275,12 @@ def _validate(c):
   _positive(c, 'model.attention_block', 'data.workers', 'optim.warmup_steps',
             'optim.weight_decay', 'optim.grad_clip', 'optim.min_lr_ratio', 'data.val_percent',
             'data.shuffle_rows', 'train.skip_nonfinite', 'checkpoint.max_to_keep',
-            'checkpoint.keep_every', allow_zero=True)
+            'checkpoint.keep_every', 'train.loss_chunk', 'train.z_loss', allow_zero=True)
+  micro_tokens = data.batch_size // t.grad_accum * data.seq_len
+  if (not isinstance(t.loss_chunk, int) or isinstance(t.loss_chunk, bool)
+      or (t.loss_chunk and micro_tokens % t.loss_chunk)):
+    _fail('train.loss_chunk', t.loss_chunk, f'0 or a divisor of the {micro_tokens} tokens of a '
+          'micro-batch (data.batch_size / train.grad_accum × data.seq_len)')
   if m.d_model % m.n_heads:
     _fail('model.n_heads', m.n_heads, f'a divisor of model.d_model={m.d_model}')
   if m.n_heads % m.n_kv_heads:

@@ -8,7 +8,12 @@ The residual stream is kept flat as (N, D) around every matmul: on XLA:CPU this 
 that the (B, T, D) form costs in the weight-gradient dots (see shared bench notes).
 
 Parameters are created with logical axis names (`embed`, `mlp`, `heads`, `kv_heads`, `head_dim`,
-`vocab`, `norm`), which a sharding layer maps to mesh axes without touching this file.
+`vocab`, `norm`), which a sharding layer maps to mesh axes without touching this file; given a
+mesh, activations are constrained by logical names too (`act_batch`, `act_heads`, `act_mlp`, ...;
+the rules in `config.mesh.rules`), where the partitioner would otherwise guess.
+
+Packed documents reach attention as segment ids, never as a T×S mask (lmjax/attention.py).
+Rematerialisation policies name what they keep by the `checkpoint_name` tags below (remat.py).
 
 Initialisation (GPT-2, Radford et al. 2019, as in nanoGPT): weights and embeddings ~ N(0, σ²) with
 σ = `init_std` (0.02); the two projections that write into the residual stream (attention output,
@@ -18,18 +23,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lmjax.attention import attention
-from lmjax.config import GATED
+from jax.ad_checkpoint import checkpoint_name
 
-# Activation checkpointing per block: `full` keeps only the block inputs; `dots` also keeps the
-# outputs of matmuls without batch dimensions (the projections), recomputing the rest.
-REMAT_POLICIES = {'full': None,
-                  'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+from lmjax import attention, remat
+from lmjax.blocked_attention import dense_mask
+from lmjax.config import GATED, ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +57,14 @@ class ModelConfig:
   param_dtype: str = 'float32'
   init_std: float = 0.02
   attention_block: int = 64
+  attention_impl: str = 'auto'
   remat: str = 'none'
   scan_layers: bool = False
+  platform: str = ''        # where the model runs: cpu | gpu | tpu; '' = jax.default_backend()
+
+  @property
+  def on(self) -> str:
+    return self.platform or jax.default_backend()
 
   @classmethod
   def from_config(cls, model_config) -> 'ModelConfig':
@@ -65,6 +75,18 @@ class ModelConfig:
   @property
   def head_dim(self) -> int:
     return self.d_model // self.n_heads
+
+
+def model_config(config, platform: str) -> ModelConfig:
+  """The ModelConfig of a resolved config for the devices it runs on: the attention kernel
+  resolved and checked against the platform and shapes (lmjax/attention.py), and a host-offload
+  remat policy only where there is host offload. Raises ConfigError naming the field."""
+  impl = attention.check(config.model, config.data.seq_len, platform)
+  if remat.offloads(config.model.remat) and platform not in remat.OFFLOAD_PLATFORMS:
+    raise ConfigError(f'config.model.remat={config.model.remat} is not allowed on {platform}: '
+                      f'host offload runs on {" or ".join(remat.OFFLOAD_PLATFORMS)}')
+  return dataclasses.replace(ModelConfig.from_config(config.model), attention_impl=impl,
+                             platform=platform)
 
 
 def _param(module, name, shape, axes, std, dtype):
@@ -118,9 +140,9 @@ def _matmul_cpu_bwd(res, dy_NxO):
 _matmul_cpu.defvjp(_matmul_cpu_fwd, _matmul_cpu_bwd)
 
 
-def matmul(x_NxI, w_IxO, out_dtype=None):
+def matmul(x_NxI, w_IxO, out_dtype=None, platform=''):
   """x @ w for 2-D operands, float32 accumulation when `out_dtype` is float32."""
-  if jax.default_backend() == 'cpu' and x_NxI.dtype == w_IxO.dtype == jnp.float32:
+  if (platform or jax.default_backend()) == 'cpu' and x_NxI.dtype == w_IxO.dtype == jnp.float32:
     return _matmul_cpu(x_NxI, w_IxO)
   return jnp.dot(x_NxI, w_IxO, preferred_element_type=out_dtype)
 
@@ -135,7 +157,7 @@ def _dense(module, x_NxI, name, shape, axes, std, bias_axes=None, in_scale=None)
   w = w.reshape(n_in, -1)
   if in_scale is not None:
     w = w * in_scale[:, None]
-  y = matmul(x_NxI, w.astype(dt))
+  y = matmul(x_NxI, w.astype(dt), platform=cfg.platform)
   if cfg.use_bias:
     b = _param(module, name + '_bias', shape[-len(bias_axes):], bias_axes, 0, pdt)
     y = y + b.astype(dt).reshape(-1)
@@ -161,64 +183,91 @@ def sinusoids(positions_BxT, d):
   return pe.reshape(*positions_BxT.shape, d)
 
 
-def attention_mask(t, segment_ids_BxT=None):
-  """Boolean mask, True where query t may attend to key s: s <= t, and the same document."""
-  mask_TxS = jnp.tril(jnp.ones((t, t), dtype=bool))
-  if segment_ids_BxT is None:
-    return mask_TxS[None, None, None]
-  same_BxTxS = segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :]
-  return (mask_TxS[None] & same_BxTxS)[:, None, None]  # B x 1(K) x 1(G) x T x S
-
-
-class Attention(nn.Module):
-  """Causal multi-head attention with MHA / GQA / MQA by `n_kv_heads` (Ainslie et al. 2023)."""
+class Sharded(nn.Module):
+  """Base of the modules below: the mesh and logical-axis rules for activation constraints."""
   cfg: ModelConfig
+  mesh: Any = None
+  rules: tuple = ()
+
+  def constrain(self, x, *names):
+    """x with its sharding pinned by logical axis names (a no-op without a mesh)."""
+    if self.mesh is None or self.mesh.size == 1:
+      return x
+    return nn.with_logical_constraint(x, names, mesh=self.mesh, rules=self.rules)
+
+  @property
+  def tensor_parallel(self) -> bool:
+    return self.mesh is not None and self.mesh.shape.get('tensor', 1) > 1
+
+
+class Attention(Sharded):
+  """Causal multi-head attention with MHA / GQA / MQA by `n_kv_heads` (Ainslie et al. 2023)."""
 
   @nn.compact
-  def __call__(self, x_NxD, positions_BxT, mask, deterministic, in_scale=None):
+  def __call__(self, x_NxD, positions_BxT, segment_ids_BxT, deterministic, in_scale=None):
     cfg = self.cfg
     (b, t), h, k, e = positions_BxT.shape, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     d, std = cfg.d_model, cfg.init_std
-    # One matmul for q, k and v (wider is faster on CPU); the parameters stay separate.
-    pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
     heads = (('query', h, 'heads'), ('key', k, 'kv_heads'), ('value', k, 'kv_heads'))
-    w_Dx3 = jnp.concatenate([
-        _param(self, name, (d, n, e), ('embed', axis, 'head_dim'), std, pdt).reshape(d, n * e)
-        for name, n, axis in heads], axis=1)
-    if in_scale is not None:
-      w_Dx3 = w_Dx3 * in_scale[:, None]
-    qkv = matmul(x_NxD, w_Dx3.astype(dt))
-    if cfg.use_bias:
-      qkv = qkv + jnp.concatenate([
-          _param(self, name + '_bias', (n, e), (axis, 'head_dim'), 0, pdt).reshape(n * e)
-          for name, n, axis in heads]).astype(dt)
-    q, kk, v = jnp.split(qkv, [h * e, (h + k) * e], axis=1)
-    q_BxTxHxE, k_BxSxKxE = q.reshape(b, t, h, e), kk.reshape(b, t, k, e)
-    v_BxSxKxE = v.reshape(b, t, k, e)
+    if self.tensor_parallel:
+      # Three matmuls: concatenating weights sharded over `tensor` would cost collectives.
+      q, kk, v = (_dense(self, x_NxD, name, (d, n, e), ('embed', axis, 'head_dim'), std,
+                         (axis, 'head_dim'), in_scale) for name, n, axis in heads)
+    else:
+      # One matmul for q, k and v (wider is faster on CPU); the parameters stay separate.
+      pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
+      w_Dx3 = jnp.concatenate([
+          _param(self, name, (d, n, e), ('embed', axis, 'head_dim'), std, pdt).reshape(d, n * e)
+          for name, n, axis in heads], axis=1)
+      if in_scale is not None:
+        w_Dx3 = w_Dx3 * in_scale[:, None]
+      qkv = matmul(x_NxD, w_Dx3.astype(dt), platform=cfg.platform)
+      if cfg.use_bias:
+        qkv = qkv + jnp.concatenate([
+            _param(self, name + '_bias', (n, e), (axis, 'head_dim'), 0, pdt).reshape(n * e)
+            for name, n, axis in heads]).astype(dt)
+      q, kk, v = jnp.split(qkv, [h * e, (h + k) * e], axis=1)
+    q_BxTxHxE = checkpoint_name(q.reshape(b, t, h, e), 'query_proj')
+    k_BxSxKxE = checkpoint_name(kk.reshape(b, t, k, e), 'key_proj')
+    v_BxSxKxE = checkpoint_name(v.reshape(b, t, k, e), 'value_proj')
+    heads_axes = lambda name: ('act_batch', 'act_length', name, None)
+    q_BxTxHxE = self.constrain(q_BxTxHxE, *heads_axes('act_heads'))
+    k_BxSxKxE = self.constrain(k_BxSxKxE, *heads_axes('act_kv_heads'))
+    v_BxSxKxE = self.constrain(v_BxSxKxE, *heads_axes('act_kv_heads'))
     if cfg.position == 'rope':
       q_BxTxHxE = rope(q_BxTxHxE, positions_BxT, cfg.rope_theta)
       k_BxSxKxE = rope(k_BxSxKxE, positions_BxT, cfg.rope_theta)
-    q_BxKxGxTxE = (q_BxTxHxE.reshape(b, t, k, h // k, e) * (e ** -0.5)).transpose(0, 2, 3, 1, 4)
-    k_BxKxSxE, v_BxKxSxE = k_BxSxKxE.transpose(0, 2, 1, 3), v_BxSxKxE.transpose(0, 2, 1, 3)
+    q_BxTxHxE = q_BxTxHxE * jnp.asarray(e ** -0.5, q_BxTxHxE.dtype)
     if cfg.dropout > 0 and not deterministic:
-      logits_BxKxGxTxS = jnp.einsum('bkgte,bkse->bkgts', q_BxKxGxTxE, k_BxKxSxE,
-                                    preferred_element_type=jnp.float32)
-      logits_BxKxGxTxS = jnp.where(mask, logits_BxKxGxTxS, jnp.finfo(jnp.float32).min)
-      probs_BxKxGxTxS = jax.nn.softmax(logits_BxKxGxTxS, axis=-1).astype(cfg.dtype)
-      probs_BxKxGxTxS = nn.Dropout(cfg.dropout)(probs_BxKxGxTxS, deterministic=False)
-      out_BxKxGxTxE = jnp.einsum('bkgts,bkse->bkgte', probs_BxKxGxTxS, v_BxKxSxE)
+      out_BxTxHxE = self._dropout_attention(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT)
     else:
-      out_BxKxGxTxE = attention(q_BxKxGxTxE, k_BxKxSxE, v_BxKxSxE, mask,
-                                cfg.attention_block)
-    out_BxTxKxGxE = out_BxKxGxTxE.transpose(0, 3, 1, 2, 4)
-    out_NxHE = out_BxTxKxGxE.reshape(b * t, h * e)
-    return _dense(self, out_NxHE, 'out', (h, e, d), ('heads', 'head_dim', 'embed'),
-                  std / math.sqrt(2 * cfg.n_layers), ('embed',))
+      out_BxTxHxE = attention.attend(
+          q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT,
+          attention.resolve_impl(cfg.attention_impl, cfg.on), cfg.attention_block, self.mesh,
+          cfg.on)
+    out_BxTxHxE = checkpoint_name(self.constrain(out_BxTxHxE, *heads_axes('act_heads')),
+                                  'attention_out')
+    out = _dense(self, out_BxTxHxE.reshape(b * t, h * e), 'out', (h, e, d),
+                 ('heads', 'head_dim', 'embed'), std / math.sqrt(2 * cfg.n_layers), ('embed',))
+    return checkpoint_name(out, 'out_proj')
+
+  def _dropout_attention(self, q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT):
+    """Dense attention with dropout on the probabilities (the T×S probabilities exist anyway)."""
+    cfg = self.cfg
+    (b, t, h, e), k = q_BxTxHxE.shape, k_BxSxKxE.shape[2]
+    q_BxKxGxTxE = q_BxTxHxE.reshape(b, t, k, h // k, e).transpose(0, 2, 3, 1, 4)
+    logits_BxKxGxTxS = jnp.einsum('bkgte,bske->bkgts', q_BxKxGxTxE, k_BxSxKxE,
+                                  preferred_element_type=jnp.float32)
+    logits_BxKxGxTxS = jnp.where(dense_mask(t, segment_ids_BxT), logits_BxKxGxTxS,
+                                 jnp.finfo(jnp.float32).min)
+    probs_BxKxGxTxS = jax.nn.softmax(logits_BxKxGxTxS, axis=-1).astype(cfg.dtype)
+    probs_BxKxGxTxS = nn.Dropout(cfg.dropout)(probs_BxKxGxTxS, deterministic=False)
+    out_BxKxGxTxE = jnp.einsum('bkgts,bske->bkgte', probs_BxKxGxTxS, v_BxSxKxE)
+    return out_BxKxGxTxE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
 
 
-class Mlp(nn.Module):
+class Mlp(Sharded):
   """Position-wise MLP; swiglu/geglu are gated (Shazeer 2020) and use three matrices."""
-  cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x_NxD, in_scale=None):
@@ -226,12 +275,15 @@ class Mlp(nn.Module):
     d, f, std = cfg.d_model, cfg.d_ff, cfg.init_std
     act = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu, 'silu': jax.nn.silu,
            'swiglu': jax.nn.silu, 'geglu': jax.nn.gelu}[cfg.activation]
-    h_NxF = act(_dense(self, x_NxD, 'wi', (d, f), ('embed', 'mlp'), std, ('mlp',), in_scale))
+    up = lambda name: self.constrain(checkpoint_name(
+        _dense(self, x_NxD, name, (d, f), ('embed', 'mlp'), std, ('mlp',), in_scale), name),
+        'act_batch', 'act_mlp')
+    h_NxF = act(up('wi'))
     if cfg.activation in GATED:
-      h_NxF = h_NxF * _dense(self, x_NxD, 'wi_gate', (d, f), ('embed', 'mlp'), std, ('mlp',),
-                             in_scale)
-    return _dense(self, h_NxF, 'wo', (f, d), ('mlp', 'embed'),
-                  std / math.sqrt(2 * cfg.n_layers), ('embed',))
+      h_NxF = h_NxF * up('wi_gate')
+    out_NxD = _dense(self, h_NxF, 'wo', (f, d), ('mlp', 'embed'),
+                     std / math.sqrt(2 * cfg.n_layers), ('embed',))
+    return checkpoint_name(out_NxD, 'mlp_out')
 
 
 def _foldable(cfg):
@@ -239,54 +291,63 @@ def _foldable(cfg):
   return not (cfg.norm == 'layernorm' and cfg.use_bias)
 
 
-class Block(nn.Module):
-  cfg: ModelConfig
+class Block(Sharded):
 
   @nn.compact
-  def __call__(self, x_NxD, positions_BxT, mask, deterministic):
+  def __call__(self, x_NxD, positions_BxT, segment_ids_BxT, deterministic):
     cfg = self.cfg
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic) if cfg.dropout else y
-    attn, mlp = Attention(cfg, name='attn'), Mlp(cfg, name='mlp')
+    attn = Attention(cfg, self.mesh, self.rules, name='attn')
+    mlp = Mlp(cfg, self.mesh, self.rules, name='mlp')
+    residual = lambda x: self.constrain(x, 'act_batch', 'act_embed')
+    x_NxD = residual(x_NxD)
     if cfg.norm_position == 'pre' and _foldable(cfg):
       # The norm scales fold into the q/k/v and MLP input weights (Norm's docstring).
       x_hat, scale = Norm(cfg, name='attn_norm')(x_NxD, fold=True)
-      x_NxD = x_NxD + drop(attn(x_hat, positions_BxT, mask, deterministic, scale))
+      x_NxD = residual(x_NxD + drop(attn(x_hat, positions_BxT, segment_ids_BxT, deterministic,
+                                         scale)))
       x_hat, scale = Norm(cfg, name='mlp_norm')(x_NxD, fold=True)
-      return x_NxD + drop(mlp(x_hat, scale))
+      return residual(x_NxD + drop(mlp(x_hat, scale)))
     if cfg.norm_position == 'pre':
-      x_NxD = x_NxD + drop(attn(Norm(cfg, name='attn_norm')(x_NxD), positions_BxT, mask,
-                                deterministic))
-      return x_NxD + drop(mlp(Norm(cfg, name='mlp_norm')(x_NxD)))
+      x_NxD = residual(x_NxD + drop(attn(Norm(cfg, name='attn_norm')(x_NxD), positions_BxT,
+                                         segment_ids_BxT, deterministic)))
+      return residual(x_NxD + drop(mlp(Norm(cfg, name='mlp_norm')(x_NxD))))
     # Post-LN (Vaswani et al. 2017): normalise after each residual addition.
-    x_NxD = Norm(cfg, name='attn_norm')(x_NxD + drop(attn(x_NxD, positions_BxT, mask,
-                                                          deterministic)))
-    return Norm(cfg, name='mlp_norm')(x_NxD + drop(mlp(x_NxD)))
+    x_NxD = residual(Norm(cfg, name='attn_norm')(
+        x_NxD + drop(attn(x_NxD, positions_BxT, segment_ids_BxT, deterministic))))
+    return residual(Norm(cfg, name='mlp_norm')(x_NxD + drop(mlp(x_NxD))))
 
 
-class _ScannedBlock(nn.Module):
+def _block_class(cfg):
+  """Block, wrapped to recompute its activations in the backward pass (Chen et al. 2016) by the
+  named policy `cfg.remat` (lmjax/remat.py)."""
+  if cfg.remat == 'none':
+    return Block
+  return nn.remat(Block, static_argnums=(4,), policy=remat.policy(cfg.remat))
+
+
+class _ScannedBlock(Sharded):
   """A block in nn.scan's (carry, output) form; `deterministic` is an attribute (static)."""
-  cfg: ModelConfig
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x_NxD, positions_BxT, mask):
-    block = Block
-    if self.cfg.remat != 'none':
-      block = nn.remat(Block, static_argnums=(4,), policy=REMAT_POLICIES[self.cfg.remat])
-    return block(self.cfg, name='block')(x_NxD, positions_BxT, mask, self.deterministic), None
+  def __call__(self, x_NxD, positions_BxT, segment_ids_BxT):
+    block = _block_class(self.cfg)(self.cfg, self.mesh, self.rules, name='block')
+    return block(x_NxD, positions_BxT, segment_ids_BxT, self.deterministic), None
 
 
-class Transformer(nn.Module):
-  """tokens (B, T) -> float32 logits (B, T, V).
+class Transformer(Sharded):
+  """tokens (B, T) -> float32 logits (B, T, V); with `return_head`, what the loss needs to form
+  them chunk by chunk instead (lmjax/loss.py): the final features (N, D), the output weights
+  (D, V) in the compute dtype and the output bias (V,) or None.
 
   `positions` restart at document starts and `segment_ids` keep attention inside a document
   when sequences pack several documents; both default to a single document per row.
   """
-  cfg: ModelConfig
 
   @nn.compact
   def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None,
-               deterministic=True):
+               deterministic=True, return_head=False):
     cfg = self.cfg
     b, t = tokens_BxT.shape
     d, v, pdt = cfg.d_model, cfg.vocab_size, jnp.dtype(cfg.param_dtype)
@@ -304,7 +365,6 @@ class Transformer(nn.Module):
       x_NxD = x_NxD + jnp.take(pos_TxD, positions_BxT.reshape(-1), axis=0).astype(cfg.dtype)
     if cfg.dropout:
       x_NxD = nn.Dropout(cfg.dropout)(x_NxD, deterministic=deterministic)
-    mask = attention_mask(t, segment_ids_BxT)
     if cfg.scan_layers:
       # One traced block scanned over stacked parameters (a leading `layers` axis): compile
       # time stays flat in depth; the arithmetic is that of the unrolled loop.
@@ -312,13 +372,13 @@ class Transformer(nn.Module):
                         split_rngs={'params': True, 'dropout': True},
                         in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layers,
                         metadata_params={nn.PARTITION_NAME: 'layers'})
-      x_NxD, _ = scanned(cfg, deterministic, name='blocks')(x_NxD, positions_BxT, mask)
+      x_NxD, _ = scanned(cfg, self.mesh, self.rules, deterministic, name='blocks')(
+          x_NxD, positions_BxT, segment_ids_BxT)
     else:
-      block = Block
-      if cfg.remat != 'none':  # recompute activations in the backward pass (Chen et al. 2016)
-        block = nn.remat(Block, static_argnums=(4,), policy=REMAT_POLICIES[cfg.remat])
+      block = _block_class(cfg)
       for i in range(cfg.n_layers):
-        x_NxD = block(cfg, name=f'block_{i}')(x_NxD, positions_BxT, mask, deterministic)
+        x_NxD = block(cfg, self.mesh, self.rules, name=f'block_{i}')(
+            x_NxD, positions_BxT, segment_ids_BxT, deterministic)
     scale = None
     if cfg.norm_position == 'pre' and _foldable(cfg):
       x_NxD, scale = Norm(cfg, name='final_norm')(x_NxD, fold=True)
@@ -330,7 +390,13 @@ class Transformer(nn.Module):
       w_DxV = _param(self, 'unembed', (d, v), ('embed', 'vocab'), cfg.init_std, pdt)
     if scale is not None:
       w_DxV = w_DxV * scale[:, None]
-    logits_NxV = matmul(x_NxD, w_DxV.astype(cfg.dtype), jnp.float32)
+    bias_V = None
     if cfg.use_bias and not cfg.tie_embeddings:
-      logits_NxV = logits_NxV + _param(self, 'unembed_bias', (v,), ('vocab',), 0, pdt)
+      bias_V = _param(self, 'unembed_bias', (v,), ('vocab',), 0, pdt).astype(jnp.float32)
+    if return_head:
+      return x_NxD, w_DxV.astype(cfg.dtype), bias_V
+    logits_NxV = matmul(x_NxD, w_DxV.astype(cfg.dtype), jnp.float32, cfg.platform)
+    if bias_V is not None:
+      logits_NxV = logits_NxV + bias_V
+    logits_NxV = self.constrain(logits_NxV, 'act_batch', 'act_vocab')
     return logits_NxV.reshape(b, t, v)

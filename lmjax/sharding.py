@@ -70,6 +70,14 @@ def make_mesh(config, devices=None) -> Mesh:
   return Mesh(np.asarray(devices).reshape(shape), AXES)
 
 
+def platform(mesh=None) -> str:
+  """cpu, gpu or tpu: of the mesh's devices (which may be a TPU topology compiled for on a CPU
+  host, lmjax/memory.py), else of JAX's default backend."""
+  if mesh is None:
+    return jax.default_backend()
+  return mesh.devices.flat[0].platform
+
+
 def rules(config):
   return tuple((name, tuple(axis) if isinstance(axis, (list, tuple)) else axis)
                for name, axis in config.mesh.rules)

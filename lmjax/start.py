@@ -78,8 +78,8 @@ class Setup(NamedTuple):
 
 
 def set_up(config) -> Setup:
-  model, tx = build_model_and_optimizer(config)
   mesh = sharding.make_mesh(config)
+  model, tx = build_model_and_optimizer(config, mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   process = (jax.process_index(), jax.process_count())
   if process[1] > 1:  # process 0 prepares the dataset and tokenizer; the others then read them

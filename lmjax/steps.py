@@ -1,6 +1,7 @@
 """The train state and the jitted train and eval steps (the loop that runs them: lmjax/loop.py)."""
 from __future__ import annotations
 
+import functools
 import math
 import resource
 from typing import Any
@@ -12,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmjax import optim, sharding
-from lmjax.model import ModelConfig, Transformer
+from lmjax import loss, optim, sharding
+from lmjax.model import Transformer, model_config
 
 
 @flax.struct.dataclass
@@ -28,9 +29,12 @@ class TrainState:
   skipped: jax.Array
 
 
-def build_model_and_optimizer(config):
-  """(model, optimizer) for a resolved config."""
-  model = Transformer(ModelConfig.from_config(config.model))
+def build_model_and_optimizer(config, mesh=None):
+  """(model, optimizer) for a resolved config, for `mesh`'s devices (default: JAX's backend,
+  no activation constraints). Raises ConfigError for a kernel the devices cannot run."""
+  platform = sharding.platform(mesh)
+  rules = sharding.rules(config) if mesh is not None else ()
+  model = Transformer(model_config(config, platform), mesh, rules)
   return model, optim.optimizer(config.optim, config.train.steps)
 
 
@@ -67,14 +71,24 @@ def init_state(model, tx, config, shardings=None) -> TrainState:
   return make() if shardings is None else jax.jit(make, out_shardings=shardings)()
 
 
-def loss_sums(params, model, batch, rng=None):
-  """(sum of token cross-entropies in nats, number of target tokens), logits in float32."""
-  logits_BxTxV = model.apply({'params': params}, batch['inputs'], batch.get('positions'),
-                             batch.get('segment_ids'), deterministic=rng is None,
-                             rngs=None if rng is None else {'dropout': rng})
-  nats_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, batch['targets'])
-  weights_BxT = batch.get('weights', jnp.ones_like(nats_BxT))
-  return (nats_BxT * weights_BxT).sum(), weights_BxT.sum()
+def loss_sums(params, model, batch, rng=None, chunk=0, z_loss=0.0):
+  """(objective, (Σ token cross-entropies in nats, number of target tokens)), the cross-entropy
+  from float32 logits, whole or `chunk` tokens at a time (lmjax/loss.py); the objective adds the
+  z-loss, z_loss · Σ log²Z, to the nats."""
+  apply = functools.partial(model.apply, {'params': params}, batch['inputs'],
+                            batch.get('positions'), batch.get('segment_ids'),
+                            deterministic=rng is None,
+                            rngs=None if rng is None else {'dropout': rng})
+  targets_N = batch['targets'].reshape(-1)
+  if chunk and chunk < targets_N.shape[0]:
+    nats_N, lse_N = loss.cross_entropy_chunked(*apply(return_head=True), targets_N, chunk)
+  else:
+    logits_BxTxV = apply()
+    nats_N, lse_N = loss.cross_entropy(logits_BxTxV.reshape(targets_N.shape[0], -1), targets_N)
+  weights_N = batch['weights'].reshape(-1) if 'weights' in batch else jnp.ones_like(nats_N)
+  nats = (nats_N * weights_N).sum()
+  objective = nats + z_loss * (lse_N * lse_N * weights_N).sum() if z_loss else nats
+  return objective, (nats, weights_N.sum())
 
 
 def schedule_arg(config):
@@ -93,9 +107,12 @@ def make_train_step(model, tx, config, mesh=None, shardings=None):
   use_rng = config.model.dropout > 0
   skip_nonfinite = config.train.skip_nonfinite
 
+  chunk, z_loss = config.train.loss_chunk, config.train.z_loss
+
   def sum_and_grad(params, batch, rng):
-    fn = lambda p: loss_sums(p, model, batch, rng if use_rng else None)
-    return jax.value_and_grad(fn, has_aux=True)(params)
+    fn = lambda p: loss_sums(p, model, batch, rng if use_rng else None, chunk, z_loss)
+    (_, sums), grads = jax.value_and_grad(fn, has_aux=True)(params)
+    return sums, grads
 
   def step_fn(state, batch, schedule):
     lr = lambda count: optim.lr_at(count, schedule)
@@ -143,12 +160,13 @@ def make_train_step(model, tx, config, mesh=None, shardings=None):
                  out_shardings=(shardings, sharding.replicated(mesh)))
 
 
-def make_eval_step(model, token_bytes, mesh=None, param_shardings=None):
-  """params, batch -> summed nats, target tokens and their UTF-8 bytes (for bits per byte)."""
+def make_eval_step(model, token_bytes, mesh=None, param_shardings=None, chunk=0):
+  """params, batch -> summed nats, target tokens and their UTF-8 bytes (for bits per byte);
+  the loss `chunk` tokens at a time as in training (`train.loss_chunk`)."""
   bytes_per_token = jnp.asarray(token_bytes, jnp.float32)
 
   def eval_fn(params, batch):
-    nats, count = loss_sums(params, model, batch)
+    _, (nats, count) = loss_sums(params, model, batch, chunk=chunk)
     weights = batch.get('weights', jnp.ones(batch['targets'].shape, jnp.float32))
     return {'nats': nats, 'tokens': count,
             'bytes': (bytes_per_token[batch['targets']] * weights).sum()}

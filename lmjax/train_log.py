@@ -43,7 +43,7 @@ class TrainLog:
         self.device.device_kind, self.device.platform, config.train.peak_flops)
     self.eval_step = make_eval_step(
         setup.model, token_bytes_table(setup.dataset.tokenizer, config.model.vocab_size),
-        setup.mesh, setup.shardings.params)
+        setup.mesh, setup.shardings.params, config.train.loss_chunk)
     self.pending = None  # (step, metrics on the device) of the last log step, not yet read
     self.last_row = self.last_eval = None
     self.last_saved = start_step or None
