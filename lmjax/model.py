@@ -209,23 +209,24 @@ class Attention(Sharded):
     (b, t), h, k, e = positions_BxT.shape, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     d, std = cfg.d_model, cfg.init_std
     heads = (('query', h, 'heads'), ('key', k, 'kv_heads'), ('value', k, 'kv_heads'))
+    pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
+    # Weights, then biases, in the same order for both forms below (the init's rng follows it).
+    ws = [_param(self, name, (d, n, e), ('embed', axis, 'head_dim'), std, pdt).reshape(d, n * e)
+          for name, n, axis in heads]
+    if in_scale is not None:
+      ws = [w * in_scale[:, None] for w in ws]
+    biases = [_param(self, name + '_bias', (n, e), (axis, 'head_dim'), 0, pdt).reshape(n * e)
+              for name, n, axis in heads] if cfg.use_bias else []
     if self.tensor_parallel:
       # Three matmuls: concatenating weights sharded over `tensor` would cost collectives.
-      q, kk, v = (_dense(self, x_NxD, name, (d, n, e), ('embed', axis, 'head_dim'), std,
-                         (axis, 'head_dim'), in_scale) for name, n, axis in heads)
+      q, kk, v = (matmul(x_NxD, w.astype(dt), platform=cfg.platform) for w in ws)
+      if biases:
+        q, kk, v = (y + bias.astype(dt) for y, bias in zip((q, kk, v), biases))
     else:
-      # One matmul for q, k and v (wider is faster on CPU); the parameters stay separate.
-      pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
-      w_Dx3 = jnp.concatenate([
-          _param(self, name, (d, n, e), ('embed', axis, 'head_dim'), std, pdt).reshape(d, n * e)
-          for name, n, axis in heads], axis=1)
-      if in_scale is not None:
-        w_Dx3 = w_Dx3 * in_scale[:, None]
-      qkv = matmul(x_NxD, w_Dx3.astype(dt), platform=cfg.platform)
-      if cfg.use_bias:
-        qkv = qkv + jnp.concatenate([
-            _param(self, name + '_bias', (n, e), (axis, 'head_dim'), 0, pdt).reshape(n * e)
-            for name, n, axis in heads]).astype(dt)
+      # One matmul for q, k and v (wider is faster on CPU).
+      qkv = matmul(x_NxD, jnp.concatenate(ws, axis=1).astype(dt), platform=cfg.platform)
+      if biases:
+        qkv = qkv + jnp.concatenate(biases).astype(dt)
       q, kk, v = jnp.split(qkv, [h * e, (h + k) * e], axis=1)
     q_BxTxHxE = checkpoint_name(q.reshape(b, t, h, e), 'query_proj')
     k_BxSxKxE = checkpoint_name(kk.reshape(b, t, k, e), 'key_proj')
