@@ -14,7 +14,7 @@ Definitions:
   App. B). Attention is counted over the full T×T score matrix by default (as in 6N + 12·L·d·T
   and in nanoGPT's and PaLM's MFU; MFU uses this count); `attention='causal'` counts only the
   pairs the causal mask keeps, average context (T+1)/2, and `attention='computed'` what the
-  blocked kernel of lmjax/attention.py actually runs.
+  blocked kernel of lmjax/blocked_attention.py actually runs.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def attention_context(cfg: ModelConfig, seq_len: int, attention='dense') -> floa
 
   dense: all T (the convention of Kaplan et al. and of PaLM's MFU, Chowdhery et al. 2022);
   causal: (T+1)/2, the pairs the causal mask keeps; computed: what lmjax's blocked kernel runs,
-  T·(n+1)/(2n) for n query blocks (lmjax/attention.py).
+  T·(n+1)/(2n) for n query blocks (lmjax/blocked_attention.py).
   """
   if attention == 'dense':
     return seq_len

@@ -272,3 +272,13 @@ def test_scan_over_layers_matches_the_unrolled_model(variant):
     for a, b in zip(jax.tree_util.tree_leaves(g1[f'block_{i}']),
                     jax.tree_util.tree_leaves(g2['blocks']['block'])):
       np.testing.assert_allclose(a, b[i], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('remat', ['offload_qkv_proj', 'offload_attention'])
+def test_host_offload_policies_are_refused_where_there_is_no_host_offload(remat):
+  from lmjax.config import ConfigError
+  from lmjax.model import model_config
+  c = config_for('llama', remat=remat, attention_impl='xla')
+  with pytest.raises(ConfigError, match=f'config.model.remat={remat} is not allowed on cpu'):
+    model_config(c, 'cpu')
+  assert model_config(c, 'tpu').remat == remat
