@@ -28,5 +28,11 @@ setup(
         'scipy>=1.17',
         'matplotlib>=3.11',
     ],
-    extras_require={'test': ['pytest>=9.2']},
+    extras_require={
+        'test': ['pytest>=9.2'],
+        # launch.memory --topology: the TPU compiler, run on any machine (lmjax/topology.py).
+        # Pinned: libtpu is built against one jaxlib's plugin interface, and 0.0.52 is the
+        # version checked with jax 0.10.2.
+        'tpu': ['libtpu==0.0.52'],
+    },
 )

@@ -3,9 +3,10 @@
 `train_step_memory(config, mesh)` compiles the real train step ahead of time for a mesh
 (`jax.jit(...).lower(...).compile()` on abstract, sharded state and batch, as MaxText's
 train_compile does) without running it, and returns `compiled.memory_analysis()` with the
-estimates of the pure functions below. The mesh may be of simulated CPU devices
-(XLA_FLAGS=--xla_force_host_platform_device_count): buffer sizes carry over to the accelerator,
-fusion choices and so temporaries may differ.
+estimates of the pure functions below. The mesh's devices pick the compiler: compile-only TPU
+devices of a topology (lmjax/topology.py) give the TPU compiler's own figures; simulated CPU
+devices (XLA_FLAGS=--xla_force_host_platform_device_count) give XLA:CPU's, a stand-in for a GPU's:
+buffer sizes carry over to the accelerator, fusion choices and so temporaries may differ.
 """
 from __future__ import annotations
 
@@ -52,6 +53,12 @@ def activation_bytes(n_layers, d_model, n_heads, seq_len, micro_batch, tensor=1,
   return n_layers * per_layer * (dtype_bytes / 2)
 
 
+class DoesNotFit(Exception):
+  """The compiler refused the step for want of memory. The TPU compiler knows the device's HBM
+  and stops with RESOURCE_EXHAUSTED (CompileTimeHbmOom) when the temporaries exceed it, so there
+  are no figures to analyse; the message is its own first line."""
+
+
 class TrainStepMemory(NamedTuple):
   compiled: Any          # compiled.memory_analysis(): argument, output, alias, temp sizes
   params: int            # bytes of one device's parameter shards
@@ -60,6 +67,8 @@ class TrainStepMemory(NamedTuple):
   adamw_estimate: float  # adamw_state_bytes(): what params + moments should come to
   n_params: int
   n_devices: int
+  platform: str          # the devices' platform, whose compiler made `compiled`: 'tpu', 'cpu'
+  executable: Any        # the jax.stages.Compiled step: as_text(), cost_analysis()
 
   @property
   def needed(self) -> int:
@@ -78,14 +87,24 @@ def abstract_batch(config, mesh) -> dict:
 
 
 def train_step_memory(config, mesh) -> TrainStepMemory:
-  """Compiles the train step of a resolved config for `mesh` and accounts for its memory."""
-  model, tx = build_model_and_optimizer(config)
-  shardings = state_shardings(model, tx, config, mesh)
-  state = abstract_like(jax.eval_shape(lambda: init_state(model, tx, config)), shardings)
+  """Compiles the train step of a resolved config for `mesh` and accounts for its memory;
+  raises DoesNotFit when the compiler itself finds it too big for the devices."""
+  model, tx = build_model_and_optimizer(config, mesh)  # the kernels of the mesh's platform
+  # The state's shapes come from a model without the mesh: its parameters are the same, and
+  # init_state's one-row batch cannot be split over data × fsdp by splash attention's shard_map
+  # (TPU), which the mesh's model would run.
+  plain, _ = build_model_and_optimizer(config)
+  shardings = state_shardings(plain, tx, config, mesh)
+  state = abstract_like(jax.eval_shape(lambda: init_state(plain, tx, config)), shardings)
   lr = jax.ShapeDtypeStruct(schedule_arg(config).shape, jnp.float32,
                             sharding=sharding.replicated(mesh))
   step = make_train_step(model, tx, config, mesh, shardings)
-  compiled = step.lower(state, abstract_batch(config, mesh), lr).compile()
+  try:
+    compiled = step.lower(state, abstract_batch(config, mesh), lr).compile()
+  except jax.errors.JaxRuntimeError as e:
+    if 'RESOURCE_EXHAUSTED' not in str(e):
+      raise
+    raise DoesNotFit(str(e).strip().splitlines()[0]) from None
   m, shape = config.model, dict(mesh.shape)
   data_par = shape['data'] * shape['fsdp']
   micro = config.data.batch_size / config.train.grad_accum / data_par  # sequences per device
@@ -96,4 +115,5 @@ def train_step_memory(config, mesh) -> TrainStepMemory:
       activations=activation_bytes(m.n_layers, m.d_model, m.n_heads, config.data.seq_len,
                                    micro, shape['tensor'], jnp.dtype(m.dtype).itemsize),
       adamw_estimate=adamw_state_bytes(n_params, mesh.size, m.param_dtype),
-      n_params=n_params, n_devices=mesh.size)
+      n_params=n_params, n_devices=mesh.size, platform=mesh.devices.flat[0].platform,
+      executable=compiled)
