@@ -113,3 +113,14 @@ def test_without_libtpu_a_topology_names_the_extra_to_install():
   assert out.stderr == ("error: --topology=v5p:2x2x1 needs the libtpu package: "
                         "pip install -e '.[tpu]'\n")
 
+
+@needs_libtpu
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['llama_1b', 'llama_7b', 'llama3_8b'])
+def test_the_accelerator_configs_fit_their_targets(name):
+  """benchmarks/tpu_configs_fit.py for one config: its v5p slice (the TPU compiler) and 8 GPUs
+  of 80 GB (XLA:CPU's stand-in), as its docstring names them; a minute or two each here."""
+  out = subprocess.run([sys.executable, 'benchmarks/tpu_configs_fit.py', f'--only={name}'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  assert out.stdout.count(': fits [') == 2
