@@ -24,8 +24,6 @@ The Pallas kernels run in interpret mode on CPU (tests).
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
@@ -140,7 +138,6 @@ def _cudnn(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT):
       kv_offsets=offsets, scale=1.0, mask_type=cudnn.MaskType.CAUSAL, qkv_layout='BTNH')
 
 
-@functools.lru_cache(maxsize=None)
 def _splash_kernel(heads, t, head_shards, interpret):
   from jax.experimental.pallas.ops.tpu import splash_attention as sa
   block = min(SPLASH_BLOCK, t)
@@ -148,6 +145,7 @@ def _splash_kernel(heads, t, head_shards, interpret):
                         block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
                         block_q_dq=block, block_kv_dq=block)
   mask = sa.MultiHeadMask([sa.CausalMask((t, t)) for _ in range(heads)])
+  # Built in each trace: the kernel holds its mask tables as arrays of the trace it was made in.
   return sa.make_splash_mha(mask, block_sizes=sizes, head_shards=head_shards, q_seq_shards=1,
                             interpret=interpret)
 
@@ -157,10 +155,9 @@ def _splash(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT, mesh, interpret):
   b, t = q_BxTxHxE.shape[:2]
   if segment_ids_BxT is None:
     segment_ids_BxT = jnp.zeros((b, t), jnp.int32)
-  tensor = 1 if mesh is None else mesh.shape['tensor']
 
   def local(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, seg_BxT):
-    kernel = _splash_kernel(q_BxTxHxE.shape[2], t, tensor, interpret)
+    kernel = _splash_kernel(q_BxTxHxE.shape[2], t, 1, interpret)  # heads here are local
     heads_first = lambda x: x.transpose(0, 2, 1, 3)
     out_BxHxTxE = jax.vmap(kernel)(heads_first(q_BxTxHxE), heads_first(k_BxSxKxE),
                                    heads_first(v_BxSxKxE), segment_ids=sa.SegmentIds(seg_BxT,

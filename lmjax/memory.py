@@ -90,12 +90,8 @@ def train_step_memory(config, mesh) -> TrainStepMemory:
   """Compiles the train step of a resolved config for `mesh` and accounts for its memory;
   raises DoesNotFit when the compiler itself finds it too big for the devices."""
   model, tx = build_model_and_optimizer(config, mesh)  # the kernels of the mesh's platform
-  # The state's shapes come from a model without the mesh: its parameters are the same, and
-  # init_state's one-row batch cannot be split over data × fsdp by splash attention's shard_map
-  # (TPU), which the mesh's model would run.
-  plain, _ = build_model_and_optimizer(config)
-  shardings = state_shardings(plain, tx, config, mesh)
-  state = abstract_like(jax.eval_shape(lambda: init_state(plain, tx, config)), shardings)
+  shardings = state_shardings(model, tx, config, mesh)
+  state = abstract_like(jax.eval_shape(lambda: init_state(model, tx, config)), shardings)
   lr = jax.ShapeDtypeStruct(schedule_arg(config).shape, jnp.float32,
                             sharding=sharding.replicated(mesh))
   step = make_train_step(model, tx, config, mesh, shardings)

@@ -38,22 +38,29 @@ def build_model_and_optimizer(config, mesh=None):
   return model, optim.optimizer(config.optim, config.train.steps)
 
 
+def _initialiser(model):
+  """The model without its mesh, to create parameters from a one-row batch: the parameters do not
+  depend on the mesh, and a kernel under shard_map (splash) cannot split one row over devices."""
+  return model.clone(mesh=None, rules=())
+
+
 def init_params(model, config, rng):
   """Unboxed parameters (logical axis annotations dropped; see `param_logical_axes`)."""
   tokens = jnp.zeros((1, config.data.seq_len), jnp.int32)
-  return nn.meta.unbox(model.init(rng, tokens)['params'])
+  return nn.meta.unbox(_initialiser(model).init(rng, tokens)['params'])
 
 
 def param_logical_axes(model, config):
   tokens = jax.ShapeDtypeStruct((1, config.data.seq_len), jnp.int32)
-  boxed = jax.eval_shape(lambda t: model.init(jax.random.PRNGKey(0), t), tokens)['params']
+  boxed = jax.eval_shape(lambda t: _initialiser(model).init(jax.random.PRNGKey(0), t),
+                         tokens)['params']
   return nn.get_partition_spec(boxed)
 
 
 def _boxed_state(model, tx, config) -> TrainState:
   """The initial state with params (and so the optimizer's moments) still nn.Partitioned."""
   tokens = jnp.zeros((1, config.data.seq_len), jnp.int32)
-  params = model.init(jax.random.PRNGKey(config.seed), tokens)['params']
+  params = _initialiser(model).init(jax.random.PRNGKey(config.seed), tokens)['params']
   scalar = lambda v: jnp.full((), v, jnp.int32)  # distinct buffers: the state is donated
   return TrainState(step=scalar(0), params=params, opt_state=tx.init(params),
                     bad_step=scalar(-1), bad_run=scalar(0), skipped=scalar(0))

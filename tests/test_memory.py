@@ -122,7 +122,12 @@ def test_the_step_compiled_for_a_tpu_slice_holds_the_state_it_should(tiny):
   mesh = sharding.make_mesh(config, topology.tpu_devices('v5p:2x2x1'))
   est = memory.train_step_memory(config, mesh)
   assert est.platform == 'tpu' and est.n_devices == 4
-  assert ':T(8,128)' in est.executable.as_text()  # the TPU's tiled (8 sublanes × 128) layouts
+  text = est.executable.as_text()
+  assert ':T(8,128)' in text  # the TPU's tiled (8 sublanes × 128) layouts
+  # attention_impl=auto is splash on TPU, its forward and both backward kernels with segment
+  # ids, run under shard_map over fsdp (the state is initialised without the mesh).
+  assert 'tpu_custom_call' in text
+  assert all(k in text for k in ('splash_mha_dq_segmented', 'splash_mha_dkv_segmented'))
   assert est.compiled.temp_size_in_bytes > 0
   state = est.params + est.moments
   assert est.params == pytest.approx(est.adamw_estimate / 3, rel=0.01)  # norms replicated

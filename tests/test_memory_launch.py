@@ -116,10 +116,11 @@ def test_without_libtpu_a_topology_names_the_extra_to_install():
 
 @needs_libtpu
 @pytest.mark.slow
-@pytest.mark.parametrize('name', ['llama_1b', 'llama_7b', 'llama3_8b'])
+@pytest.mark.parametrize('name', ['llama3_8b'])
 def test_the_accelerator_configs_fit_their_targets(name):
   """benchmarks/tpu_configs_fit.py for one config: its v5p slice (the TPU compiler) and 8 GPUs
-  of 80 GB (XLA:CPU's stand-in), as its docstring names them; a minute or two each here."""
+  of 80 GB (XLA:CPU's stand-in), as its docstring names them; a minute or two each here. The
+  largest config only, to keep the suite short: the benchmark checks all three."""
   out = subprocess.run([sys.executable, 'benchmarks/tpu_configs_fit.py', f'--only={name}'],
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
