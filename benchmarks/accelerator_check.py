@@ -23,8 +23,8 @@ that backward (FlashAttention-2's count; Dao 2023), whatever the documents skip.
 FLOPs are the three matmuls, 6·N·D·V (the chunked form runs a fourth, recomputing the logits).
 MFU uses lmjax.flops.exact_flops_per_token(attention='causal'): 6 FLOPs per matmul weight (N
 without the input embedding) plus 12·L·H·E·(T+1)/2 for attention; `mfu_dense` counts all T²
-pairs (PaLM's convention, what launch.bench reports). Peak FLOP/s: --peak_tflops, else the table
-of lmjax.flops (it has no H200: give --peak_tflops=989, the H200 SXM's dense bf16 figure).
+pairs (PaLM's and Levanter's convention); `mfu` is what launch.train and launch.bench log.
+Peak FLOP/s: --peak_tflops, else the table of lmjax.flops.
 Memory: JAX cannot reset `peak_bytes_in_use`, so every section runs in its own process and the
 cases of a section run smallest first (the T×S-logit kernel and the whole cross-entropy last): a
 case's peak is the process peak after it, its own when the peak rose (`peak_own`), else an upper
@@ -52,7 +52,6 @@ reads data (no grain, no TFDS): tokens and tensors are random.
 import argparse
 import ast
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -530,10 +529,8 @@ def peak_flops(args):
   dev = jax.devices()[0]
   if args.peak_tflops:
     return args.peak_tflops * 1e12, '--peak_tflops'
-  try:
-    return flops.peak_flops_per_device(dev.device_kind, dev.platform)
-  except ValueError as e:
-    return None, f'{e}; give --peak_tflops'
+  peak, source = flops.peak_flops_per_device(dev.device_kind, dev.platform)
+  return (peak, source) if peak else (None, f'{source}; give --peak_tflops')
 
 
 def xla_flops(compiled):
@@ -577,7 +574,7 @@ def run_train_step(args, config, mesh, compiled):
             'remat': config.model.remat, 'loss_chunk': config.train.loss_chunk,
             'batch': b, 'seq_len': t, 'params': flops.param_counts(mcfg)['total'],
             'step_s': seconds, 'step_s_min': min(times[1:]), 'tokens_per_s': tokens_per_s,
-            'flops_per_token': causal, 'flops_per_token_dense': dense,
+            'flops_per_token': dense, 'flops_per_token_causal': causal,
             'xla_flops_per_token': (xla_flops(compiled) or float('nan')) / (b * t),
             'mfu': mfu(causal), 'mfu_dense': mfu(dense), 'peak_flops': peak,
             'peak_flops_source': source, 'loss': float(metrics['loss']), **mem.record()}

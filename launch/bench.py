@@ -3,7 +3,8 @@
 Each config runs in a fresh subprocess (so peak memory is its own): the real train step of
 lmjax.steps on synthetic tokens (config `random` data) or the config's corpus, `warmup` untimed
 steps, then `steps` individually timed steps. Prints one JSON line per config (tokens/s from the
-median step time, step time, compile time, MFU against the device peak, peak memory, and the
+median step time, step time, compile time, MFU against the device peak (attention counted
+causal, as launch.train logs it; lmjax/flops.py), peak memory, and the
 input pipeline's own tokens/s over `pipeline_batches` batches) and a table.
 S and M are nanoGPT's shapes (shared/bench/nanogpt_cpu_bench.py times nanoGPT itself on them).
 """
@@ -76,20 +77,26 @@ def run_one(name):
     times.append(time.perf_counter() - t0)
   step_s = statistics.median(times)
   tokens = config.data.batch_size * config.data.seq_len
-  fpt = flops.exact_flops_per_token(mcfg, config.data.seq_len)
   dev = jax.devices()[0]
   peak, source = flops.peak_flops_per_device(dev.device_kind, dev.platform,
                                              config.train.peak_flops)
+  fpt = flops.exact_flops_per_token(mcfg, config.data.seq_len)
+  causal = flops.exact_flops_per_token(mcfg, config.data.seq_len, attention='causal')
+  mfu = flops.mfu(causal, tokens / step_s, peak)  # causal attention, as launch.train logs it
   return {'config': name, 'device': dev.device_kind, 'params': flops.count_tree(state.params),
           'tokens_per_s': round(tokens / step_s, 1), 'step_s': round(step_s, 5),
           'step_s_min': round(min(times), 5), 'compile_s': round(compile_s, 2),
-          'flops_per_token': fpt, 'kaplan_flops_per_token': flops.kaplan_flops_per_token(
+          'flops_per_token': fpt, 'flops_per_token_causal': causal, 'kaplan_flops_per_token': flops.kaplan_flops_per_token(
               mcfg, config.data.seq_len),
-          'mfu': round(flops.mfu(fpt, tokens / step_s, peak), 4), 'peak_flops': peak,
+          'mfu': mfu and round(mfu, 4), 'peak_flops': peak,
           'peak_source': source, 'peak_memory_mb': round(peak_memory_bytes() / 2**20, 1),
           'pipeline_tokens_per_s': round(pipeline_tps, 1),
           'pipeline_over_training': round(pipeline_tps / (tokens / step_s), 1),
           'loss': float(m['loss'])}
+
+
+def _percent(x):
+  return 'n/a' if x is None else f'{x:.1%}'
 
 
 def main(argv):
@@ -113,7 +120,7 @@ def main(argv):
         f'{"MFU":>6} {"peak MB":>8} {"data tok/s":>11}', file=sys.stderr)
   for r in rows:
     print(f'{r["config"]:>8} {r["params"]:>11,} {r["tokens_per_s"]:>9,.0f} '
-          f'{r["step_s"] * 1e3:>8.1f} {r["compile_s"]:>9.1f} {r["mfu"]:>6.1%} '
+          f'{r["step_s"] * 1e3:>8.1f} {r["compile_s"]:>9.1f} {_percent(r["mfu"]):>6} '
           f'{r["peak_memory_mb"]:>8.0f} {r["pipeline_tokens_per_s"]:>11,.0f}', file=sys.stderr)
 
 

@@ -24,6 +24,7 @@ from ml_collections import config_flags
 
 from launch.flags_util import fail, load_config_file, parse_flags
 from lmjax.config import ConfigError, resolve
+from lmjax import platform_flags
 from lmjax.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
@@ -39,6 +40,10 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of pr
                                    '(implies --distributed).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
+_XLA_DEFAULTS = flags.DEFINE_enum(
+    'xla_defaults', 'auto', platform_flags.CHOICES, 'Compiler flags for the platform added to '
+    'XLA_FLAGS (GPU) or LIBTPU_INIT_ARGS (TPU) where unset (lmjax/platform_flags.py): auto '
+    'detects the platform, gpu or tpu names it, none adds nothing.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -84,9 +89,11 @@ def main(argv):
   if os.path.exists(os.path.join(workdir, 'summary.json')):
     print(f'{workdir} holds a finished run (summary.json); nothing to do.')
     return
+  # Before any backend starts: XLA and libtpu read their flags once.
+  flags_line = platform_flags.describe(*platform_flags.apply(_XLA_DEFAULTS.value))
   initialize_distributed()
   # jax is imported only once the config is known to be good.
-  from lmjax import loop, sharding, start
+  from lmjax import compile_cache, loop, sharding, start
   from lmjax.checkpoint import CheckpointError
   from lmjax.datasets import DataError
   from lmjax.model import model_config
@@ -101,8 +108,17 @@ def main(argv):
     fail(str(e))
   os.makedirs(workdir, exist_ok=True)
   lock = _lock_workdir(workdir)  # noqa: F841  (held until exit)
+  notes = [flags_line]
+  cache = compile_cache.directory(config.train.compile_cache, workdir)
+  if cache:
+    try:
+      compile_cache.enable(cache)
+    except OSError as e:
+      fail(f'config.train.compile_cache={config.train.compile_cache}: cannot use {cache} '
+           f'({e.strerror or e}); set another directory or none')
+    notes.append(f'compilation cache: {cache}')
   try:
-    loop.train(config, workdir, restore_step=_RESTORE_STEP.value)
+    loop.train(config, workdir, restore_step=_RESTORE_STEP.value, notes=notes)
   except (ConfigError, DataError, CheckpointError) as e:
     fail(str(e))
   except NonFinite as e:

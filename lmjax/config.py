@@ -133,6 +133,10 @@ def default_config() -> ConfigDict:
   t.z_loss = 0.0                        # weight of log²Z in the objective (PaLM: 1e-4); 0: off
   t.init_from = ''                      # start from another run's checkpoint (a run directory)
   t.init_step = 0                       # ... at this step (cooldown branches: lmjax/sweeps)
+  t.compile_cache = 'auto'              # launch.train's compilation cache: auto | none | a dir
+                                        # (auto: $JAX_COMPILATION_CACHE_DIR, else beside the run)
+  t.profile_start = 0                   # first step of a jax.profiler trace in DIR/tb; 0: none
+  t.profile_steps = 3                   # steps the trace covers
 
   c.mesh = ms = ConfigDict()
   ms.data = -1                          # -1: the devices left over by the other axes
@@ -163,7 +167,8 @@ RESUME_MAY_DIFFER = ('train.steps', 'train.log_every', 'train.eval_every', 'trai
                      'train.skip_nonfinite', 'checkpoint.', 'data.eval_batches', 'data.workers',
                      'data.data_dir', 'mesh.', 'train.init_from', 'train.init_step',
                      'model.attention_impl', 'model.attention_block', 'model.remat',
-                     'train.loss_chunk')
+                     'train.loss_chunk', 'train.compile_cache', 'train.profile_start',
+                     'train.profile_steps')
 # A cooldown branch (Hägele et al. 2024) may also change its schedule, but not the model, data
 # or the rest of the optimizer of the run it starts from.
 BRANCH_MAY_DIFFER = ('train.', 'checkpoint.', 'optim.schedule', 'optim.decay_fraction',
@@ -275,7 +280,11 @@ def _validate(c):
   _positive(c, 'model.attention_block', 'data.workers', 'optim.warmup_steps',
             'optim.weight_decay', 'optim.grad_clip', 'optim.min_lr_ratio', 'data.val_percent',
             'data.shuffle_rows', 'train.skip_nonfinite', 'checkpoint.max_to_keep',
-            'checkpoint.keep_every', 'train.loss_chunk', 'train.z_loss', allow_zero=True)
+            'checkpoint.keep_every', 'train.loss_chunk', 'train.z_loss', 'train.profile_start',
+            allow_zero=True)
+  _positive(c, 'train.profile_steps')
+  if not isinstance(t.compile_cache, str) or not t.compile_cache:
+    _fail('train.compile_cache', t.compile_cache, "'auto', 'none' or a directory")
   micro_tokens = data.batch_size // t.grad_accum * data.seq_len
   if (not isinstance(t.loss_chunk, int) or isinstance(t.loss_chunk, bool)
       or (t.loss_chunk and micro_tokens % t.loss_chunk)):

@@ -11,15 +11,19 @@ Definitions:
   forward pass at 2 FLOPs per multiply-add (QKV, attention scores, attention-weighted values,
   output projection, MLP, output logits), times 3 for forward + backward. Elementwise work (norms,
   softmax, activations, the optimizer) is not counted, as is usual for MFU (Chowdhery et al. 2022,
-  App. B). Attention is counted over the full T×T score matrix by default (as in 6N + 12·L·d·T
-  and in nanoGPT's and PaLM's MFU; MFU uses this count); `attention='causal'` counts only the
-  pairs the causal mask keeps, average context (T+1)/2, and `attention='computed'` what the
-  blocked kernel of lmjax/blocked_attention.py actually runs.
+  App. B). Attention is counted over the full T×T score matrix by default (as in 6N + 12·L·d·T,
+  PaLM's and Levanter's MFU; the sweeps' compute C = D · this count); `attention='causal'` counts
+  only the pairs the causal mask keeps, average context (T+1)/2 (Megatron-LM's and MaxText's MFU;
+  the `mfu` that launch.train and launch.bench log), and `attention='computed'` what the blocked
+  kernel of lmjax/blocked_attention.py actually runs.
+- Peak FLOP/s: `PEAKS`, dense bf16 per accelerator; on CPU a measured float32 matmul.
 """
 from __future__ import annotations
 
 import functools
+import re
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -83,16 +87,45 @@ def exact_flops_per_token(cfg: ModelConfig, seq_len: int, attention='dense') -> 
   return 3 * forward_matmul_flops_per_token(cfg, seq_len, attention)
 
 
-# Dense peak FLOP/s per device from vendor data sheets, bfloat16 (no sparsity).
-PEAK_FLOPS = {
-    'h100': 989e12,    # H100 SXM
-    'a100': 312e12,
-    'tpu v4': 275e12,
-    'tpu v5 lite': 197e12,  # v5e
-    'tpu v5e': 197e12,
-    'tpu v5p': 459e12,
-    'tpu v5': 459e12,
-}
+class Peak(NamedTuple):
+  name: str
+  pattern: str      # a regular expression over the lowercased jax Device.device_kind
+  flops: float      # dense bfloat16 FLOP/s (no structured sparsity)
+
+
+# Dense bfloat16 peak FLOP/s per device, from the vendors' data sheets (their sparsity figures
+# halved where only those are given). Matched in order against `Device.device_kind` as JAX
+# reports it: CUDA's device name for NVIDIA GPUs ('NVIDIA H100 80GB HBM3', 'NVIDIA A100-SXM4-
+# 40GB'), and for TPUs the names libtpu gives ('TPU v4', 'TPU v5 lite' for v5e, 'TPU v5' for
+# v5p, 'TPU v6 lite' for v6e; the TPU names read off libtpu 0.0.52 here).
+PEAKS = (
+    # NVIDIA H100 Tensor Core GPU datasheet: BF16 1,979 (SXM) / 1,671 (NVL) / 1,513 (PCIe)
+    # TFLOPS with sparsity.
+    Peak('H100 PCIe', r'\bh100\b.*\bpcie\b', 756e12),
+    Peak('H100 NVL', r'\bh100\b.*\bnvl\b', 835e12),
+    Peak('H100 SXM', r'\bh100\b', 989e12),
+    # NVIDIA H200 datasheet: BF16 1,979 (SXM) / 1,671 (NVL) TFLOPS with sparsity.
+    Peak('H200 NVL', r'\bh200\b.*\bnvl\b', 835e12),
+    Peak('H200 SXM', r'\bh200\b', 989e12),
+    # NVIDIA HGX B200 datasheet: FP16/BF16 36 PFLOPS with sparsity for 8 GPUs, 2.25 dense each.
+    Peak('B200', r'\bb200\b', 2250e12),
+    # NVIDIA A100 datasheet: BF16 312 TFLOPS dense, 40 GB and 80 GB, SXM4 and PCIe alike.
+    Peak('A100', r'\ba100\b', 312e12),
+    # NVIDIA L4 datasheet: BF16 242 TFLOPS with sparsity (\b keeps the L40 and L40S out).
+    Peak('L4', r'\bl4\b', 121e12),
+    # Google Cloud TPU system architecture pages, "peak compute per chip (bf16)"; one JAX device
+    # per chip (v4 and v5p megacore).
+    Peak('TPU v4', r'^tpu v4\b', 275e12),
+    Peak('TPU v5e', r'^tpu v5 ?(lite|e)\b', 197e12),
+    Peak('TPU v5p', r'^tpu v5p?$', 459e12),
+    Peak('TPU v6e', r'^tpu v6 ?(lite|e)\b', 918e12),
+)
+
+
+def table_peak(device_kind: str) -> Peak | None:
+  """The first entry of PEAKS whose pattern matches `device_kind`, or None."""
+  kind = device_kind.strip().lower()
+  return next((p for p in PEAKS if re.search(p.pattern, kind)), None)
 
 
 @functools.lru_cache(maxsize=None)
@@ -111,21 +144,28 @@ def measured_matmul_peak(n: int = 2048, reps: int = 5) -> float:
   return 2 * n ** 3 / best
 
 
-def peak_flops_per_device(device_kind: str, platform: str, configured=None) -> tuple[float, str]:
-  """(FLOP/s, where it came from): the config value, the known-accelerator table, or measured."""
+def peak_flops_per_device(device_kind: str, platform: str,
+                          configured=None) -> tuple[float | None, str]:
+  """(FLOP/s, where it came from): the config value, the table above, or on CPU a measured
+  float32 matmul; (None, why) for an accelerator the table does not know, so MFU is unavailable
+  and training goes on."""
   if configured:
     return float(configured), 'config'
-  kind = device_kind.lower()
-  for name in sorted(PEAK_FLOPS, key=len, reverse=True):
-    if name in kind:
-      return PEAK_FLOPS[name], f'table ({name})'
+  peak = table_peak(device_kind)
+  if peak:
+    return peak.flops, f'table ({peak.name})'
   if platform == 'cpu':
     return measured_matmul_peak(), 'measured fp32 matmul'
-  raise ValueError(f'unknown accelerator {device_kind!r}: set config.train.peak_flops')
+  return None, (f'unknown device kind {device_kind!r}: MFU unavailable; set '
+                'config.train.peak_flops to its dense bf16 FLOP/s')
 
 
-def mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float, n_devices=1) -> float:
-  """Model FLOPs utilisation: achieved FLOP/s ÷ peak FLOP/s (Chowdhery et al. 2022, App. B)."""
+def mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float | None,
+        n_devices=1) -> float | None:
+  """Model FLOPs utilisation: achieved FLOP/s ÷ peak FLOP/s (Chowdhery et al. 2022, App. B);
+  None when the peak is unknown."""
+  if not peak_flops:
+    return None
   return flops_per_token * tokens_per_s / (peak_flops * n_devices)
 
 

@@ -9,7 +9,9 @@ Exit paths, as exceptions the launcher maps to exit codes (lmjax/exitcodes.py):
   saved and waited for (multi-host runs agree on the step through JAX's preemption sync point);
 - `NonFinite`: the loss or gradient norm of a step was not finite (or more than
   `train.skip_nonfinite` updates in a row were); nothing after the last good checkpoint is saved.
-The loop dispatches step k+1 before it reads step k's metrics (lmjax/train_log.py).
+The loop dispatches step k+1 before it reads step k's metrics (lmjax/train_log.py). Steps
+`train.profile_start` ... + `train.profile_steps` - 1 are traced by jax.profiler into DIR/tb
+(lmjax/profiling.py).
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ from typing import NamedTuple
 
 import jax
 
-from lmjax import sharding
+from lmjax import compile_cache, sharding
 from lmjax.atomic import write_json
 from lmjax.checkpoint import Checkpoints
 from lmjax.config import to_dict
 from lmjax.metrics import MetricsWriter, truncate_metrics
+from lmjax.profiling import ProfileWindow
 from lmjax.start import check_resume, set_up, start_state
 from lmjax.steps import TrainState, make_train_step, peak_memory_bytes, schedule_arg
 from lmjax.train_log import NonFinite, TrainLog
@@ -36,9 +39,10 @@ class Preempted(Exception):
     self.step = step
 
 
-def train(config, workdir=None, writer=None, restore_step=None) -> tuple[dict, TrainState]:
+def train(config, workdir=None, writer=None, restore_step=None,
+          notes=()) -> tuple[dict, TrainState]:
   """Trains a resolved config (fresh, resumed or branched); returns (summary, final state). The
-  summary is also written to workdir/summary.json."""
+  summary is also written to workdir/summary.json; `notes` are printed with the banner."""
   t_begin = time.time()
   changed = check_resume(workdir, config) if workdir else {}  # before anything is written
   setup = set_up(config)
@@ -47,15 +51,19 @@ def train(config, workdir=None, writer=None, restore_step=None) -> tuple[dict, T
   primary = jax.process_index() == 0  # only process 0 writes logs, metrics and summaries
   writer, opened = _open_run(config, workdir, start.step, writer, primary)
   log = TrainLog(config, setup, writer, start.step)
-  log.banner((*([f'resuming with changed fields: {", ".join(changed)}'] if changed else []),
+  log.banner((*notes, *([f'resuming with changed fields: {", ".join(changed)}'] if changed else []),
               *start.messages, *opened))
   if start.step < config.train.steps:
     batch = setup.next_batch(start.data_iterator)
   else:
     batch = setup.next_batch(setup.new_iterator())
   compiled = _compile(config, setup, start.state, batch)
-  log.compiled(compiled.seconds, compiled.xla_flops)
-  state = _run_steps(config, setup, compiled, start, batch, log, ckpt)
+  log.compiled(compiled.seconds, compiled.xla_flops, compiled.from_cache)
+  profile = ProfileWindow(config, workdir, start.step)
+  try:
+    state = _run_steps(config, setup, compiled, start, batch, log, ckpt, profile)
+  finally:
+    profile.close()
   if ckpt is not None:
     ckpt.close()
   wall = time.time() - t_begin
@@ -85,7 +93,9 @@ def _summary(config, setup, log, start, compiled, wall, final) -> dict:
   return {'steps': config.train.steps, 'tokens': config.train.steps * log.tokens_per_step,
           'params': log.counts['total'], 'params_non_embedding': log.counts['non_embedding'],
           'flops_per_token': log.flops_per_token,
+          'flops_per_token_causal': log.flops_per_token_causal,
           'final_loss': log.last_row and log.last_row['loss'], 'compile_s': compiled.seconds,
+          'compile_cache_hit': compiled.from_cache,
           'wall_s': wall, 'peak_memory_bytes': peak_memory_bytes(),
           'resumed_from': start.step or None,
           'unigram_bits_per_byte': setup.dataset.stats.get('eval', {}).get(
@@ -98,20 +108,22 @@ class Compiled(NamedTuple):
   schedule: object    # its schedule argument (lmjax.steps.schedule_arg), on the devices
   seconds: float
   xla_flops: float    # per step, from XLA's cost analysis
+  from_cache: bool    # loaded from the persistent compilation cache (lmjax/compile_cache.py)
 
 
 def _compile(config, setup, state, batch) -> Compiled:
-  t0 = time.time()
+  t0, hits = time.time(), compile_cache.hits()
   schedule = jax.device_put(schedule_arg(config), sharding.replicated(setup.mesh))
   step = make_train_step(setup.model, setup.tx, config, setup.mesh, setup.shardings).lower(
       state, batch, schedule).compile()
   seconds = time.time() - t0
   cost = step.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return Compiled(step, schedule, seconds, (cost or {}).get('flops', float('nan')))
+  return Compiled(step, schedule, seconds, (cost or {}).get('flops', float('nan')),
+                  compile_cache.hits() > hits)
 
 
-def _run_steps(config, setup, compiled, start, batch, log, ckpt):
+def _run_steps(config, setup, compiled, start, batch, log, ckpt, profile):
   """Steps start.step + 1 ... train.steps; returns the final state."""
   steps, state, iterator = config.train.steps, start.state, start.data_iterator
   keep_steps = set(config.checkpoint.keep_steps or ())
@@ -119,7 +131,7 @@ def _run_steps(config, setup, compiled, start, batch, log, ckpt):
     for step in range(start.step + 1, steps + 1):
       if step > start.step + 1:
         batch = setup.next_batch(iterator)
-      state, metrics = compiled.step(state, batch, compiled.schedule)
+      state, metrics = profile.run(step, compiled.step, state, batch, compiled.schedule)
       log.flush()  # the previous log step's metrics, read now that this step is dispatched
       if step % config.train.log_every == 0 or step == steps:
         log.defer(step, metrics)

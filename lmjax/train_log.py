@@ -24,6 +24,15 @@ class NonFinite(Exception):
     self.step = step
 
 
+def first_device():
+  """The device a run's MFU is measured against (tests stand in another)."""
+  return jax.devices()[0]
+
+
+def _percent(x):
+  return 'n/a' if x is None else f'{x:.1%}'
+
+
 def fmt_time(s):
   return f'{int(s // 60)}:{int(s % 60):02d}'
 
@@ -37,8 +46,13 @@ class TrainLog:
     self.model_config = ModelConfig.from_config(config.model)
     self.counts = flops.param_counts(self.model_config)
     self.tokens_per_step = config.data.batch_size * config.data.seq_len
+    # MFU counts attention over the pairs the causal mask keeps (Megatron-LM's and MaxText's
+    # convention; Levanter and PaLM count all T² pairs): both counts go in the banner and in
+    # summary.json, the dense one as `flops_per_token` (C = D · flops_per_token in the sweeps).
     self.flops_per_token = flops.exact_flops_per_token(self.model_config, config.data.seq_len)
-    self.device = jax.devices()[0]
+    self.flops_per_token_causal = flops.exact_flops_per_token(
+        self.model_config, config.data.seq_len, attention='causal')
+    self.device = first_device()
     self.peak, self.peak_source = flops.peak_flops_per_device(
         self.device.device_kind, self.device.platform, config.train.peak_flops)
     self.eval_step = make_eval_step(
@@ -58,9 +72,15 @@ class TrainLog:
             f'{jax.device_count()} devices, {jax.process_count()} process(es)')
     kaplan = flops.kaplan_flops_per_token(self.model_config, config.data.seq_len)
     w.print(f'model: {counts["total"]:,} params ({counts["non_embedding"]:,} non-embedding; '
-            f'12·L·d² = {counts["kaplan_approx"]:,}); {self.flops_per_token / 1e6:.2f} '
-            f'MFLOPs/token (6N+12LdT: {kaplan / 1e6:.2f}); peak {self.peak / 1e9:.1f} GFLOP/s '
-            f'per device ({self.peak_source}, {self.device.device_kind})')
+            f'12·L·d² = {counts["kaplan_approx"]:,}); training MFLOPs/token '
+            f'{self.flops_per_token_causal / 1e6:.2f} with causal attention (Megatron, MaxText; '
+            f'mfu counts these), {self.flops_per_token / 1e6:.2f} with dense attention (PaLM, '
+            f'Levanter), 6N+12LdT {kaplan / 1e6:.2f}')
+    if self.peak:
+      w.print(f'peak {self.peak / 1e9:,.1f} GFLOP/s per device ({self.peak_source}, '
+              f'{self.device.device_kind})')
+    else:
+      w.print(f'warning: {self.peak_source}')
     stats = setup.dataset.stats
     if stats:
       st = stats['train']
@@ -69,11 +89,13 @@ class TrainLog:
               f'{len(setup.eval_set)} eval batches; unigram entropy of the eval text '
               f'{stats["eval"]["unigram_bits_per_byte"]:.3f} bits per byte')
 
-  def compiled(self, compile_s, xla_flops):
+  def compiled(self, compile_s, xla_flops, from_cache=False):
     """The compile line, XLA's FLOPs beside the analytic count; the step clock starts here."""
     computed = flops.exact_flops_per_token(self.model_config, self.config.data.seq_len,
                                            attention='computed')
-    self.writer.print(f'compiled train step in {compile_s:.1f}s; XLA counts '
+    how = 'loaded the train step from the compilation cache' if from_cache else (
+        'compiled train step')
+    self.writer.print(f'{how} in {compile_s:.1f}s; XLA counts '
                       f'{xla_flops / self.tokens_per_step / 1e6:.2f} MFLOPs/token, the analytic '
                       f'count of the matmuls it runs {computed / 1e6:.2f}')
     self.clock = (time.time(), self.clock[1])
@@ -96,14 +118,14 @@ class TrainLog:
     row = {'step': step, 'loss': float(m['loss']), 'lr': float(m['lr']),
            'grad_norm': float(m['grad_norm']), 'tokens': step * self.tokens_per_step,
            'tokens_per_s': tps, 'step_time_s': dt / n_steps,
-           'mfu': flops.mfu(self.flops_per_token, tps, self.peak, jax.device_count()),
+           'mfu': flops.mfu(self.flops_per_token_causal, tps, self.peak, jax.device_count()),
            'epoch': data.epochs_seen(self.setup.dataset, self.config, step)}
     if self.config.train.skip_nonfinite:
       row['skipped_updates'] = int(m['skipped'])
     self.writer.write(row)
     steps = self.config.train.steps
     self.writer.print(f'step {step}/{steps} loss {row["loss"]:.4f} lr {row["lr"]:.2e} '
-                      f'gnorm {row["grad_norm"]:.3f} {tps:,.0f} tok/s mfu {row["mfu"]:.1%} '
+                      f'gnorm {row["grad_norm"]:.3f} {tps:,.0f} tok/s mfu {_percent(row["mfu"])} '
                       f'eta {fmt_time((steps - step) * dt / n_steps)}', live=True)
     self.last_row = row
 

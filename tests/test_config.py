@@ -47,6 +47,9 @@ def test_presets_fill_unset_fields_and_keep_overrides():
     (dict(optim__schedule='step'), 'optim.schedule'),
     (dict(model__vocab_size=100), 'model.vocab_size'),
     (dict(model__d_model=0), 'model.d_model'),
+    (dict(train__profile_start=-1), 'train.profile_start'),
+    (dict(train__profile_steps=0), 'train.profile_steps'),
+    (dict(train__compile_cache=''), 'train.compile_cache'),
 ])
 def test_bad_values_name_the_field(overrides, field):
   with pytest.raises(ConfigError, match=f'config.{field}=.*is not allowed'):

@@ -58,17 +58,30 @@ def test_analytic_flops_agree_with_xla_cost_analysis():
   assert analytic <= cost['flops'] <= 1.1 * analytic
 
 
-@pytest.mark.parametrize('kind, platform, expected', [
-    ('NVIDIA H100 80GB HBM3', 'gpu', 989e12), ('NVIDIA A100-SXM4-40GB', 'gpu', 312e12),
-    ('TPU v4', 'tpu', 275e12), ('TPU v5 lite', 'tpu', 197e12), ('TPU v5p', 'tpu', 459e12)])
-def test_peak_table(kind, platform, expected):
+# device_kind strings as JAX reports them: CUDA device names, and libtpu's names for TPUs.
+@pytest.mark.parametrize('kind, expected', [
+    ('NVIDIA H100 80GB HBM3', 989e12), ('NVIDIA H100 PCIe', 756e12), ('NVIDIA H100 NVL', 835e12),
+    ('NVIDIA H200', 989e12), ('NVIDIA H200 NVL', 835e12), ('NVIDIA B200', 2250e12),
+    ('NVIDIA A100-SXM4-40GB', 312e12), ('NVIDIA A100-SXM4-80GB', 312e12),
+    ('NVIDIA A100 80GB PCIe', 312e12), ('NVIDIA A100-PCIE-40GB', 312e12), ('NVIDIA L4', 121e12),
+    ('TPU v4', 275e12), ('TPU v5 lite', 197e12), ('TPU v5e', 197e12), ('TPU v5', 459e12),
+    ('TPU v5p', 459e12), ('TPU v6 lite', 918e12), ('TPU v6e', 918e12)])
+def test_peak_table(kind, expected):
+  platform = 'tpu' if kind.startswith('TPU') else 'gpu'
   assert flops.peak_flops_per_device(kind, platform)[0] == expected
 
 
-def test_peak_from_config_and_unknown_accelerator():
+@pytest.mark.parametrize('kind', ['NVIDIA L40S', 'NVIDIA L40', 'NVIDIA GB300', 'TPU v7x',
+                                  'NVIDIA H1000', 'AMD Instinct MI300X'])
+def test_chips_not_in_the_table_are_unknown(kind):
+  peak, why = flops.peak_flops_per_device(kind, 'gpu')
+  assert peak is None and repr(kind) in why and 'config.train.peak_flops' in why
+  assert flops.mfu(1e9, 1e3, peak) is None
+
+
+def test_peak_from_config():
   assert flops.peak_flops_per_device('NVIDIA H100', 'gpu', 1e15) == (1e15, 'config')
-  with pytest.raises(ValueError, match='config.train.peak_flops'):
-    flops.peak_flops_per_device('Some New GPU', 'gpu')
+  assert flops.peak_flops_per_device('Some New GPU', 'gpu', 2e15) == (2e15, 'config')
 
 
 def test_mfu():

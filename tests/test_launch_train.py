@@ -31,3 +31,27 @@ def test_launcher_trains_both_presets_skips_a_finished_run_and_resumes(tmp_path)
   out = _launch(tmp_path / 'llama', '--config.train.steps=20')
   assert out.returncode == 0 and 'resumed from the checkpoint at step 20' in out.stdout
   assert (tmp_path / 'llama' / 'run' / 'metrics.jsonl').read_bytes() == before
+
+
+def test_second_run_of_a_config_loads_its_step_from_the_compilation_cache(tmp_path):
+  """The cache beside the runs (train.compile_cache=auto): the first run compiles and stores,
+  the second, in another workdir beside it, loads the same train step; none stores nothing."""
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  summaries = []
+  for name in ('first', 'second'):
+    out = subprocess.run([sys.executable, '-m', 'launch.train',
+                          '--config=experiments/configs/tiny.py', f'--workdir={tmp_path}/{name}',
+                          '--config.train.steps=2', '--config.optim.warmup_steps=1'],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f'compilation cache: {tmp_path}/jax_cache' in out.stdout
+    summaries.append(json.loads((tmp_path / name / 'summary.json').read_text()))
+  assert [s['compile_cache_hit'] for s in summaries] == [False, True]
+  assert 'loaded the train step from the compilation cache' in out.stdout
+  assert os.listdir(tmp_path / 'jax_cache')
+  out = _launch(tmp_path / 'off', '--config.train.steps=2', '--config.optim.warmup_steps=1',
+                '--config.train.compile_cache=none')
+  assert out.returncode == 0 and 'compilation cache' not in out.stdout
+  assert json.loads((tmp_path / 'off' / 'run' / 'summary.json').read_text())[
+      'compile_cache_hit'] is False
+  assert sorted(os.listdir(tmp_path / 'off')) == ['run']

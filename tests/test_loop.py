@@ -33,6 +33,28 @@ def test_train_writes_the_run_directory(tiny, tmp_path):
   assert int(state.step) == 12
 
 
+def test_unknown_accelerator_trains_with_mfu_null_and_one_warning(tiny, tmp_path, monkeypatch,
+                                                                 capsys):
+  from types import SimpleNamespace
+
+  from lmjax import train_log
+  fake = SimpleNamespace(device_kind='NVIDIA Z9000', platform='gpu')
+  monkeypatch.setattr(train_log, 'first_device', lambda: fake)
+  tiny.train.steps, tiny.train.log_every, tiny.train.eval_every = 4, 2, 4
+  tiny.optim.warmup_steps = 2
+  summary, _ = train(resolve(tiny), str(tmp_path))
+  logs = [r for r in read_metrics(tmp_path / 'metrics.jsonl') if 'loss' in r]
+  assert [r['step'] for r in logs] == [2, 4] and all(r['mfu'] is None for r in logs)
+  assert all(np.isfinite(r['loss']) for r in logs)
+  out = capsys.readouterr().out
+  warnings = [line for line in out.splitlines() if line.startswith('warning:')]
+  assert len(warnings) == 1 and "'NVIDIA Z9000'" in warnings[0], out
+  assert 'config.train.peak_flops' in warnings[0] and 'mfu n/a' in out
+  # Both attention conventions are stated, and the causal count is the smaller.
+  assert 'with causal attention (Megatron, MaxText; mfu counts these)' in out
+  assert summary['flops_per_token_causal'] < summary['flops_per_token']
+
+
 def test_byte_model_beats_unigram_entropy(tiny):
   tiny.train.steps, tiny.train.eval_every = 300, 300
   tiny.data.batch_size = 16
@@ -80,3 +102,31 @@ def test_resume_may_change_the_length_and_logging(tiny, tmp_path, capsys):
   summary, state = train(resolve(tiny), str(tmp_path))
   assert summary['resumed_from'] == 6 and int(state.step) == 9
   assert 'resuming with changed fields: train.log_every, train.steps' in capsys.readouterr().out
+
+
+def _traced_steps(workdir):
+  """{trace directory: the step numbers of its `train` step annotations}."""
+  import glob
+  import gzip
+  out = {}
+  for path in glob.glob(str(workdir / 'tb' / 'plugins' / 'profile' / '*' /
+                            'perfetto_trace.json.gz')):
+    with gzip.open(path) as f:
+      trace = json.load(f)
+    events = trace['traceEvents'] if isinstance(trace, dict) else trace
+    out[path] = sorted(int(e['args']['step_num']) for e in events
+                       if e.get('name') == 'train' and 'step_num' in e.get('args', {}))
+  return out
+
+
+def test_profile_window_traces_the_steps_asked_for_and_not_again_on_resume(tiny, tmp_path):
+  tiny.train.steps, tiny.train.eval_every, tiny.optim.warmup_steps = 8, 8, 2
+  tiny.train.profile_start, tiny.train.profile_steps = 5, 3
+  tiny.checkpoint.every_steps, tiny.checkpoint.async_save = 4, False
+  train(resolve(tiny), str(tmp_path))
+  traces = _traced_steps(tmp_path)
+  assert list(traces.values()) == [[5, 6, 7]], traces
+  assert any(p.endswith('.xplane.pb') for p in os.listdir(os.path.dirname(next(iter(traces)))))
+  tiny.train.steps = 10  # resumed at step 8, past the window: nothing more is traced
+  summary, _ = train(resolve(tiny), str(tmp_path))
+  assert summary['resumed_from'] == 8 and _traced_steps(tmp_path) == traces
