@@ -4,8 +4,9 @@ Each config runs in a fresh subprocess (so peak memory is its own): the real tra
 lmjax.steps on synthetic tokens (config `random` data) or the config's corpus, `warmup` untimed
 steps, then `steps` individually timed steps. Prints one JSON line per config (tokens/s from the
 median step time, step time, compile time, MFU against the device peak (attention counted
-causal, as launch.train logs it; lmjax/flops.py), peak memory, and the
-input pipeline's own tokens/s over `pipeline_batches` batches) and a table.
+causal, as launch.train logs it; lmjax/flops.py), peak memory, and the input pipeline's own
+rate over `pipeline_batches` batches: for 1 and 2 processes, the global tokens per second that
+process 0's reading of its rows keeps up with) and a table.
 S and M are nanoGPT's shapes (shared/bench/nanogpt_cpu_bench.py times nanoGPT itself on them).
 """
 import json
@@ -29,8 +30,8 @@ _CONFIGS = flags.DEFINE_list('configs', ['S', 'M', 'small'], f'names ({", ".join
                              'config file paths')
 _STEPS = flags.DEFINE_integer('steps', 20, 'timed steps')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'untimed steps after compiling')
-_PIPELINE_BATCHES = flags.DEFINE_integer('pipeline_batches', 2000, 'batches timed for the '
-                                         'input pipeline alone (span several shuffle windows)')
+_PIPELINE_BATCHES = flags.DEFINE_integer('pipeline_batches', 200, 'batches timed for the input '
+                                         'pipeline alone, per process count')
 _CHILD = flags.DEFINE_string('child', None, 'internal: run one config in this process')
 
 
@@ -56,12 +57,17 @@ def run_one(name):
   dataset = data.load(config)
   it = data.train_iterator(dataset, config)
   batches = [jax.device_put(next(it)) for _ in range(4)]
-  # The input pipeline alone (tokenise, pack, shuffle, batch), on the same iterator.
-  n = _PIPELINE_BATCHES.value
-  t0 = time.perf_counter()
-  for _ in range(n):
-    next(it)
-  pipeline_tps = n * config.data.batch_size * config.data.seq_len / (time.perf_counter() - t0)
+  tokens = config.data.batch_size * config.data.seq_len
+  # The input pipeline alone: process 0 of P reads its B/P rows of each global batch; the
+  # global tokens per second that one process's reading keeps up with.
+  input_tps = {}
+  for count in (1, 2):
+    if config.data.batch_size % count == 0:
+      rows = data.train_iterator(dataset, config, 0, count)
+      t0 = time.perf_counter()
+      for _ in range(_PIPELINE_BATCHES.value):
+        next(rows)
+      input_tps[count] = _PIPELINE_BATCHES.value * tokens / (time.perf_counter() - t0)
   t0 = time.perf_counter()
   lr = schedule_arg(config)
   step = make_train_step(model, tx, config).lower(state, batches[0], lr).compile()
@@ -76,7 +82,6 @@ def run_one(name):
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
   step_s = statistics.median(times)
-  tokens = config.data.batch_size * config.data.seq_len
   dev = jax.devices()[0]
   peak, source = flops.peak_flops_per_device(dev.device_kind, dev.platform,
                                              config.train.peak_flops)
@@ -86,12 +91,13 @@ def run_one(name):
   return {'config': name, 'device': dev.device_kind, 'params': flops.count_tree(state.params),
           'tokens_per_s': round(tokens / step_s, 1), 'step_s': round(step_s, 5),
           'step_s_min': round(min(times), 5), 'compile_s': round(compile_s, 2),
-          'flops_per_token': fpt, 'flops_per_token_causal': causal, 'kaplan_flops_per_token': flops.kaplan_flops_per_token(
-              mcfg, config.data.seq_len),
+          'flops_per_token': fpt, 'flops_per_token_causal': causal,
+          'kaplan_flops_per_token': flops.kaplan_flops_per_token(mcfg, config.data.seq_len),
           'mfu': mfu and round(mfu, 4), 'peak_flops': peak,
           'peak_source': source, 'peak_memory_mb': round(peak_memory_bytes() / 2**20, 1),
-          'pipeline_tokens_per_s': round(pipeline_tps, 1),
-          'pipeline_over_training': round(pipeline_tps / (tokens / step_s), 1),
+          'pipeline_tokens_per_s': round(input_tps[1], 1),
+          'pipeline_over_training': round(input_tps[1] / (tokens / step_s), 1),
+          'input_tokens_per_s_by_processes': {p: round(v, 1) for p, v in input_tps.items()},
           'loss': float(m['loss'])}
 
 

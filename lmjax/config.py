@@ -103,8 +103,6 @@ def default_config() -> ConfigDict:
   data.seq_len = 64
   data.batch_size = 8                   # sequences per optimizer step (global)
   data.eval_batches = 4                 # batches of the evaluation split per evaluation
-  data.workers = 1                      # grain threads reading and tokenising documents
-  data.shuffle_rows = 4096              # packed rows shuffled together (a window); 0: off
 
   c.optim = o = ConfigDict()
   o.lr = 3e-3
@@ -164,7 +162,7 @@ def default_config() -> ConfigDict:
 # refused. A resume may change its length, logging, evaluation, checkpointing and mesh.
 # How the same arithmetic is scheduled (kernels, recomputation, chunking) may change too.
 RESUME_MAY_DIFFER = ('train.steps', 'train.log_every', 'train.eval_every', 'train.peak_flops',
-                     'train.skip_nonfinite', 'checkpoint.', 'data.eval_batches', 'data.workers',
+                     'train.skip_nonfinite', 'checkpoint.', 'data.eval_batches',
                      'data.data_dir', 'mesh.', 'train.init_from', 'train.init_step',
                      'model.attention_impl', 'model.attention_block', 'model.remat',
                      'train.loss_chunk', 'train.compile_cache', 'train.profile_start',
@@ -173,7 +171,7 @@ RESUME_MAY_DIFFER = ('train.steps', 'train.log_every', 'train.eval_every', 'trai
 # or the rest of the optimizer of the run it starts from.
 BRANCH_MAY_DIFFER = ('train.', 'checkpoint.', 'optim.schedule', 'optim.decay_fraction',
                      'optim.decay_shape', 'optim.min_lr_ratio', 'data.eval_batches',
-                     'data.workers', 'data.data_dir', 'mesh.', 'model.attention_impl',
+                     'data.data_dir', 'mesh.', 'model.attention_impl',
                      'model.attention_block', 'model.remat')
 
 
@@ -277,9 +275,9 @@ def _validate(c):
             'model.init_std', 'data.seq_len', 'data.batch_size', 'data.eval_batches',
             'optim.lr', 'optim.eps', 'train.steps', 'train.grad_accum', 'train.log_every',
             'train.eval_every', 'data.sp_train_bytes', 'checkpoint.every_steps')
-  _positive(c, 'model.attention_block', 'data.workers', 'optim.warmup_steps',
+  _positive(c, 'model.attention_block', 'optim.warmup_steps',
             'optim.weight_decay', 'optim.grad_clip', 'optim.min_lr_ratio', 'data.val_percent',
-            'data.shuffle_rows', 'train.skip_nonfinite', 'checkpoint.max_to_keep',
+            'train.skip_nonfinite', 'checkpoint.max_to_keep',
             'checkpoint.keep_every', 'train.loss_chunk', 'train.z_loss', 'train.profile_start',
             allow_zero=True)
   _positive(c, 'train.profile_steps')

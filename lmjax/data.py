@@ -1,33 +1,38 @@
 """The data seam of lmjax: dataset + tokenizer in, iterators of numpy batches out.
 
-`load(config)` prepares the TFDS dataset (lmjax/datasets.py) and the tokenizer (trained on the
-train split when missing, saved beside the prepared data, reused after), and returns `Data`.
-`train_iterator(data, config)` is the grain pipeline of lmjax/pipeline.py, whose
-`get_state()`/`set_state()` go into checkpoints; `eval_batches(data, config)` the fixed
-evaluation batches. A batch is a dict of numpy arrays (rows, seq_len): inputs, targets,
-positions, segment_ids, weights.
+`load(config)` prepares the TFDS dataset (lmjax/datasets.py), the tokenizer (trained on the
+train split when missing, saved beside the prepared data, reused after) and, once per tokenizer,
+each split's token store (lmjax/token_store.py, with the split's statistics), and returns `Data`.
+`train_iterator(data, config)` gives this process's rows of each step's global batch
+(lmjax/pipeline.py; its `get_state()`, the step, goes into checkpoints); `eval_batches(data,
+config)` the fixed evaluation batches. A batch is a dict of numpy arrays (rows, seq_len):
+inputs, targets, positions, segment_ids, weights.
 
 `data.dataset=random` gives uniform random tokens with no file access (for benchmarks).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
-import grain
 import numpy as np
 
-from lmjax import atomic, datasets, pipeline, tokenizers
+from lmjax import datasets, pipeline, token_store, tokenizers
 
 
 @dataclasses.dataclass
 class Data:
   tokenizer: object
-  train: object = None       # random-access source of the train split
+  train: object = None       # token store of the train split (lmjax.token_store.TokenStore)
   eval: object = None        # ... and of the evaluation split
-  feature: str = 'text'
-  stats: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def stats(self) -> dict:
+    """Per split: documents, UTF-8 bytes, tokens (a separator per document included), tokens
+    per byte, and the unigram entropy of the bytes in bits per byte."""
+    if self.train is None:
+      return {}
+    return {'train': self.train.stats, 'eval': self.eval.stats}
 
 
 def _tokenizer(data_config, prepared, train_source, feature):
@@ -48,41 +53,26 @@ def _text(record, feature):
   return value.decode('utf-8') if isinstance(value, bytes) else value
 
 
-def split_statistics(source, tokenizer, feature) -> dict:
-  """Documents, UTF-8 bytes, tokens (separators included) of one split, and the entropy of its
-  byte histogram in bits per byte: what a model with no context at all could reach."""
-  docs = n_bytes = n_tokens = 0
-  counts = np.zeros(256, np.int64)
-  for i in range(len(source)):
-    text = source[i][feature]
-    raw = text if isinstance(text, bytes) else text.encode('utf-8')
-    docs += 1
-    n_bytes += len(raw)
-    n_tokens += len(tokenizer.encode(raw)) + 1
-    counts += np.bincount(np.frombuffer(raw, np.uint8), minlength=256)
-  p = counts[counts > 0] / max(counts.sum(), 1)
-  return {'documents': docs, 'bytes': n_bytes, 'tokens': n_tokens,
-          'tokens_per_byte': n_tokens / max(n_bytes, 1),
-          'unigram_bits_per_byte': float(-(p * np.log2(p)).sum())}
+def store_path(prepared, tokenizer, split) -> str:
+  """Where the token store of `split` tokenised by `tokenizer` lives: beside the prepared
+  dataset and its tokenizers."""
+  return os.path.join(prepared.data_dir, 'tokens', tokenizer.name, split)
 
 
-def statistics(data: Data, prepared=None) -> dict:
-  """Per-split statistics, cached in a JSON file beside the tokenizer."""
-  cache = None
-  if prepared is not None:
-    cache = os.path.join(prepared.data_dir, 'tokenizers', f'stats-{data.tokenizer.name}.json')
-    if os.path.exists(cache):
-      with open(cache) as f:
-        return json.load(f)
-  out = {split: split_statistics(src, data.tokenizer, data.feature)
-         for split, src in (('train', data.train), ('eval', data.eval))}
-  if cache:
-    os.makedirs(os.path.dirname(cache), exist_ok=True)
-    atomic.write_json(cache, out, indent=2)
-  return out
+def _store(prepared, split, tokenizer, feature):
+  path = store_path(prepared, tokenizer, split)
+  if token_store.TokenStore.exists(path):
+    return token_store.TokenStore(path)
+  source = datasets.data_source(prepared, split)
+  try:
+    return token_store.build(path, (source[i][feature] for i in range(len(source))), tokenizer)
+  except OSError as e:
+    raise datasets.DataError(f'cannot write the token store of {split} at {path} '
+                             f'({e.strerror or e}); config.data.data_dir must be writable the '
+                             'first time a tokenizer is used') from None
 
 
-def load(config, with_stats=True) -> Data:
+def load(config) -> Data:
   data_config = config.data
   if data_config.dataset == 'random':
     return Data(tokenizer=tokenizers.ByteTokenizer())
@@ -91,41 +81,47 @@ def load(config, with_stats=True) -> Data:
     train_split, eval_split = datasets.splits(data_config)
     feature = data_config.text_feature if data_config.dataset not in datasets.LOCAL else 'text'
     train = datasets.data_source(prepared, train_split)
-    eval_ = datasets.data_source(prepared, eval_split)
     if feature not in train[0]:
       raise datasets.DataError(f'config.data.text_feature={feature!r} is not a feature of '
                                f'{data_config.dataset}: one of {", ".join(train[0])}')
-    data = Data(_tokenizer(data_config, prepared, train, feature), train, eval_, feature)
-  if with_stats:
-    data.stats = statistics(data, prepared)
-  return data
+    tokenizer = _tokenizer(data_config, prepared, train, feature)
+    return Data(tokenizer, _store(prepared, train_split, tokenizer, feature),
+                _store(prepared, eval_split, tokenizer, feature))
 
 
-class _RandomBatch:
-  def __init__(self, config):
+class RandomBatches(pipeline.Batches):
+  """Uniform random tokens, row r of the run a pure function of (seed, r) like stored data."""
+
+  def __init__(self, config, process_index=0, process_count=1):
+    super().__init__(None, config.data.batch_size, process_index, process_count)
     self.seed, self.vocab = config.seed, min(config.model.vocab_size, 256)
-    self.shape = (config.data.batch_size, config.data.seq_len + 1)
+    self.length = config.data.seq_len + 1
 
-  def __call__(self, index):
-    tokens = np.random.default_rng([self.seed, index]).integers(0, self.vocab, self.shape,
-                                                                dtype=np.int32)
+  def batch(self, step: int) -> dict:
+    first = step * self.batch_size + self.offset
+    tokens = np.stack([np.random.default_rng([self.seed, (first + i) % 2 ** 62]).integers(
+        0, self.vocab, self.length, dtype=np.int32) for i in range(self.rows)])
     return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:]}
 
 
-def train_iterator(data: Data, config, process_index=0, process_count=1):
-  """A grain DatasetIterator of this process's training batches (with get_state/set_state)."""
+def train_iterator(data: Data, config, process_index=0, process_count=1) -> pipeline.Batches:
+  """This process's training batches from step 0 (`set_state` moves it to another step)."""
   if config.data.dataset == 'random':
-    return iter(grain.MapDataset.range(0, 2 ** 62).map(_RandomBatch(config)).to_iter_dataset())
-  return iter(pipeline.train_dataset(data.train, data.tokenizer, config.data, config.seed,
-                                     process_index, process_count, data.feature))
+    return RandomBatches(config, process_index, process_count)
+  windows = pipeline.Windows(data.train, config.data.seq_len, config.seed)
+  if not windows.count:
+    raise datasets.DataError(
+        f'the train split of {config.data.dataset} holds {data.train.n_tokens} tokens, fewer '
+        f'than one row of data.seq_len + 1 = {config.data.seq_len + 1}')
+  return pipeline.Batches(windows, config.data.batch_size, process_index, process_count)
 
 
 def eval_batches(data: Data, config, process_index=0, process_count=1) -> list:
   data_config = config.data
   if data_config.dataset == 'random':
-    return [_RandomBatch(config)(-1 - i) for i in range(data_config.eval_batches)]
-  out = pipeline.eval_batches(data.eval, data.tokenizer, data_config, process_index,
-                              process_count, data.feature)
+    rows = RandomBatches(config, process_index, process_count)
+    return [rows.batch(-1 - i) for i in range(data_config.eval_batches)]
+  out = pipeline.eval_batches(data.eval, data_config, process_index, process_count)
   if not out:
     raise datasets.DataError(
         f'the evaluation split of {data_config.dataset} holds fewer tokens than one batch of '
@@ -135,9 +131,9 @@ def eval_batches(data: Data, config, process_index=0, process_count=1) -> list:
 
 
 def epochs_seen(data: Data, config, steps: int) -> float:
-  """Passes over the train split after `steps` steps (rows consume seq_len + 1 tokens each)."""
-  per_epoch = data.stats.get('train', {}).get('tokens')
-  if not per_epoch:
+  """Passes over the train split's windows after `steps` steps."""
+  tokens = data.stats.get('train', {}).get('tokens')
+  windows = tokens // (config.data.seq_len + 1) if tokens else 0
+  if not windows:
     return float('nan')
-  return steps * config.data.batch_size * (config.data.seq_len + 1) / per_epoch
-
+  return steps * config.data.batch_size / windows

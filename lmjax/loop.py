@@ -27,6 +27,7 @@ from lmjax.atomic import write_json
 from lmjax.checkpoint import Checkpoints
 from lmjax.config import to_dict
 from lmjax.metrics import MetricsWriter, truncate_metrics
+from lmjax.prefetch import DevicePrefetch
 from lmjax.profiling import ProfileWindow
 from lmjax.start import check_resume, set_up, start_state
 from lmjax.steps import TrainState, make_train_step, peak_memory_bytes, schedule_arg
@@ -53,17 +54,18 @@ def train(config, workdir=None, writer=None, restore_step=None,
   log = TrainLog(config, setup, writer, start.step)
   log.banner((*notes, *([f'resuming with changed fields: {", ".join(changed)}'] if changed else []),
               *start.messages, *opened))
-  if start.step < config.train.steps:
-    batch = setup.next_batch(start.data_iterator)
-  else:
-    batch = setup.next_batch(setup.new_iterator())
-  compiled = _compile(config, setup, start.state, batch)
-  log.compiled(compiled.seconds, compiled.xla_flops, compiled.from_cache)
+  # A finished run (resumed to evaluate) still needs a batch to compile the step with.
+  batches = DevicePrefetch(start.data_iterator if start.step < config.train.steps
+                           else setup.new_iterator(), setup.put_batch)
   profile = ProfileWindow(config, workdir, start.step)
   try:
-    state = _run_steps(config, setup, compiled, start, batch, log, ckpt, profile)
+    batch = next(batches)
+    compiled = _compile(config, setup, start.state, batch)
+    log.compiled(compiled.seconds, compiled.xla_flops, compiled.from_cache)
+    state = _run_steps(config, compiled, start, batches, batch, log, ckpt, profile)
   finally:
     profile.close()
+    batches.close()
   if ckpt is not None:
     ckpt.close()
   wall = time.time() - t_begin
@@ -123,14 +125,15 @@ def _compile(config, setup, state, batch) -> Compiled:
                   compile_cache.hits() > hits)
 
 
-def _run_steps(config, setup, compiled, start, batch, log, ckpt, profile):
-  """Steps start.step + 1 ... train.steps; returns the final state."""
-  steps, state, iterator = config.train.steps, start.state, start.data_iterator
+def _run_steps(config, compiled, start, iterator, batch, log, ckpt, profile):
+  """Steps start.step + 1 ... train.steps; `batch` is the first step's, `iterator` hands out
+  the others (its position is what checkpoints save); returns the final state."""
+  steps, state = config.train.steps, start.state
   keep_steps = set(config.checkpoint.keep_steps or ())
   with _Signals() as signals:
     for step in range(start.step + 1, steps + 1):
       if step > start.step + 1:
-        batch = setup.next_batch(iterator)
+        batch = next(iterator)
       state, metrics = profile.run(step, compiled.step, state, batch, compiled.schedule)
       log.flush()  # the previous log step's metrics, read now that this step is dispatched
       if step % config.train.log_every == 0 or step == steps:

@@ -1,94 +1,108 @@
-"""The grain input pipeline: shuffle, tokenise, pack, batch, and this process's rows.
+"""Training and evaluation batches read from a token store (lmjax/token_store.py) by index.
 
-train: documents in a global order shuffled per epoch by `seed` (grain's index shuffle over the
-random-access TFDS source, repeated without end) → [separator] + tokens → concatenated and cut
-into rows of seq_len + 1 tokens (grain's concat-then-split packing, which records segment ids and
-positions that restart at each document and at each row) → rows shuffled within windows of
-`shuffle_rows` (a long document fills many consecutive rows; without this a small batch would
-hold one document) → batches of `batch_size` rows → the rows of this process. Every process builds the same global batch and keeps rows
-[p·B/P, (p+1)·B/P), so the data a run sees does not depend on how many hosts feed it.
+The split's token stream is cut into W = tokens // (seq_len + 1) windows of seq_len + 1 tokens
+(the final partial window is left out). Row r of a run is window π_e(r mod W) of epoch
+e = r div W, π_e a permutation of the W windows seeded by (seed, e) (grain's stateless
+index_shuffle, no table kept), so every token of the split is seen once per epoch in a new
+order. The global batch of step s is rows [s·B, (s+1)·B): a pure function of (seed, s). Process
+p of P reads only its rows [s·B + p·B/P, s·B + (p+1)·B/P), and the global batch does not depend
+on P. A checkpoint's data position is the step (`get_state()` is {'step': s}).
 
 A row of T+1 tokens gives inputs = row[:-1] and targets = row[1:], with segment ids and positions
-of the inputs. A target counts (weight 1) only inside its input's document: the separator leads
-each document, so every byte of a document is predicted from its own context and nothing is
-predicted across a boundary.
-
-The iterator's `get_state()` / `set_state()` (grain's) restore the exact position: a run resumed
-at step k sees the batches k, k+1, ... of the uninterrupted run.
+of the inputs from the store's document offsets: segment ids count the documents within the row
+from 1, positions restart at each document and at the row's start. The separator leads each
+document, so a target counts (weight 1) only inside its input's document: every token of a
+document is predicted from its own context and nothing across a boundary.
 """
 from __future__ import annotations
 
-import grain
-import grain.experimental as gexp
 import numpy as np
 
+from grain.experimental import index_shuffle
 
-class _Tokenize:
-  def __init__(self, tokenizer, feature):
-    self.tokenizer, self.feature = tokenizer, feature
-
-  def __call__(self, record):
-    ids = self.tokenizer.encode(record[self.feature])
-    return {'tokens': np.concatenate([[self.tokenizer.sep_id], ids]).astype(np.int32)}
+_ROUNDS = 4  # Feistel rounds of index_shuffle
 
 
-class _ToModel:
-  """Packed rows (B, T+1) -> the model's batch, restricted to this process's rows."""
-
-  def __init__(self, process_index, process_count):
-    self.index, self.count = process_index, process_count
-
-  def __call__(self, batch):
-    rows = batch['tokens'].shape[0] // self.count
-    sl = slice(self.index * rows, (self.index + 1) * rows)
-    tokens, seg = batch['tokens'][sl], batch['tokens_segment_ids'][sl]
-    return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:],
-            'positions': batch['tokens_positions'][sl, :-1].astype(np.int32),
-            'segment_ids': seg[:, :-1].astype(np.int32),
-            'weights': ((seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] > 0)).astype(np.float32)}
+def epoch_seed(seed: int, epoch: int) -> int:
+  """A 32-bit seed per (run seed, epoch)."""
+  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def _packed(docs: grain.MapDataset, tokenizer, feature, seq_len, threads):
-  tokens = docs.map(_Tokenize(tokenizer, feature))
-  options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2 * threads, 1))
-  return gexp.ConcatThenSplitIterDataset(tokens.to_iter_dataset(options),
-                                         length_struct={'tokens': seq_len + 1})
+class Windows:
+  """The windows of seq_len + 1 tokens of one store, and row r's window under the per-epoch
+  permutations of `seed`."""
+
+  def __init__(self, store, seq_len: int, seed: int):
+    self.store, self.length, self.seed = store, seq_len + 1, seed
+    self.count = store.n_tokens // self.length
+    self._epoch_seeds = {}
+
+  def window(self, row: int) -> int:
+    epoch, i = divmod(row, self.count)
+    if epoch not in self._epoch_seeds:
+      self._epoch_seeds[epoch] = epoch_seed(self.seed, epoch)
+    if self.count == 1:
+      return 0
+    return index_shuffle(i, max_index=self.count - 1, seed=self._epoch_seeds[epoch],
+                         rounds=_ROUNDS)
+
+  def rows(self, first: int, n: int) -> dict:
+    """Rows first ... first + n - 1 as the model's batch of n rows."""
+    length = self.length
+    tokens = np.empty((n, length), np.int32)
+    segments = np.empty((n, length), np.int32)
+    positions = np.empty((n, length), np.int32)
+    index = np.arange(length)
+    for j in range(n):
+      start = self.window(first + j) * length
+      tokens[j] = self.store.read(start, length)
+      begins = np.zeros(length, bool)
+      begins[0] = True
+      begins[self.store.document_starts(start, length)] = True
+      segments[j] = np.cumsum(begins)
+      positions[j] = index - np.maximum.accumulate(np.where(begins, index, 0))
+    return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:], 'positions': positions[:, :-1],
+            'segment_ids': segments[:, :-1],
+            'weights': (segments[:, 1:] == segments[:, :-1]).astype(np.float32)}
 
 
-def _rows(docs, tokenizer, data_config, seed, feature):
-  rows = _packed(docs, tokenizer, feature, data_config.seq_len, data_config.workers)
-  if data_config.shuffle_rows > 1:
-    rows = gexp.WindowShuffleIterDataset(rows, window_size=data_config.shuffle_rows, seed=seed)
-  return rows
+class Batches:
+  """This process's rows of the global batch of each step, from step `get_state()['step']` on."""
 
+  def __init__(self, windows: Windows, batch_size: int, process_index=0, process_count=1):
+    self.windows, self.batch_size = windows, batch_size
+    self.rows = batch_size // process_count
+    self.offset = process_index * self.rows
+    self.step = 0
 
-def packed_train_rows(source, tokenizer, data_config, seed, feature='text'):
-  """The packed rows of the train split, epoch after epoch, before the row shuffle."""
-  docs = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
-  return _packed(docs, tokenizer, feature, data_config.seq_len, data_config.workers)
+  def __iter__(self):
+    return self
 
+  def __next__(self) -> dict:
+    batch = self.batch(self.step)
+    self.step += 1
+    return batch
 
-def train_dataset(source, tokenizer, data_config, seed, process_index=0, process_count=1,
-                  feature='text'):
-  docs = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
-  rows = _rows(docs, tokenizer, data_config, seed, feature)
-  return rows.batch(data_config.batch_size, drop_remainder=True).map(
-      _ToModel(process_index, process_count))
+  def batch(self, step: int) -> dict:
+    return self.windows.rows(step * self.batch_size + self.offset, self.rows)
+
+  def get_state(self) -> dict:
+    return {'step': self.step}
+
+  def set_state(self, state: dict):
+    if not isinstance(state, dict) or not isinstance(state.get('step'), int):
+      raise ValueError(f'a data position is {{"step": int}}, not {str(state)[:80]}: the '
+                       'checkpoint was written by an older lmjax input pipeline')
+    self.step = state['step']
 
 
 EVAL_SEED = 0  # the evaluation set is the same for every run seed: losses stay comparable
 
 
-def eval_batches(source, tokenizer, data_config, process_index=0, process_count=1,
-                 feature='text'):
-  """`eval_batches` batches of the split, shuffled like train data but with a fixed seed and a
-  single pass: the same batches for every call and every run."""
-  docs = grain.MapDataset.source(source).seed(EVAL_SEED).shuffle()
-  batches = _rows(docs, tokenizer, data_config, EVAL_SEED, feature).batch(
-      data_config.batch_size, drop_remainder=True).map(_ToModel(process_index, process_count))
-  out = []
-  for batch in batches:
-    out.append(batch)
-    if len(out) == data_config.eval_batches:
-      break
-  return out
+def eval_batches(store, data_config, process_index=0, process_count=1) -> list:
+  """The first `eval_batches` global batches of the split under EVAL_SEED's permutation (fewer
+  when the split holds fewer windows): the same batches for every call and every run."""
+  windows = Windows(store, data_config.seq_len, EVAL_SEED)
+  n = min(data_config.eval_batches, windows.count // data_config.batch_size)
+  batches = Batches(windows, data_config.batch_size, process_index, process_count)
+  return [batches.batch(step) for step in range(n)]

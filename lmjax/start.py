@@ -73,8 +73,9 @@ class Setup(NamedTuple):
   eval_set: list                # the evaluation batches, already on the devices
   new_iterator: Callable        # () -> this process's training batches from the start
 
-  def next_batch(self, iterator):
-    return sharding.put_batch(next(iterator), self.batch_sharding)
+  def put_batch(self, batch):
+    """This process's rows of a batch -> global arrays on the mesh."""
+    return sharding.put_batch(batch, self.batch_sharding)
 
 
 def set_up(config) -> Setup:

@@ -50,7 +50,6 @@ def local_config(corpus, tmp_path, **data_fields):
   c.data.val_percent = 20
   c.data.seq_len = 32
   c.data.batch_size = 4
-  c.data.shuffle_rows = 16
   c.data.eval_batches = 2
   for k, v in data_fields.items():
     c.data[k] = v

@@ -18,8 +18,11 @@ def test_packed_rows_do_not_attend_across_documents(corpus, tmp_path):
   from lmjax.steps import build_model_and_optimizer, init_params
   model, _ = build_model_and_optimizer(c)
   params = init_params(model, c, jax.random.PRNGKey(0))
-  batch = next(data.train_iterator(d, c))
-  row = {k: v[:1] for k, v in batch.items()}
+  batches = data.train_iterator(d, c)
+  # The first row holding a document boundary.
+  row = next({k: v[i:i + 1] for k, v in batch.items()}
+             for batch in batches for i in range(len(batch['inputs']))
+             if batch['segment_ids'][i].max() > 1)
   packed = model.apply({'params': params}, row['inputs'], row['positions'], row['segment_ids'])
   seg = row['segment_ids'][0]
   checked = 0

@@ -28,7 +28,10 @@ def test_local_text_prepares_both_splits_and_counts(corpus, tmp_path):
   c = local_config(corpus, tmp_path)
   d = data.load(c)
   texts = sorted(p.read_text(encoding='utf-8') for p in corpus.iterdir())
-  got = sorted(data._text(src[i], 'text') for src in (d.train, d.eval) for i in range(len(src)))
+  prepared = datasets.prepare(c.data)
+  got = sorted(data._text(src[i], 'text') for src in (datasets.data_source(prepared, split)
+                                                      for split in ('train', 'validation'))
+               for i in range(len(src)))
   assert got == texts
   assert d.stats['train']['documents'] + d.stats['eval']['documents'] == 60
   assert d.stats['train']['bytes'] + d.stats['eval']['bytes'] == sum(
