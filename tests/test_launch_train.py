@@ -38,16 +38,20 @@ def test_second_run_of_a_config_loads_its_step_from_the_compilation_cache(tmp_pa
   the second, in another workdir beside it, loads the same train step; none stores nothing."""
   env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
   summaries = []
-  for name in ('first', 'second'):
+  # The third run's model is deeper: its train step is new, though smaller programs (the eval
+  # step's pieces, initialisation) may come from the cache.
+  for name, layers in (('first', 2), ('second', 2), ('deeper', 3)):
     out = subprocess.run([sys.executable, '-m', 'launch.train',
                           '--config=experiments/configs/tiny.py', f'--workdir={tmp_path}/{name}',
-                          '--config.train.steps=2', '--config.optim.warmup_steps=1'],
+                          '--config.train.steps=2', '--config.optim.warmup_steps=1',
+                          f'--config.model.n_layers={layers}'],
                          cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f'compilation cache: {tmp_path}/jax_cache' in out.stdout
+    assert ('loaded the train step from the compilation cache' in out.stdout) == (
+        name == 'second')
     summaries.append(json.loads((tmp_path / name / 'summary.json').read_text()))
-  assert [s['compile_cache_hit'] for s in summaries] == [False, True]
-  assert 'loaded the train step from the compilation cache' in out.stdout
+  assert [s['compile_cache_hit'] for s in summaries] == [False, True, False]
   assert os.listdir(tmp_path / 'jax_cache')
   out = _launch(tmp_path / 'off', '--config.train.steps=2', '--config.optim.warmup_steps=1',
                 '--config.train.compile_cache=none')
