@@ -1,10 +1,12 @@
-"""The README's main job: an IsoFLOP sweep on the Python standard library, about 10 minutes on
+"""The README's main job: an IsoFLOP sweep on the Python standard library, 10 to 20 minutes on
 a 2-core CPU (python -m launch.sweep --sweep=stdlib_isoflop --parallel=2 --cpus_per_run=1).
 
 Five LLaMA-style byte-level models from 16k to 630k non-embedding parameters (sweeps.ladder,
 d_model ≈ 32·n_layers, head_dim 16), each trained at three compute budgets C a factor 3 apart,
 D = C / (exact FLOPs per token): 15 (N, D) points, 5 per IsoFLOP curve, with tokens per
-parameter from 0.25 to 2000, so each curve has its minimum inside the sizes sampled.
+parameter from 0.25 to 2000, chosen to put each curve's minimum inside the sizes sampled. Since
+the token store's per-epoch shuffle (2026-12-03) the smallest budget's minimum sits at the
+smallest size, so the isoflop fit uses 2 budgets and is skipped (README).
 
 Each model's three budgets are cooldown branches of one constant-lr run (Hägele et al. 2024):
 the three points cost about 1.09 times the largest alone instead of 1.44 times (sweeps.compute).
