@@ -19,7 +19,7 @@ def _memory(*flags, config='small'):
                         capture_output=True, text=True, timeout=600)
 
 
-def _one_error_line(out, message):
+def assert_one_error_line(out, message):
   assert out.returncode == 2 and out.stderr.strip() == out.stderr.strip().splitlines()[0]
   assert out.stderr.startswith(message), out.stderr
 
@@ -47,7 +47,7 @@ def test_a_model_too_big_for_the_memory_is_refused_with_status_1():
 ])
 @pytest.mark.slow  # launch.memory subprocesses that build the mesh
 def test_bad_mesh_flags(flag, message):
-  _one_error_line(_memory(flag, '--device_memory=1GB'), message)
+  assert_one_error_line(_memory(flag, '--device_memory=1GB'), message)
 
 
 def test_a_bad_memory_size():
@@ -57,7 +57,7 @@ def test_a_bad_memory_size():
 
 
 def test_a_mesh_with_the_rest_of_the_devices_needs_a_topology():
-  _one_error_line(_memory('--mesh=1,-1,1'), 'error: --mesh=1,-1,1: -1 needs --topology')
+  assert_one_error_line(_memory('--mesh=1,-1,1'), 'error: --mesh=1,-1,1: -1 needs --topology')
 
 
 # The tiny model 512 wide with 4 heads: head_dim and fsdp shards of 128, whole TPU lanes; 128
@@ -98,7 +98,7 @@ def test_a_step_the_tpu_compiler_refuses_does_not_fit():
      '--topology=v5p:2x2x1'),
 ])
 def test_a_bad_topology_or_a_mesh_that_does_not_match_it(flags, message):
-  _one_error_line(_memory(*flags, config='tiny'), message)
+  assert_one_error_line(_memory(*flags, config='tiny'), message)
 
 
 def test_without_libtpu_a_topology_names_the_extra_to_install():
