@@ -17,7 +17,7 @@ import math
 from lmjax import sweeps
 
 BASE = 'experiments/configs/scaling_cpu.py'
-TARGETS = (1.5e4, 4e4, 1e5, 2.5e5, 6.4e5)   # non-embedding N
+TARGETS = (4e3, 1.5e4, 4e4, 1e5, 2.5e5)      # non-embedding N
 BUDGETS = (7.5e11, 2.25e12, 6.75e12)         # training FLOPs
 
 
