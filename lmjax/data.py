@@ -48,6 +48,20 @@ def _tokenizer(data_config, prepared, train_source, feature):
   return tokenizers.SentencePieceTokenizer(path)
 
 
+def load_tokenizer(config):
+  """The tokenizer a run trained with, without preparing anything (sampling): the byte
+  tokenizer, or the SentencePiece model saved beside the prepared dataset."""
+  data_config = config.data
+  if data_config.tokenizer == 'byte':
+    return tokenizers.ByteTokenizer()
+  folder = os.path.join(datasets.builder(data_config).data_dir, 'tokenizers')
+  path = os.path.join(folder, f'sp-{data_config.sp_model}-{data_config.vocab_size}.model')
+  if not os.path.exists(path):
+    raise datasets.DataError(f'the run\'s SentencePiece tokenizer {path} is missing '
+                             '(config.data.data_dir): it is trained when the run starts')
+  return tokenizers.SentencePieceTokenizer(path)
+
+
 def _text(record, feature):
   value = record[feature]
   return value.decode('utf-8') if isinstance(value, bytes) else value
@@ -64,12 +78,28 @@ def _store(prepared, split, tokenizer, feature):
   if token_store.TokenStore.exists(path):
     return token_store.TokenStore(path)
   source = datasets.data_source(prepared, split)
+  named = 'path' in source[0]  # local corpora: each document's path, for evaluation by group
+  documents = ((source[i][feature], source[i]['path']) if named else source[i][feature]
+               for i in range(len(source)))
   try:
-    return token_store.build(path, (source[i][feature] for i in range(len(source))), tokenizer)
+    return token_store.build(path, documents, tokenizer)
   except OSError as e:
     raise datasets.DataError(f'cannot write the token store of {split} at {path} '
                              f'({e.strerror or e}); config.data.data_dir must be writable the '
                              'first time a tokenizer is used') from None
+
+
+def _prepared(data_config):
+  """(prepared builder, text feature, tokenizer), preparing what is missing; call under
+  `datasets.preparing`."""
+  prepared = datasets.prepare(data_config)
+  train_split, _ = datasets.splits(data_config)
+  feature = data_config.text_feature if data_config.dataset not in datasets.LOCAL else 'text'
+  train = datasets.data_source(prepared, train_split)
+  if feature not in train[0]:
+    raise datasets.DataError(f'config.data.text_feature={feature!r} is not a feature of '
+                             f'{data_config.dataset}: one of {", ".join(train[0])}')
+  return prepared, feature, _tokenizer(data_config, prepared, train, feature)
 
 
 def load(config) -> Data:
@@ -77,16 +107,18 @@ def load(config) -> Data:
   if data_config.dataset == 'random':
     return Data(tokenizer=tokenizers.ByteTokenizer())
   with datasets.preparing(data_config):  # one process prepares; concurrent runs wait, then read
-    prepared = datasets.prepare(data_config)
+    prepared, feature, tokenizer = _prepared(data_config)
     train_split, eval_split = datasets.splits(data_config)
-    feature = data_config.text_feature if data_config.dataset not in datasets.LOCAL else 'text'
-    train = datasets.data_source(prepared, train_split)
-    if feature not in train[0]:
-      raise datasets.DataError(f'config.data.text_feature={feature!r} is not a feature of '
-                               f'{data_config.dataset}: one of {", ".join(train[0])}')
-    tokenizer = _tokenizer(data_config, prepared, train, feature)
     return Data(tokenizer, _store(prepared, train_split, tokenizer, feature),
                 _store(prepared, eval_split, tokenizer, feature))
+
+
+def load_split(config, split):
+  """(tokenizer, token store) of any prepared split of the configured dataset (evaluation);
+  raises DataError naming the splits there are."""
+  with datasets.preparing(config.data):
+    prepared, feature, tokenizer = _prepared(config.data)
+    return tokenizer, _store(prepared, split, tokenizer, feature)
 
 
 class RandomBatches(pipeline.Batches):

@@ -48,22 +48,28 @@ class Windows:
 
   def rows(self, first: int, n: int) -> dict:
     """Rows first ... first + n - 1 as the model's batch of n rows."""
-    length = self.length
-    tokens = np.empty((n, length), np.int32)
-    segments = np.empty((n, length), np.int32)
-    positions = np.empty((n, length), np.int32)
-    index = np.arange(length)
-    for j in range(n):
-      start = self.window(first + j) * length
-      tokens[j] = self.store.read(start, length)
-      begins = np.zeros(length, bool)
-      begins[0] = True
-      begins[self.store.document_starts(start, length)] = True
-      segments[j] = np.cumsum(begins)
-      positions[j] = index - np.maximum.accumulate(np.where(begins, index, 0))
-    return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:], 'positions': positions[:, :-1],
-            'segment_ids': segments[:, :-1],
-            'weights': (segments[:, 1:] == segments[:, :-1]).astype(np.float32)}
+    return stream_rows(self.store, [self.window(first + j) * self.length for j in range(n)],
+                       self.length)
+
+
+def stream_rows(store, starts, length: int) -> dict:
+  """The model's batch of the stream's tokens [start, start + length) for each start (the
+  module docstring: inputs, targets, positions, segment ids, weights)."""
+  n = len(starts)
+  tokens = np.empty((n, length), np.int32)
+  segments = np.empty((n, length), np.int32)
+  positions = np.empty((n, length), np.int32)
+  index = np.arange(length)
+  for j, start in enumerate(starts):
+    tokens[j] = store.read(start, length)
+    begins = np.zeros(length, bool)
+    begins[0] = True
+    begins[store.document_starts(start, length)] = True
+    segments[j] = np.cumsum(begins)
+    positions[j] = index - np.maximum.accumulate(np.where(begins, index, 0))
+  return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:], 'positions': positions[:, :-1],
+          'segment_ids': segments[:, :-1],
+          'weights': (segments[:, 1:] == segments[:, :-1]).astype(np.float32)}
 
 
 class Batches:

@@ -92,8 +92,9 @@ def token_dtype(vocab_size: int):
 
 
 def build(path: str, texts, tokenizer) -> 'TokenStore':
-  """Tokenises `texts` (an iterable of str or UTF-8 bytes, one per document) into a store at
-  `path`; returns it opened."""
+  """Tokenises `texts` (an iterable of str or UTF-8 bytes, one per document, or of (text, name)
+  pairs) into a store at `path`; returns it opened. Names (a document's path in a local corpus)
+  are kept in names.json for evaluation by group."""
   tmp = f'{path}.tmp-{os.getpid()}'
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   shutil.rmtree(tmp, ignore_errors=True)
@@ -111,7 +112,11 @@ def _write(tmp, texts, tokenizer):
   dtype = token_dtype(tokenizer.vocab_size)
   writer, stats, starts, offset = _Writer(tmp, dtype), _Stats(), [], 0
   sep = np.array([tokenizer.sep_id], np.int64)
+  names = []
   for text in texts:
+    if isinstance(text, tuple):
+      text, name = text
+      names.append(name if isinstance(name, str) else name.decode('utf-8'))
     raw = text if isinstance(text, bytes) else text.encode('utf-8')
     ids = np.concatenate([sep, np.asarray(tokenizer.encode(raw), np.int64)])
     starts.append(offset)
@@ -120,6 +125,9 @@ def _write(tmp, texts, tokenizer):
     stats.add(raw, len(ids))
   writer.close()
   np.save(os.path.join(tmp, 'starts.npy'), np.asarray(starts, np.int64))
+  if names:
+    with open(os.path.join(tmp, 'names.json'), 'w') as f:
+      json.dump(names, f)
   meta = {'format': FORMAT, 'tokens': offset, 'documents': len(starts), 'records': writer.records,
           'chunk': CHUNK, 'shard_records': SHARD_RECORDS, 'dtype': np.dtype(dtype).name,
           'tokenizer': tokenizer.name, 'vocab_size': tokenizer.vocab_size,
@@ -151,6 +159,18 @@ class TokenStore:
   @property
   def stats(self) -> dict:
     return self.meta['stats']
+
+  @property
+  def n_documents(self) -> int:
+    return len(self.starts)
+
+  def names(self) -> list | None:
+    """Each document's name (its path in a local corpus), or None when the dataset has none."""
+    path = os.path.join(self.path, 'names.json')
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      return json.load(f)
 
   def _record(self, i: int) -> np.ndarray:
     return np.frombuffer(self._records[i], self.dtype)

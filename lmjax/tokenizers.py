@@ -47,6 +47,10 @@ class ByteTokenizer:
     out[:256] = 1
     return out
 
+  def piece(self, i: int) -> bytes:
+    """The raw bytes token `i` stands for (b'' for the separator)."""
+    return bytes([i]) if i < 256 else b''
+
 
 class SentencePieceTokenizer:
   """A trained SentencePiece model; `path` is its .model file."""
@@ -68,13 +72,15 @@ class SentencePieceTokenizer:
     return self.sp.decode([int(i) for i in ids if i != self.sep_id])
 
   def token_bytes(self) -> np.ndarray:
-    out = np.zeros(self.vocab_size, np.int32)
-    for i in range(self.vocab_size):
-      if self.sp.is_byte(i):
-        out[i] = 1
-      elif not (self.sp.is_control(i) or self.sp.is_unknown(i) or self.sp.is_unused(i)):
-        out[i] = len(self.sp.id_to_piece(i).replace('\u2581', ' ').encode('utf-8'))
-    return out
+    return np.asarray([len(self.piece(i)) for i in range(self.vocab_size)], np.int32)
+
+  def piece(self, i: int) -> bytes:
+    """The raw bytes token `i` stands for (b'' for specials)."""
+    if self.sp.is_byte(i):
+      return bytes([int(self.sp.id_to_piece(i)[3:5], 16)])  # '<0xAB>'
+    if self.sp.is_control(i) or self.sp.is_unknown(i) or self.sp.is_unused(i):
+      return b''
+    return self.sp.id_to_piece(i).replace('\u2581', ' ').encode('utf-8')
 
 
 def _training_chunks(texts, max_bytes, lines_per_chunk=8):

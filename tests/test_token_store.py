@@ -48,3 +48,11 @@ def test_a_failed_build_leaves_no_store(tmp_path):
   assert os.listdir(tmp_path) == []  # nor its temporary directory
   store = token_store.build(str(tmp_path / 'store'), TEXTS, tokenizers.ByteTokenizer())
   assert json.loads((tmp_path / 'store' / 'meta.json').read_text())['tokens'] == store.n_tokens
+
+
+def test_named_documents_keep_their_names_and_unnamed_have_none(tmp_path):
+  tok = tokenizers.ByteTokenizer()
+  named = token_store.build(str(tmp_path / 'named'), [('ab', 'pkg/a.py'), ('cde', 'b.txt')], tok)
+  assert named.names() == ['pkg/a.py', 'b.txt'] and named.n_documents == 2
+  assert list(named.starts) == [0, 3]
+  assert token_store.build(str(tmp_path / 'plain'), ['ab', 'cde'], tok).names() is None
