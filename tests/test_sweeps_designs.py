@@ -93,3 +93,20 @@ def test_compute_saved():
   assert out['saved'] == pytest.approx(30 * unit, rel=1e-12)
   assert out['saved_fraction'] == pytest.approx(0.25)
   assert 'not in the plan' in one_line_error(lambda: sweeps.compute(runs[1:]))
+
+
+def test_isoflop_leaves_out_budgets_past_max_tokens_per_param(shapes):
+  budgets = [1e9, 2e9, 4e9]
+  every = sweeps.isoflop(shapes, budgets, recipe=RECIPE, base_config=TINY)
+  ratio = {(r.n, r.budget): r.budget / r.flops_per_token / r.n_total for r in every}
+  cap = ratio[min(r.n for r in every), budgets[0]]  # the smallest shape keeps one budget
+  capped = sweeps.isoflop(shapes, budgets, recipe=RECIPE, base_config=TINY,
+                          max_tokens_per_param=cap)
+  assert {(r.n, r.budget) for r in capped} == {k for k, v in ratio.items() if v <= cap}
+  assert 0 < len(capped) < len(every)
+  branched = sweeps.isoflop(shapes, budgets, recipe=RECIPE, base_config=TINY, cooldown=0.2,
+                            max_tokens_per_param=cap)
+  assert {(r.n, r.budget) for r in branched if r.design == 'isoflop'} == {
+      (r.n, r.budget) for r in capped}
+  with pytest.raises(sweeps.PlanError, match='max_tokens_per_param'):
+    sweeps.isoflop(shapes, budgets, recipe=RECIPE, base_config=TINY, max_tokens_per_param=1e-9)

@@ -106,22 +106,30 @@ def _cooldown_family(base, shape: Prepared, recipe, ds, seed, design, cooldown,
 
 
 def isoflop(shapes, budgets, *, recipe: Recipe, base_config, cooldown: float | None = None,
-            seeds=(0,)) -> list[Run]:
+            seeds=(0,), max_tokens_per_param: float | None = None) -> list[Run]:
   """Every shape at every budget C (D = C / FLOPs per token); C within BUDGET_RTOL of it.
   With `cooldown`, each shape's budgets are branches of one stable run (module doc), so a
-  shape costs about its largest budget rather than the sum of them."""
+  shape costs about its largest budget rather than the sum of them. `max_tokens_per_param`
+  leaves out the budgets that would give a shape more than that many tokens per parameter (N
+  with embeddings): a tiny model far past its best size at a large budget says nothing about
+  that budget's minimum (Hoffmann et al. 2022 likewise choose sizes per budget)."""
   base = load_config(base_config)
   prepared = [_prepare(base, s, recipe) for s in shapes]
   runs = []
   for shape in prepared:
     fpt = shape.counts.flops_per_token
+    mine = [b for b in budgets if not max_tokens_per_param or
+            b / fpt / shape.counts.n_total <= max_tokens_per_param]
+    if not mine:
+      raise PlanError(f'isoflop N={shape.counts.n:.3g}: every budget gives it more than '
+                      f'max_tokens_per_param={max_tokens_per_param:g} tokens per parameter')
     for seed in seeds:
       if cooldown:
-        runs += _cooldown_family(base, shape, recipe, [b / fpt for b in budgets], seed,
-                                 'isoflop', cooldown, budgets)
+        runs += _cooldown_family(base, shape, recipe, [b / fpt for b in mine], seed,
+                                 'isoflop', cooldown, mine)
       else:
         runs += [_independent(base, shape, recipe, b / fpt, seed, 'isoflop', float(b))
-                 for b in budgets]
+                 for b in mine]
   for run in runs:
     if run.budget is not None and abs(run.c / run.budget - 1) > BUDGET_RTOL:
       raise PlanError(f'isoflop: run {run.name} has C {run.c:.3g}, more than '
