@@ -204,7 +204,11 @@ class Attention(Sharded):
   """Causal multi-head attention with MHA / GQA / MQA by `n_kv_heads` (Ainslie et al. 2023)."""
 
   @nn.compact
-  def __call__(self, x_NxD, positions_BxT, segment_ids_BxT, deterministic, in_scale=None):
+  def __call__(self, x_NxD, positions_BxT, segment_ids_BxT, deterministic, in_scale=None,
+               kv=None):
+    """The attention output (N, D); with a KV cache `kv` (lmjax/decode.py: this layer's keys
+    and values and each row's next free slot), (output, the cache with these tokens' keys and
+    values written in)."""
     cfg = self.cfg
     (b, t), h, k, e = positions_BxT.shape, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     d, std = cfg.d_model, cfg.init_std
@@ -239,7 +243,10 @@ class Attention(Sharded):
       q_BxTxHxE = rope(q_BxTxHxE, positions_BxT, cfg.rope_theta)
       k_BxSxKxE = rope(k_BxSxKxE, positions_BxT, cfg.rope_theta)
     q_BxTxHxE = q_BxTxHxE * jnp.asarray(e ** -0.5, q_BxTxHxE.dtype)
-    if cfg.dropout > 0 and not deterministic:
+    if kv is not None:
+      kv = kv.write(k_BxSxKxE, v_BxSxKxE)
+      out_BxTxHxE = kv.attend(q_BxTxHxE)
+    elif cfg.dropout > 0 and not deterministic:
       out_BxTxHxE = self._dropout_attention(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT)
     else:
       out_BxTxHxE = attention.attend(
@@ -250,7 +257,8 @@ class Attention(Sharded):
                                   'attention_out')
     out = _dense(self, out_BxTxHxE.reshape(b * t, h * e), 'out', (h, e, d),
                  ('heads', 'head_dim', 'embed'), std / math.sqrt(2 * cfg.n_layers), ('embed',))
-    return checkpoint_name(out, 'out_proj')
+    out = checkpoint_name(out, 'out_proj')
+    return out if kv is None else (out, kv)
 
   def _dropout_attention(self, q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT):
     """Dense attention with dropout on the probabilities (the T×S probabilities exist anyway)."""
@@ -295,28 +303,45 @@ def _foldable(cfg):
 class Block(Sharded):
 
   @nn.compact
-  def __call__(self, x_NxD, positions_BxT, segment_ids_BxT, deterministic):
+  def __call__(self, x_NxD, positions_BxT, segment_ids_BxT, deterministic, kv=None):
+    """The block's output; with a KV cache `kv`, (output, the updated cache)."""
     cfg = self.cfg
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic) if cfg.dropout else y
-    attn = Attention(cfg, self.mesh, self.rules, name='attn')
+    module = Attention(cfg, self.mesh, self.rules, name='attn')
     mlp = Mlp(cfg, self.mesh, self.rules, name='mlp')
-    residual = lambda x: self.constrain(x, 'act_batch', 'act_embed')
-    x_NxD = residual(x_NxD)
-    if cfg.norm_position == 'pre' and _foldable(cfg):
-      # The norm scales fold into the q/k/v and MLP input weights (Norm's docstring).
-      x_hat, scale = Norm(cfg, name='attn_norm')(x_NxD, fold=True)
-      x_NxD = residual(x_NxD + drop(attn(x_hat, positions_BxT, segment_ids_BxT, deterministic,
-                                         scale)))
-      x_hat, scale = Norm(cfg, name='mlp_norm')(x_NxD, fold=True)
-      return residual(x_NxD + drop(mlp(x_hat, scale)))
-    if cfg.norm_position == 'pre':
-      x_NxD = residual(x_NxD + drop(attn(Norm(cfg, name='attn_norm')(x_NxD), positions_BxT,
-                                         segment_ids_BxT, deterministic)))
-      return residual(x_NxD + drop(mlp(Norm(cfg, name='mlp_norm')(x_NxD))))
-    # Post-LN (Vaswani et al. 2017): normalise after each residual addition.
-    x_NxD = residual(Norm(cfg, name='attn_norm')(
-        x_NxD + drop(attn(x_NxD, positions_BxT, segment_ids_BxT, deterministic))))
-    return residual(Norm(cfg, name='mlp_norm')(x_NxD + drop(mlp(x_NxD))))
+    new_kv = []
+
+    def attn(*args):
+      if kv is None:
+        return module(*args)
+      out, updated = module(*args[:4], *args[4:] or (None,), kv=kv)
+      new_kv.append(updated)
+      return out
+
+    out = _block_body(cfg, x_NxD, positions_BxT, segment_ids_BxT, deterministic, drop, attn,
+                      mlp, self.constrain)
+    return out if kv is None else (out, new_kv[0])
+
+
+def _block_body(cfg, x_NxD, positions_BxT, segment_ids_BxT, deterministic, drop, attn, mlp,
+                constrain):
+  residual = lambda x: constrain(x, 'act_batch', 'act_embed')
+  x_NxD = residual(x_NxD)
+  if cfg.norm_position == 'pre' and _foldable(cfg):
+    # The norm scales fold into the q/k/v and MLP input weights (Norm's docstring).
+    x_hat, scale = Norm(cfg, name='attn_norm')(x_NxD, fold=True)
+    x_NxD = residual(x_NxD + drop(attn(x_hat, positions_BxT, segment_ids_BxT, deterministic,
+                                       scale)))
+    x_hat, scale = Norm(cfg, name='mlp_norm')(x_NxD, fold=True)
+    return residual(x_NxD + drop(mlp(x_hat, scale)))
+  if cfg.norm_position == 'pre':
+    x_NxD = residual(x_NxD + drop(attn(Norm(cfg, name='attn_norm')(x_NxD), positions_BxT,
+                                       segment_ids_BxT, deterministic)))
+    return residual(x_NxD + drop(mlp(Norm(cfg, name='mlp_norm')(x_NxD))))
+  # Post-LN (Vaswani et al. 2017): normalise after each residual addition.
+  x_NxD = residual(Norm(cfg, name='attn_norm')(
+      x_NxD + drop(attn(x_NxD, positions_BxT, segment_ids_BxT, deterministic))))
+  return residual(Norm(cfg, name='mlp_norm')(x_NxD + drop(mlp(x_NxD))))
 
 
 def _block_class(cfg):
@@ -328,13 +353,16 @@ def _block_class(cfg):
 
 
 class _ScannedBlock(Sharded):
-  """A block in nn.scan's (carry, output) form; `deterministic` is an attribute (static)."""
+  """A block in nn.scan's (carry, output) form; `deterministic` is an attribute (static). With
+  a KV cache, the layer's cache is scanned in and its update scanned out."""
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x_NxD, positions_BxT, segment_ids_BxT):
+  def __call__(self, x_NxD, positions_BxT, segment_ids_BxT, kv=None):
     block = _block_class(self.cfg)(self.cfg, self.mesh, self.rules, name='block')
-    return block(x_NxD, positions_BxT, segment_ids_BxT, self.deterministic), None
+    if kv is None:
+      return block(x_NxD, positions_BxT, segment_ids_BxT, self.deterministic), None
+    return block(x_NxD, positions_BxT, segment_ids_BxT, self.deterministic, kv)
 
 
 class Transformer(Sharded):
@@ -344,14 +372,21 @@ class Transformer(Sharded):
 
   `positions` restart at document starts and `segment_ids` keep attention inside a document
   when sequences pack several documents; both default to a single document per row.
+
+  With a KV cache `kv` (lmjax/kv_cache.py), the tokens continue each row of the cache, at
+  positions index .. index + T - 1 (one document per row), and the call returns (logits, the
+  cache with them added): decoding (lmjax/decode.py).
   """
 
   @nn.compact
   def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None,
-               deterministic=True, return_head=False):
+               deterministic=True, return_head=False, kv=None):
     cfg = self.cfg
     b, t = tokens_BxT.shape
     d, v, pdt = cfg.d_model, cfg.vocab_size, jnp.dtype(cfg.param_dtype)
+    if kv is not None:  # decoding (lmjax/kv_cache.py): the tokens continue each row's cache
+      positions_BxT = kv.index[:, None] + jnp.arange(t)
+      segment_ids_BxT, deterministic = None, True
     if positions_BxT is None:
       positions_BxT = jnp.broadcast_to(jnp.arange(t), (b, t))
     embed_VxD = _param(self, 'embed', (v, d), ('vocab', 'embed'), cfg.init_std, pdt)
@@ -371,15 +406,19 @@ class Transformer(Sharded):
       # time stays flat in depth; the arithmetic is that of the unrolled loop.
       scanned = nn.scan(_ScannedBlock, variable_axes={'params': 0},
                         split_rngs={'params': True, 'dropout': True},
-                        in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layers,
+                        in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.n_layers,
                         metadata_params={nn.PARTITION_NAME: 'layers'})
-      x_NxD, _ = scanned(cfg, self.mesh, self.rules, deterministic, name='blocks')(
-          x_NxD, positions_BxT, segment_ids_BxT)
+      x_NxD, layers = scanned(cfg, self.mesh, self.rules, deterministic, name='blocks')(
+          x_NxD, positions_BxT, segment_ids_BxT, None if kv is None else kv.stacked())
     else:
-      block = _block_class(cfg)
+      block, layers = _block_class(cfg), []
       for i in range(cfg.n_layers):
         x_NxD = block(cfg, self.mesh, self.rules, name=f'block_{i}')(
-            x_NxD, positions_BxT, segment_ids_BxT, deterministic)
+            x_NxD, positions_BxT, segment_ids_BxT, deterministic,
+            *(() if kv is None else (kv.layer(i),)))
+        if kv is not None:
+          x_NxD, layer = x_NxD
+          layers.append(layer)
     scale = None
     if cfg.norm_position == 'pre' and _foldable(cfg):
       x_NxD, scale = Norm(cfg, name='final_norm')(x_NxD, fold=True)
@@ -400,4 +439,6 @@ class Transformer(Sharded):
     if bias_V is not None:
       logits_NxV = logits_NxV + bias_V
     logits_NxV = self.constrain(logits_NxV, 'act_batch', 'act_vocab')
+    if kv is not None:
+      return logits_NxV.reshape(b, t, v), kv.advanced(layers, t)
     return logits_NxV.reshape(b, t, v)
