@@ -1,0 +1,95 @@
+"""launch.eval's work as a library call (Colab uses it too): evaluate a loaded run on batches and
+write the report, figures and log-prob page into RUN/eval/, and the headline to TensorBoard."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from lmjax import eval_pages, evaluation, steps
+from lmjax.atomic import write_bytes, write_json, write_text
+
+HEADLINE = ('loss', 'perplexity', 'bits_per_token', 'bits_per_byte', 'accuracy', 'ece')
+
+
+def evaluate(run, tokenizer, store, batches, page_documents=0, progress=None):
+  """(report dict, Tally) of `run` (lmjax.trained.Trained) on `batches`."""
+  token_bytes = steps.token_bytes_table(tokenizer, run.config.model.vocab_size)
+  tally = evaluation.Tally(token_bytes, run.config.data.seq_len,
+                           store.n_documents if store is not None else 0,
+                           np.asarray(store.starts) if store is not None else None,
+                           page_documents)
+  step = evaluation.make_token_step(run.model, run.mesh, run.param_shardings)
+  evaluation.run(step, run.params, batches, tally, progress)
+  names = store.names() if store is not None else None
+  return tally.report(names), tally
+
+
+def _other_nats(other, tally, store, seq_len, batch_size):
+  """The page tokens' nats under a second run, on the same rows."""
+  page = tally.page_tokens()
+  if not page:
+    return None
+  want = {int(i): n for n, i in enumerate(page['index'])}
+  out = np.full(len(page['index']), np.nan)
+  step = evaluation.make_token_step(other.model, other.mesh, other.param_shardings)
+  documents = int(page['doc'].max()) + 1
+  for batch in evaluation.batches_of_split(store, seq_len, batch_size, documents):
+    keys = ('inputs', 'targets', 'positions', 'segment_ids')
+    nats = np.asarray(step(other.params, {k: batch[k] for k in keys})['nats'])
+    for idx, n, w in zip(batch['target_index'].ravel(), nats.ravel(),
+                         batch['weights'].ravel()):
+      if w and int(idx) in want:
+        out[want[int(idx)]] = n
+  return out
+
+
+def evaluate_and_write(run, tokenizer, store, batches, split_name, page_documents=8,
+                       other=None, log=print) -> dict:
+  """Evaluates and writes RUN/eval/<split_name>-<step>.{json,png,html} (launch/eval.py)."""
+  workdir = run.workdir
+  step_name = str(run.step) if run.step >= 0 else 'params'
+  stem = os.path.join(workdir, 'eval', f'{split_name}-{step_name}')
+  t0 = time.time()
+  progress = lambda i: log(f'  {i + 1} batches, {time.time() - t0:.0f} s') if (
+      i + 1) % 50 == 0 else None
+  report, tally = evaluate(run, tokenizer, store, batches,
+                           page_documents if store is not None else 0, progress)
+  report.update(split=split_name, step=run.step, seconds=round(time.time() - t0, 1),
+                seq_len=run.config.data.seq_len, tokenizer=tokenizer.name)
+  title = f'{os.path.basename(os.path.abspath(workdir))} step {step_name}, {split_name}'
+  os.makedirs(os.path.dirname(stem), exist_ok=True)
+  files = {'reliability': write_bytes(f'{stem}-reliability.png',
+                                      eval_pages.reliability_png(report, title)),
+           'position': write_bytes(f'{stem}-position.png',
+                                   eval_pages.position_png(report, title))}
+  page = tally.page_tokens()
+  if page:
+    names = store.names()
+    other_nats = other_title = None
+    if other is not None:
+      other_nats = _other_nats(other, tally, store, run.config.data.seq_len,
+                               run.config.data.batch_size)
+      other_title = f'{other.workdir} step {other.step}'
+    html = eval_pages.logprob_page(page, tokenizer.piece, names, title, other_nats, other_title)
+    files['logprobs'] = write_text(f'{stem}-logprobs.html', html)
+  report['files'] = files
+  path = write_json(f'{stem}.json', report, indent=1)
+  _tensorboard(workdir, split_name, run.step, report)
+  for k in HEADLINE:
+    if report.get(k) is not None:
+      log(f'{k:>15} {report[k]:.5f}')
+  log(f'{report["tokens"]:,} tokens in {report["seconds"]} s; wrote {path}')
+  return report
+
+
+def _tensorboard(workdir, split_name, step, report):
+  if step < 0:
+    return
+  from tensorboardX import SummaryWriter
+  writer = SummaryWriter(os.path.join(workdir, 'tb'))
+  for k in HEADLINE:
+    if report.get(k) is not None:
+      writer.add_scalar(f'eval_{split_name}/{k}', report[k], step)
+  writer.close()

@@ -1,0 +1,106 @@
+"""A trained run read back for evaluation and sampling: its config, model and params at a step.
+
+`load(workdir, step=None)` reads the run's resolved config (its config.json, else a
+checkpoint's), builds the model for this machine's mesh (`config.mesh`, as training does) and
+restores only the params of the newest checkpoint, or of `step`, onto their shardings: the
+optimizer state is never read. `params_path` instead names params written by
+`checkpoint.export_params`. Every problem is a `RunError` whose message names the flag.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from lmjax import checkpoint, sharding, steps
+from lmjax.config import ConfigError
+
+
+class RunError(ValueError):
+  """A run directory, step or params path that cannot be read; the message names the flag."""
+
+
+class Trained(NamedTuple):
+  config: Any          # the run's resolved config (ConfigDict)
+  model: Any           # lmjax.model.Transformer for this machine's mesh
+  params: Any          # sharded over the mesh
+  step: int            # the checkpoint's step (-1 for exported params)
+  mesh: Any
+  param_shardings: Any
+  workdir: str
+
+
+def read_config(workdir) -> ml_collections.ConfigDict:
+  from lmjax.start import ResumeError, saved_config
+  if not os.path.isdir(workdir):
+    raise RunError(f'--workdir={workdir}: no such directory')
+  probe = ml_collections.ConfigDict({'max_to_keep': 0, 'keep_every': 0, 'async_save': False})
+  try:
+    saved = saved_config(workdir, probe)
+  except ResumeError as e:
+    raise RunError(str(e).replace('; the run there cannot be checked against this config: use '
+                                  'a new workdir', '')) from None
+  if saved is None:
+    raise RunError(f'--workdir={workdir}: not a run directory (no config.json and no '
+                   'checkpoint)')
+  return ml_collections.ConfigDict(saved)
+
+
+def load(workdir, step=None, params_path=None, mesh_override=None) -> Trained:
+  """The run in `workdir` at `step` (default: its newest checkpoint), or with the params at
+  `params_path`. `mesh_override` (a config.mesh-like dict) replaces the run's mesh."""
+  config = read_config(workdir)
+  if mesh_override:
+    config.mesh.update(mesh_override)
+  try:
+    mesh = sharding.make_mesh(config)
+    model, tx = steps.build_model_and_optimizer(config, mesh)
+  except (ConfigError, ValueError) as e:
+    where = f' on --mesh={",".join(str(v) for v in mesh_override.values())}' if (
+        mesh_override) else ''
+    raise RunError(f'--workdir={workdir}: its model cannot run here{where}: {e}') from None
+  shardings = steps.state_shardings(model, tx, config, mesh).params
+  abstract = checkpoint.abstract_like(
+      jax.eval_shape(lambda: steps.init_params(model, config, jax.random.PRNGKey(0))),
+      shardings)
+  if params_path:
+    if not os.path.isdir(params_path):
+      raise RunError(f'--params={params_path}: no such directory')
+    try:
+      params = checkpoint.load_params(params_path, abstract)
+    except Exception as e:  # noqa: BLE001  (orbax raises many types for foreign directories)
+      raise RunError(f'--params={params_path}: not params of this run\'s model '
+                     f'({type(e).__name__}: {str(e).splitlines()[0][:160]})') from None
+    return Trained(config, model, params, -1, mesh, shardings, workdir)
+  return Trained(config, model, *_restore(workdir, config, abstract, step), mesh, shardings,
+                 workdir)
+
+
+def _restore(workdir, config, abstract_params, step):
+  try:
+    ckpts = checkpoint.Checkpoints(workdir, config.checkpoint, read_only=True)
+  except checkpoint.CheckpointError as e:
+    raise RunError(f'--workdir={workdir}: {e}') from None
+  have = ckpts.steps()
+  if not have:
+    raise RunError(f'--workdir={workdir}: no checkpoint yet')
+  if step is None:
+    step = have[-1]
+  elif step not in have:
+    raise RunError(f'--step={step}: no checkpoint at that step (have {have})')
+  restore_args = jax.tree_util.tree_map(
+      lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
+      abstract_params)
+  args = ocp.args.PyTreeRestore(item={'params': abstract_params},
+                                restore_args={'params': restore_args}, partial_restore=True)
+  try:
+    out = ckpts.manager.restore(step, args=ocp.args.Composite(state=args))
+  except Exception as e:  # noqa: BLE001
+    raise RunError(f'--step={step}: the checkpoint of {workdir} at step {step} cannot be read '
+                   f'({type(e).__name__}: {str(e).splitlines()[0][:160]})') from None
+  finally:
+    ckpts.close()
+  return out['state']['params'], step
