@@ -169,3 +169,18 @@ def test_a_sharded_evaluation_gives_the_unsharded_numbers(run):
   assert reports[0]['tokens'] == reports[1]['tokens']
   for k in ('loss', 'bits_per_byte', 'accuracy', 'ece'):
     assert reports[1][k] == pytest.approx(reports[0][k], rel=1e-5, abs=1e-7), k
+
+
+@pytest.mark.slow
+def test_exported_params_evaluate_like_their_checkpoint(run, tmp_path):
+  from lmjax import checkpoint, trained
+  checkpoint.export_params(str(tmp_path / 'params'), trained.load(str(run)).params)
+  reports = []
+  for flag in ('--step=20', f'--params={tmp_path}/params'):
+    out = _eval(f'--workdir={run}', '--documents=3', '--page_documents=0', flag)
+    assert out.returncode == 0, out.stderr[-2000:]
+    name = 'validation-20.json' if flag == '--step=20' else 'validation-params.json'
+    reports.append(json.loads((run / 'eval' / name).read_text()))
+  assert reports[0]['loss'] == reports[1]['loss'] and reports[1]['step'] == -1
+  out = _eval(f'--workdir={run}', f'--params={tmp_path}/missing')
+  assert out.returncode == 2 and 'no such directory' in out.stderr
