@@ -70,11 +70,14 @@ def default_config() -> ConfigDict:
   m.tie_embeddings = placeholder(bool)  # (None: from preset)
   m.use_bias = placeholder(bool)        # biases in projections and LayerNorm (None: preset)
   m.rope_theta = 10000.0
+  m.norm_eps = 1e-5                     # added to the mean square (RMSNorm) or variance (LN)
   m.vocab_size = placeholder(int)       # None: the tokenizer's vocabulary size
   m.d_model = 64
   m.n_layers = 2
   m.n_heads = 4
   m.n_kv_heads = placeholder(int)       # None: n_heads (MHA); 1: MQA; a divisor: GQA
+  m.head_dim = 0                        # 0: d_model // n_heads; else its own (n_heads·head_dim
+                                        # may differ from d_model, as in some HF checkpoints)
   m.d_ff = placeholder(int)             # None: 4·d_model, or 8/3·d_model (rounded) when gated
   m.max_seq_len = 64
   m.dropout = 0.0
@@ -288,12 +291,18 @@ def _validate(c):
       or (t.loss_chunk and micro_tokens % t.loss_chunk)):
     _fail('train.loss_chunk', t.loss_chunk, f'0 or a divisor of the {micro_tokens} tokens of a '
           'micro-batch (data.batch_size / train.grad_accum × data.seq_len)')
-  if m.d_model % m.n_heads:
-    _fail('model.n_heads', m.n_heads, f'a divisor of model.d_model={m.d_model}')
+  if not isinstance(m.head_dim, int) or isinstance(m.head_dim, bool) or m.head_dim < 0:
+    _fail('model.head_dim', m.head_dim, '0 (d_model // n_heads) or a positive integer')
+  if not m.head_dim and m.d_model % m.n_heads:
+    _fail('model.n_heads', m.n_heads, f'a divisor of model.d_model={m.d_model} (or set '
+          'model.head_dim)')
   if m.n_heads % m.n_kv_heads:
     _fail('model.n_kv_heads', m.n_kv_heads, f'a divisor of model.n_heads={m.n_heads}')
-  if m.position == 'rope' and (m.d_model // m.n_heads) % 2:
-    _fail('model.n_heads', m.n_heads, 'a value giving an even head_dim for rope')
+  if m.position == 'rope' and (m.head_dim or m.d_model // m.n_heads) % 2:
+    _fail('model.n_heads' if not m.head_dim else 'model.head_dim',
+          m.head_dim or m.n_heads, 'a value giving an even head_dim for rope')
+  if not m.norm_eps > 0:
+    _fail('model.norm_eps', m.norm_eps, 'a number > 0')
   if not 0 <= m.dropout < 1:
     _fail('model.dropout', m.dropout, 'a number in [0, 1)')
   if m.position == 'learned' and data.seq_len > m.max_seq_len:

@@ -50,6 +50,8 @@ class ModelConfig:
   activation: str = 'swiglu'
   position: str = 'rope'
   rope_theta: float = 10000.0
+  norm_eps: float = 1e-5
+  head_dim: int = 0          # 0: d_model // n_heads (set in __post_init__)
   tie_embeddings: bool = False
   use_bias: bool = False
   dropout: float = 0.0
@@ -72,9 +74,9 @@ class ModelConfig:
     values = dict(model_config)
     return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
-  @property
-  def head_dim(self) -> int:
-    return self.d_model // self.n_heads
+  def __post_init__(self):
+    if not self.head_dim:
+      object.__setattr__(self, 'head_dim', self.d_model // self.n_heads)
 
 
 def model_config(config, platform: str) -> ModelConfig:
@@ -96,9 +98,9 @@ def _param(module, name, shape, axes, std, dtype):
 
 
 class Norm(nn.Module):
-  """LayerNorm (Ba et al. 2016) or RMSNorm (Zhang & Sennrich 2019), statistics in float32."""
+  """LayerNorm (Ba et al. 2016) or RMSNorm (Zhang & Sennrich 2019), statistics in float32, with
+  `norm_eps` added to the variance (mean square)."""
   cfg: ModelConfig
-  eps: float = 1e-5
 
   @nn.compact
   def __call__(self, x_NxD, fold=False):
@@ -109,7 +111,7 @@ class Norm(nn.Module):
     x = x_NxD.astype(jnp.float32)
     if cfg.norm == 'layernorm':
       x = x - x.mean(-1, keepdims=True)
-    x = x * jax.lax.rsqrt((x * x).mean(-1, keepdims=True) + self.eps)
+    x = x * jax.lax.rsqrt((x * x).mean(-1, keepdims=True) + cfg.norm_eps)
     scale = _param(self, 'scale', (cfg.d_model,), ('norm',), None, pdt)
     if fold:
       return x.astype(cfg.dtype), scale

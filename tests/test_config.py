@@ -35,6 +35,9 @@ def test_presets_fill_unset_fields_and_keep_overrides():
 @pytest.mark.parametrize('overrides, field', [
     (dict(model__n_heads=3), 'model.n_heads'),
     (dict(model__n_kv_heads=3), 'model.n_kv_heads'),
+    (dict(model__head_dim=-8), 'model.head_dim'),
+    (dict(model__head_dim=7), 'model.head_dim'),        # odd, with rope
+    (dict(model__norm_eps=0.0), 'model.norm_eps'),
     (dict(model__activation='tanh'), 'model.activation'),
     (dict(model__position='learned', data__seq_len=128), 'data.seq_len'),
     (dict(optim__warmup_steps=500, train__steps=100), 'optim.warmup_steps'),

@@ -28,6 +28,8 @@ VARIANTS = {
     'untied_bias_layernorm': dict(preset='gpt2', tie_embeddings=False),
     'dropout': dict(dropout=0.1),
     'bfloat16': dict(dtype='bfloat16'),
+    'head_dim': dict(head_dim=24, n_kv_heads=2),   # n_heads·head_dim = 96 ≠ d_model = 64
+    'norm_eps': dict(norm_eps=1e-2),
 }
 
 
@@ -151,19 +153,19 @@ def _np_forward(cfg, params, tokens):
         u = u * _np_dense(z, bp['mlp'], 'wi_gate')
       return _np_dense(u, bp['mlp'], 'wo')
     if cfg.norm_position == 'pre':
-      x = x + attn(_np_norm(x, bp['attn_norm'], cfg.norm))
-      x = x + mlp(_np_norm(x, bp['mlp_norm'], cfg.norm))
+      x = x + attn(_np_norm(x, bp['attn_norm'], cfg.norm, cfg.norm_eps))
+      x = x + mlp(_np_norm(x, bp['mlp_norm'], cfg.norm, cfg.norm_eps))
     else:
-      x = _np_norm(x + attn(x), bp['attn_norm'], cfg.norm)
-      x = _np_norm(x + mlp(x), bp['mlp_norm'], cfg.norm)
+      x = _np_norm(x + attn(x), bp['attn_norm'], cfg.norm, cfg.norm_eps)
+      x = _np_norm(x + mlp(x), bp['mlp_norm'], cfg.norm, cfg.norm_eps)
   if cfg.norm_position == 'pre':
-    x = _np_norm(x, p['final_norm'], cfg.norm)
+    x = _np_norm(x, p['final_norm'], cfg.norm, cfg.norm_eps)
   logits = x @ (p['embed'].T if cfg.tie_embeddings else p['unembed'])
   return logits + p.get('unembed_bias', 0)
 
 
-@pytest.mark.parametrize('variant', ['llama', 'gqa', *(pytest.param(v, marks=pytest.mark.slow)
-                                                     for v in ('vaswani', 'gpt2', 'mqa'))])
+@pytest.mark.parametrize('variant', ['llama', 'gqa', 'head_dim', *(
+    pytest.param(v, marks=pytest.mark.slow) for v in ('vaswani', 'gpt2', 'mqa', 'norm_eps'))])
 def test_forward_matches_numpy_reference(variant):
   c = config_for(variant, d_model=32, n_heads=4)
   model, _ = build_model_and_optimizer(c)
