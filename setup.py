@@ -23,13 +23,17 @@ setup(
         'array_record>=0.8.6',
         'grain>=0.2.18',
         'sentencepiece>=0.2.3',
+        # Hugging Face checkpoints (lmjax/convert.py): safetensors read and written with NumPy.
+        'safetensors>=0.8.0',
         'importlib_resources>=6.5',  # imported by TFDS's builder code, not declared by it
         # Scaling-law fitting (lmjax/scaling): optimisation checks and plots.
         'scipy>=1.17',
         'matplotlib>=3.11',
     ],
     extras_require={
-        'test': ['pytest>=9.2'],
+        # torch and transformers build the reference models of tests/test_convert.py (the
+        # converter itself reads safetensors with NumPy); torch's CPU build is the one checked.
+        'test': ['pytest>=9.2', 'torch==2.13.0', 'transformers==5.17.0'],
         # launch.memory --topology: the TPU compiler, run on any machine (lmjax/topology.py).
         # Pinned: libtpu is built against one jaxlib's plugin interface, and 0.0.52 is the
         # version checked with jax 0.10.2.

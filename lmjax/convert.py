@@ -1,0 +1,189 @@
+"""Hugging Face checkpoints in and out: LLaMA-family (`LlamaForCausalLM`, Mistral-style GQA
+included) and GPT-2 (`GPT2LMHeadModel`) directories of config.json and safetensors.
+
+`read(directory)` gives (the HF config, every tensor as a NumPy array): one model.safetensors,
+or the shards its model.safetensors.index.json names, read with the `safetensors` package (no
+PyTorch). `to_lmjax(hf_config, tensors)` gives (lmjax model fields, params) for lmjax.model:
+
+LLaMA: Linear weights are (out, in) and transpose to lmjax's (in, out); q, k, v and o split into
+heads of `head_dim`; the MLP's gate_proj is lmjax's `wi` (the activated half of SwiGLU), up_proj
+`wi_gate`, down_proj `wo`; RMSNorm weights are the norm scales, with `rms_norm_eps`. Both apply
+RoPE to the two halves of each head (HF's `rotate_half`, the GPT-NeoX form lmjax.model.rope
+uses), so no permutation is needed. `rope_theta` comes from `rope_parameters` (transformers 5)
+or the top level (4.x); a rope scaling type other than the default is refused, as are biases on
+only some of the projections (lmjax has one `use_bias` for all).
+
+GPT-2: Conv1D weights are already (in, out); `c_attn` splits into q, k and v; learned positions
+(`wpe`), LayerNorm with biases and `layer_norm_epsilon`, the tanh GELU (`gelu_new`, which
+jax.nn.gelu computes by default), head tied to the embedding.
+
+Every problem is a ConvertError naming the file or tensor.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+
+class ConvertError(ValueError):
+  """A directory or tensor that cannot be converted; the message names it."""
+
+
+ARCHITECTURES = {'LlamaForCausalLM': 'llama', 'MistralForCausalLM': 'llama',
+                 'GPT2LMHeadModel': 'gpt2'}
+
+
+def read(directory: str) -> tuple[dict, dict]:
+  """(config.json as a dict, {tensor name: float32 array}) of a Hugging Face model directory."""
+  from safetensors.numpy import load_file
+  path = os.path.join(directory, 'config.json')
+  if not os.path.isfile(path):
+    raise ConvertError(f'{path}: missing (a Hugging Face model directory has config.json)')
+  try:
+    with open(path) as f:
+      config = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConvertError(f'{path}: not readable JSON ({e})') from None
+  index = os.path.join(directory, 'model.safetensors.index.json')
+  if os.path.isfile(index):
+    with open(index) as f:
+      files = sorted(set(json.load(f)['weight_map'].values()))
+  elif os.path.isfile(os.path.join(directory, 'model.safetensors')):
+    files = ['model.safetensors']
+  else:
+    raise ConvertError(f'{directory}: no model.safetensors or model.safetensors.index.json')
+  tensors = {}
+  for name in files:
+    try:
+      tensors.update(load_file(os.path.join(directory, name)))
+    except Exception as e:  # noqa: BLE001  (safetensors raises several types)
+      raise ConvertError(f'{os.path.join(directory, name)}: not a readable safetensors file '
+                         f'({type(e).__name__}: {str(e).splitlines()[0][:120]})') from None
+  return config, {k: np.asarray(v, np.float32) for k, v in tensors.items()}
+
+
+def architecture(hf_config: dict) -> str:
+  names = hf_config.get('architectures') or []
+  model_type = hf_config.get('model_type')
+  for name in names:
+    if name in ARCHITECTURES:
+      return ARCHITECTURES[name]
+  if model_type in ('llama', 'mistral', 'gpt2'):
+    return 'gpt2' if model_type == 'gpt2' else 'llama'
+  raise ConvertError(f'config.json: architecture {names or model_type!r} is not one of '
+                     f'{", ".join(ARCHITECTURES)}')
+
+
+class _Tensors:
+  """Tensors taken by name with their expected shape; errors name the tensor."""
+
+  def __init__(self, tensors: dict, prefix=''):
+    self.tensors, self.prefix, self.used = tensors, prefix, set()
+
+  def take(self, name, shape):
+    full = self.prefix + name
+    if full not in self.tensors:
+      raise ConvertError(f'tensor {full}: missing')
+    x = self.tensors[full]
+    if tuple(x.shape) != tuple(shape):
+      raise ConvertError(f'tensor {full}: shape {tuple(x.shape)}, expected {tuple(shape)}')
+    self.used.add(full)
+    return x
+
+  def has(self, name):
+    return self.prefix + name in self.tensors
+
+
+def _rope_theta(hf: dict) -> float:
+  rope = hf.get('rope_parameters') or hf.get('rope_scaling') or {}
+  kind = rope.get('rope_type', rope.get('type', 'default'))
+  if kind not in ('default', None):
+    raise ConvertError(f'config.json: rope type {kind!r} is not supported (only the default '
+                       'RoPE)')
+  return float(rope.get('rope_theta', hf.get('rope_theta', 10000.0)))
+
+
+def llama_to_lmjax(hf: dict, tensors: dict) -> tuple[dict, dict]:
+  d, n_layers, h = hf['hidden_size'], hf['num_hidden_layers'], hf['num_attention_heads']
+  k = hf.get('num_key_value_heads') or h
+  e = hf.get('head_dim') or d // h
+  f, v = hf['intermediate_size'], hf['vocab_size']
+  if hf.get('hidden_act', 'silu') != 'silu':
+    raise ConvertError(f'config.json: hidden_act {hf["hidden_act"]!r} is not supported (silu)')
+  attn_bias, mlp_bias = bool(hf.get('attention_bias')), bool(hf.get('mlp_bias'))
+  if attn_bias or mlp_bias:
+    raise ConvertError('config.json: attention_bias / mlp_bias are not supported (lmjax has '
+                       'biases on every projection or none)')
+  tied = bool(hf.get('tie_word_embeddings', False))
+  model = dict(preset='llama', d_model=d, n_layers=n_layers, n_heads=h, n_kv_heads=k, d_ff=f,
+               vocab_size=v, max_seq_len=hf.get('max_position_embeddings', 2048),
+               rope_theta=_rope_theta(hf), norm_eps=float(hf.get('rms_norm_eps', 1e-6)),
+               head_dim=0 if e * h == d else e, tie_embeddings=tied)
+  t = _Tensors(tensors, 'model.')
+  linear = lambda name, out, inp: t.take(name, (out, inp)).T   # (out, in) -> (in, out)
+  params = {'embed': t.take('embed_tokens.weight', (v, d)),
+            'final_norm': {'scale': t.take('norm.weight', (d,))}}
+  for i in range(n_layers):
+    p = f'layers.{i}.'
+    params[f'block_{i}'] = {
+        'attn': {'query': linear(p + 'self_attn.q_proj.weight', h * e, d).reshape(d, h, e),
+                 'key': linear(p + 'self_attn.k_proj.weight', k * e, d).reshape(d, k, e),
+                 'value': linear(p + 'self_attn.v_proj.weight', k * e, d).reshape(d, k, e),
+                 'out': linear(p + 'self_attn.o_proj.weight', d, h * e).reshape(h, e, d)},
+        'attn_norm': {'scale': t.take(p + 'input_layernorm.weight', (d,))},
+        'mlp_norm': {'scale': t.take(p + 'post_attention_layernorm.weight', (d,))},
+        'mlp': {'wi': linear(p + 'mlp.gate_proj.weight', f, d),
+                'wi_gate': linear(p + 'mlp.up_proj.weight', f, d),
+                'wo': linear(p + 'mlp.down_proj.weight', d, f)}}
+  if not tied:
+    head = _Tensors(tensors)
+    params['unembed'] = head.take('lm_head.weight', (v, d)).T
+  return model, params
+
+
+def gpt2_to_lmjax(hf: dict, tensors: dict) -> tuple[dict, dict]:
+  d, n_layers, h, v = hf['n_embd'], hf['n_layer'], hf['n_head'], hf['vocab_size']
+  f = hf.get('n_inner') or 4 * d
+  e = d // h
+  if hf.get('activation_function', 'gelu_new') not in ('gelu_new', 'gelu_pytorch_tanh'):
+    raise ConvertError(f'config.json: activation_function {hf["activation_function"]!r} is not '
+                       'supported (the tanh GELU, gelu_new)')
+  model = dict(preset='gpt2', d_model=d, n_layers=n_layers, n_heads=h, n_kv_heads=h, d_ff=f,
+               vocab_size=v, max_seq_len=hf.get('n_positions', 1024),
+               norm_eps=float(hf.get('layer_norm_epsilon', 1e-5)), tie_embeddings=True)
+  prefix = 'transformer.' if 'transformer.wte.weight' in tensors else ''
+  t = _Tensors(tensors, prefix)
+  norm = lambda name: {'scale': t.take(name + '.weight', (d,)), 'bias': t.take(name + '.bias', (d,))}
+  params = {'embed': t.take('wte.weight', (v, d)),
+            'pos_embed': t.take('wpe.weight', (model['max_seq_len'], d)),
+            'final_norm': norm('ln_f')}
+  for i in range(n_layers):
+    p = f'h.{i}.'
+    qkv_w, qkv_b = t.take(p + 'attn.c_attn.weight', (d, 3 * d)), t.take(p + 'attn.c_attn.bias',
+                                                                          (3 * d,))
+    q, k, vv = np.split(qkv_w, 3, axis=1)
+    qb, kb, vb = np.split(qkv_b, 3)
+    params[f'block_{i}'] = {
+        'attn': {'query': q.reshape(d, h, e), 'key': k.reshape(d, h, e),
+                 'value': vv.reshape(d, h, e),
+                 'query_bias': qb.reshape(h, e), 'key_bias': kb.reshape(h, e),
+                 'value_bias': vb.reshape(h, e),
+                 'out': t.take(p + 'attn.c_proj.weight', (d, d)).reshape(h, e, d),
+                 'out_bias': t.take(p + 'attn.c_proj.bias', (d,))},
+        'attn_norm': norm(p + 'ln_1'), 'mlp_norm': norm(p + 'ln_2'),
+        'mlp': {'wi': t.take(p + 'mlp.c_fc.weight', (d, f)),
+                'wi_bias': t.take(p + 'mlp.c_fc.bias', (f,)),
+                'wo': t.take(p + 'mlp.c_proj.weight', (f, d)),
+                'wo_bias': t.take(p + 'mlp.c_proj.bias', (d,))}}
+  return model, params
+
+
+def to_lmjax(hf_config: dict, tensors: dict) -> tuple[dict, dict]:
+  """(lmjax model fields, params) of a Hugging Face model (module docstring)."""
+  kind = architecture(hf_config)
+  try:
+    return (llama_to_lmjax if kind == 'llama' else gpt2_to_lmjax)(hf_config, tensors)
+  except KeyError as e:
+    raise ConvertError(f'config.json: field {e.args[0]!r} missing for a {kind} model') from None

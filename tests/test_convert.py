@@ -1,0 +1,95 @@
+"""Hugging Face import: tiny random LLaMA (GQA, untied, rope_theta ≠ 10000) and GPT-2 models
+built and saved with transformers (PyTorch CPU), read back without PyTorch, give transformers'
+logits."""
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+transformers = pytest.importorskip('transformers')
+
+from lmjax import convert  # noqa: E402
+from lmjax.config import default_config, resolve  # noqa: E402
+from lmjax.steps import build_model_and_optimizer, init_params  # noqa: E402
+
+pytestmark = pytest.mark.slow  # builds models with transformers
+
+
+def tiny_llama(path, **extra):
+  torch.manual_seed(0)
+  cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=112,
+                                 num_hidden_layers=2, num_attention_heads=8,
+                                 num_key_value_heads=2, rope_theta=50000.0,
+                                 max_position_embeddings=1024, tie_word_embeddings=False,
+                                 rms_norm_eps=1e-6, initializer_range=0.1, **extra)
+  model = transformers.LlamaForCausalLM(cfg).eval()
+  _randomise_norms(model)
+  model.save_pretrained(path)
+  return model
+
+
+def tiny_gpt2(path):
+  torch.manual_seed(0)
+  cfg = transformers.GPT2Config(vocab_size=96, n_embd=64, n_layer=2, n_head=4, n_positions=1024,
+                                bos_token_id=0, eos_token_id=0, initializer_range=0.1)
+  model = transformers.GPT2LMHeadModel(cfg).eval()
+  _randomise_norms(model)
+  model.save_pretrained(path)
+  return model
+
+
+def _randomise_norms(model):
+  """Norm scales and biases away from 1 and 0, so that a mix-up shows."""
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if 'norm' in name or 'ln_' in name or name.endswith('bias'):
+        p.add_(0.1 * torch.randn_like(p))
+
+
+def lmjax_model(fields, seq_len):
+  c = default_config()
+  c.model.update(fields)
+  c.data.dataset, c.data.seq_len = 'random', seq_len
+  c = resolve(c)
+  model, _ = build_model_and_optimizer(c)
+  return model, c
+
+
+def hf_logits(model, tokens):
+  with torch.no_grad():
+    return model(torch.as_tensor(tokens)).logits.double().numpy()
+
+
+@pytest.mark.parametrize('build', [tiny_llama, tiny_gpt2])
+def test_imported_logits_equal_transformers(build, tmp_path):
+  hf = build(tmp_path / 'hf')
+  fields, params = convert.to_lmjax(*convert.read(str(tmp_path / 'hf')))
+  tokens = np.random.default_rng(0).integers(0, 96, (2, 600))
+  model, c = lmjax_model(fields, 600)
+  expected = jax.tree_util.tree_structure(
+      jax.eval_shape(lambda: init_params(model, c, jax.random.PRNGKey(0))))
+  assert jax.tree_util.tree_structure(params) == expected
+  ours = np.asarray(jax.jit(lambda p, t: model.apply({'params': p}, t))(params, tokens),
+                    np.float64)
+  ref = hf_logits(hf, tokens)
+  np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4)
+  logp, logq = (x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))
+                - x.max(-1, keepdims=True) for x in (ref, ours))
+  kl = (np.exp(logp) * (logp - logq)).sum(-1)
+  assert kl.max() < 1e-6
+
+
+def test_malformed_directories_name_the_file_or_tensor(tmp_path):
+  with pytest.raises(convert.ConvertError, match='config.json: missing'):
+    convert.read(str(tmp_path))
+  tiny_llama(tmp_path / 'hf')
+  hf_config, tensors = convert.read(str(tmp_path / 'hf'))
+  del tensors['model.layers.1.mlp.up_proj.weight']
+  with pytest.raises(convert.ConvertError, match='model.layers.1.mlp.up_proj.weight: missing'):
+    convert.to_lmjax(hf_config, tensors)
+  hf_config, tensors = convert.read(str(tmp_path / 'hf'))
+  tensors['model.norm.weight'] = tensors['model.norm.weight'][:10]
+  with pytest.raises(convert.ConvertError, match=r'model.norm.weight: shape \(10,\)'):
+    convert.to_lmjax(hf_config, tensors)
+  with pytest.raises(convert.ConvertError, match='architecture'):
+    convert.to_lmjax({'architectures': ['BertModel'], 'model_type': 'bert'}, tensors)
