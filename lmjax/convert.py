@@ -187,3 +187,104 @@ def to_lmjax(hf_config: dict, tensors: dict) -> tuple[dict, dict]:
     return (llama_to_lmjax if kind == 'llama' else gpt2_to_lmjax)(hf_config, tensors)
   except KeyError as e:
     raise ConvertError(f'config.json: field {e.args[0]!r} missing for a {kind} model') from None
+
+
+# ------------------------------------------------------------------------------------- export
+def _np(x):
+  return np.asarray(x, np.float32)
+
+
+def llama_from_lmjax(m: dict, params) -> tuple[dict, dict]:
+  d, h, k, n = m['d_model'], m['n_heads'], m['n_kv_heads'], m['n_layers']
+  e = m.get('head_dim') or d // h
+  hf = {'architectures': ['LlamaForCausalLM'], 'model_type': 'llama', 'hidden_size': d,
+        'intermediate_size': m['d_ff'], 'num_hidden_layers': n, 'num_attention_heads': h,
+        'num_key_value_heads': k, 'head_dim': e, 'vocab_size': m['vocab_size'],
+        'max_position_embeddings': m['max_seq_len'], 'rms_norm_eps': m['norm_eps'],
+        'rope_parameters': {'rope_type': 'default', 'rope_theta': m['rope_theta']},
+        'rope_theta': m['rope_theta'], 'hidden_act': 'silu', 'attention_bias': False,
+        'mlp_bias': False, 'tie_word_embeddings': bool(m['tie_embeddings']),
+        'torch_dtype': 'float32', 'bos_token_id': None, 'eos_token_id': None}
+  t = {'model.embed_tokens.weight': _np(params['embed']),
+       'model.norm.weight': _np(params['final_norm']['scale'])}
+  for i in range(n):
+    b, p = params[f'block_{i}'], f'model.layers.{i}.'
+    a = b['attn']
+    t[p + 'self_attn.q_proj.weight'] = _np(a['query']).reshape(d, h * e).T
+    t[p + 'self_attn.k_proj.weight'] = _np(a['key']).reshape(d, k * e).T
+    t[p + 'self_attn.v_proj.weight'] = _np(a['value']).reshape(d, k * e).T
+    t[p + 'self_attn.o_proj.weight'] = _np(a['out']).reshape(h * e, d).T
+    t[p + 'input_layernorm.weight'] = _np(b['attn_norm']['scale'])
+    t[p + 'post_attention_layernorm.weight'] = _np(b['mlp_norm']['scale'])
+    t[p + 'mlp.gate_proj.weight'] = _np(b['mlp']['wi']).T
+    t[p + 'mlp.up_proj.weight'] = _np(b['mlp']['wi_gate']).T
+    t[p + 'mlp.down_proj.weight'] = _np(b['mlp']['wo']).T
+  if not m['tie_embeddings']:
+    t['lm_head.weight'] = _np(params['unembed']).T
+  return hf, t
+
+
+def gpt2_from_lmjax(m: dict, params) -> tuple[dict, dict]:
+  d, h, n, f = m['d_model'], m['n_heads'], m['n_layers'], m['d_ff']
+  hf = {'architectures': ['GPT2LMHeadModel'], 'model_type': 'gpt2', 'n_embd': d, 'n_layer': n,
+        'n_head': h, 'n_inner': f, 'vocab_size': m['vocab_size'],
+        'n_positions': m['max_seq_len'], 'layer_norm_epsilon': m['norm_eps'],
+        'activation_function': 'gelu_new', 'tie_word_embeddings': True,
+        'torch_dtype': 'float32', 'bos_token_id': None, 'eos_token_id': None}
+  norm = lambda name, x: {f'{name}.weight': _np(x['scale']), f'{name}.bias': _np(x['bias'])}
+  t = {'transformer.wte.weight': _np(params['embed']),
+       'transformer.wpe.weight': _np(params['pos_embed']),
+       **norm('transformer.ln_f', params['final_norm'])}
+  for i in range(n):
+    b, p = params[f'block_{i}'], f'transformer.h.{i}.'
+    a = b['attn']
+    t[p + 'attn.c_attn.weight'] = np.concatenate(
+        [_np(a[x]).reshape(d, d) for x in ('query', 'key', 'value')], axis=1)
+    t[p + 'attn.c_attn.bias'] = np.concatenate(
+        [_np(a[x + '_bias']).reshape(d) for x in ('query', 'key', 'value')])
+    t[p + 'attn.c_proj.weight'] = _np(a['out']).reshape(d, d)
+    t[p + 'attn.c_proj.bias'] = _np(a['out_bias'])
+    t.update(norm(p + 'ln_1', b['attn_norm']))
+    t.update(norm(p + 'ln_2', b['mlp_norm']))
+    t[p + 'mlp.c_fc.weight'] = _np(b['mlp']['wi'])
+    t[p + 'mlp.c_fc.bias'] = _np(b['mlp']['wi_bias'])
+    t[p + 'mlp.c_proj.weight'] = _np(b['mlp']['wo'])
+    t[p + 'mlp.c_proj.bias'] = _np(b['mlp']['wo_bias'])
+  return hf, t
+
+
+# What each export writes, and the lmjax model fields it requires.
+EXPORTS = {
+    'llama': (llama_from_lmjax, dict(norm='rmsnorm', norm_position='pre', activation='swiglu',
+                                     position='rope', use_bias=False, scan_layers=False)),
+    'gpt2': (gpt2_from_lmjax, dict(norm='layernorm', norm_position='pre', activation='gelu',
+                                   position='learned', use_bias=True, tie_embeddings=True,
+                                   scan_layers=False)),
+}
+
+
+def from_lmjax(model_fields: dict, params) -> tuple[dict, dict]:
+  """(HF config dict, {tensor name: array}) of an lmjax llama-style or gpt2-style model; raises
+  ConvertError naming the first field that neither form has."""
+  m = dict(model_fields)
+  for kind, (fn, needs) in EXPORTS.items():
+    if all(m.get(k) == v for k, v in needs.items()):
+      if kind == 'gpt2' and (m['n_kv_heads'] != m['n_heads'] or m.get('head_dim')):
+        raise ConvertError('model.n_kv_heads / head_dim: GPT-2 has neither GQA nor its own '
+                           'head_dim')
+      return fn(m, params)
+  llama = EXPORTS['llama'][1]
+  wrong = next(k for k, v in llama.items() if m.get(k) != v)
+  raise ConvertError(f'model.{wrong}={m.get(wrong)!r}: Hugging Face export covers llama-style '
+                     f'({", ".join(f"{k}={v}" for k, v in llama.items())}) and gpt2-style models')
+
+
+def write(directory: str, hf_config: dict, tensors: dict):
+  """config.json and model.safetensors into `directory` (created; files written atomically)."""
+  from safetensors.numpy import save
+  from lmjax.atomic import write_bytes, write_json
+  os.makedirs(directory, exist_ok=True)
+  write_bytes(os.path.join(directory, 'model.safetensors'),
+              save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                   metadata={'format': 'pt'}))
+  write_json(os.path.join(directory, 'config.json'), hf_config, indent=2)

@@ -93,3 +93,33 @@ def test_malformed_directories_name_the_file_or_tensor(tmp_path):
     convert.to_lmjax(hf_config, tensors)
   with pytest.raises(convert.ConvertError, match='architecture'):
     convert.to_lmjax({'architectures': ['BertModel'], 'model_type': 'bert'}, tensors)
+
+
+@pytest.mark.parametrize('preset', ['llama', 'gpt2'])
+def test_exported_lmjax_models_load_in_transformers_with_lmjax_logits(preset, tmp_path):
+  fields = dict(preset=preset, d_model=64, n_layers=2, n_heads=4, vocab_size=96,
+                max_seq_len=256, init_std=0.1, rope_theta=20000.0)
+  if preset == 'llama':
+    fields.update(n_kv_heads=2, norm_eps=1e-6)
+  model, c = lmjax_model(fields, 256)
+  params = jax.tree_util.tree_map(np.asarray, init_params(model, c, jax.random.PRNGKey(3)))
+  params = jax.tree_util.tree_map_with_path(  # norm scales and biases away from 1 and 0
+      lambda path, x: x + 0.1 * np.random.default_rng(len(str(path))).standard_normal(x.shape)
+      .astype(np.float32) if 'norm' in str(path) or str(path[-1]).endswith("_bias']") else x,
+      params)
+  convert.write(str(tmp_path / 'out'), *convert.from_lmjax(c.model.to_dict(), params))
+  hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'out')).eval()
+  tokens = np.random.default_rng(1).integers(0, 96, (2, 256))
+  ours = np.asarray(model.apply({'params': params}, tokens), np.float64)
+  np.testing.assert_allclose(hf_logits(hf, tokens), ours, rtol=0, atol=1e-4)
+  # export then import is the identity on params
+  fields_back, params_back = convert.to_lmjax(*convert.read(str(tmp_path / 'out')))
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, params_back, params))
+  for k, v in fields_back.items():
+    assert c.model[k] == v or (k == 'head_dim' and v == 0), k
+
+
+def test_models_neither_form_covers_are_refused(tmp_path):
+  model, c = lmjax_model(dict(preset='vaswani', d_model=32, n_heads=4, vocab_size=96), 64)
+  with pytest.raises(convert.ConvertError, match='model.norm=.layernorm.: Hugging Face export'):
+    convert.from_lmjax(c.model.to_dict(), {})
