@@ -123,3 +123,18 @@ def test_models_neither_form_covers_are_refused(tmp_path):
   model, c = lmjax_model(dict(preset='vaswani', d_model=32, n_heads=4, vocab_size=96), 64)
   with pytest.raises(convert.ConvertError, match='model.norm=.layernorm.: Hugging Face export'):
     convert.from_lmjax(c.model.to_dict(), {})
+
+
+@pytest.mark.parametrize('build', [tiny_llama, tiny_gpt2])
+def test_greedy_generation_equals_transformers_generate(build, tmp_path):
+  from lmjax import decode
+  hf = build(tmp_path / 'hf')
+  hf.generation_config.eos_token_id = hf.generation_config.pad_token_id = None
+  fields, params = convert.to_lmjax(*convert.read(str(tmp_path / 'hf')))
+  model, _ = lmjax_model(fields, 64)
+  prompts = np.random.default_rng(2).integers(0, 96, (2, 40))
+  ours = decode.Decoder(model, 32, decode.Sampler(temperature=0))(params, list(prompts))
+  with torch.no_grad():
+    ref = hf.generate(torch.as_tensor(prompts), max_new_tokens=32, do_sample=False,
+                      pad_token_id=0).numpy()[:, 40:]
+  np.testing.assert_array_equal(ours.tokens, ref)
