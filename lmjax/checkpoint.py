@@ -92,6 +92,16 @@ class Checkpoints:
       data_iterator.set_state(ast.literal_eval(out['meta']['data']))
     return out['state'], out['meta']
 
+  def restore_params(self, step, abstract_params):
+    """The params alone of `step`'s train state, onto `abstract_params`' shardings (the
+    optimizer state is not read)."""
+    restore_args = jax.tree_util.tree_map(
+        lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
+        abstract_params)
+    args = ocp.args.PyTreeRestore(item={'params': abstract_params},
+                                  restore_args={'params': restore_args}, partial_restore=True)
+    return self.manager.restore(step, args=ocp.args.Composite(state=args))['state']['params']
+
   def meta(self, step) -> dict:
     """The metadata of `step` alone (its config, data position), without the state."""
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']

@@ -335,9 +335,9 @@ def _validate(c):
   keep = tuple(c.checkpoint.keep_steps or ())
   if not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= t.steps for s in keep):
     _fail('checkpoint.keep_steps', keep, f'a tuple of steps in [1, train.steps={t.steps}]')
-  if t.init_from and not 0 < t.init_step < t.steps:
-    _fail('train.init_step', t.init_step, f'a step in [1, train.steps={t.steps}) with '
-          'train.init_from')
+  if t.init_from and not 0 <= t.init_step < t.steps:
+    _fail('train.init_step', t.init_step, f'a step in [0, train.steps={t.steps}) with '
+          'train.init_from (0: an imported model, launch.convert)')
 
 
 def to_dict(config: ConfigDict) -> dict:

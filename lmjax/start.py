@@ -117,22 +117,27 @@ def start_state(config, setup: Setup, ckpt: Checkpoints | None, restore_step=Non
     return Start(restored.state, restored.data_iterator, restored.step, 'resumed',
                  tuple(messages))
   if config.train.init_from:
-    state, iterator = _branch(config, setup, abstract)
+    state, iterator, what = _branch(config, setup, abstract)
     messages.append(f'started from {config.train.init_from} at step {config.train.init_step} '
-                    '(a cooldown branch)')
+                    f'({what})')
     return Start(state, iterator, config.train.init_step, 'branched', tuple(messages))
   state = init_state(setup.model, setup.tx, config, setup.shardings)
   return Start(state, setup.new_iterator(), 0, 'fresh', tuple(messages))
 
 
 def _branch(config, setup: Setup, abstract):
-  """State and data iterator of `train.init_from`'s checkpoint at `train.init_step`: the branch
-  then continues that run's batches with its own schedule."""
+  """State and data iterator of `train.init_from`'s checkpoint at `train.init_step`, and what
+  it is: the branch continues that run's batches with its own schedule; an imported model's
+  checkpoint (launch.convert) gives its params to a fresh run."""
   parent, step = config.train.init_from, config.train.init_step
   source = Checkpoints(parent, config.checkpoint, read_only=True)
   if step not in source.steps():
     raise CheckpointError(f'config.train.init_from={parent}: no checkpoint at step {step} '
                           f'(has {source.steps()})')
+  meta = source.meta(step)
+  if meta.get('imported'):
+    return (*_from_imported(config, setup, source, step, meta, abstract),
+            f'params imported from {meta["imported"]}, a fresh optimizer')
   state, meta = source.restore(step, abstract, None)
   diff = differences(meta['config'], to_dict(config), BRANCH_MAY_DIFFER)
   if diff.refused:
@@ -142,4 +147,24 @@ def _branch(config, setup: Setup, abstract):
   iterator = setup.new_iterator()
   iterator.set_state(ast.literal_eval(meta['data']))
   source.close()
-  return state, iterator
+  return state, iterator, 'a cooldown branch'
+
+
+# An imported checkpoint (launch.convert --from_hf) may be trained on anything, any way: only the
+# model must be the one imported (how its arithmetic runs may change).
+IMPORT_MAY_DIFFER = ('seed', 'data.', 'optim.', 'train.', 'checkpoint.', 'mesh.',
+                     'model.attention_impl', 'model.attention_block', 'model.remat',
+                     'model.dropout', 'model.dtype', 'model.init_std', 'model.preset')
+
+
+def _from_imported(config, setup: Setup, source, step, meta, abstract):
+  """A fresh run (optimizer state, data from step 0) whose params are an imported model's."""
+  diff = differences(meta['config'], to_dict(config), IMPORT_MAY_DIFFER)
+  if diff.refused:
+    raise CheckpointError(f'config.train.init_from={config.train.init_from}: the imported model '
+                          f'differs in {diff.describe()}; its model fields must stay as '
+                          'imported (its lmjax_config.py has them)')
+  params = source.restore_params(step, abstract.params)
+  source.close()
+  state = init_state(setup.model, setup.tx, config, setup.shardings)
+  return state.replace(params=params), setup.new_iterator()

@@ -13,7 +13,6 @@ from typing import Any, NamedTuple
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 
 from lmjax import checkpoint, sharding, steps
 from lmjax.config import ConfigError
@@ -91,16 +90,11 @@ def _restore(workdir, config, abstract_params, step):
     step = have[-1]
   elif step not in have:
     raise RunError(f'--step={step}: no checkpoint at that step (have {have})')
-  restore_args = jax.tree_util.tree_map(
-      lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
-      abstract_params)
-  args = ocp.args.PyTreeRestore(item={'params': abstract_params},
-                                restore_args={'params': restore_args}, partial_restore=True)
   try:
-    out = ckpts.manager.restore(step, args=ocp.args.Composite(state=args))
+    params = ckpts.restore_params(step, abstract_params)
   except Exception as e:  # noqa: BLE001
     raise RunError(f'--step={step}: the checkpoint of {workdir} at step {step} cannot be read '
                    f'({type(e).__name__}: {str(e).splitlines()[0][:160]})') from None
   finally:
     ckpts.close()
-  return out['state']['params'], step
+  return params, step

@@ -17,11 +17,11 @@ pytestmark = pytest.mark.slow  # builds models with transformers
 
 def tiny_llama(path, **extra):
   torch.manual_seed(0)
-  cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=112,
-                                 num_hidden_layers=2, num_attention_heads=8,
-                                 num_key_value_heads=2, rope_theta=50000.0,
-                                 max_position_embeddings=1024, tie_word_embeddings=False,
-                                 rms_norm_eps=1e-6, initializer_range=0.1, **extra)
+  fields = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
+                num_attention_heads=8, num_key_value_heads=2, rope_theta=50000.0,
+                max_position_embeddings=1024, tie_word_embeddings=False, rms_norm_eps=1e-6,
+                initializer_range=0.1)
+  cfg = transformers.LlamaConfig(**{**fields, **extra})
   model = transformers.LlamaForCausalLM(cfg).eval()
   _randomise_norms(model)
   model.save_pretrained(path)
@@ -138,3 +138,58 @@ def test_greedy_generation_equals_transformers_generate(build, tmp_path):
     ref = hf.generate(torch.as_tensor(prompts), max_new_tokens=32, do_sample=False,
                       pad_token_id=0).numpy()[:, 40:]
   np.testing.assert_array_equal(ours.tokens, ref)
+
+
+def _run(module, *flags):
+  import subprocess
+  import sys
+  root = __import__('os').path.dirname(__import__('os').path.dirname(__file__))
+  return subprocess.run([sys.executable, '-m', module, *flags], cwd=root or '.',
+                        capture_output=True, text=True)
+
+
+def test_an_imported_run_trains_on_from_its_eval_loss(tmp_path, corpus):
+  """launch.convert --from_hf, then launch.train from it: the first step's loss is the loss of
+  the imported params on the first batch; launch.convert --to_hf gives the params back."""
+  import json
+
+  from lmjax import data, steps
+  from lmjax.pyfile import call_function
+  tiny_llama(tmp_path / 'hf', vocab_size=300)
+  out = _run('launch.convert', f'--from_hf={tmp_path}/hf', f'--workdir={tmp_path}/imported',
+             '--seq_len=32')
+  assert out.returncode == 0, out.stderr[-2000:]
+  data_flags = ['--config.data.dataset=local_text', f'--config.data.paths={corpus}',
+                f'--config.data.data_dir={tmp_path}/tfds', '--config.data.batch_size=4']
+  out = _run('launch.train', f'--config={tmp_path}/imported/lmjax_config.py',
+             f'--workdir={tmp_path}/tuned', '--config.train.steps=2', '--config.train.log_every=1',
+             '--config.optim.warmup_steps=1', *data_flags)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'params imported from' in out.stdout
+  first = json.loads((tmp_path / 'tuned' / 'metrics.jsonl').read_text().splitlines()[0])
+  # The same batch through the imported params, here.
+  c = call_function(str(tmp_path / 'imported' / 'lmjax_config.py'), 'get_config')
+  c.data.dataset, c.data.paths, c.data.data_dir = 'local_text', str(corpus), str(tmp_path / 'tfds')
+  c.data.batch_size = 4
+  from lmjax.config import resolve
+  c = resolve(c)
+  _, params = convert.to_lmjax(*convert.read(str(tmp_path / 'hf')))
+  model, _ = steps.build_model_and_optimizer(c)
+  batch = next(data.train_iterator(data.load(c), c))
+  _, (nats, count) = steps.loss_sums(params, model, batch)
+  assert first['step'] == 1 and first['loss'] == pytest.approx(float(nats / count), rel=1e-5)
+  # Export the imported run: the HF tensors come back.
+  out = _run('launch.convert', f'--to_hf={tmp_path}/back', f'--workdir={tmp_path}/imported')
+  assert out.returncode == 0, out.stderr[-2000:]
+  _, original = convert.read(str(tmp_path / 'hf'))
+  _, back = convert.read(str(tmp_path / 'back'))
+  assert set(original) == set(back) and all(np.array_equal(original[k], back[k]) for k in back)
+
+
+def test_a_malformed_directory_is_one_line_and_writes_nothing(tmp_path):
+  tiny_llama(tmp_path / 'hf')
+  (tmp_path / 'hf' / 'config.json').write_text('{"architectures": ["BertModel"]}')
+  out = _run('launch.convert', f'--from_hf={tmp_path}/hf', f'--workdir={tmp_path}/out')
+  assert out.returncode == 2 and out.stderr.strip().count('\n') == 0
+  assert 'architecture' in out.stderr and not (tmp_path / 'out').exists()
+  assert not [p for p in tmp_path.iterdir() if p.name.startswith('out')]
