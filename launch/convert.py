@@ -40,7 +40,7 @@ def get_config():
   c = default_config()
   c.model.update({model!r})
   c.data.seq_len = {seq_len}
-  c.data.dataset = {dataset!r}
+  c.data.dataset = {dataset!r}{tokenizer}
   c.train.init_from = {out!r}
   c.train.init_step = 0
   return c
@@ -61,12 +61,22 @@ def import_hf():
   except convert.ConvertError as e:
     fail(f'--from_hf={_FROM.value}: {e}')
   seq_len = _SEQ_LEN.value or min(fields['max_seq_len'], 1024)
-  # A vocabulary too small for the byte tokenizer trains only on random tokens until a
-  # tokenizer of its own is given.
-  dataset = 'python_stdlib' if fields['vocab_size'] >= 257 else 'random'
+  tokenizer_json = os.path.join(_FROM.value, 'tokenizer.json')
+  has_tokenizer = os.path.isfile(tokenizer_json)
+  # Without a tokenizer.json, the byte tokenizer where the vocabulary holds it, else random
+  # tokens until the user names a tokenizer.
+  dataset = 'python_stdlib' if has_tokenizer or fields['vocab_size'] >= 257 else 'random'
   tmp = f'{out}.tmp-{os.getpid()}'
   try:
-    _write_run(tmp, out, fields, params, seq_len, dataset, os.path.abspath(_FROM.value))
+    os.makedirs(tmp)
+    tokenizer = ''
+    if has_tokenizer:
+      shutil.copyfile(tokenizer_json, os.path.join(tmp, 'tokenizer.json'))
+      tokenizer = (f"\n  c.data.tokenizer = 'hf'\n  c.data.hf_tokenizer = "
+                   f"{os.path.join(out, 'tokenizer.json')!r}\n  c.data.hf_sep_token = "
+                   f"{_sep_token(tokenizer_json, _read_json(_FROM.value))!r}")
+    _write_run(tmp, out, fields, params, seq_len, dataset, os.path.abspath(_FROM.value),
+               tokenizer)
     if os.path.isdir(out):
       os.rmdir(out)  # empty (checked above)
     os.rename(tmp, out)
@@ -77,22 +87,45 @@ def import_hf():
         f'{fields["vocab_size"]} ({fields["preset"]}); config file {out}/lmjax_config.py')
 
 
-def _write_run(tmp, out, fields, params, seq_len, dataset, source):
+def _read_json(directory):
+  import json
+  with open(os.path.join(directory, 'config.json')) as f:
+    return json.load(f)
+
+
+def _sep_token(tokenizer_json, hf_config):
+  """The model's end-of-text token, which lmjax puts before every document ('' to let
+  lmjax.tokenizers find one)."""
+  from tokenizers import Tokenizer
+  eos = hf_config.get('eos_token_id')
+  eos = eos[0] if isinstance(eos, list) and eos else eos
+  if not isinstance(eos, int):
+    return ''
+  return Tokenizer.from_file(tokenizer_json).id_to_token(eos) or ''
+
+
+def _write_run(tmp, out, fields, params, seq_len, dataset, source, tokenizer):
   import jax
   from lmjax import checkpoint, pyfile, steps
   from lmjax.atomic import write_json, write_text
   from lmjax.config import ConfigError, resolve, to_dict
-  os.makedirs(tmp)
   text = CONFIG_FILE.format(source=source, path=os.path.join(out, 'lmjax_config.py'),
-                            model=fields, seq_len=seq_len, dataset=dataset, out=out)
+                            model=fields, seq_len=seq_len, dataset=dataset, out=out,
+                            tokenizer=tokenizer)
   write_text(os.path.join(tmp, 'lmjax_config.py'), text)
   config = pyfile.call_function(os.path.join(tmp, 'lmjax_config.py'), 'get_config',
                                 module_name='lmjax_imported_config')
   config.train.init_from = ''  # the run directory itself starts from nothing
+  final_tokenizer = config.data.hf_tokenizer
+  if final_tokenizer:  # read from the copy until the directory is in place
+    config.data.hf_tokenizer = os.path.join(tmp, 'tokenizer.json')
   try:
     config = resolve(config)
   except ConfigError as e:
     fail(f'--from_hf={source}: the imported model is not a valid lmjax config: {e}')
+  config.unlock()
+  config.data.hf_tokenizer = final_tokenizer
+  config.lock()
   model, tx = steps.build_model_and_optimizer(config)
   state = steps.init_state(model, tx, config)
   want = jax.tree_util.tree_structure(state.params)

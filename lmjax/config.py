@@ -47,7 +47,7 @@ CHOICES = {
                              'pallas_gpu'),  # lmjax/attention.py
     'optim.schedule': ('cosine', 'linear', 'constant', 'wsd'),
     'optim.decay_shape': ('linear', 'cosine', '1-sqrt'),
-    'data.tokenizer': ('byte', 'sentencepiece'),
+    'data.tokenizer': ('byte', 'sentencepiece', 'hf'),
     'data.sp_model': ('bpe', 'unigram'),
     'data.doc_per': ('file', 'line'),
     'data.non_utf8': ('skip', 'fail'),
@@ -99,7 +99,9 @@ def default_config() -> ConfigDict:
   data.text_feature = 'text'            # catalogue datasets: the text feature
   data.train_split = 'train'            # catalogue datasets: split names
   data.eval_split = 'validation'
-  data.tokenizer = 'byte'               # byte | sentencepiece
+  data.tokenizer = 'byte'               # byte | sentencepiece | hf (a tokenizer.json)
+  data.hf_tokenizer = ''                # hf: the tokenizer.json file
+  data.hf_sep_token = ''                # hf: the token starting documents ('': its end token)
   data.sp_model = 'bpe'                 # sentencepiece: bpe | unigram
   data.vocab_size = 4096                # sentencepiece: vocabulary size to train
   data.sp_train_bytes = 8_000_000       # sentencepiece: text it trains on (from the train split)
@@ -245,8 +247,12 @@ def resolve(config: ConfigDict) -> ConfigDict:
     value = _get(c, field)
     if value not in allowed:
       _fail(field, value, f'one of {", ".join(allowed)}')
+  try:
+    tokenizer_size = configured_vocab_size(c.data)
+  except ValueError as e:  # a missing or unreadable tokenizer.json
+    raise ConfigError(str(e)) from None
   if m.vocab_size is None:
-    m.vocab_size = configured_vocab_size(c.data)
+    m.vocab_size = tokenizer_size
   if m.n_kv_heads is None:
     m.n_kv_heads = m.n_heads
   if m.d_ff is None:

@@ -36,8 +36,8 @@ class Data:
 
 
 def _tokenizer(data_config, prepared, train_source, feature):
-  if data_config.tokenizer == 'byte':
-    return tokenizers.ByteTokenizer()
+  if data_config.tokenizer in ('byte', 'hf'):
+    return load_tokenizer(data_config)
   folder = os.path.join(prepared.data_dir, 'tokenizers')
   path = os.path.join(folder, f'sp-{data_config.sp_model}-{data_config.vocab_size}.model')
   if not os.path.exists(path):
@@ -50,10 +50,16 @@ def _tokenizer(data_config, prepared, train_source, feature):
 
 def load_tokenizer(config):
   """The tokenizer a run trained with, without preparing anything (sampling): the byte
-  tokenizer, or the SentencePiece model saved beside the prepared dataset."""
-  data_config = config.data
+  tokenizer, a tokenizer.json, or the SentencePiece model saved beside the prepared dataset.
+  `config` is a whole config or its `data`."""
+  data_config = config.data if 'data' in config else config
   if data_config.tokenizer == 'byte':
     return tokenizers.ByteTokenizer()
+  if data_config.tokenizer == 'hf':
+    try:
+      return tokenizers.HFTokenizer(data_config.hf_tokenizer, data_config.hf_sep_token)
+    except ValueError as e:
+      raise datasets.DataError(str(e)) from None
   folder = os.path.join(datasets.builder(data_config).data_dir, 'tokenizers')
   path = os.path.join(folder, f'sp-{data_config.sp_model}-{data_config.vocab_size}.model')
   if not os.path.exists(path):

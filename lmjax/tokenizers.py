@@ -1,4 +1,5 @@
-"""Tokenizers: byte-level (the default) and SentencePiece (BPE or unigram) trained by lmjax.
+"""Tokenizers: byte-level (the default), SentencePiece (BPE or unigram) trained by lmjax, and a
+Hugging Face tokenizer.json (`HFTokenizer`, for imported models; the `tokenizers` package).
 
 Every tokenizer has a separator id, put at the start of each document when documents are packed,
 and `token_bytes()`: the raw UTF-8 bytes each id stands for (0 for specials), so that bits per
@@ -21,10 +22,12 @@ SP_SPECIALS = ('<unk>', '<sep>')  # ids 0 and 1; byte-fallback pieces <0x00>..<0
 
 
 def configured_vocab_size(data_config) -> int:
-  """The vocabulary size config.data asks for: the byte tokenizer's, or the SentencePiece size
-  to train (a small corpus may give fewer pieces; never more)."""
+  """The vocabulary size config.data asks for: the byte tokenizer's, a tokenizer.json's, or
+  the SentencePiece size to train (a small corpus may give fewer pieces; never more)."""
   if data_config.tokenizer == 'byte':
     return ByteTokenizer.vocab_size
+  if data_config.tokenizer == 'hf':
+    return HFTokenizer(data_config.hf_tokenizer, data_config.hf_sep_token).vocab_size
   return int(data_config.vocab_size)
 
 
@@ -129,3 +132,81 @@ def _train(spm, texts, model, vocab_size, model_type, max_bytes):
       character_coverage=0.9995, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
       control_symbols=['<sep>'], num_threads=os.cpu_count() or 1, minloglevel=2,
       hard_vocab_limit=False)
+
+
+def byte_level_alphabet() -> dict:
+  """The characters byte-level BPE (GPT-2, Radford et al. 2019) writes for each byte: bytes that
+  are printable Latin-1 stand for themselves, the others (controls, space, soft hyphen...) for
+  the code points from 256 up, in byte order. Returns {character: byte}."""
+  printable = [*range(ord('!'), ord('~') + 1), *range(ord('\u00a1'), ord('\u00ac') + 1),
+               *range(ord('\u00ae'), ord('\u00ff') + 1)]
+  out, extra = {}, 0
+  for b in range(256):
+    if b in printable:
+      out[chr(b)] = b
+    else:
+      out[chr(256 + extra)] = b
+      extra += 1
+  return out
+
+
+SEP_CANDIDATES = ('<|endoftext|>', '<|end_of_text|>', '</s>', '<eos>', '<|eos|>')
+
+
+class HFTokenizer:
+  """A Hugging Face tokenizer.json. The separator that starts each document is
+  `data.hf_sep_token`, else the first of SEP_CANDIDATES the vocabulary has. Pieces: byte-level
+  tokenizers (GPT-2, LLaMA 3) map their characters back to bytes; SentencePiece-style ones
+  (a Metaspace pre-tokenizer, byte fallback) read '▁' as a space and <0xAB> as that byte; special
+  tokens are 0 bytes. A tokenizer whose normaliser or pre-tokenizer prepends a space to the text
+  (LLaMA 2's) counts that byte too: bits per byte are exact only without one."""
+
+  def __init__(self, path, sep_token=''):
+    import hashlib
+    import json
+
+    from tokenizers import Tokenizer
+    if not path or not os.path.isfile(path):
+      raise ValueError(f'config.data.hf_tokenizer={path!r}: no such tokenizer.json file')
+    with open(path, 'rb') as f:
+      raw = f.read()
+    try:
+      self.tok = Tokenizer.from_str(raw.decode('utf-8'))
+    except Exception as e:  # noqa: BLE001  (tokenizers raises its own exception types)
+      raise ValueError(f'config.data.hf_tokenizer={path}: not a tokenizer.json '
+                       f'({str(e).splitlines()[0][:120]})') from None
+    self.path, self.name = path, 'hf-' + hashlib.sha1(raw).hexdigest()[:12]
+    self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
+    spec = json.loads(raw)
+    self.byte_level = 'ByteLevel' in json.dumps(spec.get('decoder') or {})
+    self.special = {t['id'] for t in spec.get('added_tokens', []) if t.get('special')}
+    names = (sep_token,) if sep_token else SEP_CANDIDATES
+    ids = [self.tok.token_to_id(n) for n in names]
+    if all(i is None for i in ids):
+      raise ValueError(f'config.data.hf_sep_token={sep_token!r}: not in {path}\'s vocabulary'
+                       if sep_token else f'config.data.hf_tokenizer={path}: none of '
+                       f'{", ".join(SEP_CANDIDATES)} is in its vocabulary; name the token that '
+                       'separates documents in config.data.hf_sep_token')
+    self.sep_id = next(i for i in ids if i is not None)
+    self._alphabet = byte_level_alphabet() if self.byte_level else None
+
+  def encode(self, text) -> np.ndarray:
+    if isinstance(text, bytes):
+      text = text.decode('utf-8')
+    return np.asarray(self.tok.encode(text, add_special_tokens=False).ids, np.int32)
+
+  def decode(self, ids) -> str:
+    return self.tok.decode([int(i) for i in ids if i != self.sep_id], skip_special_tokens=False)
+
+  def piece(self, i: int) -> bytes:
+    token = self.tok.id_to_token(int(i))
+    if token is None or int(i) in self.special:
+      return b''
+    if self.byte_level:
+      return bytes(self._alphabet.get(c, 0) for c in token)
+    if len(token) == 6 and token.startswith('<0x') and token.endswith('>'):
+      return bytes([int(token[3:5], 16)])
+    return token.replace('\u2581', ' ').encode('utf-8')
+
+  def token_bytes(self) -> np.ndarray:
+    return np.asarray([len(self.piece(i)) for i in range(self.vocab_size)], np.int32)

@@ -149,28 +149,35 @@ def _run(module, *flags):
 
 
 def test_an_imported_run_trains_on_from_its_eval_loss(tmp_path, corpus):
-  """launch.convert --from_hf, then launch.train from it: the first step's loss is the loss of
-  the imported params on the first batch; launch.convert --to_hf gives the params back."""
+  """launch.convert --from_hf (with its tokenizer.json), then launch.train from it on local
+  text: the first step's loss is the loss of the imported params on the first batch;
+  launch.convert --to_hf gives the tensors back."""
   import json
 
   from lmjax import data, steps
   from lmjax.pyfile import call_function
-  tiny_llama(tmp_path / 'hf', vocab_size=300)
+  from test_tokenizers import byte_level_tokenizer_json
+  tiny_llama(tmp_path / 'hf', vocab_size=420)
+  byte_level_tokenizer_json(tmp_path / 'hf' / 'tokenizer.json')  # 400 tokens at most
   out = _run('launch.convert', f'--from_hf={tmp_path}/hf', f'--workdir={tmp_path}/imported',
              '--seq_len=32')
   assert out.returncode == 0, out.stderr[-2000:]
   data_flags = ['--config.data.dataset=local_text', f'--config.data.paths={corpus}',
-                f'--config.data.data_dir={tmp_path}/tfds', '--config.data.batch_size=4']
+                f'--config.data.data_dir={tmp_path}/tfds', '--config.data.batch_size=4',
+                '--config.data.val_percent=30', '--config.data.eval_batches=1']
   out = _run('launch.train', f'--config={tmp_path}/imported/lmjax_config.py',
              f'--workdir={tmp_path}/tuned', '--config.train.steps=2', '--config.train.log_every=1',
              '--config.optim.warmup_steps=1', *data_flags)
   assert out.returncode == 0, out.stderr[-2000:]
   assert 'params imported from' in out.stdout
+  tuned = json.loads((tmp_path / 'tuned' / 'config.json').read_text())
+  assert tuned['data']['tokenizer'] == 'hf' and tuned['data']['hf_tokenizer'] == str(
+      tmp_path / 'imported' / 'tokenizer.json')
   first = json.loads((tmp_path / 'tuned' / 'metrics.jsonl').read_text().splitlines()[0])
   # The same batch through the imported params, here.
   c = call_function(str(tmp_path / 'imported' / 'lmjax_config.py'), 'get_config')
   c.data.dataset, c.data.paths, c.data.data_dir = 'local_text', str(corpus), str(tmp_path / 'tfds')
-  c.data.batch_size = 4
+  c.data.batch_size, c.data.val_percent, c.data.eval_batches = 4, 30, 1
   from lmjax.config import resolve
   c = resolve(c)
   _, params = convert.to_lmjax(*convert.read(str(tmp_path / 'hf')))

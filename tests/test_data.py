@@ -60,3 +60,15 @@ def test_validation_split_smaller_than_one_batch(corpus, tmp_path):
   c.model.max_seq_len = 64
   with pytest.raises(datasets.DataError, match='fewer tokens than one batch'):
     data.eval_batches(data.load(c), c)
+
+
+def test_a_tokenizer_json_tokenises_the_store_with_exact_bytes(corpus, tmp_path):
+  from test_tokenizers import byte_level_tokenizer_json
+  path = byte_level_tokenizer_json(tmp_path / 'tokenizer.json')
+  c = local_config(corpus, tmp_path, tokenizer='hf', hf_tokenizer=path)
+  loaded = data.load(c)
+  assert loaded.tokenizer.name.startswith('hf-')
+  for store in (loaded.train, loaded.eval):
+    tokens = store.read(0, store.n_tokens)
+    assert (tokens[store.starts] == loaded.tokenizer.sep_id).all()
+    assert loaded.tokenizer.token_bytes()[tokens].sum() == store.stats['bytes']
