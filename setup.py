@@ -25,6 +25,7 @@ setup(
         'sentencepiece>=0.2.3',
         # Hugging Face checkpoints (lmjax/convert.py): safetensors read and written with NumPy.
         'safetensors>=0.8.0',
+        'tokenizers>=0.22.2',        # data.tokenizer=hf: a Hugging Face tokenizer.json
         'importlib_resources>=6.5',  # imported by TFDS's builder code, not declared by it
         # Scaling-law fitting (lmjax/scaling): optimisation checks and plots.
         'scipy>=1.17',
