@@ -36,6 +36,7 @@ PRESETS = {
 CHOICES = {
     'model.preset': tuple(PRESETS),
     'model.norm': ('layernorm', 'rmsnorm'),
+    'model.rope_scaling': ('none', 'llama3'),
     'model.norm_position': ('pre', 'post'),
     'model.activation': ('relu', 'gelu', 'silu', 'swiglu', 'geglu'),
     'model.position': ('sinusoidal', 'learned', 'rope', 'none'),
@@ -70,6 +71,11 @@ def default_config() -> ConfigDict:
   m.tie_embeddings = placeholder(bool)  # (None: from preset)
   m.use_bias = placeholder(bool)        # biases in projections and LayerNorm (None: preset)
   m.rope_theta = 10000.0
+  m.rope_scaling = 'none'               # none | llama3 (LLaMA 3.1's long-context frequencies)
+  m.rope_scaling_factor = 8.0           # llama3: the factor, low and high frequency factors
+  m.rope_low_freq_factor = 1.0          #   and the context length of pretraining
+  m.rope_high_freq_factor = 4.0
+  m.rope_original_max_len = 8192
   m.norm_eps = 1e-5                     # added to the mean square (RMSNorm) or variance (LN)
   m.vocab_size = placeholder(int)       # None: the tokenizer's vocabulary size
   m.d_model = 64
@@ -307,6 +313,12 @@ def _validate(c):
   if m.position == 'rope' and (m.head_dim or m.d_model // m.n_heads) % 2:
     _fail('model.n_heads' if not m.head_dim else 'model.head_dim',
           m.head_dim or m.n_heads, 'a value giving an even head_dim for rope')
+  if m.rope_scaling == 'llama3' and not (
+      m.rope_scaling_factor > 0 and 0 < m.rope_low_freq_factor < m.rope_high_freq_factor
+      and m.rope_original_max_len > 0):
+    _fail('model.rope_scaling_factor', m.rope_scaling_factor, 'with rope_scaling=llama3: '
+          'factor > 0, 0 < rope_low_freq_factor < rope_high_freq_factor, '
+          'rope_original_max_len > 0')
   if not m.norm_eps > 0:
     _fail('model.norm_eps', m.norm_eps, 'a number > 0')
   if not 0 <= m.dropout < 1:

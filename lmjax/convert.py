@@ -9,9 +9,9 @@ LLaMA: Linear weights are (out, in) and transpose to lmjax's (in, out); q, k, v 
 heads of `head_dim`; the MLP's gate_proj is lmjax's `wi` (the activated half of SwiGLU), up_proj
 `wi_gate`, down_proj `wo`; RMSNorm weights are the norm scales, with `rms_norm_eps`. Both apply
 RoPE to the two halves of each head (HF's `rotate_half`, the GPT-NeoX form lmjax.model.rope
-uses), so no permutation is needed. `rope_theta` comes from `rope_parameters` (transformers 5)
-or the top level (4.x); a rope scaling type other than the default is refused, as are biases on
-only some of the projections (lmjax has one `use_bias` for all).
+uses), so no permutation is needed. `rope_theta` and LLaMA 3.1's rope scaling come from
+`rope_parameters` (transformers 5) or the top level and `rope_scaling` (4.x); other scaling
+types are refused, as are biases on only some of the projections (lmjax has one `use_bias`).
 
 GPT-2: Conv1D weights are already (in, out); `c_attn` splits into q, k and v; learned positions
 (`wpe`), LayerNorm with biases and `layer_norm_epsilon`, the tanh GELU (`gelu_new`, which
@@ -96,13 +96,20 @@ class _Tensors:
     return self.prefix + name in self.tensors
 
 
-def _rope_theta(hf: dict) -> float:
+def _rope(hf: dict) -> dict:
+  """lmjax's rope fields from `rope_parameters` (transformers 5) or the top level and
+  `rope_scaling` (4.x): the default RoPE or LLaMA 3.1's scaling; others are refused."""
   rope = hf.get('rope_parameters') or hf.get('rope_scaling') or {}
-  kind = rope.get('rope_type', rope.get('type', 'default'))
-  if kind not in ('default', None):
-    raise ConvertError(f'config.json: rope type {kind!r} is not supported (only the default '
-                       'RoPE)')
-  return float(rope.get('rope_theta', hf.get('rope_theta', 10000.0)))
+  kind = rope.get('rope_type', rope.get('type', 'default')) or 'default'
+  out = {'rope_theta': float(rope.get('rope_theta', hf.get('rope_theta', 10000.0)))}
+  if kind == 'llama3':
+    out.update(rope_scaling='llama3', rope_scaling_factor=float(rope['factor']),
+               rope_low_freq_factor=float(rope['low_freq_factor']),
+               rope_high_freq_factor=float(rope['high_freq_factor']),
+               rope_original_max_len=int(rope['original_max_position_embeddings']))
+  elif kind != 'default':
+    raise ConvertError(f'config.json: rope type {kind!r} is not supported (default, llama3)')
+  return out
 
 
 def llama_to_lmjax(hf: dict, tensors: dict) -> tuple[dict, dict]:
@@ -119,7 +126,7 @@ def llama_to_lmjax(hf: dict, tensors: dict) -> tuple[dict, dict]:
   tied = bool(hf.get('tie_word_embeddings', False))
   model = dict(preset='llama', d_model=d, n_layers=n_layers, n_heads=h, n_kv_heads=k, d_ff=f,
                vocab_size=v, max_seq_len=hf.get('max_position_embeddings', 2048),
-               rope_theta=_rope_theta(hf), norm_eps=float(hf.get('rms_norm_eps', 1e-6)),
+               **_rope(hf), norm_eps=float(hf.get('rms_norm_eps', 1e-6)),
                head_dim=0 if e * h == d else e, tie_embeddings=tied)
   t = _Tensors(tensors, 'model.')
   linear = lambda name, out, inp: t.take(name, (out, inp)).T   # (out, in) -> (in, out)
@@ -194,6 +201,15 @@ def _np(x):
   return np.asarray(x, np.float32)
 
 
+def _rope_parameters(m: dict) -> dict:
+  if m.get('rope_scaling', 'none') == 'none':
+    return {'rope_type': 'default', 'rope_theta': m['rope_theta']}
+  return {'rope_type': 'llama3', 'rope_theta': m['rope_theta'],
+          'factor': m['rope_scaling_factor'], 'low_freq_factor': m['rope_low_freq_factor'],
+          'high_freq_factor': m['rope_high_freq_factor'],
+          'original_max_position_embeddings': m['rope_original_max_len']}
+
+
 def llama_from_lmjax(m: dict, params) -> tuple[dict, dict]:
   d, h, k, n = m['d_model'], m['n_heads'], m['n_kv_heads'], m['n_layers']
   e = m.get('head_dim') or d // h
@@ -201,8 +217,8 @@ def llama_from_lmjax(m: dict, params) -> tuple[dict, dict]:
         'intermediate_size': m['d_ff'], 'num_hidden_layers': n, 'num_attention_heads': h,
         'num_key_value_heads': k, 'head_dim': e, 'vocab_size': m['vocab_size'],
         'max_position_embeddings': m['max_seq_len'], 'rms_norm_eps': m['norm_eps'],
-        'rope_parameters': {'rope_type': 'default', 'rope_theta': m['rope_theta']},
-        'rope_theta': m['rope_theta'], 'hidden_act': 'silu', 'attention_bias': False,
+        'rope_parameters': _rope_parameters(m), 'rope_theta': m['rope_theta'],
+        'hidden_act': 'silu', 'attention_bias': False,
         'mlp_bias': False, 'tie_word_embeddings': bool(m['tie_embeddings']),
         'torch_dtype': 'float32', 'bos_token_id': None, 'eos_token_id': None}
   t = {'model.embed_tokens.weight': _np(params['embed']),

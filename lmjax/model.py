@@ -52,6 +52,11 @@ class ModelConfig:
   rope_theta: float = 10000.0
   norm_eps: float = 1e-5
   head_dim: int = 0          # 0: d_model // n_heads (set in __post_init__)
+  rope_scaling: str = 'none'   # none | llama3 (rope_frequencies)
+  rope_scaling_factor: float = 8.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_len: int = 8192
   tie_embeddings: bool = False
   use_bias: bool = False
   dropout: float = 0.0
@@ -73,6 +78,13 @@ class ModelConfig:
     """From the resolved `config.model` (a ConfigDict or dict); unknown keys are ignored."""
     values = dict(model_config)
     return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+  @property
+  def rope_scaling_args(self):
+    if self.rope_scaling == 'none':
+      return None
+    return (self.rope_scaling_factor, self.rope_low_freq_factor, self.rope_high_freq_factor,
+            self.rope_original_max_len)
 
   def __post_init__(self):
     if not self.head_dim:
@@ -166,10 +178,26 @@ def _dense(module, x_NxI, name, shape, axes, std, bias_axes=None, in_scale=None)
   return y
 
 
-def rope(x_BxTxHxE, positions_BxT, theta):
+def rope_frequencies(e, theta, scaling=None):
+  """The E/2 rotation frequencies θ^(-2i/E) (Su et al. 2021). `scaling` (factor, low_freq_factor,
+  high_freq_factor, original_max_len) applies LLaMA 3.1's long-context rescaling (Grattafiori
+  et al. 2024, "The Llama 3 Herd of Models", Sec. 3.4 and Meta's reference code): frequencies whose
+  wavelength exceeds original_max_len / low_freq_factor are divided by `factor`, those shorter
+  than original_max_len / high_freq_factor kept, and those between interpolated linearly in
+  original_max_len / wavelength."""
+  inv_freq_E2 = theta ** (-jnp.arange(0, e, 2, dtype=jnp.float32) / e)
+  if not scaling:
+    return inv_freq_E2
+  factor, low, high, original = scaling
+  wavelen = 2 * math.pi / inv_freq_E2
+  smooth = jnp.clip((original / wavelen - low) / (high - low), 0.0, 1.0)
+  return (1 - smooth) * inv_freq_E2 / factor + smooth * inv_freq_E2
+
+
+def rope(x_BxTxHxE, positions_BxT, theta, scaling=None):
   """Rotary embeddings (Su et al. 2021), rotating the two halves of each head (GPT-NeoX form)."""
   e = x_BxTxHxE.shape[-1]
-  inv_freq_E2 = theta ** (-jnp.arange(0, e, 2, dtype=jnp.float32) / e)
+  inv_freq_E2 = rope_frequencies(e, theta, scaling)
   angle_BxTx1xE2 = (positions_BxT[..., None].astype(jnp.float32) * inv_freq_E2)[:, :, None, :]
   sin, cos = jnp.sin(angle_BxTx1xE2), jnp.cos(angle_BxTx1xE2)
   x1, x2 = jnp.split(x_BxTxHxE.astype(jnp.float32), 2, axis=-1)
@@ -242,8 +270,8 @@ class Attention(Sharded):
     k_BxSxKxE = self.constrain(k_BxSxKxE, *heads_axes('act_kv_heads'))
     v_BxSxKxE = self.constrain(v_BxSxKxE, *heads_axes('act_kv_heads'))
     if cfg.position == 'rope':
-      q_BxTxHxE = rope(q_BxTxHxE, positions_BxT, cfg.rope_theta)
-      k_BxSxKxE = rope(k_BxSxKxE, positions_BxT, cfg.rope_theta)
+      q_BxTxHxE = rope(q_BxTxHxE, positions_BxT, cfg.rope_theta, cfg.rope_scaling_args)
+      k_BxSxKxE = rope(k_BxSxKxE, positions_BxT, cfg.rope_theta, cfg.rope_scaling_args)
     q_BxTxHxE = q_BxTxHxE * jnp.asarray(e ** -0.5, q_BxTxHxE.dtype)
     if kv is not None:
       kv = kv.write(k_BxSxKxE, v_BxSxKxE)

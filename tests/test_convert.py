@@ -28,6 +28,14 @@ def tiny_llama(path, **extra):
   return model
 
 
+def tiny_llama3(path):
+  """LLaMA 3.1's rope scaling, its original context short enough that it changes 2 of the 4
+  frequencies of a head of 8."""
+  return tiny_llama(path, rope_parameters={
+      'rope_type': 'llama3', 'rope_theta': 50000.0, 'factor': 8.0, 'low_freq_factor': 1.0,
+      'high_freq_factor': 4.0, 'original_max_position_embeddings': 64})
+
+
 def tiny_gpt2(path):
   torch.manual_seed(0)
   cfg = transformers.GPT2Config(vocab_size=96, n_embd=64, n_layer=2, n_head=4, n_positions=1024,
@@ -60,7 +68,7 @@ def hf_logits(model, tokens):
     return model(torch.as_tensor(tokens)).logits.double().numpy()
 
 
-@pytest.mark.parametrize('build', [tiny_llama, tiny_gpt2])
+@pytest.mark.parametrize('build', [tiny_llama, tiny_llama3, tiny_gpt2])
 def test_imported_logits_equal_transformers(build, tmp_path):
   hf = build(tmp_path / 'hf')
   fields, params = convert.to_lmjax(*convert.read(str(tmp_path / 'hf')))
