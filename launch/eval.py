@@ -19,7 +19,7 @@ directory, step, split or flag, with one line saying which.
 
 from absl import app, flags, logging
 
-from launch.flags_util import fail, parse_flags
+from launch.flags_util import fail, parse_flags, parse_mesh
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The run directory to evaluate.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
@@ -53,13 +53,7 @@ def _check_flags():
 def _mesh():
   if not _MESH.value:
     return None
-  try:
-    sizes = [int(x) for x in _MESH.value.split(',')]
-    assert len(sizes) == 3
-  except (ValueError, AssertionError):
-    fail(f'--mesh={_MESH.value} is not allowed: three integers data,fsdp,tensor (-1: the '
-         'devices left over)')
-  return dict(zip(('data', 'fsdp', 'tensor'), sizes))
+  return dict(zip(('data', 'fsdp', 'tensor'), parse_mesh(_MESH.value, allow_rest=True)))
 
 
 def _load(workdir, step, params=None, mesh=None):

@@ -51,3 +51,18 @@ def parse_flags(argv):
         if arg.startswith('--config.'):
           _check_override(config, arg)
     fail(_first_line(e))
+
+
+def parse_mesh(text, allow_rest):
+  """--mesh=data,fsdp,tensor as (data, fsdp, tensor); -1 (the devices left over) only where
+  the devices are known (`allow_rest`). Fails in one line."""
+  try:
+    sizes = tuple(int(x) for x in text.split(','))
+  except ValueError:
+    sizes = ()
+  if len(sizes) != 3 or not all(s >= 1 or s == -1 for s in sizes) or sizes.count(-1) > 1:
+    fail(f'--mesh={text}: expected three positive sizes data,fsdp,tensor (with --topology one '
+         'may be -1), e.g. 1,8,1')
+  if -1 in sizes and not allow_rest:
+    fail(f'--mesh={text}: -1 needs --topology; without one the sizes are the simulated devices')
+  return sizes

@@ -25,7 +25,7 @@ from typing import NamedTuple
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from launch.flags_util import fail, load_config_file, parse_flags
+from launch.flags_util import fail, load_config_file, parse_flags, parse_mesh
 from lmjax.config import ConfigError, resolve
 from lmjax.exitcodes import EXIT_FAILED, EXIT_OK
 
@@ -53,20 +53,6 @@ def parse_bytes(text):
       except ValueError:
         break
   fail(f'--device_memory={text}: expected a size such as 80GB or 16GiB')
-
-
-def parse_mesh(text, allow_rest):
-  """(data, fsdp, tensor); -1 (the devices left over) only where the devices are known."""
-  try:
-    sizes = tuple(int(x) for x in text.split(','))
-  except ValueError:
-    sizes = ()
-  if len(sizes) != 3 or not all(s >= 1 or s == -1 for s in sizes) or sizes.count(-1) > 1:
-    fail(f'--mesh={text}: expected three positive sizes data,fsdp,tensor (with --topology one '
-         'may be -1), e.g. 1,8,1')
-  if -1 in sizes and not allow_rest:
-    fail(f'--mesh={text}: -1 needs --topology; without one the sizes are the simulated devices')
-  return sizes
 
 
 class Target(NamedTuple):
