@@ -373,7 +373,7 @@ def attention_case(impl, t, shape, block, platform, results):
 
   def build():
     # ConfigError, naming why, for a kernel the platform or these shapes cannot run.
-    attention.check(types.SimpleNamespace(attention_impl=impl, d_model=h * e, n_heads=h,
+    attention.check(types.SimpleNamespace(attention_impl=impl, d_model=h * e, n_heads=h, head_dim=e,
                                           dropout=0.0, dtype='bfloat16'), t, platform)
     bf16 = lambda s: jax.ShapeDtypeStruct(s, jnp.bfloat16)
     abstract = (bf16(q_shape), bf16(kv_shape), bf16(kv_shape),

@@ -57,7 +57,7 @@ def check(model_config, seq_len: int, platform: str) -> str:
     refuse(f'one of {", ".join(IMPLS)}')
   if platform not in PLATFORMS[impl]:
     refuse(f'it runs on {" or ".join(PLATFORMS[impl])}, not on {platform}')
-  head_dim = m.get('head_dim') or m.d_model // m.n_heads
+  head_dim = getattr(m, 'head_dim', 0) or m.d_model // m.n_heads
   if m.dropout > 0 and impl not in ('blocked', 'xla'):
     refuse(f'model.dropout={m.dropout} needs attention dropout, which only blocked and xla have')
   if impl == 'cudnn':
