@@ -92,3 +92,18 @@ def test_isoflop_bootstrap():
   # sizes, so the bootstrap over-disperses a parabola's vertex; it is conservative here.
   assert spread / 2.5 < s['se'] < 2.5 * spread
   np.testing.assert_allclose(boot['a'] + boot['b'], 1.0, atol=1e-9)
+
+
+def test_the_spread_ignores_runaway_replicates_and_they_are_counted():
+  """A few degenerate replicates (A = 1e135, as the main job's L(C) fit once printed) make the
+  standard error meaningless; the spread (half the central 68% interval) stays at sigma."""
+  rng = np.random.default_rng(0)
+  a = rng.normal(100.0, 5.0, 1000)
+  a[:3] = [1e135, 1e90, 1e60]
+  alpha = rng.normal(0.1, 0.01, 1000)
+  alpha[3] = np.nan
+  s = bootstrap.summarize({'A': a, 'alpha': alpha})
+  assert s['A']['se'] > 1e130
+  assert s['A']['spread'] == pytest.approx(5.0, rel=0.1)
+  assert s['A']['far_out'] == 3 and s['alpha']['nonfinite'] == 1
+  assert bootstrap.replicate_counts({'A': a, 'alpha': alpha}) == dict(failed=1, far_out=3)

@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import tempfile
+import textwrap
 import time
 
 import numpy as np
@@ -86,11 +87,14 @@ def _bootstrap(t, law, fit, o: FitOptions):
     return None, None
   if law == 'isoflop':
     boot = bootstrap.bootstrap_isoflop(t, fit, reps, o.seed)
-    return boot, dict(replicates=reps, failed=boot['failed'], summary=bootstrap.summarize(
-        {k: boot[k] for k in ('a', 'b')}, o.level))
+    samples = {k: boot[k] for k in ('a', 'b')}
+    return boot, dict(replicates=reps, **bootstrap.replicate_counts(samples),
+                      summary=bootstrap.summarize(samples, o.level))
   boot = bootstrap.bootstrap_parametric(fit, reps, o.seed, o.bootstrap_starts)
+  samples = {**boot['params'], **boot['derived']}
   return boot, dict(replicates=reps, starts=boot['starts'], unconverged=boot['unconverged'],
-                    summary=bootstrap.summarize({**boot['params'], **boot['derived']}, o.level))
+                    **bootstrap.replicate_counts(samples),
+                    summary=bootstrap.summarize(samples, o.level))
 
 
 def _predictions(law, fit, boot, o: FitOptions):
@@ -188,16 +192,21 @@ class FitReport:
             + (f'; format {r["format"]}' if 'format' in r else ''))
 
   def text(self) -> str:
-    """The runs line, then per parameter count a table of fitted values with bootstrap standard
-    errors and percentile intervals, the laws skipped, and Chinchilla's compute-optimal N, D."""
+    """The runs line, then per parameter count a table of fitted values with the bootstrap's
+    robust spread (half the central 68% interval) and percentile interval, the count of failed,
+    unconverged and far-out replicates, the laws skipped, and Chinchilla's compute-optimal N,
+    D."""
     lines = [self.source_line()]
     pct = f'{100 * self.options.level:g}% interval'
     for count, fits in self.fits.items():
       lines += [f'\nN counted as {count}',
-                f'  {"law":<11}{"quantity":<10}{"value":>12}{"se":>12}   {pct}']
+                f'  {"law":<11}{"quantity":<10}{"value":>12}{"spread":>12}   {pct}']
       for law, out in fits.items():
         lines += _law_lines(law, out)
       lines += [f'  {law:<11}skipped: {reason}' for law, reason in self.skipped[count].items()]
+      if any('bootstrap' in out for out in fits.values()):
+        lines += textwrap.wrap(f'({SPREAD_NOTE})', 96, initial_indent='  ',
+                               subsequent_indent='   ')
       chin = fits.get('chinchilla', {}).get('predictions')
       if chin:
         lines.append('  compute-optimal (Chinchilla fit):')
@@ -212,6 +221,20 @@ def _fmt(v):
   return '—' if v is None or (isinstance(v, float) and not math.isfinite(v)) else f'{v:.4g}'
 
 
+def replicates_line(boot: dict) -> str:
+  """'bootstrap: R replicates, k failed, j unconverged, i far out' from a bootstrap summary."""
+  parts = [f'{boot.get("failed", 0)} failed']
+  if 'unconverged' in boot:
+    parts.append(f'{boot["unconverged"]} unconverged')
+  parts.append(f'{boot.get("far_out", 0)} far out')
+  return f'bootstrap: {boot["replicates"]} replicates: ' + ', '.join(parts)
+
+
+SPREAD_NOTE = ('spread: half the central 68% bootstrap interval (a standard error that runaway '
+               'replicates cannot inflate); far out: replicates beyond 3 IQR of the quartiles '
+               '(log scale for positive quantities) on some quantity')
+
+
 def _law_lines(law, out) -> list:
   """One law's rows of the text table: each quantity, then its convergence or budgets."""
   summary = out.get('bootstrap', {}).get('summary', {})
@@ -223,8 +246,10 @@ def _law_lines(law, out) -> list:
   for i, (name, v) in enumerate(values.items()):
     s = summary.get(name, {})
     interval = f'[{_fmt(s.get("lo"))}, {_fmt(s.get("hi"))}]' if s else ''
-    lines.append(f'  {law if i == 0 else "":<11}{name:<10}{_fmt(v):>12}{_fmt(s.get("se")):>12}   '
-                 f'{interval}')
+    lines.append(f'  {law if i == 0 else "":<11}{name:<10}{_fmt(v):>12}'
+                 f'{_fmt(s.get("spread")):>12}   {interval}')
+  if 'bootstrap' in out:
+    lines.append(f'  {"":<11}{replicates_line(out["bootstrap"])}')
   if 'convergence' in out:
     conv = out['convergence']
     lines.append(f'  {"":<11}{out["n_at_best"]}/{out["n_starts"]} starts at the best objective '

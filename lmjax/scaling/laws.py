@@ -43,12 +43,14 @@ def chinchilla_log_loss(n, d, e, a, b, alpha, beta):
   """log(E + A/N^α + B/D^β) in log-sum-exp form, with a = log A, b = log B, e = log E."""
   n = np.asarray(n, np.float64)
   d = np.asarray(d, np.float64)
-  return np.logaddexp(np.logaddexp(a - alpha * np.log(n), b - beta * np.log(d)), e)
+  with np.errstate(invalid='ignore'):  # inf − inf in a degenerate replicate: NaN
+    return np.logaddexp(np.logaddexp(a - alpha * np.log(n), b - beta * np.log(d)), e)
 
 
 def chinchilla_loss(n, d, E, A, B, alpha, beta):
   """L(N, D) = E + A/N^α + B/D^β (Hoffmann et al. 2022, Eq. 2)."""
-  return np.exp(chinchilla_log_loss(n, d, np.log(E), np.log(A), np.log(B), alpha, beta))
+  with np.errstate(divide='ignore', invalid='ignore'):  # E = 0 (a degenerate replicate): log 0
+    return np.exp(chinchilla_log_loss(n, d, np.log(E), np.log(A), np.log(B), alpha, beta))
 
 
 def allocation_exponents(alpha, beta):
@@ -61,7 +63,8 @@ def allocation_exponents(alpha, beta):
 def allocation_g(A, B, alpha, beta):
   """G = (αA/(βB))^(1/(α+β)) (Hoffmann et al. 2022, Eq. 4)."""
   A, B, alpha, beta = (np.asarray(v, np.float64) for v in (A, B, alpha, beta))
-  return np.exp((np.log(alpha * A) - np.log(beta * B)) / (alpha + beta))
+  with np.errstate(divide='ignore', invalid='ignore'):  # a replicate with α or β <= 0: NaN
+    return np.exp((np.log(alpha * A) - np.log(beta * B)) / (alpha + beta))
 
 
 def compute_optimal(c, A, B, alpha, beta):
