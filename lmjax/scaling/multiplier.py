@@ -1,0 +1,226 @@
+"""Compute multipliers: how much more (or less) compute one group of runs needs to reach a loss
+than another.
+
+Each group g (two presets, two sweeps, two datasets) is fitted with L_g(C) = E_g + A_g·C^(−α_g)
+(the compute law with an irreducible term; Kaplan et al. 2020, Eq. 1.3 plus E as in Henighan et
+al. 2020), jointly, with the asymptote shared (E_a = E_b: both recipes approach the same entropy
+of the text, the usual assumption) or separate, as asked. Inverting, C_g(L) = (A_g/(L − E_g))^(1/α_g),
+and the multiplier of b over a at a loss L is
+
+    M(L) = C_b(L) / C_a(L),
+
+the compute that b needs to reach the loss a reaches with C_a(L): M > 1 means b needs more.
+At a budget C of a, M = C_b(L_a(C))/C. A loss at or below a group's asymptote is out of its
+reach (M = inf, counted).
+
+Only the runs on each group's compute frontier are fitted by default (the lower envelope of loss
+against C, as for Kaplan's L(C); envelope.py): the runs best for their compute. The fit is
+userlaw.fit_law with C measured from a reference C_ref (the geometric mean of the data), which
+changes no optimum but keeps A and α from being nearly collinear; A is reported for C in FLOPs.
+The bootstrap resamples runs within each group (stratified) and refits; intervals are
+percentile intervals of M over replicates (Efron & Tibshirani 1993, Ch. 13).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from lmjax.scaling import envelope
+from lmjax.scaling.parametric import FitError
+from lmjax.scaling.userlaw import Law, LawFit, Param, fit_law
+
+
+def _two_curves(p, x):
+  """L = E_g + a_g·(C/C_ref)^(−α_g) for group g = x.G (0: a, 1: b); x.c: C/C_ref."""
+  b = x.G > 0.5
+  e = np.where(b, p.E_b, p.E_a)
+  return e + np.where(b, p.a_b * x.c ** (-p.alpha_b), p.a_a * x.c ** (-p.alpha_a))
+
+
+def _law(loss_min, loss_max) -> Law:
+  span = max(loss_max, 1e-3)
+  return Law('two_power_c', _two_curves, inputs=('c', 'G'), params=dict(
+      E_a=Param(0.0, loss_min), E_b=Param(0.0, loss_min), a_a=Param(1e-3 * span, span, log=True),
+      a_b=Param(1e-3 * span, span, log=True), alpha_a=Param(0.02, 1.0),
+      alpha_b=Param(0.02, 1.0)))
+
+
+@dataclasses.dataclass
+class Multiplier:
+  names: tuple            # the two groups' names (a, b)
+  fit: LawFit             # the joint fit in units of C/C_ref
+  c_ref: float
+  shared_asymptote: bool
+  rows: dict              # group name -> indices of the runs fitted (frontier)
+  data: dict              # group name -> (c, loss) of every run given
+  at: list                # one dict per stated loss or budget: loss, c_a, c_b, m, lo, hi, ...
+  level: float
+
+  def params(self, theta=None) -> dict:
+    """Per group {E, A, alpha} with A for C in FLOPs (A = a·C_ref^α); theta: (R, free) rows
+    give arrays over replicates."""
+    t = self.fit.theta[None] if theta is None else theta
+    v = self.fit.problem.values(t)
+    out = {}
+    for g, name in zip('ab', self.names):
+      alpha = v[f'alpha_{g}'][:, 0]
+      out[name] = dict(E=v[f'E_{g}'][:, 0], A=v[f'a_{g}'][:, 0] * self.c_ref ** alpha,
+                       alpha=alpha)
+    if theta is None:
+      out = {k: {q: float(x[0]) for q, x in d.items()} for k, d in out.items()}
+    return out
+
+  def compute_to_reach(self, loss, theta=None) -> tuple:
+    """(C_a(L), C_b(L)) for losses (m,): arrays (R, m) over the rows of theta (default: the
+    fit); inf where L is at or below the group's asymptote."""
+    return _compute_to_reach(self.fit, self.c_ref, loss, theta)
+
+  def curve(self, loss) -> dict:
+    """M(L) over losses (m,): value, lo, hi (bootstrap percentile interval), unreachable."""
+    loss = np.atleast_1d(np.asarray(loss, np.float64))
+    c_a, c_b = self.compute_to_reach(loss)
+    out = dict(loss=loss, value=(c_b / c_a)[0])
+    if self.fit.boot is not None:
+      ra, rb = self.compute_to_reach(loss, self.fit.boot['theta'])
+      with np.errstate(invalid='ignore', divide='ignore'):
+        m = rb / ra
+      out['lo'], out['hi'] = _interval(m, self.level)
+      out['unreachable'] = np.sum(~np.isfinite(m), 0)
+    return out
+
+  def to_json(self) -> dict:
+    boot = self.fit.boot
+    return dict(groups=list(self.names), shared_asymptote=self.shared_asymptote,
+                c_ref=self.c_ref, params=self.params(), frontier_runs={
+                    k: len(v) for k, v in self.rows.items()},
+                at=self.at, level=self.level, fit=self.fit.to_json(),
+                bootstrap=None if boot is None else dict(
+                    replicates=boot['replicates'], failed=boot['failed'],
+                    unconverged=boot['unconverged']))
+
+  def text(self) -> str:
+    a, b = self.names
+    pct = f'{100 * self.level:g}%'
+    e = 'one shared asymptote E' if self.shared_asymptote else 'an asymptote E per group'
+    lines = [f'compute multiplier of {b} over {a}: L_g(C) = E_g + A_g·C^(-alpha_g), {e}; '
+             f'M = C_{b}(L)/C_{a}(L), > 1: {b} needs more compute']
+    for name, p in self.params().items():
+      lines.append(f'  {name:<16} E={p["E"]:.4g} A={p["A"]:.4g} alpha={p["alpha"]:.4g} '
+                   f'({len(self.rows[name])} frontier runs of {len(self.data[name][0])})')
+    lines.append(f'  {"loss":>8} {"C_" + a:>11} {"C_" + b:>11} {"M":>9}   {pct} interval')
+    fmt = lambda v: '—' if v is None or not np.isfinite(v) else f'{v:.4g}'
+    for r in self.at:
+      iv = f'[{fmt(r["lo"])}, {fmt(r["hi"])}]' if 'lo' in r else ''
+      miss = f' ({r["unreachable"]} replicates cannot reach it)' if r.get('unreachable') else ''
+      lines.append(f'  {r["loss"]:>8.4g} {fmt(r["c_a"]):>11} {fmt(r["c_b"]):>11} '
+                   f'{fmt(r["m"]):>9}   {iv}{miss}')
+    if self.fit.boot:
+      boot = self.fit.boot
+      lines.append(f'  bootstrap: {boot["replicates"]} replicates resampled within each group: '
+                   f'{boot["failed"]} failed, {boot["unconverged"]} unconverged')
+    return '\n'.join(lines)
+
+
+def _compute_to_reach(fit, c_ref, loss, theta=None):
+  t = fit.theta[None] if theta is None else theta
+  v = fit.problem.values(t)
+  loss = np.asarray(loss, np.float64)
+  loss = loss.reshape(1, -1) if loss.ndim < 2 else loss  # (m,) for every row, or (R, m)
+  out = []
+  for g in 'ab':
+    above = loss - v[f'E_{g}']
+    with np.errstate(invalid='ignore', divide='ignore', over='ignore'):
+      c = c_ref * (v[f'a_{g}'] / above) ** (1.0 / v[f'alpha_{g}'])
+    out.append(np.where(above > 0, c, np.inf))
+  return tuple(out)
+
+
+def _interval(samples, level):
+  """Percentile interval over axis 0; a non-finite sample counts as +inf (out of reach)."""
+  s = np.where(np.isnan(samples), np.inf, samples)
+  q = [50 * (1 - level), 50 * (1 + level)]
+  return np.percentile(s, q[0], axis=0), np.percentile(s, q[1], axis=0)
+
+
+def _group(c, loss, name):
+  c = np.asarray(c, np.float64).ravel()
+  loss = np.asarray(loss, np.float64).ravel()
+  if c.shape != loss.shape:
+    raise FitError(f'group {name}: {c.size} compute values for {loss.size} losses')
+  if c.size == 0 or not (np.all(np.isfinite(c)) and np.all(c > 0) and
+                         np.all(np.isfinite(loss)) and np.all(loss > 0)):
+    raise FitError(f'group {name}: need runs with finite positive compute and loss')
+  return c, loss
+
+
+def compute_multiplier(c_a, loss_a, c_b, loss_b, *, names=('a', 'b'), shared_asymptote=True,
+                       frontier=True, losses=None, budgets=None, bootstrap=1000, seed=0,
+                       level=0.95, starts=256, objective='huber') -> Multiplier:
+  """The compute multiplier of group b over group a (see module doc).
+
+  losses: losses at which to state M (default: five spaced over the frontier losses both groups
+  reach); budgets: compute budgets of group a at which to state it (M = C_b(L_a(C))/C).
+  """
+  names = tuple(str(n) for n in names)
+  data = {names[0]: _group(c_a, loss_a, names[0]), names[1]: _group(c_b, loss_b, names[1])}
+  rows = {}
+  for name, (c, loss) in data.items():
+    rows[name] = np.nonzero(envelope.lower_envelope(c, loss))[0] if frontier else \
+        np.arange(len(c))
+    if len(rows[name]) < 2:
+      raise FitError(f'group {name}: {len(rows[name])} run(s) on its compute frontier; need '
+                     'at least 2 (more budgets)')
+  c = np.concatenate([data[n][0][rows[n]] for n in names])
+  loss = np.concatenate([data[n][1][rows[n]] for n in names])
+  group = np.concatenate([np.full(len(rows[n]), float(i)) for i, n in enumerate(names)])
+  c_ref = float(np.exp(np.mean(np.log(c))))
+  law = _law(float(loss.min()), float(loss.max()))
+  fit = fit_law(law, dict(c=c / c_ref, G=group), loss, objective=objective,
+                tied={'E_b': 'E_a'} if shared_asymptote else None, starts=starts, seed=seed,
+                bootstrap=bootstrap, strata=group, level=level)
+  out = Multiplier(names=names, fit=fit, c_ref=c_ref, shared_asymptote=shared_asymptote,
+                   rows=rows, data=data, at=[], level=level)
+  out.at = _stated(out, losses, budgets)
+  return out
+
+
+def default_losses(m: Multiplier, count=5) -> np.ndarray:
+  """`count` losses spaced over the range of frontier losses that both groups reached."""
+  fr = [m.data[n][1][m.rows[n]] for n in m.names]
+  lo, hi = max(f.min() for f in fr), min(f.max() for f in fr)
+  if not lo < hi:  # the two frontiers do not overlap: span both
+    lo, hi = min(f.min() for f in fr), max(f.max() for f in fr)
+  return np.linspace(lo, hi, count)
+
+
+def _stated(m: Multiplier, losses, budgets) -> list:
+  if budgets is not None:
+    budgets = np.atleast_1d(np.asarray(budgets, np.float64))
+    p = m.params()[m.names[0]]
+    loss = p['E'] + p['A'] * budgets ** (-p['alpha'])
+  else:
+    loss = default_losses(m) if losses is None else np.atleast_1d(np.asarray(losses, float))
+  c_a, c_b = m.compute_to_reach(loss)
+  out = []
+  theta = m.fit.boot['theta'] if m.fit.boot is not None else None
+  if theta is not None:
+    ra, rb = m.compute_to_reach(loss, theta)
+    if budgets is not None:  # a's loss at each budget moves with each replicate
+      v = m.fit.problem.values(theta)
+      la = v['E_a'] + v['a_a'] * (budgets / m.c_ref) ** (-v['alpha_a'])
+      ra = np.broadcast_to(budgets, la.shape)
+      rb = _compute_to_reach(m.fit, m.c_ref, la, theta)[1]
+    with np.errstate(invalid='ignore', divide='ignore'):
+      ms = rb / ra
+    lo, hi = _interval(ms, m.level)
+  for j in range(len(loss)):
+    row = dict(loss=float(loss[j]), c_a=float(c_a[0, j]), c_b=float(c_b[0, j]),
+               m=float(c_b[0, j] / c_a[0, j]))
+    if budgets is not None:
+      row['budget'] = float(budgets[j])
+    if theta is not None:
+      row.update(lo=float(lo[j]), hi=float(hi[j]),
+                 unreachable=int(np.sum(~np.isfinite(ms[:, j]))))
+    out.append(row)
+  return out
