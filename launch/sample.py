@@ -11,7 +11,6 @@ Prints each prompt and its continuation, and writes one JSON line per prompt (pr
 tokens, per-token log-probabilities, settings) to --output (default
 RUN/samples/<step>-seed<seed>.jsonl, written whole). Exit status 2 for a bad run, step or flag.
 """
-import dataclasses
 import json
 import os
 import time
@@ -68,8 +67,6 @@ def main(argv):
     fail(f'--beam={_BEAM.value} and --length_alpha={_ALPHA.value} must be >= 0')
   if _STEP.value is not None and _PARAMS.value:
     fail('--step and --params are exclusive: a checkpoint step or exported params')
-  import numpy as np
-
   from lmjax import data, decode, trained
   from lmjax.datasets import DataError
   sampler = decode.Sampler(_TEMPERATURE.value, _TOP_K.value, _TOP_P.value, _MIN_P.value,
@@ -83,39 +80,22 @@ def main(argv):
     tokenizer = data.load_tokenizer(run.config)
   except (trained.RunError, DataError) as e:
     fail(str(e))
-  ids = [np.concatenate([[tokenizer.sep_id], tokenizer.encode(p)]).astype(np.int32)
-         for p in prompts]
-  end = tokenizer.sep_id if _STOP.value else None
   try:
-    if _BEAM.value:
-      out = decode.BeamSearch(run.model, _MAX_NEW.value, _BEAM.value, _ALPHA.value, end)
-      t0 = time.time()
-      result = out(run.params, ids)
-    else:
-      out = decode.Decoder(run.model, _MAX_NEW.value, sampler, end, cache=_CACHE.value)
-      t0 = time.time()
-      result = out(run.params, ids, seed=_SEED.value)
+    t0 = time.time()
+    rows = decode.continue_prompts(run, tokenizer, prompts, _MAX_NEW.value, sampler, _BEAM.value,
+                                   _ALPHA.value, _STOP.value, _CACHE.value, _SEED.value)
   except ValueError as e:
     fail(str(e))
   seconds = time.time() - t0
-  settings = {'step': run.step, 'seed': _SEED.value, 'max_new_tokens': _MAX_NEW.value,
-              'beam': _BEAM.value, 'length_alpha': _ALPHA.value, **dataclasses.asdict(sampler)}
-  lines = []
-  for i, prompt in enumerate(prompts):
-    n = int(result.lengths[i])
-    tokens = result.tokens[i, :n]
-    text = tokenizer.decode(tokens[tokens != tokenizer.sep_id])
-    print(f'--- prompt {i}: {prompt!r}\n{prompt}{text}')
-    lines.append(json.dumps({'prompt': prompt, 'text': text, 'tokens': tokens.tolist(),
-                             'logprobs': [round(float(x), 5) for x in result.logprobs[i, :n]],
-                             'ended': bool(end is not None and n and tokens[-1] == end),
-                             **settings}))
+  for i, row in enumerate(rows):
+    print(f'--- prompt {i}: {row["prompt"]!r}\n{row["prompt"]}{row["text"]}')
+  lines = [json.dumps(row) for row in rows]
   path = _OUTPUT.value or os.path.join(
       _WORKDIR.value, 'samples', f'{run.step if run.step >= 0 else "params"}-seed{_SEED.value}.jsonl')
   from lmjax.atomic import write_text
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   write_text(path, '\n'.join(lines) + '\n')
-  total = int(result.lengths.sum())
+  total = sum(len(row['tokens']) for row in rows)
   print(f'{total} tokens in {seconds:.1f} s (compile included); wrote {path}')
 
 

@@ -269,3 +269,32 @@ class BeamSearch:
     best_B = jnp.argmax(normed_BxW, axis=1)
     pick = lambda x: x[jnp.arange(b), best_B]
     return pick(tok_hist), pick(lp_hist), pick(len_BxW), pick(normed_BxW)
+
+
+def continue_prompts(run, tokenizer, prompts, max_new_tokens=256, sampler=None, beam=0,
+                     length_alpha=1.0, stop_at_end=True, cache=True, seed=0) -> list[dict]:
+  """Continues text prompts with a loaded run (lmjax.trained.Trained): each prompt is tokenised
+  after the separator that starts every document; beam > 0 runs beam search, else `sampler`
+  (default: ancestral sampling at temperature 1). Returns one dict per prompt: prompt, text,
+  tokens, per-token log-probs, whether the model ended the document, and the settings."""
+  sampler = sampler or Sampler()
+  sampler.check()
+  ids = [np.concatenate([[tokenizer.sep_id], tokenizer.encode(p)]).astype(np.int32)
+         for p in prompts]
+  end = tokenizer.sep_id if stop_at_end else None
+  if beam:
+    result = BeamSearch(run.model, max_new_tokens, beam, length_alpha, end)(run.params, ids)
+  else:
+    result = Decoder(run.model, max_new_tokens, sampler, end, cache=cache)(run.params, ids,
+                                                                          seed=seed)
+  settings = {'step': run.step, 'seed': seed, 'max_new_tokens': max_new_tokens, 'beam': beam,
+              'length_alpha': length_alpha, **dataclasses.asdict(sampler)}
+  out = []
+  for i, prompt in enumerate(prompts):
+    n = int(result.lengths[i])
+    tokens = result.tokens[i, :n]
+    out.append({'prompt': prompt, 'text': tokenizer.decode(tokens[tokens != tokenizer.sep_id]),
+                'tokens': tokens.tolist(),
+                'logprobs': [round(float(x), 5) for x in result.logprobs[i, :n]],
+                'ended': bool(end is not None and n and tokens[-1] == end), **settings})
+  return out

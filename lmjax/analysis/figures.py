@@ -1,0 +1,179 @@
+"""Figures for notebooks: learning curves with the compute-optimal frontier, a user law's fit,
+a compute multiplier; and `show`, which puts figures, PNG files or PNG bytes into a notebook.
+
+Every function returns a matplotlib Figure on the Agg canvas (no pyplot state), so they work
+the same in Colab, headless CI and scripts; `fig.savefig(path)` writes one.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps, colors
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lmjax.scaling import envelope
+
+X_LABELS = {'flops': 'training FLOPs C', 'tokens': 'tokens D', 'step': 'step'}
+
+
+def _figure(ncols=1, width=6.4, height=4.6):
+  fig = Figure(figsize=(width * ncols, height), layout='constrained')
+  FigureCanvasAgg(fig)
+  return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+
+
+def frontier(x, y):
+  """The lower envelope of points (x, y): the lowest y reached at or before each x, at the
+  points that set it (envelope.py), sorted by x."""
+  x, y = np.asarray(x, float), np.asarray(y, float)
+  ok = np.isfinite(x) & np.isfinite(y) & (x > 0)
+  x, y = x[ok], y[ok]
+  keep = envelope.lower_envelope(x, y)
+  order = np.argsort(x[keep])
+  return x[keep][order], y[keep][order]
+
+
+def curves(runs: pd.DataFrame, curves: pd.DataFrame, x='flops', y='eval_loss',
+           color='model.d_model', show_frontier=True, title=''):
+  """Every run's learning curve of `y` against `x` ('flops', 'tokens' or 'step') on log axes,
+  coloured by a runs-table column (numbers on a colour scale, anything else by category), with
+  the compute-optimal frontier: the lowest loss any run reached at each x."""
+  fig, (ax,) = _figure()
+  data = curves[np.isfinite(curves[y].astype(float))] if y in curves else curves.iloc[:0]
+  values = runs.set_index('name', drop=False)[color] if color in runs else pd.Series(dtype=float)
+  numeric = pd.api.types.is_numeric_dtype(values) and values.notna().any()
+  if numeric:
+    norm = colors.LogNorm(values.min(), values.max()) if values.min() > 0 and \
+        values.max() > values.min() else colors.Normalize(values.min(), values.max() + 1e-12)
+    cmap = colormaps['viridis']
+    pick = lambda name: cmap(norm(values.get(name, np.nan)))
+  else:
+    cats = list(dict.fromkeys(values.astype(str)))
+    cmap = colormaps['tab10']
+    pick = lambda name: cmap(cats.index(str(values.get(name))) % 10) if name in values else '0.5'
+  for name, c in data.groupby('name', sort=False):
+    c = c.sort_values(x)
+    ax.plot(c[x], c[y].astype(float), color=pick(name), lw=1.2, alpha=0.85,
+            marker='.' if y.startswith('eval') else None, ms=4)
+  if show_frontier and len(data):
+    fx, fy = frontier(data[x], data[y])
+    ax.plot(fx, fy, 'k--', lw=1.5, label='frontier (lowest loss at each x)')
+    ax.legend(loc='upper right', fontsize=8)
+  ax.set_xscale('log')
+  ax.set_yscale('log')
+  ax.set_xlabel(X_LABELS.get(x, x))
+  ax.set_ylabel(y)
+  ax.set_title(title or f'{data["name"].nunique()} runs, coloured by {color}')
+  if numeric:
+    fig.colorbar(_mappable(norm, cmap), ax=ax, label=color)
+  elif cats:
+    for i, cat in enumerate(cats):
+      ax.plot([], [], color=cmap(i % 10), label=f'{color}={cat}')
+    ax.legend(loc='upper right', fontsize=8)
+  return fig
+
+
+def _mappable(norm, cmap):
+  from matplotlib.cm import ScalarMappable
+  return ScalarMappable(norm=norm, cmap=cmap)
+
+
+def law_fit(fit, x_name=None, title=''):
+  """A user law's fit: observed against fitted loss with its bootstrap interval per run, and
+  the log residual against one input (default the law's first)."""
+  fig, (a1, a2) = _figure(2, width=5.2)
+  problem = fit.problem
+  x = problem.x
+  pred = fit.predict(x)
+  obs = problem.loss
+  if 'lo' in pred:
+    a1.errorbar(pred['value'], obs, xerr=[pred['value'] - pred['lo'], pred['hi'] - pred['value']],
+                fmt='o', ms=4, elinewidth=0.8, alpha=0.8, label='runs (fit interval)')
+  else:
+    a1.plot(pred['value'], obs, 'o', ms=4, label='runs')
+  lo, hi = min(obs.min(), pred['value'].min()), max(obs.max(), pred['value'].max())
+  a1.plot([lo, hi], [lo, hi], 'k:', lw=1)
+  a1.set_xlabel('fitted loss')
+  a1.set_ylabel('observed loss')
+  a1.legend(fontsize=8)
+  name = x_name or fit.law.inputs[0]
+  a2.scatter(x[name], np.log(obs) - np.log(pred['value']), s=12)
+  a2.axhline(0, color='k', lw=0.8)
+  a2.set_xscale('log' if np.all(x[name] > 0) else 'linear')
+  a2.set_xlabel(name)
+  a2.set_ylabel('log observed − log fitted')
+  shown = ', '.join(f'{k}={v:.3g}' for k, v in fit.params.items() if k not in problem.fixed)
+  fig.suptitle(title or f'{fit.law.name}: {shown}', fontsize=10)
+  return fig
+
+
+def multiplier(m, losses=None, title=''):
+  """Both groups' frontier runs and fitted L(C) with bootstrap bands, and M(L) with its band."""
+  fig, (a1, a2) = _figure(2, width=5.6)
+  names = m.names
+  all_c = np.concatenate([m.data[n][0] for n in names])
+  grid = np.geomspace(all_c.min() / 2, all_c.max() * 2, 200)
+  theta = m.fit.boot['theta'] if m.fit.boot is not None else None
+  for i, name in enumerate(names):
+    c, loss = m.data[name]
+    color = colormaps['tab10'](i)
+    a1.scatter(c, loss, s=10, color=color, alpha=0.3)
+    a1.scatter(c[m.rows[name]], loss[m.rows[name]], s=22, color=color, label=f'{name} frontier')
+    p = m.params()[name]
+    a1.plot(grid, p['E'] + p['A'] * grid ** (-p['alpha']), color=color, lw=1.5)
+    if theta is not None:
+      ps = m.params(theta)[name]
+      with np.errstate(all='ignore'):
+        band = ps['E'][:, None] + ps['A'][:, None] * grid[None] ** (-ps['alpha'][:, None])
+      a1.fill_between(grid, *np.nanpercentile(band, [2.5, 97.5], 0), color=color, alpha=0.15)
+  a1.set_xscale('log')
+  a1.set_yscale('log')
+  a1.set_xlabel('training FLOPs C')
+  a1.set_ylabel('eval loss')
+  a1.legend(fontsize=8)
+  from lmjax.scaling.multiplier import default_losses
+  if losses is None:
+    lo, hi = default_losses(m, 2)
+    losses = np.linspace(lo, hi, 60)
+  curve = m.curve(losses)
+  a2.plot(curve['loss'], curve['value'], 'k-', lw=1.5, label=f'M = C_{names[1]} / C_{names[0]}')
+  if 'lo' in curve:
+    hi = np.where(np.isfinite(curve['hi']), curve['hi'], np.nan)
+    a2.fill_between(curve['loss'], curve['lo'], hi, color='0.6', alpha=0.3,
+                    label=f'{100 * m.level:g}% bootstrap interval')
+  a2.axhline(1.0, color='k', lw=0.6, ls=':')
+  a2.set_yscale('log')
+  a2.set_xlabel('loss L')
+  a2.set_ylabel('compute multiplier M(L)')
+  a2.legend(fontsize=8)
+  fig.suptitle(title or f'compute multiplier of {names[1]} over {names[0]}', fontsize=10)
+  return fig
+
+
+def png(item) -> bytes:
+  """PNG bytes of a Figure, a PNG file path, or PNG bytes."""
+  if isinstance(item, Figure):
+    buf = io.BytesIO()
+    item.savefig(buf, format='png', dpi=100)
+    return buf.getvalue()
+  if isinstance(item, (bytes, bytearray)):
+    return bytes(item)
+  with open(item, 'rb') as f:
+    return f.read()
+
+
+def show(*items):
+  """Displays figures, PNG paths or PNG bytes in a notebook as images (Colab, Jupyter, CI's
+  headless run alike); outside a notebook, does nothing."""
+  try:
+    from IPython import get_ipython
+    from IPython.display import Image, display
+  except ImportError:
+    return
+  if get_ipython() is None:
+    return
+  for item in items:
+    display(Image(data=png(item), format='png'))
