@@ -30,11 +30,15 @@ setup(
         # Scaling-law fitting (lmjax/scaling): optimisation checks and plots.
         'scipy>=1.17',
         'matplotlib>=3.11',
+        'pandas>=3.1',               # lmjax.analysis: runs and learning curves as DataFrames
     ],
     extras_require={
         # torch and transformers build the reference models of tests/test_convert.py (the
         # converter itself reads safetensors with NumPy); torch's CPU build is the one checked.
-        'test': ['pytest>=9.2', 'torch==2.13.0', 'transformers==5.17.0'],
+        # nbclient, nbformat and ipykernel execute the notebooks headless
+        # (tests/test_notebooks.py); pytest-xdist runs the suite on every core (README).
+        'test': ['pytest>=9.2', 'pytest-xdist>=3.8', 'torch==2.13.0', 'transformers==5.17.0',
+                 'nbclient>=0.11', 'nbformat>=5.11', 'ipykernel>=7.4'],
         # launch.memory --topology: the TPU compiler, run on any machine (lmjax/topology.py).
         # Pinned: libtpu is built against one jaxlib's plugin interface, and 0.0.52 is the
         # version checked with jax 0.10.2.

@@ -1,6 +1,6 @@
 import os
+import shutil
 import sys
-
 import tempfile
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
@@ -59,3 +59,7 @@ def local_config(corpus, tmp_path, **data_fields):
 def pytest_configure(config):
   config.addinivalue_line('markers', 'slow: end-to-end (subprocesses, kills, several processes, '
                           'simulated meshes, long training); deselect with -m "not slow"')
+
+
+def pytest_unconfigure(config):
+  shutil.rmtree(os.environ['TFDS_DATA_DIR'], ignore_errors=True)

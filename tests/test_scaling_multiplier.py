@@ -25,7 +25,7 @@ def test_known_multipliers_are_recovered_within_their_intervals():
     covered, estimates = 0, []
     for seed in range(6):
       m = multiplier.compute_multiplier(*_sweeps(k, seed), losses=losses, frontier=False,
-                                        bootstrap=100, starts=32, seed=seed)
+                                        bootstrap=80, starts=16, seed=seed)
       mid = m.at[1]
       estimates.append(mid['m'])
       covered += mid['lo'] <= k <= mid['hi']
