@@ -141,7 +141,9 @@ def summarize(samples: dict, level=0.95) -> dict:
       continue
     q16, q84 = np.percentile(v, [50 * (1 - SPREAD_LEVEL), 50 * (1 + SPREAD_LEVEL)])
     far = int(np.sum(_far_out(v)))
-    out[name] = dict(se=float(np.std(v, ddof=1)), spread=float((q84 - q16) / 2),
+    with np.errstate(over='ignore', invalid='ignore'):  # runaway replicates: se is inf
+      se = float(np.std(v, ddof=1))
+    out[name] = dict(se=se, spread=float((q84 - q16) / 2),
                      lo=float(np.percentile(v, lo_q)), hi=float(np.percentile(v, hi_q)),
                      median=float(np.median(v)), n=int(v.size), nonfinite=nonfinite,
                      far_out=far)
