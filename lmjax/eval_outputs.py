@@ -87,8 +87,8 @@ def evaluate_and_write(run, tokenizer, store, batches, split_name, page_document
 def _tensorboard(workdir, split_name, step, report):
   if step < 0:
     return
-  from tensorboardX import SummaryWriter
-  writer = SummaryWriter(os.path.join(workdir, 'tb'))
+  from lmjax.metrics import summary_writer
+  writer = summary_writer(os.path.join(workdir, 'tb'))
   for k in HEADLINE:
     if report.get(k) is not None:
       writer.add_scalar(f'eval_{split_name}/{k}', report[k], step)

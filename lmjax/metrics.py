@@ -19,6 +19,24 @@ def _clean(value):
   return value
 
 
+def summary_writer(logdir, **kwargs):
+  """A tensorboardX SummaryWriter, imported without PyTorch.
+
+  tensorboardX's writer module imports torch when it is installed, only so that it can accept
+  torch tensors; lmjax writes Python floats. Importing torch costs about 3 s of every run's
+  start-up on this project's CPU (the test extras install it), so torch is hidden while
+  tensorboardX imports, unless something has already imported it.
+  """
+  if 'tensorboardX.writer' not in sys.modules and 'torch' not in sys.modules:
+    sys.modules['torch'] = None  # `import torch` raises ImportError: tensorboardX goes without
+    try:
+      import tensorboardX.writer  # noqa: F401
+    finally:
+      del sys.modules['torch']
+  from tensorboardX import SummaryWriter
+  return SummaryWriter(logdir, **kwargs)
+
+
 class MetricsWriter:
   """Appends rows to `workdir/metrics.jsonl` and TensorBoard; prints to the terminal."""
 
@@ -32,9 +50,8 @@ class MetricsWriter:
       self.fd = os.open(os.path.join(workdir, 'metrics.jsonl'),
                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
       if tensorboard:
-        from tensorboardX import SummaryWriter
         # purge_step: a resumed run hides the events it is about to write again.
-        self.tb = SummaryWriter(os.path.join(workdir, 'tb'), purge_step=purge_step)
+        self.tb = summary_writer(os.path.join(workdir, 'tb'), purge_step=purge_step)
 
   def write(self, row: dict):
     row = {k: _clean(v) for k, v in row.items()}
