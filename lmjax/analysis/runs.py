@@ -19,7 +19,6 @@ stable run's rows up to the step it branched at (`inherited` True), so every cur
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import NamedTuple
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lmjax.metrics import read_metrics
+from lmjax.sweeps.sweepdir import read_json
 
 
 class AnalysisError(ValueError):
@@ -39,14 +39,6 @@ class Runs(NamedTuple):
   curves: pd.DataFrame
   source: str
   kind: str            # 'sweep', 'run' or 'runs'
-
-
-def _read_json(path):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
 
 
 def flatten(d: dict, prefix='') -> dict:
@@ -98,8 +90,8 @@ def _curve(metrics_path, flops_per_token) -> pd.DataFrame:
 
 def read_run(path: str, name: str | None = None, status: str | None = None) -> tuple:
   """(row dict, curve DataFrame) of one launch.train directory."""
-  config = _read_json(os.path.join(path, 'config.json')) or {}
-  summary = _read_json(os.path.join(path, 'summary.json'))
+  config = read_json(os.path.join(path, 'config.json')) or {}
+  summary = read_json(os.path.join(path, 'summary.json'))
   row = dict(name=name or os.path.basename(os.path.normpath(path)), path=path)
   numbers = _model_numbers(config) if config else {}
   if isinstance(summary, dict):

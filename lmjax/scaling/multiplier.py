@@ -205,8 +205,9 @@ def _stated(m: Multiplier, losses, budgets) -> list:
   out = []
   theta = m.fit.boot['theta'] if m.fit.boot is not None else None
   if theta is not None:
-    ra, rb = m.compute_to_reach(loss, theta)
-    if budgets is not None:  # a's loss at each budget moves with each replicate
+    if budgets is None:
+      ra, rb = m.compute_to_reach(loss, theta)
+    else:  # a's loss at each budget moves with each replicate
       v = m.fit.problem.values(theta)
       la = v['E_a'] + v['a_a'] * (budgets / m.c_ref) ** (-v['alpha_a'])
       ra = np.broadcast_to(budgets, la.shape)
