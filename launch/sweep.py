@@ -13,14 +13,13 @@ Exit status: 0 every run done (or submitted); 1 some run failed or could not sta
 named, with its log); 2 a bad flag, sweep file or sweep directory; 75 stopped by SIGTERM/SIGINT
 after every run saved a checkpoint.
 """
-import fcntl
 import os
 import sys
 
 from absl import app, flags
 
 from launch.flags_util import fail, parse_flags
-from lmjax.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from lmjax.exitcodes import EXIT_FAILED, EXIT_OK
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file (experiments/sweeps/NAME.py) whose '
                              'get_sweep() returns an lmjax.sweeps.Sweep.')
@@ -114,16 +113,8 @@ def main(argv):
   from launch import sweep_slurm
   if _STATUS.value:
     sys.exit(print_status(sweep_dir, sweep_slurm.job_ids(sweep_dir)))
-  cost = sweeps.compute(sweep.runs)
-  print(f'sweep {sweep.name}: {len(sweep.runs)} runs '
-        f'({sum(r.design == "stable" for r in sweep.runs)} stable phases of cooldown branches), '
-        f'{cost["spent"]:.3g} training FLOPs ({cost["saved_fraction"]:.0%} saved by branching); '
-        f'{sum(sweep_dir.is_done(n) for n in sweep_dir.runs)} done already')
-  invalid = {n: m for n, m in sweeps.invalid_runs(sweep).items() if not sweep_dir.is_done(n)}
-  for name, message in invalid.items():
-    print(f'invalid {message}; the other runs go on')
-    if not read_only:
-      sweep_dir.set_status(name, state='failed', exit_code=EXIT_USAGE, log_tail=message)
+  from launch.sweep_local import announce, run_locked
+  invalid = announce(sweep, sweep_dir, read_only)
   if _BACKEND.value == 'slurm':
     opts = dict(partition=_S_PARTITION.value, time=_S_TIME.value, account=_S_ACCOUNT.value,
                 nodes=_S_NODES.value, gpus_per_node=_S_GPUS.value, cpus_per_task=_S_CPUS.value,
@@ -139,14 +130,7 @@ def main(argv):
       if not sweep_dir.is_done(run.name) and run.name not in invalid:
         print(' '.join(shlex.quote(a) for a in sweep_dir.command(run, extra=_TRAIN_FLAGS.value)))
     return
-  lock = open(sweep_dir.lock_path(), 'w')
-  try:
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except OSError:
-    fail(f'--workdir={sweep_dir.path}: another launch.sweep is running on it')
-  from launch.sweep_local import run_pool
-  sys.exit(run_pool(sweep_dir, _PARALLEL.value, _CPUS.value, tuple(_TRAIN_FLAGS.value),
-                    skip=invalid))
+  sys.exit(run_locked(sweep_dir, invalid, _PARALLEL.value, _CPUS.value, _TRAIN_FLAGS.value))
 
 
 if __name__ == '__main__':

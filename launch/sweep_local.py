@@ -9,6 +9,7 @@ and stops (exit 75), so the same command continues later.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -16,7 +17,8 @@ import sys
 import time
 from typing import NamedTuple
 
-from lmjax.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
+from launch.flags_util import fail
+from lmjax.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE
 from lmjax.sweeps import schedule
 from lmjax.sweeps.sweepdir import log_tail
 
@@ -182,3 +184,41 @@ def _outcome(sweep_dir, pool, stream):
     stream.write(f'not done: {", ".join(left)} (see launch.sweep --status)\n')
     return EXIT_FAILED
   return EXIT_OK
+
+
+def announce(sweep, sweep_dir, read_only) -> dict:
+  """Prints the plan's size and the runs whose config does not resolve (marked failed unless
+  read_only); returns those runs' reasons by name."""
+  from lmjax import sweeps
+  cost = sweeps.compute(sweep.runs)
+  print(f'sweep {sweep.name}: {len(sweep.runs)} runs '
+        f'({sum(r.design == "stable" for r in sweep.runs)} stable phases of cooldown branches), '
+        f'{cost["spent"]:.3g} training FLOPs ({cost["saved_fraction"]:.0%} saved by branching); '
+        f'{sum(sweep_dir.is_done(n) for n in sweep_dir.runs)} done already')
+  invalid = {n: m for n, m in sweeps.invalid_runs(sweep).items() if not sweep_dir.is_done(n)}
+  for name, message in invalid.items():
+    print(f'invalid {message}; the other runs go on')
+    if not read_only:
+      sweep_dir.set_status(name, state='failed', exit_code=EXIT_USAGE, log_tail=message)
+  return invalid
+
+
+def run_locked(sweep_dir, invalid, parallel, cpus_per_run, train_flags=()) -> int:
+  """run_pool under the sweep directory's lock (one launcher per directory)."""
+  lock = open(sweep_dir.lock_path(), 'w')
+  try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    fail(f'--workdir={sweep_dir.path}: another launch.sweep is running on it')
+  return run_pool(sweep_dir, parallel, cpus_per_run, tuple(train_flags), skip=invalid)
+
+
+def run_local(sweep, workdir, parallel=1, cpus_per_run=0) -> int:
+  """launch.sweep --backend=local for a Sweep built in Python (a study's phases): the same
+  directory, printing, resuming and exit status; a bad directory exits 2 in one line."""
+  from lmjax.sweeps.sweepdir import SweepDir, SweepDirError
+  try:
+    sweep_dir = SweepDir.open(workdir, sweep, create=True)
+  except SweepDirError as e:
+    fail(str(e))
+  return run_locked(sweep_dir, announce(sweep, sweep_dir, False), parallel, cpus_per_run)

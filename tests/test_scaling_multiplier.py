@@ -55,8 +55,8 @@ def test_budgets_shared_and_separate_asymptotes_and_the_report():
 
 def test_frontier_keeps_the_runs_best_for_their_compute_and_bad_groups_fail_in_one_line():
   ca, la, cb, lb = _sweeps(2.0, 0)
-  worse = la * 1.5  # runs at the same budgets that did worse are off the frontier
-  m = multiplier.compute_multiplier(np.r_[ca, ca], np.r_[la, worse], cb, lb, bootstrap=0,
+  worse = la * 1.5  # runs at a little more compute that did worse are off the frontier
+  m = multiplier.compute_multiplier(np.r_[ca, ca * 1.01], np.r_[la, worse], cb, lb, bootstrap=0,
                                     starts=16)
   assert set(m.rows['a']) <= set(range(len(ca)))
   with pytest.raises(FitError, match='frontier') as e:
@@ -64,3 +64,44 @@ def test_frontier_keeps_the_runs_best_for_their_compute_and_bad_groups_fail_in_o
   assert '\n' not in str(e.value)
   with pytest.raises(FitError, match='finite positive'):
     multiplier.compute_multiplier(ca, -la, cb, lb, bootstrap=0)
+
+
+def _with_seeds(c, loss, spread):
+  """Every run twice more at the same C (two more seeds), at loss·(1 ± spread)."""
+  return np.r_[c, c, c], np.r_[loss, loss * (1 + spread), loss * (1 - spread)]
+
+
+def test_seeds_at_one_compute_are_one_frontier_point_at_their_mean():
+  ca, la, cb, lb = _sweeps(2.0, 1, noise=0.0)
+  mask, points = multiplier.frontier_mask(*_with_seeds(ca, la, 0.3))
+  assert points == len(ca) and mask.sum() == 3 * len(ca)  # a lucky seed would drop the others
+  # The means decide: a seed far above lifts its point (both its runs) off the frontier.
+  mask, points = multiplier.frontier_mask(np.r_[ca, ca[3]], np.r_[la, 10.0])
+  assert points == len(ca) - 1 and not mask[[3, len(ca)]].any() and mask.sum() == len(ca) - 1
+  # Draw counts weight the means; an undrawn run is not on the frontier.
+  w = np.ones(3 * len(ca))
+  w[len(ca):] = 0
+  assert multiplier.frontier_mask(*_with_seeds(ca, la, 0.3), w)[0].sum() == len(ca)
+  losses = [1.62, 1.7, 1.8]
+  plain = multiplier.compute_multiplier(ca, la, cb, lb, losses=losses, bootstrap=0, starts=16)
+  seeded = multiplier.compute_multiplier(*_with_seeds(ca, la, 0.01), *_with_seeds(cb, lb, 0.01),
+                                         losses=losses, bootstrap=0, starts=16)
+  for r0, r1 in zip(plain.at, seeded.at):  # symmetric seeds: the same curve
+    assert r1['m'] == pytest.approx(r0['m'], rel=0.02)
+
+
+def test_the_interval_carries_run_to_run_noise():
+  """The bootstrap draws seeds too: the noisier the seeds, the wider the multiplier's interval;
+  a replicate with fewer than two frontier points in a group is counted as failed."""
+  ca, la, cb, lb = _sweeps(2.0, 2, noise=0.0)
+  widths = []
+  for spread in (0.002, 0.03):
+    m = multiplier.compute_multiplier(*_with_seeds(ca, la, spread), *_with_seeds(cb, lb, spread),
+                                      losses=[1.7], bootstrap=200, starts=16)
+    r = m.at[0]
+    assert r['lo'] <= 2.0 <= r['hi'], (spread, r)
+    widths.append(np.log(r['hi'] / r['lo']))
+  assert widths[1] > 3 * widths[0], widths
+  few = multiplier.compute_multiplier(ca[:3], la[:3], cb, lb, losses=[1.7], bootstrap=200,
+                                      starts=16)
+  assert few.fit.boot['failed'] > 0  # some draws of 3 runs hold fewer than 2 distinct points

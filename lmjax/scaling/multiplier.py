@@ -14,11 +14,16 @@ At a budget C of a, M = C_b(L_a(C))/C. A loss at or below a group's asymptote is
 reach (M = inf, counted).
 
 Only the runs on each group's compute frontier are fitted by default (the lower envelope of loss
-against C, as for Kaplan's L(C); envelope.py): the runs best for their compute. The fit is
+against C, as for Kaplan's L(C); envelope.py): the runs best for their compute. Runs of a group
+with the same C (seeds of one N and D) are one point of the envelope, at their mean loss, and
+every one of them is fitted: the frontier of one lucky seed would be biased low. The fit is
 userlaw.fit_law with C measured from a reference C_ref (the geometric mean of the data), which
 changes no optimum but keeps A and α from being nearly collinear; A is reported for C in FLOPs.
-The bootstrap resamples runs within each group (stratified) and refits; intervals are
-percentile intervals of M over replicates (Efron & Tibshirani 1993, Ch. 13).
+The bootstrap resamples every run (seeds included) within each group, takes each replicate's
+own frontier of the runs it drew, and refits, so that the intervals carry both run-to-run
+noise and which runs make the frontier; a replicate with fewer than 2 frontier points in a group
+fails. Intervals are percentile intervals of M over replicates (Efron & Tibshirani 1993,
+Ch. 13).
 """
 from __future__ import annotations
 
@@ -26,9 +31,10 @@ import dataclasses
 
 import numpy as np
 
+from lmjax.scaling import bootstrap as resampling
 from lmjax.scaling import envelope
 from lmjax.scaling.parametric import FitError
-from lmjax.scaling.userlaw import Law, LawFit, Param, fit_law
+from lmjax.scaling.userlaw import Law, LawFit, LawProblem, Param, bootstrap_weighted, fit_law
 
 
 def _two_curves(p, x):
@@ -166,23 +172,68 @@ def compute_multiplier(c_a, loss_a, c_b, loss_b, *, names=('a', 'b'), shared_asy
   data = {names[0]: _group(c_a, loss_a, names[0]), names[1]: _group(c_b, loss_b, names[1])}
   rows = {}
   for name, (c, loss) in data.items():
-    rows[name] = np.nonzero(envelope.lower_envelope(c, loss))[0] if frontier else \
-        np.arange(len(c))
-    if len(rows[name]) < 2:
-      raise FitError(f'group {name}: {len(rows[name])} run(s) on its compute frontier; need '
-                     'at least 2 (more budgets)')
+    on, points = frontier_mask(c, loss) if frontier else (np.ones(len(c), bool), len(set(c)))
+    rows[name] = np.nonzero(on)[0]
+    if points < 2:
+      raise FitError(f'group {name}: {points} point(s) on its compute frontier; need at least '
+                     '2 (more budgets)')
   c = np.concatenate([data[n][0][rows[n]] for n in names])
   loss = np.concatenate([data[n][1][rows[n]] for n in names])
   group = np.concatenate([np.full(len(rows[n]), float(i)) for i, n in enumerate(names)])
   c_ref = float(np.exp(np.mean(np.log(c))))
   law = _law(float(loss.min()), float(loss.max()))
-  fit = fit_law(law, dict(c=c / c_ref, G=group), loss, objective=objective,
-                tied={'E_b': 'E_a'} if shared_asymptote else None, starts=starts, seed=seed,
-                bootstrap=bootstrap, strata=group, level=level)
+  tied = {'E_b': 'E_a'} if shared_asymptote else None
+  fit = fit_law(law, dict(c=c / c_ref, G=group), loss, objective=objective, tied=tied,
+                starts=starts, seed=seed, bootstrap=0, level=level)
+  if bootstrap:
+    if bootstrap < 2:
+      raise FitError(f'bootstrap={bootstrap}: 0 (none) or at least 2 replicates')
+    fit.boot = _bootstrap(fit, data, names, c_ref, frontier, bootstrap, seed)
   out = Multiplier(names=names, fit=fit, c_ref=c_ref, shared_asymptote=shared_asymptote,
                    rows=rows, data=data, at=[], level=level)
   out.at = _stated(out, losses, budgets)
   return out
+
+
+def frontier_mask(c, loss, weights=None) -> tuple:
+  """(mask over runs, count of points): the runs whose C-cell (runs of equal C) lies on the
+  lower envelope of cell mean losses; `weights` (draw counts, 0: not drawn) weight the means and
+  leave undrawn runs out."""
+  c, loss = np.asarray(c, np.float64), np.asarray(loss, np.float64)
+  w = np.ones(len(c)) if weights is None else np.asarray(weights, np.float64)
+  _, cell = np.unique(np.round(np.log(c), 9), return_inverse=True)
+  k = int(cell.max()) + 1
+  wsum = np.bincount(cell, w, k)
+  have = np.nonzero(wsum > 0)[0]
+  mean = np.bincount(cell, w * loss, k)[have] / wsum[have]
+  cell_c = np.bincount(cell, w * c, k)[have] / wsum[have]
+  on = np.zeros(k, bool)
+  on[have[envelope.lower_envelope(cell_c, mean)]] = True
+  return on[cell] & (w > 0), int(on.sum())
+
+
+def _bootstrap(fit, data, names, c_ref, frontier, replicates, seed) -> dict:
+  """fit.boot over every run given: resampled within each group, each replicate fitted on its
+  own frontier (module doc)."""
+  c = np.concatenate([data[n][0] for n in names])
+  loss = np.concatenate([data[n][1] for n in names])
+  group = np.concatenate([np.full(len(data[n][0]), float(i)) for i, n in enumerate(names)])
+  p = fit.problem
+  problem = LawProblem(p.law, dict(c=c / c_ref, G=group), loss, p.objective, p.delta, p.fixed,
+                       p.tied)
+  counts = resampling.resample_counts_within(group, replicates, np.random.default_rng(seed))
+  weights = np.zeros_like(counts)
+  failed = np.zeros(replicates, bool)
+  for i in range(len(names)):
+    idx = np.nonzero(group == i)[0]
+    for r in range(replicates):
+      on, points = frontier_mask(c[idx], loss[idx], counts[r, idx]) if frontier else \
+          (counts[r, idx] > 0, 2)
+      weights[r, idx] = counts[r, idx] * on
+      failed[r] |= points < 2
+  boot = bootstrap_weighted(fit, weights, problem=problem, failed=failed)
+  boot['failed'] = max(boot['failed'], int(failed.sum()))
+  return boot
 
 
 def default_losses(m: Multiplier, count=5) -> np.ndarray:

@@ -350,7 +350,6 @@ def fit_law(law: Law, x: dict, loss, *, objective='huber', delta=1e-3, fixed=Non
 
 def _bootstrap(fit: LawFit, replicates, seed, starts, strata) -> dict:
   rng = np.random.default_rng(seed)
-  problem = fit.problem
   if strata is None:
     counts = bootstrap.resample_counts(fit.n_points, replicates, rng)
   else:
@@ -358,12 +357,22 @@ def _bootstrap(fit: LawFit, replicates, seed, starts, strata) -> dict:
     if strata.shape != (fit.n_points,):
       raise FitError(f'strata: {strata.size} labels for {fit.n_points} runs')
     counts = bootstrap.resample_counts_within(strata, replicates, rng)
+  return bootstrap_weighted(fit, counts, starts)
+
+
+def bootstrap_weighted(fit: LawFit, weights, starts=4, problem=None, failed=None) -> dict:
+  """fit.boot for replicates given as run weights (R, n) over `problem`'s runs (default the
+  fit's own), each refitted from the fit's `starts` best optima; `failed` (R,) marks replicates
+  to leave out (NaN), as a refit that does not end finite is."""
+  problem = problem or fit.problem
   s = fit.settings
-  theta, f, status, _ = bootstrap.refit(problem, fit.optima, counts, starts, s['ftol'],
+  theta, f, status, _ = bootstrap.refit(problem, fit.optima, weights, starts, s['ftol'],
                                         s['gtol'], s['max_iter'])
   theta[~np.isfinite(f)] = np.nan
+  if failed is not None:
+    theta[np.asarray(failed, bool)] = np.nan
   params = {k: v[:, 0] for k, v in problem.values(theta).items() if k not in problem.fixed}
-  return dict(theta=theta, params=params, replicates=replicates,
+  return dict(theta=theta, params=params, replicates=len(weights),
               starts=min(max(1, starts), len(fit.optima)),
               unconverged=int(np.sum(status == lbfgs.MAX_ITER)),
               **bootstrap.replicate_counts(params), summary=bootstrap.summarize(params, s['level']))

@@ -44,8 +44,9 @@ def _prepare(base: ConfigDict, shape, recipe: Recipe) -> Prepared:
 
 
 def _run(base, shape: Prepared, recipe, steps, seed, design, *, warmup, schedule, budget=None,
-         suffix='', extra=None, branch_of=None, branch_step=None) -> Run:
+         suffix='', tag='', extra=None, branch_of=None, branch_step=None) -> Run:
   """Plans and resolves one run; a run that fails validation raises PlanError naming it."""
+  suffix = '_'.join(s for s in (suffix, tag) if s)
   n, n_total, fpt = shape.counts
   d = steps * recipe.tokens_per_step
   overrides = {**shape.model, 'data.batch_size': recipe.batch_size,
@@ -71,14 +72,15 @@ def _steps(recipe: Recipe, tokens: float, where: str) -> int:
   return steps
 
 
-def _independent(base, shape: Prepared, recipe, tokens, seed, design, budget=None) -> Run:
+def _independent(base, shape: Prepared, recipe, tokens, seed, design, budget=None,
+                 tag='') -> Run:
   steps = _steps(recipe, tokens, f'{design} N={shape.counts.n:.3g}: ')
   return _run(base, shape, recipe, steps, seed, design, warmup=recipe.warmup(steps),
-              schedule=recipe.schedule, budget=budget)
+              schedule=recipe.schedule, budget=budget, tag=tag)
 
 
 def _cooldown_family(base, shape: Prepared, recipe, ds, seed, design, cooldown,
-                     budgets=None) -> list[Run]:
+                     budgets=None, tag='') -> list[Run]:
   """One stable run and one wsd branch per D (module doc); the stable run comes first.
   `budgets`, one per D, tags the branches of an IsoFLOP design."""
   where = f'{design} N={shape.counts.n:.3g} cooldown={cooldown}: '
@@ -96,9 +98,10 @@ def _cooldown_family(base, shape: Prepared, recipe, ds, seed, design, cooldown,
                       f'{warmup} warmup steps')
   keep = tuple(sorted(set(branch_at.values())))
   stable = _run(base, shape, recipe, keep[-1], seed, 'stable', warmup=warmup,
-                schedule='constant', suffix='stable', extra={'checkpoint.keep_steps': keep})
+                schedule='constant', suffix='stable', tag=tag,
+                extra={'checkpoint.keep_steps': keep})
   branches = [_run(base, shape, recipe, s, seed, design, warmup=warmup,
-                   schedule='wsd', suffix=f'cd{cooldown:g}',
+                   schedule='wsd', suffix=f'cd{cooldown:g}', tag=tag,
                    extra={'optim.decay_fraction': float(cooldown)}, branch_of=stable.name,
                    branch_step=branch_at[s], budget=None if budgets is None else float(b))
               for s, b in zip(steps, budgets or [None] * len(steps))]
@@ -106,13 +109,15 @@ def _cooldown_family(base, shape: Prepared, recipe, ds, seed, design, cooldown,
 
 
 def isoflop(shapes, budgets, *, recipe: Recipe, base_config, cooldown: float | None = None,
-            seeds=(0,), max_tokens_per_param: float | None = None) -> list[Run]:
+            seeds=(0,), max_tokens_per_param: float | None = None, tag: str = '') -> list[Run]:
   """Every shape at every budget C (D = C / FLOPs per token); C within BUDGET_RTOL of it.
   With `cooldown`, each shape's budgets are branches of one stable run (module doc), so a
   shape costs about its largest budget rather than the sum of them. `max_tokens_per_param`
   leaves out the budgets that would give a shape more than that many tokens per parameter (N
   with embeddings): a tiny model far past its best size at a large budget says nothing about
-  that budget's minimum (Hoffmann et al. 2022 likewise choose sizes per budget)."""
+  that budget's minimum (Hoffmann et al. 2022 likewise choose sizes per budget). `tag` (every
+  design has it) ends each run's name, to tell apart designs of one sweep whose runs share N,
+  D and seed (two presets of one shape)."""
   base = load_config(base_config)
   prepared = [_prepare(base, s, recipe) for s in shapes]
   runs = []
@@ -126,9 +131,9 @@ def isoflop(shapes, budgets, *, recipe: Recipe, base_config, cooldown: float | N
     for seed in seeds:
       if cooldown:
         runs += _cooldown_family(base, shape, recipe, [b / fpt for b in mine], seed,
-                                 'isoflop', cooldown, mine)
+                                 'isoflop', cooldown, mine, tag)
       else:
-        runs += [_independent(base, shape, recipe, b / fpt, seed, 'isoflop', float(b))
+        runs += [_independent(base, shape, recipe, b / fpt, seed, 'isoflop', float(b), tag)
                  for b in mine]
   for run in runs:
     if run.budget is not None and abs(run.c / run.budget - 1) > BUDGET_RTOL:
@@ -137,37 +142,37 @@ def isoflop(shapes, budgets, *, recipe: Recipe, base_config, cooldown: float | N
   return check_unique(runs)
 
 
-def l_of_n(shapes, d, *, recipe: Recipe, base_config, seeds=(0,)) -> list[Run]:
+def l_of_n(shapes, d, *, recipe: Recipe, base_config, seeds=(0,), tag: str = '') -> list[Run]:
   """Every shape at one D (large enough that N limits the loss)."""
   base = load_config(base_config)
-  runs = [_independent(base, shape, recipe, d, seed, 'l_of_n')
+  runs = [_independent(base, shape, recipe, d, seed, 'l_of_n', tag=tag)
           for shape in (_prepare(base, s, recipe) for s in shapes) for seed in seeds]
   return check_unique(runs)
 
 
-def _over_d(shapes, ds, recipe, base_config, seeds, cooldown, design) -> list[Run]:
+def _over_d(shapes, ds, recipe, base_config, seeds, cooldown, design, tag) -> list[Run]:
   base = load_config(base_config)
   runs = []
   for s in shapes:
     shape = _prepare(base, s, recipe)
     for seed in seeds:
       if cooldown:
-        runs += _cooldown_family(base, shape, recipe, ds, seed, design, cooldown)
+        runs += _cooldown_family(base, shape, recipe, ds, seed, design, cooldown, tag=tag)
       else:
-        runs += [_independent(base, shape, recipe, d, seed, design) for d in ds]
+        runs += [_independent(base, shape, recipe, d, seed, design, tag=tag) for d in ds]
   return check_unique(runs)
 
 
 def l_of_d(shape, ds, *, recipe: Recipe, base_config, cooldown: float | None = None,
-           seeds=(0,)) -> list[Run]:
+           seeds=(0,), tag: str = '') -> list[Run]:
   """One shape at every D; with `cooldown`, as branches of one stable run (module doc)."""
-  return _over_d([shape], ds, recipe, base_config, seeds, cooldown, 'l_of_d')
+  return _over_d([shape], ds, recipe, base_config, seeds, cooldown, 'l_of_d', tag)
 
 
 def grid(shapes, ds, *, recipe: Recipe, base_config, cooldown: float | None = None,
-         seeds=(0,)) -> list[Run]:
+         seeds=(0,), tag: str = '') -> list[Run]:
   """Every shape at every D; with `cooldown`, one stable run per shape and seed."""
-  return _over_d(shapes, ds, recipe, base_config, seeds, cooldown, 'grid')
+  return _over_d(shapes, ds, recipe, base_config, seeds, cooldown, 'grid', tag)
 
 
 def compute(runs) -> dict:

@@ -1,0 +1,105 @@
+"""The arch-recipes study's own figures (the multiplier figures are lmjax.analysis.figures'):
+every run's loss against compute with each preset's fitted L(C), the seeds at fixed (N, D), and
+the lr sweep."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lmjax.scaling.multiplier import frontier_mask
+
+COLORS = {'vaswani': 0, 'gpt2': 1, 'llama': 2}
+
+
+def _figure(width=6.4, height=4.6):
+  fig = Figure(figsize=(width, height), layout='constrained')
+  FigureCanvasAgg(fig)
+  return fig, fig.add_subplot(1, 1, 1)
+
+
+def _color(preset):
+  return colormaps['tab10'](COLORS.get(preset, 3))
+
+
+def loss_vs_compute(done, fits):
+  """Every finished run (seed 0 filled, other seeds hollow), the frontier of each preset, and
+  L(C) from the fits: each non-reference preset's own, vaswani's from its fit with llama."""
+  fig, ax = _figure()
+  for preset, g in done.groupby('model.preset'):
+    c, loss = g['C'].to_numpy(float), g['loss'].to_numpy(float)
+    first = g['seed'].to_numpy() == 0
+    color = _color(preset)
+    ax.scatter(c[first], loss[first], s=14, color=color, alpha=0.5, label=f'{preset} runs')
+    ax.scatter(c[~first], loss[~first], s=14, facecolors='none', edgecolors=color, alpha=0.7)
+    on, _ = frontier_mask(c, loss)
+    order = np.argsort(c[on])
+    ax.plot(c[on][order], loss[on][order], ':', color=color, lw=0.8)
+  grid = np.geomspace(done['C'].min() / 1.5, done['C'].max() * 1.5, 200)
+  curves = {}
+  for m in fits.values():
+    for name, p in m.params().items():
+      curves.setdefault(name, p)  # vaswani: from the first fit (llama's, when it is there)
+  for name, p in curves.items():
+    ax.plot(grid, p['E'] + p['A'] * grid ** (-p['alpha']), color=_color(name), lw=1.5,
+            label=f'{name} L(C), α={p["alpha"]:.3f}')
+  ax.set_xscale('log')
+  ax.set_yscale('log')
+  ax.set_xlabel('training FLOPs C')
+  ax.set_ylabel('final eval loss (nats/byte)')
+  ax.legend(fontsize=7)
+  ax.set_title('Loss against compute; hollow: seeds 1 and 2; dotted: frontiers', fontsize=9)
+  return fig
+
+
+def seed_spread(seeds):
+  """At each seeded (size, budget): each preset's seeds (dots) and mean (bar)."""
+  fig, ax = _figure(width=7.2)
+  cells = sorted({(r['n_layers'], r['d_model'], r['budget']) for r in seeds},
+                 key=lambda k: (k[2], k[0] * k[1]))
+  width = 0.8 / max(1, len(COLORS))
+  for r in seeds:
+    x = cells.index((r['n_layers'], r['d_model'], r['budget'])) + \
+        (COLORS.get(r['preset'], 3) - 1) * width
+    color = _color(r['preset'])
+    ax.plot([x - width / 3, x + width / 3], [r['mean']] * 2, color=color, lw=2)
+    ax.errorbar([x], [r['mean']], yerr=[r['sd']], color=color, capsize=3, lw=0.8)
+    ax.scatter(np.full(2, x), [r['min'], r['max']], s=10, color=color)
+  for p in COLORS:
+    ax.plot([], [], color=_color(p), lw=2, label=p)
+  ax.set_xticks(range(len(cells)))
+  ax.set_xticklabels([f'{l}×{d}\nC={b:.2g}' for l, d, b in cells], fontsize=8)
+  ax.set_ylabel('final eval loss: mean ± sd, min and max over seeds')
+  ax.legend(fontsize=8)
+  ax.set_title('Run-to-run noise at fixed (N, D) next to the differences between presets',
+               fontsize=9)
+  return fig
+
+
+def lr_sweep(lr_rows):
+  """Final loss against learning rate per preset; the chosen lr circled, diverged runs marked."""
+  fig, ax = _figure()
+  finite = [r['loss'] for r in lr_rows if math.isfinite(r['loss'])]
+  top = max(finite) * 1.05 if finite else 1.0
+  for p in COLORS:
+    mine = sorted((r for r in lr_rows if r['preset'] == p), key=lambda r: r['lr'])
+    if not mine:
+      continue
+    lr = np.array([r['lr'] for r in mine])
+    loss = np.array([r['loss'] if math.isfinite(r['loss']) else np.nan for r in mine])
+    color = _color(p)
+    ax.plot(lr, loss, 'o-', color=color, label=p)
+    for r in mine:
+      if not math.isfinite(r['loss']):
+        ax.scatter([r['lr']], [top], marker='x', color=color)
+      if r['chosen']:
+        ax.scatter([r['lr']], [r['loss']], s=120, facecolors='none', edgecolors=color)
+  ax.set_xscale('log')
+  ax.set_xlabel('peak learning rate at the lr sweep\'s size')
+  ax.set_ylabel('final eval loss')
+  ax.legend(fontsize=8)
+  ax.set_title('lr sweep: circled, chosen; x, diverged', fontsize=9)
+  return fig

@@ -1,0 +1,197 @@
+"""The arch-recipes study's analysis, with lmjax.analysis: what experiments/arch_recipes.py
+prints and writes to WORKDIR/results (results.md, results.json and the figures).
+
+- the lr sweep: each preset's final loss at each learning rate, the one chosen, and whether it
+  lies at the edge of the grid (the best lr may then lie beyond it);
+- run-to-run noise: at each (size, budget) trained with several seeds, each preset's mean and
+  standard deviation (ddof 1) over seeds, and the difference of each preset from vaswani there
+  with its standard error sqrt(s_a²/n_a + s_b²/n_b);
+- L(C) per preset and the compute multipliers (lmjax.scaling.multiplier): for p in llama, gpt2,
+  L_g(C) = E + A_g·C^(−α_g) fitted jointly to p and vaswani (one asymptote E) on their compute
+  frontiers, and M_p(L) = C_vaswani(L) / C_p(L), the compute vaswani needs to reach the loss p
+  reaches with C_p(L) (M > 1: p's recipe is worth M× compute), at losses both reach, with
+  bootstrap intervals over runs, seeds included.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from lmjax import analysis
+from lmjax.atomic import atomic_open, write_text
+from lmjax.scaling import multiplier as multiplier_lib
+
+REFERENCE = 'vaswani'
+SHAPE = ('model.n_layers', 'model.d_model')
+
+
+class ReportError(ValueError):
+  """The study's runs cannot be analysed; one line."""
+
+
+def _presets():
+  from experiments.sweeps.arch_recipes import PRESETS
+  return PRESETS
+
+
+def _frontier_losses(group):
+  mask, _ = multiplier_lib.frontier_mask(group['C'].to_numpy(float),
+                                         group['loss'].to_numpy(float))
+  return group['loss'].to_numpy(float)[mask]
+
+
+def stated_losses(done, count=3) -> list:
+  """`count` losses, rounded to 0.01, spread over the frontier losses every preset reached."""
+  fr = [_frontier_losses(done[done['model.preset'] == p]) for p in _presets()]
+  lo, hi = max(f.min() for f in fr), min(f.max() for f in fr)
+  if not lo < hi:
+    raise ReportError(f'the presets\' frontiers share no loss (best losses {lo:.3f} > worst '
+                      f'{hi:.3f}); no multiplier can be stated')
+  inner = np.linspace(lo, hi, count + 2)[1:-1]
+  return sorted({round(float(x), 2) for x in inner})
+
+
+def seed_table(done) -> list:
+  """One row per preset and (size, budget) with more than one seed."""
+  rows = []
+  keys = [*SHAPE, 'budget']
+  for (preset, *key), g in done.groupby(['model.preset', *keys], sort=True):
+    if len(g) < 2:
+      continue
+    loss = g['loss'].to_numpy(float)
+    rows.append(dict(preset=preset, n_layers=int(key[0]), d_model=int(key[1]),
+                     budget=float(key[2]), n=int(g['N_no_emb'].iloc[0]), seeds=len(loss),
+                     mean=float(loss.mean()), sd=float(loss.std(ddof=1)),
+                     min=float(loss.min()), max=float(loss.max())))
+  return rows
+
+
+def differences(seeds) -> list:
+  """Each preset's mean minus vaswani's at each seeded (size, budget), with its standard error."""
+  ref = {(r['n_layers'], r['d_model'], r['budget']): r for r in seeds
+         if r['preset'] == REFERENCE}
+  out = []
+  for r in seeds:
+    a = ref.get((r['n_layers'], r['d_model'], r['budget']))
+    if r['preset'] == REFERENCE or a is None:
+      continue
+    se = math.sqrt(r['sd'] ** 2 / r['seeds'] + a['sd'] ** 2 / a['seeds'])
+    diff = r['mean'] - a['mean']
+    out.append(dict(preset=r['preset'], n_layers=r['n_layers'], d_model=r['d_model'],
+                    budget=r['budget'], diff=diff, se=se, z=diff / se if se > 0 else math.inf))
+  return out
+
+
+def lr_table(lr_rows) -> list:
+  out = []
+  for p in _presets():
+    mine = sorted((r for r in lr_rows if r['preset'] == p), key=lambda r: r['mult'])
+    finite = [r for r in mine if math.isfinite(r['loss'])]
+    best = min(finite, key=lambda r: r['loss']) if finite else None
+    for r in mine:
+      out.append({**r, 'chosen': r is best,
+                  'edge': r is best and (r is mine[0] or r is mine[-1])})
+  return out
+
+
+def _fmt(x, digits=4):
+  return '—' if x is None or not math.isfinite(x) else f'{x:.{digits}g}'
+
+
+def markdown(res) -> str:
+  lines = ['## Learning rates (one size, one budget)', '',
+           '| preset | lr multiplier | lr | final loss | |', '|---|---|---|---|---|']
+  for r in res['lr']:
+    mark = 'chosen' + (' (edge of the grid)' if r['edge'] else '') if r['chosen'] else ''
+    loss = 'diverged' if r['state'] == 'diverged' else _fmt(r['loss'])
+    lines.append(f'| {r["preset"]} | {r["mult"]:g} | {r["lr"]:.3g} | {loss} | {mark} |')
+  lines += ['', '## Run-to-run noise (seeds at fixed N, D)', '',
+            '| preset | layers × d_model | N | budget C | seeds | mean loss | sd | range |',
+            '|---|---|---|---|---|---|---|---|']
+  for r in res['seeds']:
+    lines.append(f'| {r["preset"]} | {r["n_layers"]} × {r["d_model"]} | {r["n"]:,} | '
+                 f'{r["budget"]:.3g} | {r["seeds"]} | {r["mean"]:.4f} | {r["sd"]:.4f} | '
+                 f'{r["min"]:.4f}–{r["max"]:.4f} |')
+  lines += ['', f'Pooled seed sd: {res["pooled_sd"]:.4f} (all presets and cells).', '',
+            '| preset − vaswani | layers × d_model | budget C | Δ mean loss | se | Δ/se |',
+            '|---|---|---|---|---|---|']
+  for r in res['differences']:
+    lines.append(f'| {r["preset"]} | {r["n_layers"]} × {r["d_model"]} | {r["budget"]:.3g} | '
+                 f'{r["diff"]:+.4f} | {r["se"]:.4f} | {r["z"]:+.1f} |')
+  level = f'{100 * res["level"]:g}%'
+  lines += ['', f'## Compute multipliers M = C_vaswani(L) / C_preset(L) ({level} bootstrap '
+            'intervals over runs, seeds included)', '',
+            '| preset | loss L | C_preset(L) | C_vaswani(L) | M | interval |',
+            '|---|---|---|---|---|---|']
+  for p, m in res['multipliers'].items():
+    for r in m['at']:
+      lines.append(f'| {p} | {r["loss"]:.2f} | {_fmt(r["c_a"], 3)} | {_fmt(r["c_b"], 3)} | '
+                   f'{_fmt(r["m"], 3)} | [{_fmt(r.get("lo"), 3)}, {_fmt(r.get("hi"), 3)}] |')
+  lines += ['', '## L(C) = E + A·C^(−α) on each frontier (joint with vaswani, one E)', '',
+            '| fit | group | E | A | α | frontier runs |', '|---|---|---|---|---|---|']
+  for p, m in res['multipliers'].items():
+    for g, q in m['params'].items():
+      lines.append(f'| {p} vs vaswani | {g} | {q["E"]:.4g} | {q["A"]:.4g} | {q["alpha"]:.4g} | '
+                   f'{m["frontier_runs"][g]} of {m["runs"][g]} |')
+    b = m['bootstrap']
+    if b:
+      lines.append(f'| | bootstrap | {b["replicates"]} replicates: {b["failed"]} failed, '
+                   f'{b["unconverged"]} unconverged | | | |')
+  return '\n'.join(lines) + '\n'
+
+
+def analyse(workdir, scale, lr_rows, bootstrap=1000, seed=0, level=0.95) -> dict:
+  """Writes WORKDIR/results and returns the results (with 'markdown')."""
+  try:
+    done = analysis.finished(analysis.load(os.path.join(workdir, 'study')).runs)
+  except analysis.AnalysisError as e:
+    raise ReportError(str(e)) from None
+  missing = [p for p in _presets() if not (done['model.preset'] == p).any()]
+  if missing:
+    raise ReportError(f'no finished runs of {", ".join(missing)} in {workdir}/study')
+  seeds = seed_table(done)
+  sds = np.array([r['sd'] for r in seeds])
+  dof = np.array([r['seeds'] - 1 for r in seeds])
+  res = dict(lr=lr_table(lr_rows), seeds=seeds, differences=differences(seeds),
+             pooled_sd=float(np.sqrt(np.sum(dof * sds ** 2) / np.sum(dof))) if seeds else math.nan,
+             level=level, multipliers={}, runs=int(len(done)))
+  losses = stated_losses(done)
+  fits = {}
+  for p in _presets():
+    if p == REFERENCE:
+      continue
+    a, b = done[done['model.preset'] == p], done[done['model.preset'] == REFERENCE]
+    try:
+      m = analysis.compute_multiplier(a, b, names=(p, REFERENCE), losses=losses,
+                                      bootstrap=bootstrap, seed=seed, level=level)
+    except analysis.AnalysisError as e:
+      raise ReportError(f'{p} vs {REFERENCE}: {e}') from None
+    fits[p] = m
+    j = m.to_json()
+    res['multipliers'][p] = dict(at=j['at'], params=j['params'], frontier_runs=j['frontier_runs'],
+                                 runs={p: len(a), REFERENCE: len(b)}, bootstrap=j['bootstrap'])
+  res['markdown'] = markdown(res)
+  out = os.path.join(workdir, 'results')
+  os.makedirs(out, exist_ok=True)
+  _figures(out, done, res, fits)
+  write_text(os.path.join(out, 'results.md'), res['markdown'])
+  with atomic_open(os.path.join(out, 'results.json')) as f:
+    json.dump(res, f, indent=1, default=float)
+  return res
+
+
+def _save(fig, path):
+  with atomic_open(path, 'wb') as f:
+    f.write(analysis.figures.png(fig))
+
+
+def _figures(out, done, res, fits):
+  from experiments.arch_recipes_figures import loss_vs_compute, lr_sweep, seed_spread
+  for p, m in fits.items():
+    _save(analysis.figures.multiplier(m), os.path.join(out, f'multiplier_{p}.png'))
+  _save(loss_vs_compute(done, fits), os.path.join(out, 'loss_vs_compute.png'))
+  _save(seed_spread(res['seeds']), os.path.join(out, 'seeds.png'))
+  _save(lr_sweep(res['lr']), os.path.join(out, 'lr_sweep.png'))
