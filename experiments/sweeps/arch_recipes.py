@@ -65,8 +65,8 @@ class Scale:
 SCALES = {
     'full': Scale(base='experiments/configs/scaling_cpu.py', batch_size=16, seq_len=128,
                   warmup_steps=100, targets=(1.5e4, 4e4, 1e5, 2.5e5),
-                  budgets=(2.5e11, 7.5e11, 2.25e12), lr_target=4e4, lr_budget=7.5e11,
-                  lr_grid=(0.5, 1, 2, 4), seed_targets=(1.5e4, 1e5)),
+                  budgets=(2.5e11, 7.5e11, 2.25e12), lr_target=1e5, lr_budget=5e11,
+                  lr_grid=(0.5, 1, 2, 4, 8), seed_targets=(1.5e4, 1e5)),
     'mini': Scale(base='experiments/configs/tiny.py', batch_size=8, seq_len=32, warmup_steps=2,
                   targets=(2e3, 8e3), budgets=(3e8, 6e8, 1.2e9), lr_target=2e3,
                   lr_budget=3e8, lr_grid=(1, 4), seed_targets=(2e3,), aspect=16, head_dim=8,
