@@ -40,7 +40,7 @@ def loss_vs_compute(done, fits):
     ax.plot(c[on][order], loss[on][order], ':', color=color, lw=0.8)
   grid = np.geomspace(done['C'].min() / 1.5, done['C'].max() * 1.5, 200)
   curves = {}
-  for m in fits.values():
+  for _, m in sorted(fits.items(), key=lambda kv: kv[0] != 'llama'):
     for name, p in m.params().items():
       curves.setdefault(name, p)  # vaswani: from the first fit (llama's, when it is there)
   for name, p in curves.items():
@@ -48,15 +48,16 @@ def loss_vs_compute(done, fits):
             label=f'{name} L(C), α={p["alpha"]:.3f}')
   ax.set_xscale('log')
   ax.set_yscale('log')
+  ax.set_ylim(done['loss'].min() * 0.95, done['loss'].max() * 1.05)
   ax.set_xlabel('training FLOPs C')
   ax.set_ylabel('final eval loss (nats/byte)')
   ax.legend(fontsize=7)
-  ax.set_title('Loss against compute; hollow: seeds 1 and 2; dotted: frontiers', fontsize=9)
+  ax.set_title('Loss against compute; hollow: seeds other than 0; dotted: frontiers', fontsize=9)
   return fig
 
 
 def seed_spread(seeds):
-  """At each seeded (size, budget): each preset's seeds (dots) and mean (bar)."""
+  """At each seeded (size, budget): each preset's seeds (dots), mean (bar) and sd."""
   fig, ax = _figure(width=7.2)
   cells = sorted({(r['n_layers'], r['d_model'], r['budget']) for r in seeds},
                  key=lambda k: (k[2], k[0] * k[1]))
@@ -67,12 +68,12 @@ def seed_spread(seeds):
     color = _color(r['preset'])
     ax.plot([x - width / 3, x + width / 3], [r['mean']] * 2, color=color, lw=2)
     ax.errorbar([x], [r['mean']], yerr=[r['sd']], color=color, capsize=3, lw=0.8)
-    ax.scatter(np.full(2, x), [r['min'], r['max']], s=10, color=color)
+    ax.scatter(np.full(len(r['losses']), x), r['losses'], s=10, color=color)
   for p in COLORS:
     ax.plot([], [], color=_color(p), lw=2, label=p)
   ax.set_xticks(range(len(cells)))
   ax.set_xticklabels([f'{l}×{d}\nC={b:.2g}' for l, d, b in cells], fontsize=8)
-  ax.set_ylabel('final eval loss: mean ± sd, min and max over seeds')
+  ax.set_ylabel('final eval loss: each seed, mean ± sd')
   ax.legend(fontsize=8)
   ax.set_title('Run-to-run noise at fixed (N, D) next to the differences between presets',
                fontsize=9)

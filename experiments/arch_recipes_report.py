@@ -9,8 +9,9 @@ prints and writes to WORKDIR/results (results.md, results.json and the figures).
 - L(C) per preset and the compute multipliers (lmjax.scaling.multiplier): for p in llama, gpt2,
   L_g(C) = E + A_g·C^(−α_g) fitted jointly to p and vaswani (one asymptote E) on their compute
   frontiers, and M_p(L) = C_vaswani(L) / C_p(L), the compute vaswani needs to reach the loss p
-  reaches with C_p(L) (M > 1: p's recipe is worth M× compute), at losses both reach, with
-  bootstrap intervals over runs, seeds included.
+  reaches with C_p(L) (M > 1: p's recipe is worth M× compute), at losses both frontiers reach
+  (or, when they share none, in the gap between them, marked as extrapolated), with bootstrap
+  intervals over runs, seeds included.
 """
 from __future__ import annotations
 
@@ -43,15 +44,17 @@ def _frontier_losses(group):
   return group['loss'].to_numpy(float)[mask]
 
 
-def stated_losses(done, count=3) -> list:
-  """`count` losses, rounded to 0.01, spread over the frontier losses every preset reached."""
-  fr = [_frontier_losses(done[done['model.preset'] == p]) for p in _presets()]
-  lo, hi = max(f.min() for f in fr), min(f.max() for f in fr)
-  if not lo < hi:
-    raise ReportError(f'the presets\' frontiers share no loss (best losses {lo:.3f} > worst '
-                      f'{hi:.3f}); no multiplier can be stated')
+def stated_losses(a, b, count=3) -> tuple:
+  """(losses, extrapolated): `count` losses rounded to 0.01 over the frontier losses both groups
+  reached; when their frontiers share no loss, over the gap between them, where at least one
+  group's L(C) is extrapolated (extrapolated=True)."""
+  fa, fb = _frontier_losses(a), _frontier_losses(b)
+  lo, hi = max(fa.min(), fb.min()), min(fa.max(), fb.max())
+  extrapolated = not lo < hi
+  if extrapolated:
+    lo, hi = hi, lo
   inner = np.linspace(lo, hi, count + 2)[1:-1]
-  return sorted({round(float(x), 2) for x in inner})
+  return sorted({round(float(x), 2) for x in inner}), bool(extrapolated)
 
 
 def seed_table(done) -> list:
@@ -65,7 +68,8 @@ def seed_table(done) -> list:
     rows.append(dict(preset=preset, n_layers=int(key[0]), d_model=int(key[1]),
                      budget=float(key[2]), n=int(g['N_no_emb'].iloc[0]), seeds=len(loss),
                      mean=float(loss.mean()), sd=float(loss.std(ddof=1)),
-                     min=float(loss.min()), max=float(loss.max())))
+                     min=float(loss.min()), max=float(loss.max()),
+                     losses=[float(x) for x in loss]))
   return rows
 
 
@@ -130,6 +134,11 @@ def markdown(res) -> str:
     for r in m['at']:
       lines.append(f'| {p} | {r["loss"]:.2f} | {_fmt(r["c_a"], 3)} | {_fmt(r["c_b"], 3)} | '
                    f'{_fmt(r["m"], 3)} | [{_fmt(r.get("lo"), 3)}, {_fmt(r.get("hi"), 3)}] |')
+  gaps = [p for p, m in res['multipliers'].items() if m['extrapolated']]
+  if gaps:
+    lines += ['', f'Extrapolated: the frontiers of {" and ".join(gaps)} and vaswani share no '
+              'loss, so their multipliers are stated in the gap between them, where at least one '
+              'fitted L(C) runs past the compute it was measured at.']
   lines += ['', '## L(C) = E + A·C^(−α) on each frontier (joint with vaswani, one E)', '',
             '| fit | group | E | A | α | frontier runs |', '|---|---|---|---|---|---|']
   for p, m in res['multipliers'].items():
@@ -158,12 +167,12 @@ def analyse(workdir, scale, lr_rows, bootstrap=1000, seed=0, level=0.95) -> dict
   res = dict(lr=lr_table(lr_rows), seeds=seeds, differences=differences(seeds),
              pooled_sd=float(np.sqrt(np.sum(dof * sds ** 2) / np.sum(dof))) if seeds else math.nan,
              level=level, multipliers={}, runs=int(len(done)))
-  losses = stated_losses(done)
   fits = {}
   for p in _presets():
     if p == REFERENCE:
       continue
     a, b = done[done['model.preset'] == p], done[done['model.preset'] == REFERENCE]
+    losses, extrapolated = stated_losses(a, b)
     try:
       m = analysis.compute_multiplier(a, b, names=(p, REFERENCE), losses=losses,
                                       bootstrap=bootstrap, seed=seed, level=level)
@@ -172,7 +181,8 @@ def analyse(workdir, scale, lr_rows, bootstrap=1000, seed=0, level=0.95) -> dict
     fits[p] = m
     j = m.to_json()
     res['multipliers'][p] = dict(at=j['at'], params=j['params'], frontier_runs=j['frontier_runs'],
-                                 runs={p: len(a), REFERENCE: len(b)}, bootstrap=j['bootstrap'])
+                                 runs={p: len(a), REFERENCE: len(b)}, bootstrap=j['bootstrap'],
+                                 extrapolated=extrapolated)
   res['markdown'] = markdown(res)
   out = os.path.join(workdir, 'results')
   os.makedirs(out, exist_ok=True)

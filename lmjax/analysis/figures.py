@@ -131,6 +131,8 @@ def multiplier(m, losses=None, title=''):
       a1.fill_between(grid, *np.nanpercentile(band, [2.5, 97.5], 0), color=color, alpha=0.15)
   a1.set_xscale('log')
   a1.set_yscale('log')
+  all_loss = np.concatenate([m.data[n][1] for n in names])
+  a1.set_ylim(all_loss.min() * 0.95, all_loss.max() * 1.05)  # the bands, not runaway replicates
   a1.set_xlabel('training FLOPs C')
   a1.set_ylabel('eval loss')
   a1.legend(fontsize=8)

@@ -3,7 +3,7 @@ than another.
 
 Each group g (two presets, two sweeps, two datasets) is fitted with L_g(C) = E_g + A_g·C^(−α_g)
 (the compute law with an irreducible term; Kaplan et al. 2020, Eq. 1.3 plus E as in Henighan et
-al. 2020), jointly, with the asymptote shared (E_a = E_b: both recipes approach the same entropy
+al. 2020; E > 0, fitted on a log scale, as a loss cannot fall below zero), jointly, with the asymptote shared (E_a = E_b: both recipes approach the same entropy
 of the text, the usual assumption) or separate, as asked. Inverting, C_g(L) = (A_g/(L − E_g))^(1/α_g),
 and the multiplier of b over a at a loss L is
 
@@ -14,7 +14,10 @@ At a budget C of a, M = C_b(L_a(C))/C. A loss at or below a group's asymptote is
 reach (M = inf, counted).
 
 Only the runs on each group's compute frontier are fitted by default (the lower envelope of loss
-against C, as for Kaplan's L(C); envelope.py): the runs best for their compute. Runs of a group
+against C, as for Kaplan's L(C)): the runs best for their compute, where compute within c_tol
+(10%) of a run's counts as the same budget, so that of an IsoFLOP budget's runs, whose C are
+within 10% of it, only the best is on the frontier, not also each that happened to cost a
+little less. c_tol=0 gives the strict lower envelope (envelope.py). Runs of a group
 with the same C (seeds of one N and D) are one point of the envelope, at their mean loss, and
 every one of them is fitted: the frontier of one lucky seed would be biased low. The fit is
 userlaw.fit_law with C measured from a reference C_ref (the geometric mean of the data), which
@@ -32,7 +35,6 @@ import dataclasses
 import numpy as np
 
 from lmjax.scaling import bootstrap as resampling
-from lmjax.scaling import envelope
 from lmjax.scaling.parametric import FitError
 from lmjax.scaling.userlaw import Law, LawFit, LawProblem, Param, bootstrap_weighted, fit_law
 
@@ -44,10 +46,14 @@ def _two_curves(p, x):
   return e + np.where(b, p.a_b * x.c ** (-p.alpha_b), p.a_a * x.c ** (-p.alpha_a))
 
 
+C_TOL = 0.1  # compute within 10% counts as the same budget (sweeps.BUDGET_RTOL)
+
+
 def _law(loss_min, loss_max) -> Law:
   span = max(loss_max, 1e-3)
   return Law('two_power_c', _two_curves, inputs=('c', 'G'), params=dict(
-      E_a=Param(0.0, loss_min), E_b=Param(0.0, loss_min), a_a=Param(1e-3 * span, span, log=True),
+      E_a=Param(1e-2 * loss_min, loss_min, log=True),  # E > 0: a cross-entropy's floor
+      E_b=Param(1e-2 * loss_min, loss_min, log=True), a_a=Param(1e-3 * span, span, log=True),
       a_b=Param(1e-3 * span, span, log=True), alpha_a=Param(0.02, 1.0),
       alpha_b=Param(0.02, 1.0)))
 
@@ -144,9 +150,12 @@ def _compute_to_reach(fit, c_ref, loss, theta=None):
 
 def _interval(samples, level):
   """Percentile interval over axis 0; a non-finite sample counts as +inf (out of reach)."""
-  s = np.where(np.isnan(samples), np.inf, samples)
+  big = np.finfo(np.float64).max  # percentile interpolates inf with inf to NaN; this to inf
+  s = np.where(np.isfinite(samples), samples, big)
   q = [50 * (1 - level), 50 * (1 + level)]
-  return np.percentile(s, q[0], axis=0), np.percentile(s, q[1], axis=0)
+  lo, hi = np.percentile(s, q[0], axis=0), np.percentile(s, q[1], axis=0)
+  # A quantile between a finite sample and an out-of-reach one is out of reach too.
+  return np.where(lo >= 1e300, np.inf, lo), np.where(hi >= 1e300, np.inf, hi)
 
 
 def _group(c, loss, name):
@@ -162,17 +171,20 @@ def _group(c, loss, name):
 
 def compute_multiplier(c_a, loss_a, c_b, loss_b, *, names=('a', 'b'), shared_asymptote=True,
                        frontier=True, losses=None, budgets=None, bootstrap=1000, seed=0,
-                       level=0.95, starts=256, objective='huber') -> Multiplier:
+                       level=0.95, starts=256, objective='huber', c_tol=C_TOL) -> Multiplier:
   """The compute multiplier of group b over group a (see module doc).
 
   losses: losses at which to state M (default: five spaced over the frontier losses both groups
   reach); budgets: compute budgets of group a at which to state it (M = C_b(L_a(C))/C).
   """
   names = tuple(str(n) for n in names)
+  if not (np.isfinite(c_tol) and c_tol >= 0):
+    raise FitError(f'c_tol={c_tol}: a relative compute tolerance >= 0')
   data = {names[0]: _group(c_a, loss_a, names[0]), names[1]: _group(c_b, loss_b, names[1])}
   rows = {}
   for name, (c, loss) in data.items():
-    on, points = frontier_mask(c, loss) if frontier else (np.ones(len(c), bool), len(set(c)))
+    on, points = frontier_mask(c, loss, c_tol=c_tol) if frontier else \
+        (np.ones(len(c), bool), len(set(c)))
     rows[name] = np.nonzero(on)[0]
     if points < 2:
       raise FitError(f'group {name}: {points} point(s) on its compute frontier; need at least '
@@ -188,17 +200,18 @@ def compute_multiplier(c_a, loss_a, c_b, loss_b, *, names=('a', 'b'), shared_asy
   if bootstrap:
     if bootstrap < 2:
       raise FitError(f'bootstrap={bootstrap}: 0 (none) or at least 2 replicates')
-    fit.boot = _bootstrap(fit, data, names, c_ref, frontier, bootstrap, seed)
+    fit.boot = _bootstrap(fit, data, names, c_ref, frontier, c_tol, bootstrap, seed)
   out = Multiplier(names=names, fit=fit, c_ref=c_ref, shared_asymptote=shared_asymptote,
                    rows=rows, data=data, at=[], level=level)
   out.at = _stated(out, losses, budgets)
   return out
 
 
-def frontier_mask(c, loss, weights=None) -> tuple:
-  """(mask over runs, count of points): the runs whose C-cell (runs of equal C) lies on the
-  lower envelope of cell mean losses; `weights` (draw counts, 0: not drawn) weight the means and
-  leave undrawn runs out."""
+def frontier_mask(c, loss, weights=None, c_tol=C_TOL) -> tuple:
+  """(mask over runs, count of points): the runs whose C-cell (runs of equal C) is on the
+  frontier of cell mean losses: no other cell has a lower mean at a compute at most
+  (1 + c_tol)× its own (c_tol=0: the lower envelope). `weights` (draw counts, 0: not drawn)
+  weight the means and leave undrawn runs out."""
   c, loss = np.asarray(c, np.float64), np.asarray(loss, np.float64)
   w = np.ones(len(c)) if weights is None else np.asarray(weights, np.float64)
   _, cell = np.unique(np.round(np.log(c), 9), return_inverse=True)
@@ -207,12 +220,13 @@ def frontier_mask(c, loss, weights=None) -> tuple:
   have = np.nonzero(wsum > 0)[0]
   mean = np.bincount(cell, w * loss, k)[have] / wsum[have]
   cell_c = np.bincount(cell, w * c, k)[have] / wsum[have]
+  beaten = (mean[None, :] < mean[:, None]) & (cell_c[None, :] <= cell_c[:, None] * (1 + c_tol))
   on = np.zeros(k, bool)
-  on[have[envelope.lower_envelope(cell_c, mean)]] = True
+  on[have[~beaten.any(1)]] = True
   return on[cell] & (w > 0), int(on.sum())
 
 
-def _bootstrap(fit, data, names, c_ref, frontier, replicates, seed) -> dict:
+def _bootstrap(fit, data, names, c_ref, frontier, c_tol, replicates, seed) -> dict:
   """fit.boot over every run given: resampled within each group, each replicate fitted on its
   own frontier (module doc)."""
   c = np.concatenate([data[n][0] for n in names])
@@ -227,7 +241,7 @@ def _bootstrap(fit, data, names, c_ref, frontier, replicates, seed) -> dict:
   for i in range(len(names)):
     idx = np.nonzero(group == i)[0]
     for r in range(replicates):
-      on, points = frontier_mask(c[idx], loss[idx], counts[r, idx]) if frontier else \
+      on, points = frontier_mask(c[idx], loss[idx], counts[r, idx], c_tol) if frontier else \
           (counts[r, idx] > 0, 2)
       weights[r, idx] = counts[r, idx] * on
       failed[r] |= points < 2
