@@ -32,7 +32,7 @@ def test_presets_are_matched_in_shape_and_non_embedding_parameters(full):
   assert len(by_shape) == len(scale.targets)
   for key, ns in by_shape.items():
     assert set(ns) == set(plan.PRESETS), key
-    assert max(ns.values()) / min(ns.values()) < 1.035, (key, ns)  # biases and norms only
+    assert max(ns.values()) / min(ns.values()) < 1.06, (key, ns)  # biases and norms only
 
 
 def test_the_study_trains_each_preset_at_its_chosen_lr_and_seeds_share_seed_0s_schedule(full):

@@ -13,7 +13,7 @@ Run it with `python -m experiments.arch_recipes` (lr sweep, study sweep, analysi
 Matched sizes: every preset has the same layers, d_model and heads for a target; the MLP width
 keeps the MLP's weights equal (4·d_model for ReLU/GELU; round(8·d_model/3) for SwiGLU's three
 matrices, not LLaMA's rounding up to 64, which at d_model 32 would add 50%), so the non-embedding
-N differ only by biases and norm scales (3.4% at the smallest size, 1.3% at the largest). Run
+N differ only by biases and norm scales (5.6% at the smallest size, 1.4% at the largest). Run
 names end with the preset.
 
 `get_sweep()` is the full study as `launch.sweep --sweep=arch_recipes` sees it: its learning
@@ -65,7 +65,7 @@ class Scale:
 
 SCALES = {
     'full': Scale(base='experiments/configs/scaling_cpu.py', batch_size=16, seq_len=128,
-                  warmup_steps=100, targets=(1.5e4, 4e4, 1e5, 2.5e5),
+                  warmup_steps=100, targets=(4e3, 1.5e4, 4e4, 1e5),
                   budgets=(2.5e11, 7.5e11, 2.25e12), lr_target=1e5, lr_budget=5e11,
                   lr_grid=(0.5, 1, 2, 4, 8), seed_targets=(1.5e4, 1e5)),
     'mini': Scale(base='experiments/configs/tiny.py', batch_size=8, seq_len=32, warmup_steps=2,
