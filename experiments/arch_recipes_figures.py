@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from lmjax.scaling.multiplier import frontier_mask
 
@@ -49,6 +50,7 @@ def loss_vs_compute(done, fits):
   ax.set_xscale('log')
   ax.set_yscale('log')
   ax.set_ylim(done['loss'].min() * 0.95, done['loss'].max() * 1.05)
+  ax.xaxis.set_minor_formatter(NullFormatter())
   ax.set_xlabel('training FLOPs C')
   ax.set_ylabel('final eval loss (nats/byte)')
   ax.legend(fontsize=7)

@@ -3,6 +3,8 @@ prints and writes to WORKDIR/results (results.md, results.json and the figures).
 
 - the lr sweep: each preset's final loss at each learning rate, the one chosen, and whether it
   lies at the edge of the grid (the best lr may then lie beyond it);
+- the IsoFLOP curves: each preset's loss at each size and budget (seed 0), and whether each
+  budget's minimum lies inside the sizes trained (else the frontier overstates L at that C);
 - run-to-run noise: at each (size, budget) trained with several seeds, each preset's mean and
   standard deviation (ddof 1) over seeds, and the difference of each preset from vaswani there
   with its standard error sqrt(s_a²/n_a + s_b²/n_b);
@@ -73,6 +75,22 @@ def seed_table(done) -> list:
   return rows
 
 
+def isoflop_table(done) -> list:
+  """Seed 0's loss at every size and budget, per preset, and whether the budget's minimum lies
+  inside the sizes trained at it (not at the smallest or largest)."""
+  rows = []
+  first = done[done['seed'] == 0]
+  for (preset, budget), g in first.groupby(['model.preset', 'budget'], sort=True):
+    g = g.sort_values('N_no_emb')
+    losses = g['loss'].to_numpy(float)
+    best = int(np.argmin(losses))
+    rows.append(dict(preset=preset, budget=float(budget),
+                     n=[int(x) for x in g['N_no_emb']], loss=[float(x) for x in losses],
+                     best_n=int(g['N_no_emb'].iloc[best]),
+                     inside=bool(0 < best < len(losses) - 1)))
+  return rows
+
+
 def differences(seeds) -> list:
   """Each preset's mean minus vaswani's at each seeded (size, budget), with its standard error."""
   ref = {(r['n_layers'], r['d_model'], r['budget']): r for r in seeds
@@ -112,6 +130,13 @@ def markdown(res) -> str:
     mark = 'chosen' + (' (edge of the grid)' if r['edge'] else '') if r['chosen'] else ''
     loss = 'diverged' if r['state'] == 'diverged' else _fmt(r['loss'])
     lines.append(f'| {r["preset"]} | {r["mult"]:g} | {r["lr"]:.3g} | {loss} | {mark} |')
+  lines += ['', '## IsoFLOP curves (seed 0): loss at each N, smallest N first', '',
+            '| preset | budget C | losses | best N | minimum inside the sizes |',
+            '|---|---|---|---|---|']
+  for r in res['isoflop']:
+    losses = ', '.join(f'{n:,}: {l:.3f}' for n, l in zip(r['n'], r['loss']))
+    lines.append(f'| {r["preset"]} | {r["budget"]:.3g} | {losses} | {r["best_n"]:,} | '
+                 f'{"yes" if r["inside"] else "no"} |')
   lines += ['', '## Run-to-run noise (seeds at fixed N, D)', '',
             '| preset | layers × d_model | N | budget C | seeds | mean loss | sd | range |',
             '|---|---|---|---|---|---|---|---|']
@@ -164,7 +189,8 @@ def analyse(workdir, scale, lr_rows, bootstrap=1000, seed=0, level=0.95) -> dict
   seeds = seed_table(done)
   sds = np.array([r['sd'] for r in seeds])
   dof = np.array([r['seeds'] - 1 for r in seeds])
-  res = dict(lr=lr_table(lr_rows), seeds=seeds, differences=differences(seeds),
+  res = dict(lr=lr_table(lr_rows), isoflop=isoflop_table(done), seeds=seeds,
+             differences=differences(seeds),
              pooled_sd=float(np.sqrt(np.sum(dof * sds ** 2) / np.sum(dof))) if seeds else math.nan,
              level=level, multipliers={}, runs=int(len(done)))
   fits = {}

@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib import colormaps, colors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from lmjax.scaling import envelope
 
@@ -131,6 +132,7 @@ def multiplier(m, losses=None, title=''):
       a1.fill_between(grid, *np.nanpercentile(band, [2.5, 97.5], 0), color=color, alpha=0.15)
   a1.set_xscale('log')
   a1.set_yscale('log')
+  a1.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
   all_loss = np.concatenate([m.data[n][1] for n in names])
   a1.set_ylim(all_loss.min() * 0.95, all_loss.max() * 1.05)  # the bands, not runaway replicates
   a1.set_xlabel('training FLOPs C')
