@@ -108,14 +108,16 @@ def differences(seeds) -> list:
 
 
 def lr_table(lr_rows) -> list:
+  """The lr sweep's rows by preset and multiplier, marked with the sweep file's own choice
+  (choose_multipliers) and whether it lies at the edge of the grid."""
+  from experiments.sweeps.arch_recipes import choose_multipliers
+  chosen = choose_multipliers(lr_rows)
   out = []
   for p in _presets():
     mine = sorted((r for r in lr_rows if r['preset'] == p), key=lambda r: r['mult'])
-    finite = [r for r in mine if math.isfinite(r['loss'])]
-    best = min(finite, key=lambda r: r['loss']) if finite else None
     for r in mine:
-      out.append({**r, 'chosen': r is best,
-                  'edge': r is best and (r is mine[0] or r is mine[-1])})
+      pick = r['mult'] == chosen[p]
+      out.append({**r, 'chosen': pick, 'edge': pick and r in (mine[0], mine[-1])})
   return out
 
 

@@ -3,8 +3,9 @@ than another.
 
 Each group g (two presets, two sweeps, two datasets) is fitted with L_g(C) = E_g + A_g·C^(−α_g)
 (the compute law with an irreducible term; Kaplan et al. 2020, Eq. 1.3 plus E as in Henighan et
-al. 2020; E > 0, fitted on a log scale, as a loss cannot fall below zero), jointly, with the asymptote shared (E_a = E_b: both recipes approach the same entropy
-of the text, the usual assumption) or separate, as asked. Inverting, C_g(L) = (A_g/(L − E_g))^(1/α_g),
+al. 2020; E > 0, fitted on a log scale, as a loss cannot fall below zero), jointly, with the
+asymptote shared (E_a = E_b: both recipes approach the same entropy of the text, the usual
+assumption) or separate, as asked. Inverting, C_g(L) = (A_g/(L − E_g))^(1/α_g),
 and the multiplier of b over a at a loss L is
 
     M(L) = C_b(L) / C_a(L),
