@@ -36,8 +36,9 @@ setup(
         # torch and transformers build the reference models of tests/test_convert.py (the
         # converter itself reads safetensors with NumPy); torch's CPU build is the one checked.
         # nbclient, nbformat and ipykernel execute the notebooks headless
-        # (tests/test_notebooks.py); pytest-xdist runs the suite on every core (README).
-        'test': ['pytest>=9.2', 'pytest-xdist>=3.8', 'torch==2.13.0', 'transformers==5.17.0',
+        # (tests/test_notebooks.py); pytest-xdist runs the suite on every core (README);
+        # pytest-timeout fails a test that hangs (pytest.ini).
+        'test': ['pytest>=9.2', 'pytest-xdist>=3.8', 'pytest-timeout>=2.4', 'torch==2.13.0', 'transformers==5.17.0',
                  'nbclient>=0.11', 'nbformat>=5.11', 'ipykernel>=7.4'],
         # launch.memory --topology: the TPU compiler, run on any machine (lmjax/topology.py).
         # Pinned: libtpu is built against one jaxlib's plugin interface, and 0.0.52 is the
