@@ -93,7 +93,8 @@ class Multiplier:
     """M(L) over losses (m,): value, lo, hi (bootstrap percentile interval), unreachable."""
     loss = np.atleast_1d(np.asarray(loss, np.float64))
     c_a, c_b = self.compute_to_reach(loss)
-    out = dict(loss=loss, value=(c_b / c_a)[0])
+    with np.errstate(invalid='ignore', divide='ignore'):  # inf/inf below both asymptotes
+      out = dict(loss=loss, value=(c_b / c_a)[0])
     if self.fit.boot is not None:
       ra, rb = self.compute_to_reach(loss, self.fit.boot['theta'])
       with np.errstate(invalid='ignore', divide='ignore'):
