@@ -125,8 +125,23 @@ def _fmt(x, digits=4):
   return '—' if x is None or not math.isfinite(x) else f'{x:.{digits}g}'
 
 
+_MACHINE = ('cpu', 'cpu_isa', 'jaxlib')
+
+
+def machines(done) -> list:
+  """[{cpu, cpu_isa, jaxlib, runs}] over the finished runs (lmjax/machine.py: results differ
+  across CPUs); runs from before summaries recorded it have None."""
+  cols = [f'machine.{k}' for k in _MACHINE]
+  table = done.reindex(columns=cols)
+  counts = table.astype(str).where(table.notna(), '').value_counts().items()
+  return [{**{k: v or None for k, v in zip(_MACHINE, key)}, 'runs': int(n)}
+          for key, n in counts]
+
+
 def markdown(res) -> str:
-  lines = ['## Learning rates (one size, one budget)', '',
+  where = '; '.join(f'{m["cpu"] or "not recorded"} ({m["cpu_isa"] or "?"}, jaxlib '
+                    f'{m["jaxlib"] or "?"}): {m["runs"]} runs' for m in res.get('machines', []))
+  lines = [f'Ran on: {where}.', '', '## Learning rates (one size, one budget)', '',
            '| preset | lr multiplier | lr | final loss | |', '|---|---|---|---|---|']
   for r in res['lr']:
     mark = 'chosen' + (' (edge of the grid)' if r['edge'] else '') if r['chosen'] else ''
@@ -194,7 +209,7 @@ def analyse(workdir, scale, lr_rows, bootstrap=1000, seed=0, level=0.95) -> dict
   res = dict(lr=lr_table(lr_rows), isoflop=isoflop_table(done), seeds=seeds,
              differences=differences(seeds),
              pooled_sd=float(np.sqrt(np.sum(dof * sds ** 2) / np.sum(dof))) if seeds else math.nan,
-             level=level, multipliers={}, runs=int(len(done)))
+             level=level, multipliers={}, runs=int(len(done)), machines=machines(done))
   fits = {}
   for p in _presets():
     if p == REFERENCE:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import jax
 
-from lmjax import compile_cache, sharding
+from lmjax import compile_cache, machine, sharding
 from lmjax.atomic import write_json
 from lmjax.checkpoint import Checkpoints
 from lmjax.config import to_dict
@@ -102,6 +102,7 @@ def _summary(config, setup, log, start, compiled, wall, final) -> dict:
           'resumed_from': start.step or None,
           'unigram_bits_per_byte': setup.dataset.stats.get('eval', {}).get(
               'unigram_bits_per_byte'),
+          'machine': machine.describe(),
           **{k: v for k, v in final.items() if k != 'step'}}
 
 

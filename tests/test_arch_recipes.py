@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from experiments.sweeps import arch_recipes as plan
-from lmjax import sweeps
+from lmjax import machine, sweeps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,6 +114,9 @@ def test_the_miniature_study_runs_end_to_end_and_a_rerun_only_analyses(tmp_path)
       assert row['lo'] <= row['hi']
   text = (results / 'results.md').read_text()
   assert '| llama |' in text and 'Pooled seed sd' in text
+  saved = json.loads((results / 'results.json').read_text())
+  assert [m['runs'] for m in saved['machines']] == [saved['runs']]  # lmjax/machine.py
+  assert text.startswith(f'Ran on: {machine.cpu_model()} ({machine.cpu_isa() or "?"}, jaxlib ')
   for name in ('loss_vs_compute', 'seeds', 'lr_sweep', 'multiplier_llama', 'multiplier_gpt2'):
     assert (results / f'{name}.png').read_bytes()[:4] == b'\x89PNG'
   # The same command again: every run is done, the analysis alone gives the same numbers.

@@ -32,6 +32,7 @@ def test_train_writes_the_run_directory(tiny, tmp_path):
   assert all({'eval_loss', 'eval_ppl', 'eval_bpb'} <= set(r) for r in evals)
   assert json.loads((tmp_path / 'config.json').read_text())['model']['norm'] == 'rmsnorm'
   saved = json.loads((tmp_path / 'summary.json').read_text())
+  assert saved['machine']['platform'] == 'cpu' and saved['machine']['cpu']  # lmjax/machine.py
   assert saved['eval_loss'] == summary['eval_loss'] == evals[-1]['eval_loss']
   assert any(name.startswith('events') for name in os.listdir(tmp_path / 'tb'))
   assert int(state.step) == 12

@@ -9,7 +9,8 @@ The runs table has, per run: name, path, status, every resolved config field fla
 column ('model.d_model', 'optim.lr', ...), N (all parameters), N_no_emb (without embeddings,
 Kaplan et al. 2020, Sec. 2.1), D (tokens trained so far), C = D · flops_per_token (lmjax.flops'
 exact count, as launch.fit's tables), loss (the final eval loss; NaN until the run has finished),
-eval_bpb, eval_ppl, final_train_loss, step (the last logged), steps (planned); and for sweeps the
+eval_bpb, eval_ppl, final_train_loss, step (the last logged), steps (planned), where it ran
+('machine.cpu', 'machine.jaxlib', ...; lmjax/machine.py: results differ across CPUs); and for sweeps the
 plan's columns (design, budget, seed, branch_of, branch_step, cooldown_branch, planned_N, planned_D,
 planned_C). `fit_table` keeps the finished data points, as `launch.fit --sweep_dir` does.
 
@@ -117,7 +118,9 @@ def read_run(path: str, name: str | None = None, status: str | None = None) -> t
       step=int(last['step']) if len(curve) else 0,
       steps=config.get('train', {}).get('steps', np.nan),
       wall_s=_num(summary, 'wall_s'))
+  machine = summary.get('machine') if isinstance(summary, dict) else None
   row.update(flatten(config))
+  row.update(flatten(machine if isinstance(machine, dict) else {}, 'machine.'))
   curve.insert(0, 'name', row['name'])
   curve['inherited'] = False
   return row, curve
