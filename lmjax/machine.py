@@ -14,8 +14,6 @@ from importlib import metadata
 import jax
 
 _PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
-
-
 # The vector extensions XLA:CPU's kernels choose between, widest first.
 _ISAS = ('avx512f', 'avx2', 'avx', 'sse4_2', 'sve', 'asimd')
 
@@ -58,7 +56,7 @@ def describe() -> dict:
   """{cpu, cpu_isa, platform, device_kind, devices, processes, python, and the numeric packages'
   versions}: JSON-ready, the same on every process of a run's machine type."""
   device = jax.devices()[0]
-  return dict(cpu=cpu_model(), cpu_isa=cpu_isa(), platform=device.platform, device_kind=device.device_kind,
-              devices=jax.device_count(), processes=jax.process_count(),
-              python=platform.python_version(),
+  return dict(cpu=cpu_model(), cpu_isa=cpu_isa(), platform=device.platform,
+              device_kind=device.device_kind, devices=jax.device_count(),
+              processes=jax.process_count(), python=platform.python_version(),
               **{name: _version(name) for name in _PACKAGES})

@@ -124,25 +124,29 @@ def _traced_steps(workdir):
   return out
 
 
+def _launch_train(workdir, steps):
+  """launch.train on tiny with the profile window at steps 5-7 (checkpoints every 4 steps)."""
+  flags = ['--config=experiments/configs/tiny.py', f'--workdir={workdir}',
+           '--config.train.eval_every=8', '--config.optim.warmup_steps=2',
+           '--config.train.profile_start=5', '--config.train.profile_steps=3',
+           '--config.checkpoint.every_steps=4', '--config.checkpoint.async_save=False',
+           f'--config.train.steps={steps}']
+  out = subprocess.run([sys.executable, '-m', 'launch.train', *flags], cwd=ROOT,
+                       capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+
+
 def test_profile_window_traces_the_steps_asked_for_and_not_again_on_resume(tmp_path):
   """Two `launch.train` processes, as a user runs them. In a process of its own: in CI a
   pytest worker that had run many tests' threads before this one died with SIGSEGV inside
   jax.profiler.start_trace (never reproduced alone, 12 of 12 runs; see the stop 24 note)."""
-  flags = ['--config=experiments/configs/tiny.py', f'--workdir={tmp_path}',
-           '--config.train.eval_every=8', '--config.optim.warmup_steps=2',
-           '--config.train.profile_start=5', '--config.train.profile_steps=3',
-           '--config.checkpoint.every_steps=4', '--config.checkpoint.async_save=False']
-  out = subprocess.run([sys.executable, '-m', 'launch.train', *flags, '--config.train.steps=8'],
-                       cwd=ROOT, capture_output=True, text=True)
-  assert out.returncode == 0, out.stderr[-3000:]
+  _launch_train(tmp_path, 8)
   traces = _traced_steps(tmp_path)
   assert list(traces.values()) == [[5, 6, 7]], traces
   assert any(p.endswith('.xplane.pb') for p in os.listdir(os.path.dirname(next(iter(traces)))))
   # resumed at step 8 (launch.train leaves a run with a summary alone), past the window:
   # nothing more is traced
   os.remove(tmp_path / 'summary.json')
-  out = subprocess.run([sys.executable, '-m', 'launch.train', *flags, '--config.train.steps=10'],
-                       cwd=ROOT, capture_output=True, text=True)
-  assert out.returncode == 0, out.stderr[-3000:]
+  _launch_train(tmp_path, 10)
   summary = json.loads((tmp_path / 'summary.json').read_text())
   assert summary['resumed_from'] == 8 and _traced_steps(tmp_path) == traces

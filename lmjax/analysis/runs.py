@@ -10,9 +10,10 @@ column ('model.d_model', 'optim.lr', ...), N (all parameters), N_no_emb (without
 Kaplan et al. 2020, Sec. 2.1), D (tokens trained so far), C = D · flops_per_token (lmjax.flops'
 exact count, as launch.fit's tables), loss (the final eval loss; NaN until the run has finished),
 eval_bpb, eval_ppl, final_train_loss, step (the last logged), steps (planned), where it ran
-('machine.cpu', 'machine.jaxlib', ...; lmjax/machine.py: results differ across CPUs); and for sweeps the
-plan's columns (design, budget, seed, branch_of, branch_step, cooldown_branch, planned_N, planned_D,
-planned_C). `fit_table` keeps the finished data points, as `launch.fit --sweep_dir` does.
+('machine.cpu', 'machine.jaxlib', ...; lmjax/machine.py: results differ across CPUs); and for
+sweeps the plan's columns (design, budget, seed, branch_of, branch_step, cooldown_branch,
+planned_N, planned_D, planned_C). `fit_table` keeps the finished data points, as
+`launch.fit --sweep_dir` does.
 
 The curves table has one row per (run, logged step): step, tokens, flops, loss (training), lr,
 eval_loss, eval_bpb and every other logged number. A cooldown branch's curve starts with its
