@@ -23,7 +23,7 @@ setup(
         'array_record>=0.8.6',
         'grain>=0.2.18',
         'sentencepiece>=0.2.3',
-        # Hugging Face checkpoints (lmjax/convert.py): safetensors read and written with NumPy.
+        # Hugging Face checkpoints (lmjax/model/hf.py): safetensors read and written with NumPy.
         'safetensors>=0.8.0',
         'tokenizers>=0.22.2',        # data.tokenizer=hf: a Hugging Face tokenizer.json
         'importlib_resources>=6.5',  # imported by TFDS's builder code, not declared by it
@@ -40,7 +40,7 @@ setup(
         # pytest-timeout fails a test that hangs (pytest.ini).
         'test': ['pytest>=9.2', 'pytest-xdist>=3.8', 'pytest-timeout>=2.4', 'torch==2.13.0',
                  'transformers==5.17.0', 'nbclient>=0.11', 'nbformat>=5.11', 'ipykernel>=7.4'],
-        # launch.memory --topology: the TPU compiler, run on any machine (lmjax/topology.py).
+        # launch.memory --topology: the TPU compiler, run on any machine (lmjax/train/topology.py).
         # Pinned: libtpu is built against one jaxlib's plugin interface, and 0.0.52 is the
         # version checked with jax 0.10.2.
         'tpu': ['libtpu==0.0.52'],

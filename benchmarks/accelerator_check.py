@@ -4,27 +4,27 @@
 
 Sections, each printed as readable lines and one JSON line per measurement ({"section": ...}):
   device         jax.devices()[0]'s kind and platform, the versions of jax and its companions.
-  attention      forward + backward of every kernel of lmjax/attention.py the platform has
+  attention      forward + backward of every kernel of lmjax/model/attention.py the platform has
                  (blocked, xla, cudnn, pallas_gpu on GPU; blocked, xla, splash on TPU; blocked,
                  xla on CPU) at B=4, H=32, K=8, E=128, T=2048 and 8192, bfloat16, rows packed with
                  a few documents (segment ids): median time, TFLOP/s, peak memory, and how far
                  each kernel's output and gradients are from the `xla` kernel's (`blocked`'s
                  where xla's T×S logits do not fit) on the same inputs.
-  cross_entropy  lmjax/loss.py whole against chunked (4096, 8192 tokens): value and gradient with
+  cross_entropy  lmjax/train/loss.py whole against chunked (4096, 8192 tokens): value and gradient with
                  respect to features and weights, N=65,536, D=2048, V=32,000 and 128,256.
   train_step     experiments/configs/llama_1b.py on random tokens, batch 8 × 2048 on one device,
                  bfloat16 compute, attention 'auto': tokens/s and MFU.
   memory         that step's compiled.memory_analysis() on the device beside the analytic figures
-                 of lmjax.memory.train_step_memory (what launch.memory prints), and the peak.
+                 of lmjax.train.memory.train_step_memory (what launch.memory prints), and the peak.
 A kernel or case that fails prints one line with its error and the check goes on.
 
 Conventions. Attention FLOPs are causal over the whole row, 4·B·H·T²·E/2 forward and 2.5 times
 that backward (FlashAttention-2's count; Dao 2023), whatever the documents skip. Cross-entropy
 FLOPs are the three matmuls, 6·N·D·V (the chunked form runs a fourth, recomputing the logits).
-MFU uses lmjax.flops.exact_flops_per_token(attention='causal'): 6 FLOPs per matmul weight (N
+MFU uses lmjax.model.flops.exact_flops_per_token(attention='causal'): 6 FLOPs per matmul weight (N
 without the input embedding) plus 12·L·H·E·(T+1)/2 for attention; `mfu_dense` counts all T²
 pairs (PaLM's and Levanter's convention); `mfu` is what launch.train and launch.bench log.
-Peak FLOP/s: --peak_tflops, else the table of lmjax.flops.
+Peak FLOP/s: --peak_tflops, else the table of lmjax.model.flops.
 Memory: JAX cannot reset `peak_bytes_in_use`, so every section runs in its own process and the
 cases of a section run smallest first (the T×S-logit kernel and the whole cross-entropy last): a
 case's peak is the process peak after it, its own when the peak rose (`peak_own`), else an upper
@@ -116,7 +116,7 @@ def require_modules():
   """Exits (status 2) with one line naming the first module this machine lacks (see the
   docstring). Importing starts no backend: the parent holds no device memory."""
   import importlib
-  for name in MODULES + ('lmjax.steps', 'lmjax.memory', 'experiments.configs.llama_1b'):
+  for name in MODULES + ('lmjax.train.steps', 'lmjax.train.memory', 'experiments.configs.llama_1b'):
     try:
       importlib.import_module(name)
     except ModuleNotFoundError as e:
@@ -339,7 +339,7 @@ def attention_case(impl, t, shape, block, platform, results):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from lmjax import attention
+  from lmjax.model import attention
   b, h, k, e = shape['attn_batch'], shape['heads'], shape['kv_heads'], shape['head_dim']
   q_shape, kv_shape = (b, t, h, e), (b, t, k, e)
   name = f'attention {impl:<10} T={t}'
@@ -421,14 +421,14 @@ def cross_entropy_case(v, chunk, shape, results):
   """(name, build): mean nats and their gradient wrt features and weights, whole or chunked."""
   import jax
   import jax.numpy as jnp
-  from lmjax import loss
+  from lmjax.train import loss
   n, d = shape['ce_tokens'], shape['ce_width']
   name = f'cross_entropy V={v:<7} ' + (f'chunk={chunk}' if chunk else 'whole')
 
   def objective(x_NxD, w_DxV, targets_N):
     if chunk:
       nats_N, _ = loss.cross_entropy_chunked(x_NxD, w_DxV, None, targets_N, chunk)
-    else:  # as lmjax.steps.loss_sums: float32 logits of every token at once
+    else:  # as lmjax.train.steps.loss_sums: float32 logits of every token at once
       logits_NxV = jnp.dot(x_NxD, w_DxV, preferred_element_type=jnp.float32)
       nats_N, _ = loss.cross_entropy(logits_NxV, targets_N)
     return nats_N.mean()
@@ -509,10 +509,10 @@ def train_config(args, shape, attention_impl):
 
 
 def random_batch(config, mesh, docs=4):
-  """One batch as the loop feeds it (the keys of lmjax.memory.abstract_batch), random tokens
+  """One batch as the loop feeds it (the keys of lmjax.train.memory.abstract_batch), random tokens
   packed `docs` documents to a row."""
   import numpy as np
-  from lmjax import sharding
+  from lmjax.train import sharding
   b, t, v = config.data.batch_size, config.data.seq_len, config.model.vocab_size
   rng = np.random.default_rng(config.seed)
   tokens = rng.integers(0, v, (b, t + 1), dtype=np.int32)
@@ -525,7 +525,7 @@ def random_batch(config, mesh, docs=4):
 def peak_flops(args):
   """(FLOP/s, source) of one device, or (None, why) where neither the flag nor the table has it."""
   import jax
-  from lmjax import flops
+  from lmjax.model import flops
   dev = jax.devices()[0]
   if args.peak_tflops:
     return args.peak_tflops * 1e12, '--peak_tflops'
@@ -545,9 +545,10 @@ def xla_flops(compiled):
 def run_train_step(args, config, mesh, compiled):
   """Times `compiled` (the train step) on random tokens; returns the train_step record."""
   import jax
-  from lmjax import flops, sharding
-  from lmjax.model import ModelConfig
-  from lmjax.steps import build_model_and_optimizer, init_state, schedule_arg, state_shardings
+  from lmjax.model import flops
+  from lmjax.train import sharding
+  from lmjax.model.transformer import ModelConfig
+  from lmjax.train.steps import build_model_and_optimizer, init_state, schedule_arg, state_shardings
   model, tx = build_model_and_optimizer(config)
   with Peak() as mem:
     state = init_state(model, tx, config, state_shardings(model, tx, config, mesh))
@@ -591,13 +592,13 @@ def run_train_step(args, config, mesh, compiled):
 
 
 def compile_step(config, mesh):
-  """The train step compiled for `mesh` as lmjax.memory.train_step_memory compiles it (for
-  --skip=memory, or an lmjax.memory that does not return its executable)."""
+  """The train step compiled for `mesh` as lmjax.train.memory.train_step_memory compiles it (for
+  --skip=memory, or an lmjax.train.memory that does not return its executable)."""
   import jax
   import jax.numpy as jnp
-  from lmjax import memory, sharding
-  from lmjax.checkpoint import abstract_like
-  from lmjax.steps import (build_model_and_optimizer, init_state, make_train_step, schedule_arg,
+  from lmjax.train import memory, sharding
+  from lmjax.train.checkpoint import abstract_like
+  from lmjax.train.steps import (build_model_and_optimizer, init_state, make_train_step, schedule_arg,
                            state_shardings)
   model, tx = build_model_and_optimizer(config)
   shardings = state_shardings(model, tx, config, mesh)
@@ -609,7 +610,7 @@ def compile_step(config, mesh):
 
 
 def memory_report(est, step_record):
-  """The compiler's figures for this device beside lmjax.memory's analytic ones and the peak."""
+  """The compiler's figures for this device beside lmjax.train.memory's analytic ones and the peak."""
   mem = est.compiled
   measured = (step_record or {}).get('peak_bytes')
   record = {'section': 'memory', 'compiled_on': jax_platform(),
@@ -626,7 +627,7 @@ def memory_report(est, step_record):
         f'{g(mem.alias_size_in_bytes).strip()})')
   print(f'  temporaries {g(mem.temp_size_in_bytes)}  (activations, gradients, workspace)')
   print(f'  needed      {g(est.needed)}  (arguments + temporaries)')
-  print('lmjax.memory.train_step_memory, analytic:')
+  print('lmjax.train.memory.train_step_memory, analytic:')
   print(f'  params      {g(est.params)}   AdamW moments {g(est.moments).strip()}   '
         f'(3 × 4 bytes × N = {g(est.adamw_estimate).strip()})')
   print(f'  activations {g(est.activations)}  (Korthikanti et al. 2022, no recomputation)')
@@ -645,11 +646,11 @@ def jax_platform():
 
 
 def train_step_section(args, shape):
-  """Sections 4 and 5 from one compile: lmjax.memory.train_step_memory compiles the step for
+  """Sections 4 and 5 from one compile: lmjax.train.memory.train_step_memory compiles the step for
   this device (its figures are section 5) and the same executable is timed (section 4). Where
   the kernel `auto` picks fails, once more with `xla`, so that the check still yields a step."""
   import jax
-  from lmjax import memory, sharding
+  from lmjax.train import memory, sharding
   want_step, want_memory = 'train_step' not in args.skip, 'memory' not in args.skip
   for impl in ('auto', 'xla'):
     if past_deadline(args, f'train step attention_impl={impl}', 'train_step'):

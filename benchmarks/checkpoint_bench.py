@@ -17,10 +17,10 @@ import jax
 from ml_collections import ConfigDict
 
 from launch.flags_util import load_config_file
-from lmjax import data
-from lmjax.checkpoint import Checkpoints
+from lmjax.data import loader
+from lmjax.train.checkpoint import Checkpoints
 from lmjax.config import resolve
-from lmjax.steps import build_model_and_optimizer, init_state
+from lmjax.train.steps import build_model_and_optimizer, init_state
 
 
 def main():
@@ -31,7 +31,7 @@ def main():
   config = resolve(load_config_file(args.config))
   model, tx = build_model_and_optimizer(config)
   state = init_state(model, tx, config)
-  it = data.train_iterator(data.load(config), config)
+  it = loader.train_iterator(loader.load(config), config)
   next(it)
   size = sum(x.nbytes for x in jax.tree_util.tree_leaves(state))
   for async_save in (False, True):

@@ -19,9 +19,9 @@ import jax
 import numpy as np
 
 from launch.flags_util import load_config_file
-from lmjax import decode
+from lmjax.infer import decode
 from lmjax.config import resolve
-from lmjax.steps import build_model_and_optimizer, init_params
+from lmjax.train.steps import build_model_and_optimizer, init_params
 
 
 def main():

@@ -19,7 +19,7 @@ import sys
 from absl import app, flags
 
 from launch.flags_util import fail, parse_flags
-from lmjax.exitcodes import EXIT_FAILED, EXIT_OK
+from lmjax.core.exitcodes import EXIT_FAILED, EXIT_OK
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/arch_recipes', 'The study\'s directory: lr/, '
                                'study/ and results/.')

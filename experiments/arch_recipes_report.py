@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from lmjax import analysis
-from lmjax.atomic import atomic_open, write_text
+from lmjax.core.atomic import atomic_open, write_text
 from lmjax.scaling import multiplier as multiplier_lib
 
 REFERENCE = 'vaswani'
@@ -129,7 +129,7 @@ _MACHINE = ('cpu', 'cpu_isa', 'jaxlib')
 
 
 def machines(done) -> list:
-  """[{cpu, cpu_isa, jaxlib, runs}] over the finished runs (lmjax/machine.py: results differ
+  """[{cpu, cpu_isa, jaxlib, runs}] over the finished runs (lmjax/train/machine.py: results differ
   across CPUs); runs from before summaries recorded it have None."""
   cols = [f'machine.{k}' for k in _MACHINE]
   table = done.reindex(columns=cols)

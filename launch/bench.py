@@ -1,10 +1,10 @@
 """Training-throughput benchmark: python -m launch.bench [--configs=S,M,small] [--steps=20].
 
 Each config runs in a fresh subprocess (so peak memory is its own): the real train step of
-lmjax.steps on synthetic tokens (config `random` data) or the config's corpus, `warmup` untimed
+lmjax.train.steps on synthetic tokens (config `random` data) or the config's corpus, `warmup` untimed
 steps, then `steps` individually timed steps. Prints one JSON line per config (tokens/s from the
 median step time, step time, compile time, MFU against the device peak (attention counted
-causal, as launch.train logs it; lmjax/flops.py), peak memory, and the input pipeline's own
+causal, as launch.train logs it; lmjax/model/flops.py), peak memory, and the input pipeline's own
 rate over `pipeline_batches` batches: for 1 and 2 processes, the global tokens per second that
 process 0's reading of its rows keeps up with) and a table.
 S and M are nanoGPT's shapes (shared/bench/nanogpt_cpu_bench.py times nanoGPT itself on them).
@@ -44,18 +44,19 @@ def load_config(name):
 
 def run_one(name):
   import jax
-  from lmjax import data, flops
+  from lmjax.data import loader
+  from lmjax.model import flops
   from lmjax.config import resolve
-  from lmjax.model import ModelConfig
-  from lmjax.steps import (build_model_and_optimizer, init_state, make_train_step,
+  from lmjax.model.transformer import ModelConfig
+  from lmjax.train.steps import (build_model_and_optimizer, init_state, make_train_step,
                            peak_memory_bytes, schedule_arg)
 
   config = resolve(load_config(name))
   model, tx = build_model_and_optimizer(config)
   mcfg = ModelConfig.from_config(config.model)
   state = init_state(model, tx, config)
-  dataset = data.load(config)
-  it = data.train_iterator(dataset, config)
+  dataset = loader.load(config)
+  it = loader.train_iterator(dataset, config)
   batches = [jax.device_put(next(it)) for _ in range(4)]
   tokens = config.data.batch_size * config.data.seq_len
   # The input pipeline alone: process 0 of P reads its B/P rows of each global batch; the
@@ -63,7 +64,7 @@ def run_one(name):
   input_tps = {}
   for count in (1, 2):
     if config.data.batch_size % count == 0:
-      rows = data.train_iterator(dataset, config, 0, count)
+      rows = loader.train_iterator(dataset, config, 0, count)
       t0 = time.perf_counter()
       for _ in range(_PIPELINE_BATCHES.value):
         next(rows)

@@ -1,4 +1,4 @@
-"""Hugging Face checkpoints in and out (lmjax/convert.py).
+"""Hugging Face checkpoints in and out (lmjax/model/hf.py).
 
   python -m launch.convert --from_hf=HF_DIR --workdir=OUT [--seq_len=1024]
   python -m launch.convert --to_hf=HF_DIR --workdir=RUN [--step=S]
@@ -53,12 +53,12 @@ def _empty_target(path, flag):
 
 
 def import_hf():
-  from lmjax import convert
+  from lmjax.model import hf
   out = os.path.abspath(_WORKDIR.value)
   _empty_target(out, '--workdir')
   try:
-    fields, params = convert.to_lmjax(*convert.read(_FROM.value))
-  except convert.ConvertError as e:
+    fields, params = hf.to_lmjax(*hf.read(_FROM.value))
+  except hf.ConvertError as e:
     fail(f'--from_hf={_FROM.value}: {e}')
   seq_len = _SEQ_LEN.value or min(fields['max_seq_len'], 1024)
   tokenizer_json = os.path.join(_FROM.value, 'tokenizer.json')
@@ -95,7 +95,7 @@ def _read_json(directory):
 
 def _sep_token(tokenizer_json, hf_config):
   """The model's end-of-text token, which lmjax puts before every document ('' to let
-  lmjax.tokenizers find one)."""
+  lmjax.data.tokenizers find one)."""
   from tokenizers import Tokenizer
   eos = hf_config.get('eos_token_id')
   eos = eos[0] if isinstance(eos, list) and eos else eos
@@ -106,8 +106,9 @@ def _sep_token(tokenizer_json, hf_config):
 
 def _write_run(tmp, out, fields, params, seq_len, dataset, source, tokenizer):
   import jax
-  from lmjax import checkpoint, pyfile, steps
-  from lmjax.atomic import write_json, write_text
+  from lmjax.core import pyfile
+  from lmjax.train import checkpoint, steps
+  from lmjax.core.atomic import write_json, write_text
   from lmjax.config import ConfigError, resolve, to_dict
   text = CONFIG_FILE.format(source=source, path=os.path.join(out, 'lmjax_config.py'),
                             model=fields, seq_len=seq_len, dataset=dataset, out=out,
@@ -142,15 +143,16 @@ def _write_run(tmp, out, fields, params, seq_len, dataset, source, tokenizer):
 
 def export_hf():
   import jax
-  from lmjax import convert, trained
+  from lmjax.model import hf
+  from lmjax.train import trained
   _empty_target(_TO.value, '--to_hf')
   try:
     run = trained.load(_WORKDIR.value, _STEP.value)
-    hf_config, tensors = convert.from_lmjax(run.config.model.to_dict(),
+    hf_config, tensors = hf.from_lmjax(run.config.model.to_dict(),
                                             jax.device_get(run.params))
-  except (trained.RunError, convert.ConvertError) as e:
+  except (trained.RunError, hf.ConvertError) as e:
     fail(str(e))
-  convert.write(_TO.value, hf_config, tensors)
+  hf.write(_TO.value, hf_config, tensors)
   print(f'wrote {_TO.value}: config.json and model.safetensors ({len(tensors)} tensors, '
         f'{hf_config["architectures"][0]}) from step {run.step}')
 

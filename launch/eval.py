@@ -3,7 +3,7 @@
 Reads the run's config and the params of its newest checkpoint (or --step, or --params, params
 written by checkpoint.export_params), builds the model on the run's mesh, and evaluates every
 token of --split (default: the run's evaluation split; --documents=K for the first K documents)
-as lmjax/evaluation.py describes: loss, perplexity, bits per token and per byte, accuracy,
+as lmjax/eval/per_token.py describes: loss, perplexity, bits per token and per byte, accuracy,
 calibration (ECE), loss by position and by document group. --rows=training evaluates the
 training loop's evaluation batches instead (the same numbers the run logged).
 
@@ -57,7 +57,7 @@ def _mesh():
 
 
 def _load(workdir, step, params=None, mesh=None):
-  from lmjax import trained
+  from lmjax.train import trained
   try:
     return trained.load(workdir, step, params, mesh)
   except trained.RunError as e:
@@ -69,7 +69,8 @@ def main(argv):
     fail(f'unexpected arguments {argv[1:]}')
   logging.set_verbosity(logging.ERROR)  # orbax warns about every read-only manager
   _check_flags()
-  from lmjax import data, datasets, eval_outputs, evaluation
+  from lmjax.data import datasets, loader
+  from lmjax.eval import outputs, per_token
   run = _load(_WORKDIR.value, _STEP.value, _PARAMS.value, _mesh())
   config = run.config
   if config.data.dataset == 'random':
@@ -80,16 +81,16 @@ def main(argv):
     config.data.batch_size = _BATCH.value
   try:
     if _ROWS.value == 'training':
-      loaded = data.load(config)
-      tokenizer, store, batches = loaded.tokenizer, None, data.eval_batches(loaded, config)
+      loaded = loader.load(config)
+      tokenizer, store, batches = loaded.tokenizer, None, loader.eval_batches(loaded, config)
     else:
-      tokenizer, store = data.load_split(config, split)
-      batches = evaluation.batches_of_split(store, config.data.seq_len, config.data.batch_size,
+      tokenizer, store = loader.load_split(config, split)
+      batches = per_token.batches_of_split(store, config.data.seq_len, config.data.batch_size,
                                             _DOCUMENTS.value)
-      evaluation.split_rows(store, config.data.seq_len, _DOCUMENTS.value)  # too small: fails
+      per_token.split_rows(store, config.data.seq_len, _DOCUMENTS.value)  # too small: fails
   except datasets.DataError as e:
     fail(str(e).replace('(config.data.train_split / eval_split)', f'(--split={split})'))
-  except evaluation.EvalError as e:
+  except per_token.EvalError as e:
     fail(f'--split={split}: {e}')
   other = None
   if _COMPARE.value:
@@ -99,7 +100,7 @@ def main(argv):
       fail(f'--compare={_COMPARE.value}: its data.seq_len and data.tokenizer must equal this '
            "run's")
   name = split if _ROWS.value == 'split' else f'{split}-training_batches'
-  eval_outputs.evaluate_and_write(run, tokenizer, store, batches, name, _PAGE.value, other)
+  outputs.evaluate_and_write(run, tokenizer, store, batches, name, _PAGE.value, other)
 
 
 if __name__ == '__main__':

@@ -3,8 +3,8 @@ import sys
 
 from absl import flags
 
-from lmjax import pyfile
-from lmjax.exitcodes import EXIT_USAGE
+from lmjax.core import pyfile
+from lmjax.core.exitcodes import EXIT_USAGE
 
 
 def fail(message, code=EXIT_USAGE):

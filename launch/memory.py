@@ -5,7 +5,7 @@
 
 With --topology (a TPU slice in libtpu's spelling: v5p:2x2x1, v5e:2x2, v6e:2x2, v4:2x2x1; needs
 the `tpu` extra), libtpu describes the slice's devices and the TPU compiler itself compiles the
-step for them, on this machine, with no TPU (lmjax/topology.py); --device_memory defaults to the
+step for them, on this machine, with no TPU (lmjax/train/topology.py); --device_memory defaults to the
 chip's HBM. Without it, the mesh's devices are simulated on the CPU
 (XLA_FLAGS=--xla_force_host_platform_device_count) and XLA:CPU stands in for the accelerator's
 compiler, as for a GPU target: buffer sizes carry over, fusion choices and so temporaries may
@@ -13,7 +13,7 @@ differ.
 
 Prints per device what `compiled.memory_analysis()` reports (arguments, outputs, temporaries)
 beside an analytic estimate: parameters and AdamW moments from their shard shapes, activations
-after Korthikanti et al. 2022 (lmjax/memory.py). The verdict compares arguments + temporaries
+after Korthikanti et al. 2022 (lmjax/train/memory.py). The verdict compares arguments + temporaries
 (outputs alias the donated state) with the device memory: exit 0 when they fit, 1 when not, 2 on
 a bad flag or config. Nothing is written.
 """
@@ -27,7 +27,7 @@ from ml_collections import config_flags
 
 from launch.flags_util import fail, load_config_file, parse_flags, parse_mesh
 from lmjax.config import ConfigError, resolve
-from lmjax.exitcodes import EXIT_FAILED, EXIT_OK
+from lmjax.core.exitcodes import EXIT_FAILED, EXIT_OK
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
                                           lock_config=False)
@@ -87,12 +87,12 @@ def _config(mesh_dims, simulated_devices):
 
 def _tpu_target(name, config):
   from importlib.metadata import version
-  from lmjax import topology  # jax-free until libtpu is found
+  from lmjax.train import topology
   try:
     devices = topology.tpu_devices(name)
   except topology.TopologyError as e:
     fail(f'--topology={e}')  # its message starts with the name
-  from lmjax import sharding
+  from lmjax.train import sharding
   try:
     sharding.mesh_shape(config.mesh, len(devices))
   except sharding.MeshError:
@@ -105,7 +105,7 @@ def _tpu_target(name, config):
                   compiler)
   hbm = topology.hbm_per_device(name, len(devices))
   if hbm is None:
-    fail(f'--topology={name}: its HBM is not in lmjax/topology.py HBM_PER_CHIP; give '
+    fail(f'--topology={name}: its HBM is not in lmjax/train/topology.py HBM_PER_CHIP; give '
          '--device_memory')
   return Target(devices, hbm, f'{name}\'s HBM: {hbm / 2**30:g} GiB per device', compiler)
 
@@ -156,7 +156,7 @@ def main(argv):
     parse_bytes(_MEMORY.value)  # a bad size fails before anything is compiled
   config = _config(mesh_dims, None if name else math.prod(mesh_dims))
   target = _tpu_target(name, config) if name else _cpu_target(math.prod(mesh_dims))
-  from lmjax import memory, sharding
+  from lmjax.train import memory, sharding
   try:
     mesh = sharding.make_mesh(config, target.devices)
   except sharding.MeshError as e:

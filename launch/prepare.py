@@ -4,7 +4,7 @@
       [--config.data.tokenizer=sentencepiece --config.data.vocab_size=4096]
 
 Prepares the TFDS dataset (once; later calls reuse it), trains the tokenizer when it is missing,
-tokenises each split once per tokenizer into a token store (lmjax/token_store.py), then prints
+tokenises each split once per tokenizer into a token store (lmjax/data/token_store.py), then prints
 per split: documents, UTF-8 bytes, tokens (a separator per document included), tokens per byte,
 and how long each stage took. Training runs do the same on start-up; this does it ahead.
 """
@@ -32,7 +32,7 @@ def main(argv):
     config = resolve(_CONFIG.value)
   except ConfigError as e:
     fail(str(e))
-  from lmjax import data, datasets
+  from lmjax.data import datasets, loader
   data_config = config.data
   if data_config.dataset == 'random':
     fail('config.data.dataset=random has nothing to prepare')
@@ -41,7 +41,7 @@ def main(argv):
     prepared = datasets.prepare(data_config)
     t_dataset = time.time() - t0
     t0 = time.time()
-    loaded = data.load(config)
+    loaded = loader.load(config)
     t_tokens = time.time() - t0
   except datasets.DataError as e:
     fail(str(e))

@@ -3,7 +3,7 @@
 Each prompt (--prompt, repeatable, and/or --prompts_file, one prompt per line with \\n and \\t
 escapes) is tokenised with the run's tokenizer after the separator that starts every document,
 and continued by the model of the newest checkpoint (or --step, or --params) for up to
---max_new_tokens tokens or until the model ends the document. Decoding is lmjax/decode.py: a KV
+--max_new_tokens tokens or until the model ends the document. Decoding is lmjax/infer/decode.py: a KV
 cache, the samplers (--temperature 0 is greedy; --top_k, --top_p, --min_p, --epsilon truncate),
 or beam search (--beam=W with --length_alpha). The same --seed gives the same samples.
 
@@ -67,8 +67,10 @@ def main(argv):
     fail(f'--beam={_BEAM.value} and --length_alpha={_ALPHA.value} must be >= 0')
   if _STEP.value is not None and _PARAMS.value:
     fail('--step and --params are exclusive: a checkpoint step or exported params')
-  from lmjax import data, decode, trained
-  from lmjax.datasets import DataError
+  from lmjax.data import loader
+  from lmjax.infer import decode
+  from lmjax.train import trained
+  from lmjax.data.datasets import DataError
   sampler = decode.Sampler(_TEMPERATURE.value, _TOP_K.value, _TOP_P.value, _MIN_P.value,
                            _EPSILON.value)
   try:
@@ -77,7 +79,7 @@ def main(argv):
     fail(str(e))
   try:
     run = trained.load(_WORKDIR.value, _STEP.value, _PARAMS.value)
-    tokenizer = data.load_tokenizer(run.config)
+    tokenizer = loader.load_tokenizer(run.config)
   except (trained.RunError, DataError) as e:
     fail(str(e))
   try:
@@ -92,7 +94,7 @@ def main(argv):
   lines = [json.dumps(row) for row in rows]
   path = _OUTPUT.value or os.path.join(
       _WORKDIR.value, 'samples', f'{run.step if run.step >= 0 else "params"}-seed{_SEED.value}.jsonl')
-  from lmjax.atomic import write_text
+  from lmjax.core.atomic import write_text
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   write_text(path, '\n'.join(lines) + '\n')
   total = sum(len(row['tokens']) for row in rows)

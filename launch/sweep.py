@@ -19,7 +19,7 @@ import sys
 from absl import app, flags
 
 from launch.flags_util import fail, parse_flags
-from lmjax.exitcodes import EXIT_FAILED, EXIT_OK
+from lmjax.core.exitcodes import EXIT_FAILED, EXIT_OK
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file (experiments/sweeps/NAME.py) whose '
                              'get_sweep() returns an lmjax.sweeps.Sweep.')

@@ -18,7 +18,7 @@ import time
 from typing import NamedTuple
 
 from launch.flags_util import fail
-from lmjax.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE
+from lmjax.core.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE
 from lmjax.sweeps import schedule
 from lmjax.sweeps.sweepdir import log_tail
 

@@ -16,8 +16,8 @@ import shutil
 import subprocess
 from typing import NamedTuple
 
-from lmjax.atomic import write_text
-from lmjax.exitcodes import EXIT_OK, EXIT_USAGE
+from lmjax.core.atomic import write_text
+from lmjax.core.exitcodes import EXIT_OK, EXIT_USAGE
 from lmjax.sweeps.sweepdir import read_json, write_json
 
 

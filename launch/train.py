@@ -11,7 +11,7 @@ named, touching nothing; changes to steps, logging, evaluation and checkpointing
 Several hosts: `--distributed` (JAX detects SLURM and TPU pod environments) or
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`; see WORKSPACE.md.
 
-Exit status (lmjax/exitcodes.py): 0 done; 2 bad flag, config or data, or a refused resume; 3 the
+Exit status (lmjax/core/exitcodes.py): 0 done; 2 bad flag, config or data, or a refused resume; 3 the
 loss went non-finite; 75 preempted by SIGTERM/SIGINT after saving a checkpoint: run the same
 command again to continue.
 """
@@ -24,8 +24,8 @@ from ml_collections import config_flags
 
 from launch.flags_util import fail, load_config_file, parse_flags
 from lmjax.config import ConfigError, resolve
-from lmjax import platform_flags
-from lmjax.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.train import platform_flags
+from lmjax.core.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
                                           lock_config=False)
@@ -42,7 +42,7 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the r
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
 _XLA_DEFAULTS = flags.DEFINE_enum(
     'xla_defaults', 'auto', platform_flags.CHOICES, 'Compiler flags for the platform added to '
-    'XLA_FLAGS (GPU) or LIBTPU_INIT_ARGS (TPU) where unset (lmjax/platform_flags.py): auto '
+    'XLA_FLAGS (GPU) or LIBTPU_INIT_ARGS (TPU) where unset (lmjax/train/platform_flags.py): auto '
     'detects the platform, gpu or tpu names it, none adds nothing.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -93,11 +93,11 @@ def main(argv):
   flags_line = platform_flags.describe(*platform_flags.apply(_XLA_DEFAULTS.value))
   initialize_distributed()
   # jax is imported only once the config is known to be good.
-  from lmjax import compile_cache, loop, sharding, start
-  from lmjax.checkpoint import CheckpointError
-  from lmjax.datasets import DataError
-  from lmjax.model import model_config
-  from lmjax.train_log import NonFinite
+  from lmjax.train import compile_cache, loop, sharding, start
+  from lmjax.train.checkpoint import CheckpointError
+  from lmjax.data.datasets import DataError
+  from lmjax.model.transformer import model_config
+  from lmjax.train.log import NonFinite
   try:
     if os.path.isdir(workdir):
       start.check_resume(workdir, config)  # refused before the workdir is locked or written

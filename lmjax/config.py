@@ -13,7 +13,7 @@ from typing import NamedTuple
 from ml_collections import config_dict
 from ml_collections.config_dict import ConfigDict, placeholder
 
-from lmjax.tokenizers import configured_vocab_size
+from lmjax.data.tokenizers import configured_vocab_size
 
 
 class ConfigError(ValueError):
@@ -43,9 +43,9 @@ CHOICES = {
     'model.dtype': ('float32', 'bfloat16', 'float16'),
     'model.param_dtype': ('float32', 'bfloat16'),
     'model.remat': ('none', 'full', 'dots', 'minimal', 'save_qkv_proj', 'save_out_proj',
-                    'save_attention', 'offload_qkv_proj', 'offload_attention'),  # lmjax/remat.py
+                    'save_attention', 'offload_qkv_proj', 'offload_attention'),  # lmjax/model/remat.py
     'model.attention_impl': ('auto', 'blocked', 'xla', 'cudnn', 'splash',
-                             'pallas_gpu'),  # lmjax/attention.py
+                             'pallas_gpu'),  # lmjax/model/attention.py
     'optim.schedule': ('cosine', 'linear', 'constant', 'wsd'),
     'optim.decay_shape': ('linear', 'cosine', '1-sqrt'),
     'data.tokenizer': ('byte', 'sentencepiece', 'hf'),
@@ -92,7 +92,7 @@ def default_config() -> ConfigDict:
   m.init_std = 0.02
   m.attention_impl = 'auto'             # auto|blocked|xla|cudnn|splash|pallas_gpu (attention.py)
   m.attention_block = 64                # blocked kernel: query rows per block (0: one block)
-  m.remat = 'none'                      # recomputation policy per block by name (lmjax/remat.py)
+  m.remat = 'none'                      # recomputation policy per block by name (lmjax/model/remat.py)
   m.scan_layers = False                 # nn.scan over stacked layers (fast compiles when deep)
 
   c.data = data = ConfigDict()
@@ -151,8 +151,8 @@ def default_config() -> ConfigDict:
   ms.data = -1                          # -1: the devices left over by the other axes
   ms.fsdp = 1
   ms.tensor = 1
-  # [logical axis, mesh axis or list of mesh axes or None]; see lmjax/sharding.py. Parameters
-  # first, then activations (act_*: constraints inside the model, lmjax/model.py).
+  # [logical axis, mesh axis or list of mesh axes or None]; see lmjax/train/sharding.py. Parameters
+  # first, then activations (act_*: constraints inside the model, lmjax/model/transformer.py).
   ms.rules = [['batch', ['data', 'fsdp']], ['embed', 'fsdp'], ['mlp', 'tensor'],
               ['heads', 'tensor'], ['kv_heads', 'tensor'], ['vocab', 'tensor'],
               ['head_dim', None], ['norm', None], ['layers', None],

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from experiments.sweeps import arch_recipes as plan
-from lmjax import machine, sweeps
+from lmjax import sweeps
+from lmjax.train import machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -115,7 +116,7 @@ def test_the_miniature_study_runs_end_to_end_and_a_rerun_only_analyses(tmp_path)
   text = (results / 'results.md').read_text()
   assert '| llama |' in text and 'Pooled seed sd' in text
   saved = json.loads((results / 'results.json').read_text())
-  assert [m['runs'] for m in saved['machines']] == [saved['runs']]  # lmjax/machine.py
+  assert [m['runs'] for m in saved['machines']] == [saved['runs']]  # lmjax/train/machine.py
   assert text.startswith(f'Ran on: {machine.cpu_model()} ({machine.cpu_isa() or "?"}, jaxlib ')
   for name in ('loss_vs_compute', 'seeds', 'lr_sweep', 'multiplier_llama', 'multiplier_gpt2'):
     assert (results / f'{name}.png').read_bytes()[:4] == b'\x89PNG'

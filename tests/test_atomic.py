@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from lmjax import atomic
+from lmjax.core import atomic
 
 
 def test_write_json_replaces_whole(tmp_path):

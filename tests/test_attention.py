@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import attention
+from lmjax.model import attention
 from lmjax.config import ConfigError, default_config, resolve
 
 

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import blocked_attention
-from lmjax.blocked_attention import attention, reference_attention
+from lmjax.model import blocked_attention
+from lmjax.model.blocked_attention import attention, reference_attention
 
 
 def _inputs(b=2, k=2, g=2, t=32, e=8, seed=0):

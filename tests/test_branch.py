@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from lmjax import loop
-from lmjax.checkpoint import CheckpointError
+from lmjax.train import loop
+from lmjax.train.checkpoint import CheckpointError
 from lmjax.config import default_config, resolve
-from lmjax.metrics import read_metrics
+from lmjax.train.metrics import read_metrics
 
 pytestmark = pytest.mark.slow  # trains three runs through the loop
 

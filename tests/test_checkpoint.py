@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from lmjax.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
-from lmjax.metrics import read_metrics
+from lmjax.core.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.train.metrics import read_metrics
 
 pytestmark = pytest.mark.slow  # launch.train subprocesses: kills, resumes, damaged checkpoints
 
@@ -186,11 +186,11 @@ def test_nonfinite_loss_stops_naming_the_step(tmp_path):
 def test_exported_params_load_for_inference(straight, tmp_path):
   import jax
   import numpy as np
-  from lmjax.checkpoint import Checkpoints, export_params, load_params
+  from lmjax.train.checkpoint import Checkpoints, export_params, load_params
   from lmjax.config import resolve
   from ml_collections import ConfigDict
   config = resolve(ConfigDict(json.loads((straight / 'config.json').read_text())))
-  from lmjax.steps import build_model_and_optimizer, init_params
+  from lmjax.train.steps import build_model_and_optimizer, init_params
   model, _ = build_model_and_optimizer(config)
   abstract = jax.eval_shape(lambda: init_params(model, config, jax.random.PRNGKey(0)))
   import orbax.checkpoint as ocp

@@ -118,9 +118,9 @@ def test_shipped_configs_resolve_to_their_sizes(name, total):
 
   import jax
 
-  from lmjax import flops
-  from lmjax.model import ModelConfig
-  from lmjax.steps import build_model_and_optimizer, init_params
+  from lmjax.model import flops
+  from lmjax.model.transformer import ModelConfig
+  from lmjax.train.steps import build_model_and_optimizer, init_params
   c = resolve(importlib.import_module(f'experiments.configs.{name}').get_config())
   counts = flops.param_counts(ModelConfig.from_config(c.model))
   model, _ = build_model_and_optimizer(c)

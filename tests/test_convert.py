@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
-from lmjax import convert  # noqa: E402
+from lmjax.model import hf as convert  # noqa: E402
 from lmjax.config import default_config, resolve  # noqa: E402
-from lmjax.steps import build_model_and_optimizer, init_params  # noqa: E402
+from lmjax.train.steps import build_model_and_optimizer, init_params  # noqa: E402
 
 pytestmark = pytest.mark.slow  # builds models with transformers
 
@@ -135,7 +135,7 @@ def test_models_neither_form_covers_are_refused(tmp_path):
 
 @pytest.mark.parametrize('build', [tiny_llama, tiny_gpt2])
 def test_greedy_generation_equals_transformers_generate(build, tmp_path):
-  from lmjax import decode
+  from lmjax.infer import decode
   hf = build(tmp_path / 'hf')
   hf.generation_config.eos_token_id = hf.generation_config.pad_token_id = None
   fields, params = convert.to_lmjax(*convert.read(str(tmp_path / 'hf')))
@@ -162,8 +162,9 @@ def test_an_imported_run_trains_on_from_its_eval_loss(tmp_path, corpus):
   launch.convert --to_hf gives the tensors back."""
   import json
 
-  from lmjax import data, steps
-  from lmjax.pyfile import call_function
+  from lmjax.data import loader
+  from lmjax.train import steps
+  from lmjax.core.pyfile import call_function
   from test_tokenizers import byte_level_tokenizer_json
   tiny_llama(tmp_path / 'hf', vocab_size=420)
   byte_level_tokenizer_json(tmp_path / 'hf' / 'tokenizer.json')  # 400 tokens at most
@@ -190,7 +191,7 @@ def test_an_imported_run_trains_on_from_its_eval_loss(tmp_path, corpus):
   c = resolve(c)
   _, params = convert.to_lmjax(*convert.read(str(tmp_path / 'hf')))
   model, _ = steps.build_model_and_optimizer(c)
-  batch = next(data.train_iterator(data.load(c), c))
+  batch = next(loader.train_iterator(loader.load(c), c))
   _, (nats, count) = steps.loss_sums(params, model, batch)
   assert first['step'] == 1 and first['loss'] == pytest.approx(float(nats / count), rel=1e-5)
   # Export the imported run: the HF tensors come back.

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 
 from conftest import local_config
-from lmjax import data, datasets
+from lmjax.data import datasets, loader
 
 
 @pytest.mark.slow  # prepares a dataset and compiles the model on it
 def test_packed_rows_do_not_attend_across_documents(corpus, tmp_path):
   """A real packed row gives every document the logits it has alone."""
   c = local_config(corpus, tmp_path)
-  d = data.load(c)
-  from lmjax.steps import build_model_and_optimizer, init_params
+  d = loader.load(c)
+  from lmjax.train.steps import build_model_and_optimizer, init_params
   model, _ = build_model_and_optimizer(c)
   params = init_params(model, c, jax.random.PRNGKey(0))
-  batches = data.train_iterator(d, c)
+  batches = loader.train_iterator(d, c)
   # The first row holding a document boundary.
   row = next({k: v[i:i + 1] for k, v in batch.items()}
              for batch in batches for i in range(len(batch['inputs']))
@@ -36,8 +36,8 @@ def test_packed_rows_do_not_attend_across_documents(corpus, tmp_path):
 
 def test_eval_batches_are_fixed(corpus, tmp_path):
   c = local_config(corpus, tmp_path)
-  d = data.load(c)
-  first, again = data.eval_batches(d, c), data.eval_batches(d, c)
+  d = loader.load(c)
+  first, again = loader.eval_batches(d, c), loader.eval_batches(d, c)
   assert len(first) == 2
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a['targets'], b['targets'])
@@ -45,11 +45,11 @@ def test_eval_batches_are_fixed(corpus, tmp_path):
 
 def test_sentencepiece_tokenizer_is_trained_once_and_reused(corpus, tmp_path):
   c = local_config(corpus, tmp_path, tokenizer='sentencepiece', vocab_size=400)
-  d = data.load(c)
+  d = loader.load(c)
   path = d.tokenizer.path
   mtime = os.path.getmtime(path)
-  assert data.load(c).tokenizer.path == path and os.path.getmtime(path) == mtime
-  batch = next(data.train_iterator(d, c))
+  assert loader.load(c).tokenizer.path == path and os.path.getmtime(path) == mtime
+  batch = next(loader.train_iterator(d, c))
   assert batch['inputs'].max() < 400
   assert d.stats['train']['tokens_per_byte'] < 0.9
 
@@ -59,14 +59,14 @@ def test_validation_split_smaller_than_one_batch(corpus, tmp_path):
   c.data.batch_size, c.data.seq_len = 64, 64
   c.model.max_seq_len = 64
   with pytest.raises(datasets.DataError, match='fewer tokens than one batch'):
-    data.eval_batches(data.load(c), c)
+    loader.eval_batches(loader.load(c), c)
 
 
 def test_a_tokenizer_json_tokenises_the_store_with_exact_bytes(corpus, tmp_path):
   from test_tokenizers import byte_level_tokenizer_json
   path = byte_level_tokenizer_json(tmp_path / 'tokenizer.json')
   c = local_config(corpus, tmp_path, tokenizer='hf', hf_tokenizer=path)
-  loaded = data.load(c)
+  loaded = loader.load(c)
   assert loaded.tokenizer.name.startswith('hf-')
   for store in (loaded.train, loaded.eval):
     tokens = store.read(0, store.n_tokens)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import local_config
-from lmjax import data, datasets
+from lmjax.data import datasets, loader
 from lmjax.config import default_config, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,10 +26,10 @@ def test_stdlib_split_is_a_fixed_hash_of_the_path():
 
 def test_local_text_prepares_both_splits_and_counts(corpus, tmp_path):
   c = local_config(corpus, tmp_path)
-  d = data.load(c)
+  d = loader.load(c)
   texts = sorted(p.read_text(encoding='utf-8') for p in corpus.iterdir())
   prepared = datasets.prepare(c.data)
-  got = sorted(data._text(src[i], 'text') for src in (datasets.data_source(prepared, split)
+  got = sorted(loader._text(src[i], 'text') for src in (datasets.data_source(prepared, split)
                                                       for split in ('train', 'validation'))
                for i in range(len(src)))
   assert got == texts
@@ -43,15 +43,15 @@ def test_unknown_dataset_missing_directory_empty_corpus(tmp_path):
   c.data.data_dir = str(tmp_path / 'tfds')
   c.data.dataset = 'surely_not_a_dataset'
   with pytest.raises(datasets.DataError, match='neither one of python_stdlib, local_text'):
-    data.load(resolve(c))
+    loader.load(resolve(c))
   c.data.dataset, c.data.paths = 'local_text', str(tmp_path / 'missing')
   with pytest.raises(datasets.DataError, match='does not exist'):
-    data.load(resolve(c))
+    loader.load(resolve(c))
   (tmp_path / 'empty').mkdir()
   (tmp_path / 'empty' / 'a.txt').write_text('   \n')
   c.data.paths = str(tmp_path / 'empty')
   with pytest.raises(datasets.DataError, match='split .* is empty'):
-    data.load(resolve(c))
+    loader.load(resolve(c))
 
 
 def test_non_utf8_files_are_skipped_and_counted_or_fail(corpus, tmp_path):
@@ -90,5 +90,5 @@ def test_killed_prepare_leaves_nothing_a_later_run_reads(corpus, tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert not datasets.builder(c.data).is_prepared()
-  d = data.load(c)
+  d = loader.load(c)
   assert d.stats['train']['documents'] + d.stats['eval']['documents'] == 460

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import decode, kv_cache
+from lmjax.infer import decode, kv_cache
 from lmjax.config import default_config, resolve
-from lmjax.steps import build_model_and_optimizer, init_params, init_state, make_train_step, schedule_arg
+from lmjax.train.steps import build_model_and_optimizer, init_params, init_state, make_train_step, schedule_arg
 
 POSITIONS = ('rope', 'learned', 'sinusoidal', 'none')
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from lmjax import evaluation
+from lmjax.eval import per_token
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +30,7 @@ def synthetic(conf, correct, vocab=10):
 def test_ece_of_a_calibrated_predictor_is_about_zero():
   rng = np.random.default_rng(0)
   conf = rng.uniform(0.05, 0.999, 400_000)
-  tally = evaluation.Tally(np.ones(10), 1)
+  tally = per_token.Tally(np.ones(10), 1)
   tally.add(*synthetic(conf, rng.uniform(size=conf.shape) < conf))
   assert tally.report()['ece'] < 0.005
 
@@ -40,7 +40,7 @@ def test_ece_of_an_overconfident_predictor_is_the_formula():
   # Half at 0.9 (right 60%) and half at 0.5 (right 50%): ECE = 0.5·0.3 + 0.5·0 = 0.15.
   conf = np.full(1000, 0.9)
   correct = np.arange(1000) % 10 < 6
-  tally = evaluation.Tally(np.ones(10), 1)
+  tally = per_token.Tally(np.ones(10), 1)
   tally.add(*synthetic(conf, correct))
   report = tally.report()
   assert report['ece'] == pytest.approx(0.3, abs=1e-9)
@@ -89,7 +89,7 @@ def test_training_batches_give_the_training_loops_bits_per_byte(run):
 
 @pytest.mark.slow
 def test_whole_split_counts_every_token_once_and_writes_its_outputs(run):
-  from lmjax import token_store
+  from lmjax.data import token_store
   out = _eval(f'--workdir={run}', '--page_documents=3', '--batch_size=3')
   assert out.returncode == 0, out.stderr[-2000:]
   report = json.loads((run / 'eval' / 'validation-20.json').read_text())
@@ -173,7 +173,7 @@ def test_a_sharded_evaluation_gives_the_unsharded_numbers(run):
 
 @pytest.mark.slow
 def test_exported_params_evaluate_like_their_checkpoint(run, tmp_path):
-  from lmjax import checkpoint, trained
+  from lmjax.train import checkpoint, trained
   checkpoint.export_params(str(tmp_path / 'params'), trained.load(str(run)).params)
   reports = []
   for flag in ('--step=20', f'--params={tmp_path}/params'):

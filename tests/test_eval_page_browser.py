@@ -1,4 +1,4 @@
-"""The per-token log-prob page (lmjax/eval_pages.py) opened in a real headless browser: Chromium
+"""The per-token log-prob page (lmjax/eval/pages.py) opened in a real headless browser: Chromium
 from Debian's packages (apt-get install chromium), skipped where it is not installed. The DOM the
 browser builds must hold every piece of the text in order, one coloured span per piece with its
 log-probability and top alternatives as the hover title, and the screenshot must show the
@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from lmjax import eval_pages
+from lmjax.eval import pages
 
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 TEXT = 'def f(x):\n\treturn x + 1  # héllo ✓\n'
@@ -33,7 +33,7 @@ def _chromium(*args, timeout=120):
 
 @pytest.mark.skipif(CHROMIUM is None, reason='needs chromium (apt-get install chromium)')
 def test_the_logprob_page_renders_in_headless_chromium(tmp_path):
-  page = eval_pages.logprob_page(_page_tokens(), lambda t: bytes([t]), names=['demo.py'],
+  page = pages.logprob_page(_page_tokens(), lambda t: bytes([t]), names=['demo.py'],
                                  title='browser check')
   path = tmp_path / 'page.html'
   path.write_text(page, encoding='utf-8')

@@ -2,10 +2,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from lmjax import flops
+from lmjax.model import flops
 from lmjax.config import default_config, resolve
-from lmjax.model import ModelConfig
-from lmjax.steps import build_model_and_optimizer, init_params
+from lmjax.model.transformer import ModelConfig
+from lmjax.train.steps import build_model_and_optimizer, init_params
 
 
 def _cfg(**model):

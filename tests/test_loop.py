@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from lmjax import data
+from lmjax.data import loader
 from lmjax.config import resolve
-from lmjax.loop import train
-from lmjax.metrics import read_metrics
-from lmjax.start import ResumeError
+from lmjax.train.loop import train
+from lmjax.train.metrics import read_metrics
+from lmjax.train.start import ResumeError
 
 pytestmark = pytest.mark.slow  # each test trains through the whole loop
 
@@ -32,7 +32,7 @@ def test_train_writes_the_run_directory(tiny, tmp_path):
   assert all({'eval_loss', 'eval_ppl', 'eval_bpb'} <= set(r) for r in evals)
   assert json.loads((tmp_path / 'config.json').read_text())['model']['norm'] == 'rmsnorm'
   saved = json.loads((tmp_path / 'summary.json').read_text())
-  assert saved['machine']['platform'] == 'cpu' and saved['machine']['cpu']  # lmjax/machine.py
+  assert saved['machine']['platform'] == 'cpu' and saved['machine']['cpu']  # lmjax/train/machine.py
   assert saved['eval_loss'] == summary['eval_loss'] == evals[-1]['eval_loss']
   assert any(name.startswith('events') for name in os.listdir(tmp_path / 'tb'))
   assert int(state.step) == 12
@@ -42,7 +42,7 @@ def test_unknown_accelerator_trains_with_mfu_null_and_one_warning(tiny, tmp_path
                                                                  capsys):
   from types import SimpleNamespace
 
-  from lmjax import train_log
+  from lmjax.train import log
   fake = SimpleNamespace(device_kind='NVIDIA Z9000', platform='gpu')
   monkeypatch.setattr(train_log, 'first_device', lambda: fake)
   tiny.train.steps, tiny.train.log_every, tiny.train.eval_every = 4, 2, 4
@@ -66,7 +66,7 @@ def test_byte_model_beats_unigram_entropy(tiny):
   tiny.optim.warmup_steps = 10
   c = resolve(tiny)
   summary, _ = train(c, None)
-  entropy = data.load(c).stats['eval']['unigram_bits_per_byte']
+  entropy = loader.load(c).stats['eval']['unigram_bits_per_byte']
   assert 4.0 < entropy < 5.5
   assert summary['eval_bpb'] < entropy - 1.0
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import loss
+from lmjax.train import loss
 
 
 def _head(n=96, d=16, v=50, bias=True, seed=0):
@@ -67,9 +67,9 @@ def test_bfloat16_features_accumulate_the_weight_gradient_in_float32():
 
 @pytest.mark.parametrize('variant', ['tied', pytest.param('untied_bias', marks=pytest.mark.slow)])
 def test_a_train_step_in_chunks_gives_the_loss_and_update_of_the_whole(variant):
-  from lmjax import data
+  from lmjax.data import loader
   from lmjax.config import default_config, resolve
-  from lmjax.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg
+  from lmjax.train.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg
   results = []
   for chunk in (0, 128):
     c = default_config()
@@ -80,7 +80,7 @@ def test_a_train_step_in_chunks_gives_the_loss_and_update_of_the_whole(variant):
     c = resolve(c)
     model, tx = build_model_and_optimizer(c)
     step = make_train_step(model, tx, c)
-    state, metrics = step(init_state(model, tx, c), next(data.train_iterator(data.load(c), c)),
+    state, metrics = step(init_state(model, tx, c), next(loader.train_iterator(loader.load(c), c)),
                           schedule_arg(c))
     results.append((float(metrics['loss']), float(metrics['grad_norm']), state.params))
   (l0, g0, p0), (l1, g1, p1) = results

@@ -1,9 +1,9 @@
-"""lmjax.machine: the record of where a run ran, read from /proc/cpuinfo-style text."""
+"""lmjax.train.machine: the record of where a run ran, read from /proc/cpuinfo-style text."""
 import json
 
 import jax
 
-from lmjax import machine
+from lmjax.train import machine
 
 X86 = """processor\t: 0
 vendor_id\t: AuthenticAMD

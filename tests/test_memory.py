@@ -1,4 +1,4 @@
-"""lmjax.memory: per-device bytes, the AdamW and Korthikanti estimates, the compiled step."""
+"""lmjax.train.memory: per-device bytes, the AdamW and Korthikanti estimates, the compiled step."""
 import json
 import math
 import os
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec as P
 
-from lmjax import memory, topology
+from lmjax.train import memory, topology
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,7 +69,7 @@ def test_adamw_state_bytes():
 
 @pytest.mark.slow
 def test_the_compiled_step_holds_the_state_it_should(tiny):
-  from lmjax import sharding
+  from lmjax.train import sharding
   from lmjax.config import resolve
   tiny.data.dataset = 'random'
   config = resolve(tiny)
@@ -112,7 +112,7 @@ def test_the_step_compiled_for_a_tpu_slice_holds_the_state_it_should(tiny):
   wide: TPU layouts pad a minor dimension to 128 lanes, so narrower ones (the tiny model's
   head_dim 16) would add padding the analytic bytes do not count."""
   pytest.importorskip('libtpu')
-  from lmjax import sharding
+  from lmjax.train import sharding
   from lmjax.config import resolve
   tiny.data.dataset = 'random'
   tiny.model.vocab_size, tiny.model.d_model, tiny.model.n_heads = 264, 512, 4

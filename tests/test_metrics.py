@@ -2,7 +2,7 @@
 import json
 import os
 
-from lmjax.metrics import MetricsWriter, read_metrics, truncate_metrics
+from lmjax.train.metrics import MetricsWriter, read_metrics, truncate_metrics
 
 
 def test_rows_are_written_whole_and_read_back(tmp_path):

@@ -4,10 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import data, flops
+from lmjax.data import loader
+from lmjax.model import flops
 from lmjax.config import default_config, resolve
-from lmjax.model import ModelConfig
-from lmjax.steps import build_model_and_optimizer, init_params, init_state, make_train_step, schedule_arg
+from lmjax.model.transformer import ModelConfig
+from lmjax.train.steps import build_model_and_optimizer, init_params, init_state, make_train_step, schedule_arg
 
 VARIANTS = {
     'vaswani': dict(preset='vaswani'),
@@ -115,7 +116,7 @@ def _np_rope(x, pos, theta):  # x: T x E, rotating halves
 
 
 def _np_forward(cfg, params, tokens):
-  """One sequence, head by head, with plain loops: written independently of lmjax.model."""
+  """One sequence, head by head, with plain loops: written independently of lmjax.model.transformer."""
   p = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), params)
   t, d, h, k, e = len(tokens), cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
   x = p['embed'][tokens]
@@ -190,7 +191,7 @@ def test_variant_trains(variant):
   state = init_state(model, tx, c)
   step = make_train_step(model, tx, c)
   losses = []
-  for batch in zip(range(30), data.train_iterator(data.load(c), c)):
+  for batch in zip(range(30), loader.train_iterator(loader.load(c), c)):
     state, m = step(state, batch[1], schedule_arg(c))
     losses.append(float(m['loss']))
   assert np.all(np.isfinite(losses))
@@ -198,7 +199,7 @@ def test_variant_trains(variant):
 
 
 def test_cpu_matmul_gradients_match_plain_dot():
-  from lmjax.model import matmul
+  from lmjax.model.transformer import matmul
   x = jax.random.normal(jax.random.PRNGKey(0), (48, 16))
   w = jax.random.normal(jax.random.PRNGKey(1), (16, 24))
   dy = jax.random.normal(jax.random.PRNGKey(2), (48, 24))
@@ -210,7 +211,7 @@ def test_cpu_matmul_gradients_match_plain_dot():
 
 
 def _loss_and_grads(model, params, batch):
-  from lmjax.steps import loss_sums
+  from lmjax.train.steps import loss_sums
   return jax.jit(jax.value_and_grad(lambda p: loss_sums(p, model, batch)[0]))(params)
 
 
@@ -219,7 +220,7 @@ def _loss_and_grads(model, params, batch):
     'full', 'dots', 'minimal', 'save_out_proj', 'save_attention'))])
 def test_each_remat_policy_gives_the_loss_and_gradients_of_none(remat):
   c = config_for('llama')
-  batch = next(data.train_iterator(data.load(c), c))
+  batch = next(loader.train_iterator(loader.load(c), c))
   model, _ = build_model_and_optimizer(c)
   model_remat, _ = build_model_and_optimizer(config_for('llama', remat=remat))
   params = init_params(model, c, jax.random.PRNGKey(0))
@@ -244,7 +245,7 @@ def test_a_train_step_with_each_kernel_gives_the_loss_of_blocked(impl):
     model, tx = build_model_and_optimizer(c)
     step = make_train_step(model, tx, c)
     state = init_state(model, tx, c)
-    batch = next(data.train_iterator(data.load(c), c))
+    batch = next(loader.train_iterator(loader.load(c), c))
     batch['segment_ids'] = np.repeat(np.arange(4), 32)[None].repeat(c.data.batch_size, 0)
     for _ in range(2):
       state, metrics = step(state, batch, schedule_arg(c))
@@ -266,7 +267,7 @@ def test_scan_over_layers_matches_the_unrolled_model(variant):
   shapes = jax.eval_shape(lambda: init_params(model_scan, c_scan, jax.random.PRNGKey(0)))
   assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(stacked)
   assert flops.count_tree(shapes) == flops.param_counts(ModelConfig.from_config(c.model))['total']
-  batch = next(data.train_iterator(data.load(c), c))
+  batch = next(loader.train_iterator(loader.load(c), c))
   (l1, g1), (l2, g2) = _loss_and_grads(model, params, batch), _loss_and_grads(model_scan,
                                                                                stacked, batch)
   np.testing.assert_allclose(l1, l2, rtol=1e-6)
@@ -279,7 +280,7 @@ def test_scan_over_layers_matches_the_unrolled_model(variant):
 @pytest.mark.parametrize('remat', ['offload_qkv_proj', 'offload_attention'])
 def test_host_offload_policies_are_refused_where_there_is_no_host_offload(remat):
   from lmjax.config import ConfigError
-  from lmjax.model import model_config
+  from lmjax.model.transformer import model_config
   c = config_for('llama', remat=remat, attention_impl='xla')
   with pytest.raises(ConfigError, match=f'config.model.remat={remat} is not allowed on cpu'):
     model_config(c, 'cpu')

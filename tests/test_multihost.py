@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lmjax.metrics import read_metrics
+from lmjax.train.metrics import read_metrics
 
 pytestmark = pytest.mark.slow  # two training processes and one of eight devices
 
@@ -54,7 +54,7 @@ def _losses(workdir):
 
 
 def test_two_processes_match_one_process_with_eight_devices(tmp_path):
-  """Each process reads only its half of every global batch (lmjax/pipeline.py); the halves
+  """Each process reads only its half of every global batch (lmjax/data/pipeline.py); the halves
   make the one-process batches, so the losses agree, and again after both runs resume from
   their step-8 checkpoints to train 4 steps more."""
   _one(tmp_path / 'one')

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax import optim
+from lmjax.train import optim
 from lmjax.config import default_config
 
 
@@ -85,7 +85,7 @@ def test_runtime_schedule_matches_the_optax_schedule(kind, shape, warmup, min_ra
 def test_schedule_is_an_argument_so_runs_of_one_shape_share_the_compiled_step():
   import jax
   from lmjax.config import default_config, resolve
-  from lmjax.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg
+  from lmjax.train.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg
   texts = []
   for schedule, steps in (('constant', 40), ('wsd', 50), ('cosine', 7)):
     c = default_config()

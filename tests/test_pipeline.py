@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import local_config
-from lmjax import data, datasets, pipeline, token_store, tokenizers
+from lmjax.data import datasets, loader, pipeline, token_store, tokenizers
 from lmjax.config import default_config
 
 
@@ -15,7 +15,7 @@ def _stream(d):
 
 def test_every_token_once_per_epoch_up_to_the_final_partial_window(corpus, tmp_path):
   c = local_config(corpus, tmp_path)
-  d = data.load(c)
+  d = loader.load(c)
   tok = d.tokenizer
   source = datasets.data_source(datasets.prepare(c.data), 'train')
   stream = _stream(d)
@@ -26,7 +26,7 @@ def test_every_token_once_per_epoch_up_to_the_final_partial_window(corpus, tmp_p
   length = c.data.seq_len + 1
   windows = pipeline.Windows(d.train, c.data.seq_len, c.seed)
   assert windows.count == len(stream) // length
-  batches = data.train_iterator(d, c)
+  batches = loader.train_iterator(d, c)
   rows = []
   while len(rows) < 2 * windows.count:  # two epochs
     b = next(batches)
@@ -43,8 +43,8 @@ def test_every_token_once_per_epoch_up_to_the_final_partial_window(corpus, tmp_p
 
 def test_batches_carry_segments_positions_and_boundary_weights(corpus, tmp_path):
   c = local_config(corpus, tmp_path)
-  d = data.load(c)
-  batches = data.train_iterator(d, c)
+  d = loader.load(c)
+  batches = loader.train_iterator(d, c)
   first = next(batches)
   assert set(first) == {'inputs', 'targets', 'positions', 'segment_ids', 'weights'}
   assert first['inputs'].shape == (4, 32)
@@ -62,13 +62,13 @@ def test_batches_carry_segments_positions_and_boundary_weights(corpus, tmp_path)
 
 def test_the_batch_of_a_step_is_a_function_of_seed_and_step(corpus, tmp_path):
   c = local_config(corpus, tmp_path)
-  d = data.load(c)
-  straight = data.train_iterator(d, c)
+  d = loader.load(c)
+  straight = loader.train_iterator(d, c)
   for _ in range(7):
     next(straight)
   assert straight.get_state() == {'step': 7}
   expected = [next(straight) for _ in range(12)]
-  resumed = data.train_iterator(d, c)
+  resumed = loader.train_iterator(d, c)
   resumed.set_state({'step': 7})
   for a, b in zip(expected, [next(resumed) for _ in range(12)]):
     for k in a:
@@ -80,14 +80,14 @@ def test_the_batch_of_a_step_is_a_function_of_seed_and_step(corpus, tmp_path):
 def test_processes_read_disjoint_rows_whose_union_is_the_global_batch(corpus, tmp_path):
   """For several steps, and for a resumed iterator; with 1, 2 and 4 processes."""
   c = local_config(corpus, tmp_path)
-  d = data.load(c)
-  whole = data.train_iterator(d, c)
+  d = loader.load(c)
+  whole = loader.train_iterator(d, c)
   globals_ = [next(whole) for _ in range(6)]
   for count in (2, 4):
-    parts = [data.train_iterator(d, c, p, count) for p in range(count)]
+    parts = [loader.train_iterator(d, c, p, count) for p in range(count)]
     for step, g in enumerate(globals_):
       if step == 3:  # resume each process at step 3
-        parts = [data.train_iterator(d, c, p, count) for p in range(count)]
+        parts = [loader.train_iterator(d, c, p, count) for p in range(count)]
         for it in parts:
           it.set_state({'step': 3})
       got = [next(it) for it in parts]
@@ -98,12 +98,12 @@ def test_processes_read_disjoint_rows_whose_union_is_the_global_batch(corpus, tm
 
 def test_same_seed_same_batches_other_seed_other_batches(corpus, tmp_path):
   c = local_config(corpus, tmp_path)
-  d = data.load(c)
-  a = next(data.train_iterator(d, c))['inputs']
-  np.testing.assert_array_equal(a, next(data.train_iterator(d, c))['inputs'])
+  d = loader.load(c)
+  a = next(loader.train_iterator(d, c))['inputs']
+  np.testing.assert_array_equal(a, next(loader.train_iterator(d, c))['inputs'])
   c2 = c.unlock()
   c2.seed = 1
-  assert not np.array_equal(a, next(data.train_iterator(d, c2))['inputs'])
+  assert not np.array_equal(a, next(loader.train_iterator(d, c2))['inputs'])
 
 
 def test_batches_of_a_store_built_from_texts_predict_within_documents_only(tmp_path):

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from lmjax import platform_flags
-from lmjax.platform_flags import GPU_XLA_FLAGS, TPU_LIBTPU_ARGS, apply, detect_platform
+from lmjax.train import platform_flags
+from lmjax.train.platform_flags import GPU_XLA_FLAGS, TPU_LIBTPU_ARGS, apply, detect_platform
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

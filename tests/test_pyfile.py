@@ -1,6 +1,6 @@
 import pytest
 
-from lmjax import pyfile
+from lmjax.core import pyfile
 
 
 def _error(path, function='get_config', **kw):

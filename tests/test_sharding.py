@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from lmjax.config import default_config, resolve
-from lmjax.sharding import MeshError, check_mesh, mesh_shape
+from lmjax.train.sharding import MeshError, check_mesh, mesh_shape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MESHES = [(8, 1, 1), (1, 8, 1), (1, 1, 8), (2, 2, 2)]
@@ -32,8 +32,9 @@ def _config(preset, mesh=(1, 1, 1)):
 def _losses_on_meshes():
   import jax
   import numpy as np
-  from lmjax import data, sharding
-  from lmjax.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg, state_shardings
+  from lmjax.data import loader
+  from lmjax.train import sharding
+  from lmjax.train.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg, state_shardings
   out = {}
   for preset in ('vaswani', 'llama'):
     for mesh_dims in [(1, 1, 1)] + MESHES:
@@ -44,7 +45,7 @@ def _losses_on_meshes():
       shardings = state_shardings(model, tx, config, mesh)
       state = init_state(model, tx, config, shardings)
       step = make_train_step(model, tx, config, mesh, shardings)
-      it = data.train_iterator(data.load(config), config)
+      it = loader.train_iterator(loader.load(config), config)
       losses = []
       for _ in range(5):
         state, m = step(state, sharding.put_batch(next(it), sharding.batch_sharding(mesh)),
@@ -152,8 +153,8 @@ def _block_collectives(tensor_parallel_form=True):
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
-  from lmjax import sharding
-  from lmjax.model import Block, model_config
+  from lmjax.train import sharding
+  from lmjax.model.transformer import Block, model_config
   config = _config('llama', (1, 1, 2))
   mesh = sharding.make_mesh(config, jax.devices()[:2])
   cfg = model_config(config, 'cpu')

@@ -3,9 +3,9 @@ import jax
 import numpy as np
 import pytest
 
-from lmjax import data
+from lmjax.data import loader
 from lmjax.config import resolve
-from lmjax.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg
+from lmjax.train.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg
 
 pytestmark = pytest.mark.slow  # several compiled train steps per test
 
@@ -14,7 +14,7 @@ def _losses(c, n):
   model, tx = build_model_and_optimizer(c)
   state, step = init_state(model, tx, c), make_train_step(model, tx, c)
   out = []
-  for _, batch in zip(range(n), data.train_iterator(data.load(c), c)):
+  for _, batch in zip(range(n), loader.train_iterator(loader.load(c), c)):
     state, m = step(state, batch, schedule_arg(c))
     out.append(float(m['loss']))
   return out, state

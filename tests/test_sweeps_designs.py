@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from lmjax import optim, sweeps
+from lmjax import sweeps
+from lmjax.train import optim
 from lmjax.sweeps import runs as runs_lib
 from tests.sweeps_testing import RECIPE, TINY, one_line_error, tiny_shapes
 

@@ -2,9 +2,10 @@ import copy
 
 import pytest
 
-from lmjax import flops, sweeps
+from lmjax import sweeps
+from lmjax.model import flops
 from lmjax.config import default_config, default_d_ff, resolve
-from lmjax.model import ModelConfig
+from lmjax.model.transformer import ModelConfig
 from tests.sweeps_testing import TINY, one_line_error
 
 

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from lmjax import sweeps
-from lmjax.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.core.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
 from lmjax.sweeps.sweepdir import SweepDir, SweepDirError, run_dir
 from tests.sweeps_testing import TINY, one_line_error
 NO_SUCH_PID = 2 ** 22 + 1  # above Linux's largest pid_max

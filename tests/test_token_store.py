@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from lmjax import token_store, tokenizers
+from lmjax.data import token_store, tokenizers
 
 TEXTS = ['abc', 'hello world', 'x' * 40, 'ünïcode ✓', '', 'end.', 'z' * 9]
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import TEXTS
-from lmjax import tokenizers
+from lmjax.data import tokenizers
 from lmjax.config import ConfigError, default_config, resolve
 
 

@@ -5,7 +5,7 @@ tables, and continue prompts as `launch.sample` does.
   written to RUN/eval/<split>-<step>.{json,png,html} like launch.eval; returns the report.
 - `eval_tables(report)`: DataFrames of the loss by group (directory, extension, ...), by
   position in the sequence, and the calibration bins (Guo et al. 2017).
-- `sample(run_dir, prompts, ...)`: lmjax.decode.continue_prompts on the run's newest checkpoint.
+- `sample(run_dir, prompts, ...)`: lmjax.infer.decode.continue_prompts on the run's newest checkpoint.
 """
 from __future__ import annotations
 
@@ -17,17 +17,19 @@ def evaluate(run_dir, split=None, documents=0, batch_size=0, page_documents=4, s
   """launch.eval's whole-split evaluation of `run_dir` (see module doc)."""
   from absl import logging
 
-  from lmjax import data, datasets, eval_outputs, evaluation, trained
+  from lmjax.data import datasets, loader
+  from lmjax.eval import outputs, per_token
+  from lmjax.train import trained
   logging.set_verbosity(logging.ERROR)  # orbax warns about every read-only manager
   run = trained.load(run_dir, step)
   config = run.config
   split = split or datasets.splits(config.data)[1]
   if batch_size:
     config.data.batch_size = batch_size
-  tokenizer, store = data.load_split(config, split)
-  batches = evaluation.batches_of_split(store, config.data.seq_len, config.data.batch_size,
+  tokenizer, store = loader.load_split(config, split)
+  batches = per_token.batches_of_split(store, config.data.seq_len, config.data.batch_size,
                                         documents)
-  return eval_outputs.evaluate_and_write(run, tokenizer, store, batches, split, page_documents,
+  return outputs.evaluate_and_write(run, tokenizer, store, batches, split, page_documents,
                                          log=log)
 
 
@@ -51,10 +53,12 @@ def sample(run_dir, prompts, max_new_tokens=128, temperature=1.0, top_k=0, top_p
   """Continuations of `prompts` by the run's model (launch.sample's decoding)."""
   from absl import logging
 
-  from lmjax import data, decode, trained
+  from lmjax.data import loader
+  from lmjax.infer import decode
+  from lmjax.train import trained
   logging.set_verbosity(logging.ERROR)
   run = trained.load(run_dir, step)
-  tokenizer = data.load_tokenizer(run.config)
+  tokenizer = loader.load_tokenizer(run.config)
   sampler = decode.Sampler(temperature, top_k, top_p, min_p, epsilon)
   return decode.continue_prompts(run, tokenizer, list(prompts), max_new_tokens, sampler, beam,
                                  length_alpha, seed=seed)

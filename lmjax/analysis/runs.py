@@ -7,10 +7,10 @@ yet; a torn last line of metrics.jsonl is skipped), failed or diverged.
 
 The runs table has, per run: name, path, status, every resolved config field flattened to a
 column ('model.d_model', 'optim.lr', ...), N (all parameters), N_no_emb (without embeddings,
-Kaplan et al. 2020, Sec. 2.1), D (tokens trained so far), C = D · flops_per_token (lmjax.flops'
+Kaplan et al. 2020, Sec. 2.1), D (tokens trained so far), C = D · flops_per_token (lmjax.model.flops'
 exact count, as launch.fit's tables), loss (the final eval loss; NaN until the run has finished),
 eval_bpb, eval_ppl, final_train_loss, step (the last logged), steps (planned), where it ran
-('machine.cpu', 'machine.jaxlib', ...; lmjax/machine.py: results differ across CPUs); and for
+('machine.cpu', 'machine.jaxlib', ...; lmjax/train/machine.py: results differ across CPUs); and for
 sweeps the plan's columns (design, budget, seed, branch_of, branch_step, cooldown_branch,
 planned_N, planned_D, planned_C). `fit_table` keeps the finished data points, as
 `launch.fit --sweep_dir` does.
@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from lmjax.metrics import read_metrics
+from lmjax.train.metrics import read_metrics
 from lmjax.sweeps.sweepdir import read_json
 
 
@@ -60,8 +60,8 @@ def _model_numbers(config: dict) -> dict:
   try:
     from ml_collections import ConfigDict
 
-    from lmjax import flops
-    from lmjax.model import ModelConfig
+    from lmjax.model import flops
+    from lmjax.model.transformer import ModelConfig
     mcfg = ModelConfig.from_config(ConfigDict(config['model']))
     counts = flops.param_counts(mcfg)
     return dict(N=counts['total'], N_no_emb=counts['non_embedding'],

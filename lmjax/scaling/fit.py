@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from lmjax import atomic
+from lmjax.core import atomic
 from lmjax.scaling import bootstrap, envelope, isoflop, laws, parametric, predict, table
 from lmjax.scaling.options import FitOptions, FitOptionsError
 

@@ -6,7 +6,7 @@ file ({"state": "running"|"done"|"failed", "exit_code", "log_tail", ...}) and it
 
 A row is a data-point run whose summary.json has a finite eval_loss: n (all parameters),
 n_no_emb (Kaplan et al. 2020, Sec. 2.1), d (tokens trained), c = d · flops_per_token (the exact
-count of lmjax.flops, as planned), loss (the final eval loss), and tags. Every other run of the
+count of lmjax.model.flops, as planned), loss (the final eval loss), and tags. Every other run of the
 sweep is in the report with its reason; none is dropped silently.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ import math
 import os
 from typing import NamedTuple
 
-from lmjax.atomic import atomic_open
-from lmjax.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
-from lmjax.metrics import read_metrics
+from lmjax.core.atomic import atomic_open
+from lmjax.core.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.train.metrics import read_metrics
 from lmjax.scaling.table import FIELDS, RunsTable, TableError, from_columns
 from lmjax.sweeps.designs import BUDGET_RTOL
 from lmjax.sweeps.runs import Run

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from ml_collections import ConfigDict
 
-from lmjax import pyfile
+from lmjax.core import pyfile
 from lmjax.config import ConfigError, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,7 +25,7 @@ class PlanError(ValueError):
 
 
 class Counts(NamedTuple):
-  """What a resolved config measures (lmjax.flops)."""
+  """What a resolved config measures (lmjax.model.flops)."""
   n: int                  # non-embedding parameters (Kaplan et al. 2020, Sec. 2.1)
   n_total: int            # with the embeddings
   flops_per_token: float  # training FLOPs per token at data.seq_len
@@ -37,7 +37,7 @@ def repo_path(path: str) -> str:
 
 
 def call_file(path: str, function: str):
-  """Imports a .py file (lmjax.pyfile) and returns `function()`; failures are PlanError."""
+  """Imports a .py file (lmjax.core.pyfile) and returns `function()`; failures are PlanError."""
   try:
     return pyfile.call_function(repo_path(path), function, shown_as=path)
   except pyfile.PyFileError as e:
@@ -96,10 +96,10 @@ def resolve_run(base_config, run, sweep_dir: str | None = None) -> ConfigDict:
 
 
 def counts(resolved: ConfigDict) -> Counts:
-  """The exact counts of a resolved config (lmjax.flops)."""
-  # Imported here: lmjax.flops brings in the model (JAX); reading sweeps and tables does not.
-  from lmjax import flops
-  from lmjax.model import ModelConfig
+  """The exact counts of a resolved config (lmjax.model.flops)."""
+  # Imported here: lmjax.model.flops brings in the model (JAX); reading sweeps and tables does not.
+  from lmjax.model import flops
+  from lmjax.model.transformer import ModelConfig
   mcfg = ModelConfig.from_config(resolved.model)
   p = flops.param_counts(mcfg)
   return Counts(p['non_embedding'], p['total'],

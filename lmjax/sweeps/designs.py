@@ -7,7 +7,7 @@ Training Durations", Sec. 4): with `cooldown=f`, each shape and seed trains ONE 
 constant lr after warmup, keeping a checkpoint at every branch step, and each D is a branch that
 starts from the stable run's checkpoint at
   branch_step = steps − max(round(steps · f), 1),
-exactly where lmjax.optim's wsd schedule starts its decay, and trains to `steps` with wsd. The
+exactly where lmjax.train.optim's wsd schedule starts its decay, and trains to `steps` with wsd. The
 stable and wsd schedules agree at every step before branch_step, so a branch is the wsd run it
 stands for, at the cost of its cooldown only (`compute`).
 """
@@ -90,7 +90,7 @@ def _cooldown_family(base, shape: Prepared, recipe, ds, seed, design, cooldown,
   if len(set(steps)) < len(steps):
     raise PlanError(f'{where}two D values round to the same number of steps ({steps})')
   warmup = recipe.warmup(min(steps))  # one warmup for the whole family, so the schedules agree
-  # lmjax.optim.schedule: wsd decays over max(round(steps · decay_fraction), 1) final steps.
+  # lmjax.train.optim.schedule: wsd decays over max(round(steps · decay_fraction), 1) final steps.
   branch_at = {s: s - max(round(s * cooldown), 1) for s in steps}
   for s, b in branch_at.items():
     if b <= warmup:

@@ -3,10 +3,10 @@ a design trains its runs), run names and the --config flags of a run.
 
 Conventions:
 - N is the non-embedding parameter count (Kaplan et al. 2020, Sec. 2.1), `n_total` counts the
-  embeddings too; both exact, from lmjax.flops on the resolved config.
+  embeddings too; both exact, from lmjax.model.flops on the resolved config.
 - D = steps · batch_size · seq_len, the tokens a run trains on: a design asks for D, trains
   steps = round(D / tokens per step) and reports the D of those steps.
-- C = D · training FLOPs per token (lmjax.flops.exact_flops_per_token), not 6ND.
+- C = D · training FLOPs per token (lmjax.model.flops.exact_flops_per_token), not 6ND.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Callable
 
-from lmjax.pyfile import one_line
+from lmjax.core.pyfile import one_line
 from lmjax.sweeps.configs import PlanError
 
 DESIGNS = ('isoflop', 'l_of_n', 'l_of_d', 'grid', 'stable')

@@ -6,7 +6,7 @@ of head_dim near sqrt(N / (12 · n_layers)) whose exact N is nearest the target 
 n_heads = d_model / head_dim and d_ff the preset's rule (lmjax.config.default_d_ff). Kaplan et
 al. 2020 (Sec. 3.1, Fig. 5) find the loss depends only weakly on d_model / n_layers over a wide
 range. N is the non-embedding parameter count (Kaplan et al. 2020, Sec. 2.1), exact, from
-lmjax.flops on the resolved config.
+lmjax.model.flops on the resolved config.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from lmjax.sweeps.configs import PlanError, load_config, measure, resolve_config
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
-  """A model shape with its exact counts at `seq_len` (lmjax.flops on the resolved config)."""
+  """A model shape with its exact counts at `seq_len` (lmjax.model.flops on the resolved config)."""
   n_layers: int
   d_model: int
   n_heads: int

@@ -11,7 +11,7 @@
 SweepDir is the one owner of this layout: every other module asks it for a path. A run is done
 when its summary.json exists (launch.train writes it last, atomically), so the state survives any
 crash of the launcher; status files only add why a run is not done. Every file is written
-atomically (lmjax.atomic).
+atomically (lmjax.core.atomic).
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import os
 import sys
 import time
 
-from lmjax import atomic
-from lmjax.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.core import atomic
+from lmjax.core.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
 from lmjax.sweeps.configs import PlanError, repo_path
 from lmjax.sweeps.sweepfile import Sweep
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 
-from lmjax.pyfile import one_line
+from lmjax.core.pyfile import one_line
 from lmjax.sweeps.configs import SWEEP_DIR, PlanError, call_file, load_config, resolve_run
 from lmjax.sweeps.runs import SAFE_NAME, Run, check_unique, jsonable
 

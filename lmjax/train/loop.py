@@ -2,16 +2,16 @@
 
 `train(config, workdir)` resumes from the newest complete checkpoint in `workdir` when there is
 one (metrics.jsonl is cut back to that step first, so no row is duplicated or orphaned), branches
-from `train.init_from` when asked, and otherwise starts at step 0 (lmjax/start.py). A workdir
+from `train.init_from` when asked, and otherwise starts at step 0 (lmjax/train/start.py). A workdir
 holding a run with an incompatible config is refused before anything is written (ResumeError).
-Exit paths, as exceptions the launcher maps to exit codes (lmjax/exitcodes.py):
+Exit paths, as exceptions the launcher maps to exit codes (lmjax/core/exitcodes.py):
 - `Preempted`: SIGTERM or SIGINT arrived; the step under way finished, a checkpoint of it was
   saved and waited for (multi-host runs agree on the step through JAX's preemption sync point);
 - `NonFinite`: the loss or gradient norm of a step was not finite (or more than
   `train.skip_nonfinite` updates in a row were); nothing after the last good checkpoint is saved.
-The loop dispatches step k+1 before it reads step k's metrics (lmjax/train_log.py). Steps
+The loop dispatches step k+1 before it reads step k's metrics (lmjax/train/log.py). Steps
 `train.profile_start` ... + `train.profile_steps` - 1 are traced by jax.profiler into DIR/tb
-(lmjax/profiling.py).
+(lmjax/train/profiling.py).
 """
 from __future__ import annotations
 
@@ -22,16 +22,16 @@ from typing import NamedTuple
 
 import jax
 
-from lmjax import compile_cache, machine, sharding
-from lmjax.atomic import write_json
-from lmjax.checkpoint import Checkpoints
+from lmjax.train import compile_cache, machine, sharding
+from lmjax.core.atomic import write_json
+from lmjax.train.checkpoint import Checkpoints
 from lmjax.config import to_dict
-from lmjax.metrics import MetricsWriter, truncate_metrics
-from lmjax.prefetch import DevicePrefetch
-from lmjax.profiling import ProfileWindow
-from lmjax.start import check_resume, set_up, start_state
-from lmjax.steps import TrainState, make_train_step, peak_memory_bytes, schedule_arg
-from lmjax.train_log import NonFinite, TrainLog
+from lmjax.train.metrics import MetricsWriter, truncate_metrics
+from lmjax.data.prefetch import DevicePrefetch
+from lmjax.train.profiling import ProfileWindow
+from lmjax.train.start import check_resume, set_up, start_state
+from lmjax.train.steps import TrainState, make_train_step, peak_memory_bytes, schedule_arg
+from lmjax.train.log import NonFinite, TrainLog
 
 
 class Preempted(Exception):
@@ -108,10 +108,10 @@ def _summary(config, setup, log, start, compiled, wall, final) -> dict:
 
 class Compiled(NamedTuple):
   step: object        # the compiled train step: (state, batch, schedule) -> (state, metrics)
-  schedule: object    # its schedule argument (lmjax.steps.schedule_arg), on the devices
+  schedule: object    # its schedule argument (lmjax.train.steps.schedule_arg), on the devices
   seconds: float
   xla_flops: float    # per step, from XLA's cost analysis
-  from_cache: bool    # loaded from the persistent compilation cache (lmjax/compile_cache.py)
+  from_cache: bool    # loaded from the persistent compilation cache (lmjax/train/compile_cache.py)
 
 
 def _compile(config, setup, state, batch) -> Compiled:

@@ -12,7 +12,7 @@ Parameters are created with logical axis names (`embed`, `mlp`, `heads`, `kv_hea
 mesh, activations are constrained by logical names too (`act_batch`, `act_heads`, `act_mlp`, ...;
 the rules in `config.mesh.rules`), where the partitioner would otherwise guess.
 
-Packed documents reach attention as segment ids, never as a T×S mask (lmjax/attention.py).
+Packed documents reach attention as segment ids, never as a T×S mask (lmjax/model/attention.py).
 Rematerialisation policies name what they keep by the `checkpoint_name` tags below (remat.py).
 
 Initialisation (GPT-2, Radford et al. 2019, as in nanoGPT): weights and embeddings ~ N(0, σ²) with
@@ -31,8 +31,8 @@ import jax.numpy as jnp
 
 from jax.ad_checkpoint import checkpoint_name
 
-from lmjax import attention, remat
-from lmjax.blocked_attention import dense_mask
+from lmjax.model import attention, remat
+from lmjax.model.blocked_attention import dense_mask
 from lmjax.config import GATED, ConfigError
 
 
@@ -93,7 +93,7 @@ class ModelConfig:
 
 def model_config(config, platform: str) -> ModelConfig:
   """The ModelConfig of a resolved config for the devices it runs on: the attention kernel
-  resolved and checked against the platform and shapes (lmjax/attention.py), and a host-offload
+  resolved and checked against the platform and shapes (lmjax/model/attention.py), and a host-offload
   remat policy only where there is host offload. Raises ConfigError naming the field."""
   impl = attention.check(config.model, config.data.seq_len, platform)
   if remat.offloads(config.model.remat) and platform not in remat.OFFLOAD_PLATFORMS:
@@ -236,7 +236,7 @@ class Attention(Sharded):
   @nn.compact
   def __call__(self, x_NxD, positions_BxT, segment_ids_BxT, deterministic, in_scale=None,
                kv=None):
-    """The attention output (N, D); with a KV cache `kv` (lmjax/decode.py: this layer's keys
+    """The attention output (N, D); with a KV cache `kv` (lmjax/infer/decode.py: this layer's keys
     and values and each row's next free slot), (output, the cache with these tokens' keys and
     values written in)."""
     cfg = self.cfg
@@ -376,7 +376,7 @@ def _block_body(cfg, x_NxD, positions_BxT, segment_ids_BxT, deterministic, drop,
 
 def _block_class(cfg):
   """Block, wrapped to recompute its activations in the backward pass (Chen et al. 2016) by the
-  named policy `cfg.remat` (lmjax/remat.py)."""
+  named policy `cfg.remat` (lmjax/model/remat.py)."""
   if cfg.remat == 'none':
     return Block
   return nn.remat(Block, static_argnums=(4,), policy=remat.policy(cfg.remat))
@@ -397,15 +397,15 @@ class _ScannedBlock(Sharded):
 
 class Transformer(Sharded):
   """tokens (B, T) -> float32 logits (B, T, V); with `return_head`, what the loss needs to form
-  them chunk by chunk instead (lmjax/loss.py): the final features (N, D), the output weights
+  them chunk by chunk instead (lmjax/train/loss.py): the final features (N, D), the output weights
   (D, V) in the compute dtype and the output bias (V,) or None.
 
   `positions` restart at document starts and `segment_ids` keep attention inside a document
   when sequences pack several documents; both default to a single document per row.
 
-  With a KV cache `kv` (lmjax/kv_cache.py), the tokens continue each row of the cache, at
+  With a KV cache `kv` (lmjax/infer/kv_cache.py), the tokens continue each row of the cache, at
   positions index .. index + T - 1 (one document per row), and the call returns (logits, the
-  cache with them added): decoding (lmjax/decode.py).
+  cache with them added): decoding (lmjax/infer/decode.py).
   """
 
   @nn.compact
@@ -414,7 +414,7 @@ class Transformer(Sharded):
     cfg = self.cfg
     b, t = tokens_BxT.shape
     d, v, pdt = cfg.d_model, cfg.vocab_size, jnp.dtype(cfg.param_dtype)
-    if kv is not None:  # decoding (lmjax/kv_cache.py): the tokens continue each row's cache
+    if kv is not None:  # decoding (lmjax/infer/kv_cache.py): the tokens continue each row's cache
       positions_BxT = kv.index[:, None] + jnp.arange(t)
       segment_ids_BxT, deterministic = None, True
     if positions_BxT is None:

@@ -4,7 +4,7 @@
 (`jax.jit(...).lower(...).compile()` on abstract, sharded state and batch, as MaxText's
 train_compile does) without running it, and returns `compiled.memory_analysis()` with the
 estimates of the pure functions below. The mesh's devices pick the compiler: compile-only TPU
-devices of a topology (lmjax/topology.py) give the TPU compiler's own figures; simulated CPU
+devices of a topology (lmjax/train/topology.py) give the TPU compiler's own figures; simulated CPU
 devices (XLA_FLAGS=--xla_force_host_platform_device_count) give XLA:CPU's, a stand-in for a GPU's:
 buffer sizes carry over to the accelerator, fusion choices and so temporaries may differ.
 """
@@ -16,10 +16,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lmjax import flops, sharding
-from lmjax.checkpoint import abstract_like
-from lmjax.model import ModelConfig
-from lmjax.steps import (build_model_and_optimizer, init_state, make_train_step, schedule_arg,
+from lmjax.model import flops
+from lmjax.train import sharding
+from lmjax.train.checkpoint import abstract_like
+from lmjax.model.transformer import ModelConfig
+from lmjax.train.steps import (build_model_and_optimizer, init_state, make_train_step, schedule_arg,
                          state_shardings)
 
 ADAMW_BYTES_PER_PARAM = 3 * 4  # float32 parameter and two float32 moments (Loshchilov & Hutter)

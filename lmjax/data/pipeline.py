@@ -1,4 +1,4 @@
-"""Training and evaluation batches read from a token store (lmjax/token_store.py) by index.
+"""Training and evaluation batches read from a token store (lmjax/data/token_store.py) by index.
 
 The split's token stream is cut into W = tokens // (seq_len + 1) windows of seq_len + 1 tokens
 (the final partial window is left out). Row r of a run is window π_e(r mod W) of epoch

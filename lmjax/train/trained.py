@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import ml_collections
 
-from lmjax import checkpoint, sharding, steps
+from lmjax.train import checkpoint, sharding, steps
 from lmjax.config import ConfigError
 
 
@@ -24,7 +24,7 @@ class RunError(ValueError):
 
 class Trained(NamedTuple):
   config: Any          # the run's resolved config (ConfigDict)
-  model: Any           # lmjax.model.Transformer for this machine's mesh
+  model: Any           # lmjax.model.transformer.Transformer for this machine's mesh
   params: Any          # sharded over the mesh
   step: int            # the checkpoint's step (-1 for exported params)
   mesh: Any
@@ -33,7 +33,7 @@ class Trained(NamedTuple):
 
 
 def read_config(workdir) -> ml_collections.ConfigDict:
-  from lmjax.start import ResumeError, saved_config
+  from lmjax.train.start import ResumeError, saved_config
   if not os.path.isdir(workdir):
     raise RunError(f'--workdir={workdir}: no such directory')
   probe = ml_collections.ConfigDict({'max_to_keep': 0, 'keep_every': 0, 'async_save': False})

@@ -1,11 +1,11 @@
 """Evaluation of a trained model over a whole split (python -m launch.eval), token by token.
 
-The split's token stream (lmjax/token_store.py) is read in windows of seq_len + 1 tokens with a
+The split's token stream (lmjax/data/token_store.py) is read in windows of seq_len + 1 tokens with a
 stride of seq_len, in order, so every token after the first is predicted exactly once, from the
 tokens of its own document within its window (segment ids and positions as in training); the
 last window is moved back to end at the stream's end and counts only targets not yet counted.
 `documents=K` stops after the first K documents. `rows='training'` instead uses the training
-loop's evaluation batches (lmjax/data.py), so the two can be compared.
+loop's evaluation batches (lmjax/data/loader.py), so the two can be compared.
 
 What `Tally` adds up, over target tokens with weight 1 (a document's separator is never a target):
 - nats: the mean cross-entropy, perplexity exp(nats), bits per token nats / ln 2, and bits per
@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax import pipeline, sharding
+from lmjax.data import pipeline
+from lmjax.train import sharding
 
 TOP = 5         # alternatives kept per token (the log-prob page)
 ECE_BINS = 15   # Guo et al. 2017 use M = 15

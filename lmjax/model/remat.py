@@ -3,7 +3,7 @@
 Recomputing activations in the backward pass trades compute for memory (Chen et al. 2016,
 "Training Deep Nets with Sublinear Memory Cost"). A policy decides which intermediates of a
 transformer block are saved; everything else is recomputed from the block's input. The model
-tags its intermediates with `jax.ad_checkpoint.checkpoint_name` (lmjax/model.py):
+tags its intermediates with `jax.ad_checkpoint.checkpoint_name` (lmjax/model/transformer.py):
 
   query_proj, key_proj, value_proj   q, k, v after their projections (before RoPE)
   attention_out                      the attention kernel's output, before the out projection

@@ -2,7 +2,7 @@
 
 `Decoder(model, ...)` compiles one generation program for its settings and runs it on a batch
 of prompts of different lengths (token id arrays, each starting with the tokenizer's separator as
-documents do in training). With the KV cache (lmjax/kv_cache.py) the prompts are run through the
+documents do in training). With the KV cache (lmjax/infer/kv_cache.py) the prompts are run through the
 model once (prefill) and then one token per step in a `lax.while_loop`; without it, every step
 runs the full forward pass over the tokens so far (the reference the cache is tested against).
 A row stops after `end_id` (the separator: the document is over) or `max_new_tokens`; the loop
@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmjax import kv_cache
+from lmjax.infer import kv_cache
 
 PAD = -1  # the token of a row after it has finished, in returned arrays
 
@@ -273,7 +273,7 @@ class BeamSearch:
 
 def continue_prompts(run, tokenizer, prompts, max_new_tokens=256, sampler=None, beam=0,
                      length_alpha=1.0, stop_at_end=True, cache=True, seed=0) -> list[dict]:
-  """Continues text prompts with a loaded run (lmjax.trained.Trained): each prompt is tokenised
+  """Continues text prompts with a loaded run (lmjax.train.trained.Trained): each prompt is tokenised
   after the separator that starts every document; beam > 0 runs beam search, else `sampler`
   (default: ancestral sampling at temperature 1). Returns one dict per prompt: prompt, text,
   tokens, per-token log-probs, whether the model ended the document, and the settings."""

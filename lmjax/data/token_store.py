@@ -2,12 +2,12 @@
 offsets where documents start.
 
 The stream is, for each document of the split in its stored order, the separator and then the
-document's tokens (lmjax/tokenizers.py), so document d occupies [starts[d], starts[d + 1]).
+document's tokens (lmjax/data/tokenizers.py), so document d occupies [starts[d], starts[d + 1]).
 It is cut into records of `CHUNK` tokens (the last one shorter), `SHARD_RECORDS` records per
 array_record file, written with group_size 1 so that any record is read on its own; a window of
 the stream reads the one or two records it overlaps. `starts.npy` holds the document offsets
 (int64, memory-mapped when read), `meta.json` the sizes, the token dtype (uint16 while the
-vocabulary fits it, else uint32) and the split's statistics (lmjax/data.py prints them).
+vocabulary fits it, else uint32) and the split's statistics (lmjax/data/loader.py prints them).
 
 `build` tokenises in one pass and writes into a temporary directory renamed into place when
 complete, so a killed build leaves nothing a later run would read. Levanter and MaxText train
@@ -42,7 +42,7 @@ class _Stats:
     self.counts += np.bincount(np.frombuffer(raw, np.uint8), minlength=256)
 
   def result(self) -> dict:
-    """The statistics of lmjax.data.split_statistics: the unigram entropy of the bytes is what a
+    """The statistics of lmjax.data.loader.split_statistics: the unigram entropy of the bytes is what a
     model with no context at all could reach, in bits per byte."""
     p = self.counts[self.counts > 0] / max(self.counts.sum(), 1)
     return {'documents': self.documents, 'bytes': self.bytes, 'tokens': self.tokens,

@@ -5,7 +5,7 @@ G = H / K, E head_dim. `attend` takes q (B, T, H, E), already scaled by E^-1/2, 
 (B, S, K, E) and `segment_ids` (B, T) int or None, and returns (B, T, H, E). A query attends to
 the keys at or before it with its segment id. No kernel here is handed a T×S mask:
 
-- `blocked`: lmjax/blocked_attention.py, XLA ops tuned for XLA:CPU (the CPU default).
+- `blocked`: lmjax/model/blocked_attention.py, XLA ops tuned for XLA:CPU (the CPU default).
 - `xla`: `jax.nn.dot_product_attention(implementation='xla')`, with `is_causal` and, for packed
   documents, a (B, 1, T, S) boolean mask: XLA's reference path, which forms the T×S logits anyway.
 - `cudnn`: cuDNN's fused flash attention (GPU, bfloat16/float16, head_dim <= 128, a multiple of
@@ -27,7 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lmjax import blocked_attention
+from lmjax.model import blocked_attention
 from lmjax.config import ConfigError
 
 IMPLS = ('auto', 'blocked', 'xla', 'cudnn', 'splash', 'pallas_gpu')

@@ -1,10 +1,10 @@
 """The data seam of lmjax: dataset + tokenizer in, iterators of numpy batches out.
 
-`load(config)` prepares the TFDS dataset (lmjax/datasets.py), the tokenizer (trained on the
+`load(config)` prepares the TFDS dataset (lmjax/data/datasets.py), the tokenizer (trained on the
 train split when missing, saved beside the prepared data, reused after) and, once per tokenizer,
-each split's token store (lmjax/token_store.py, with the split's statistics), and returns `Data`.
+each split's token store (lmjax/data/token_store.py, with the split's statistics), and returns `Data`.
 `train_iterator(data, config)` gives this process's rows of each step's global batch
-(lmjax/pipeline.py; its `get_state()`, the step, goes into checkpoints); `eval_batches(data,
+(lmjax/data/pipeline.py; its `get_state()`, the step, goes into checkpoints); `eval_batches(data,
 config)` the fixed evaluation batches. A batch is a dict of numpy arrays (rows, seq_len):
 inputs, targets, positions, segment_ids, weights.
 
@@ -17,13 +17,13 @@ import os
 
 import numpy as np
 
-from lmjax import datasets, pipeline, token_store, tokenizers
+from lmjax.data import datasets, pipeline, token_store, tokenizers
 
 
 @dataclasses.dataclass
 class Data:
   tokenizer: object
-  train: object = None       # token store of the train split (lmjax.token_store.TokenStore)
+  train: object = None       # token store of the train split (lmjax.data.token_store.TokenStore)
   eval: object = None        # ... and of the evaluation split
 
   @property

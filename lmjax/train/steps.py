@@ -1,4 +1,4 @@
-"""The train state and the jitted train and eval steps (the loop that runs them: lmjax/loop.py)."""
+"""The train state and the jitted train and eval steps (the loop that runs them: lmjax/train/loop.py)."""
 from __future__ import annotations
 
 import functools
@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmjax import loss, optim, sharding
-from lmjax.model import Transformer, model_config
+from lmjax.train import loss, optim, sharding
+from lmjax.model.transformer import Transformer, model_config
 
 
 @flax.struct.dataclass
@@ -80,7 +80,7 @@ def init_state(model, tx, config, shardings=None) -> TrainState:
 
 def loss_sums(params, model, batch, rng=None, chunk=0, z_loss=0.0):
   """(objective, (Σ token cross-entropies in nats, number of target tokens)), the cross-entropy
-  from float32 logits, whole or `chunk` tokens at a time (lmjax/loss.py); the objective adds the
+  from float32 logits, whole or `chunk` tokens at a time (lmjax/train/loss.py); the objective adds the
   z-loss, z_loss · Σ log²Z, to the nats."""
   apply = functools.partial(model.apply, {'params': params}, batch['inputs'],
                             batch.get('positions'), batch.get('segment_ids'),

@@ -16,11 +16,12 @@ from typing import Any, NamedTuple
 
 import jax
 
-from lmjax import data, sharding
-from lmjax.checkpoint import CheckpointError, Checkpoints, abstract_like
+from lmjax.data import loader
+from lmjax.train import sharding
+from lmjax.train.checkpoint import CheckpointError, Checkpoints, abstract_like
 from lmjax.config import (BRANCH_MAY_DIFFER, RESUME_MAY_DIFFER, ConfigError, differences,
                           to_dict)
-from lmjax.steps import build_model_and_optimizer, init_state, state_shardings
+from lmjax.train.steps import build_model_and_optimizer, init_state, state_shardings
 
 
 class ResumeError(ConfigError):
@@ -69,7 +70,7 @@ class Setup(NamedTuple):
   mesh: Any
   shardings: Any                # of the whole train state
   batch_sharding: Any
-  dataset: data.Data
+  dataset: loader.Data
   eval_set: list                # the evaluation batches, already on the devices
   new_iterator: Callable        # () -> this process's training batches from the start
 
@@ -86,13 +87,13 @@ def set_up(config) -> Setup:
   if process[1] > 1:  # process 0 prepares the dataset and tokenizer; the others then read them
     from jax.experimental import multihost_utils
     if process[0] == 0:
-      data.load(config)
+      loader.load(config)
     multihost_utils.sync_global_devices('lmjax: data prepared')
-  dataset = data.load(config)
+  dataset = loader.load(config)
   eval_set = [sharding.put_batch(b, batch_sharding)
-              for b in data.eval_batches(dataset, config, *process)]
+              for b in loader.eval_batches(dataset, config, *process)]
   return Setup(model, tx, mesh, state_shardings(model, tx, config, mesh), batch_sharding,
-               dataset, eval_set, lambda: data.train_iterator(dataset, config, *process))
+               dataset, eval_set, lambda: loader.train_iterator(dataset, config, *process))
 
 
 class Start(NamedTuple):

@@ -1,7 +1,7 @@
 """Batches made and put on the devices by a background thread while the step before runs.
 
-`DevicePrefetch(batches, put)` wraps this process's batch iterator (lmjax/pipeline.py) and
-`put`, the host-to-device transfer (lmjax.sharding.put_batch): a thread reads the next `depth`
+`DevicePrefetch(batches, put)` wraps this process's batch iterator (lmjax/data/pipeline.py) and
+`put`, the host-to-device transfer (lmjax.train.sharding.put_batch): a thread reads the next `depth`
 batches and transfers them while the main thread dispatches steps, so neither reading the store
 nor the transfer sits between two dispatches. Its `get_state()` is the position of the batches
 handed out, not of those read ahead, so a checkpoint resumes at the step that follows it.

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from lmjax.atomic import write_bytes
+from lmjax.core.atomic import write_bytes
 
 SP_SPECIALS = ('<unk>', '<sep>')  # ids 0 and 1; byte-fallback pieces <0x00>..<0xFF> follow
 

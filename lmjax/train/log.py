@@ -11,9 +11,10 @@ import time
 
 import jax
 
-from lmjax import data, flops
-from lmjax.model import ModelConfig
-from lmjax.steps import evaluate, make_eval_step, token_bytes_table
+from lmjax.data import loader
+from lmjax.model import flops
+from lmjax.model.transformer import ModelConfig
+from lmjax.train.steps import evaluate, make_eval_step, token_bytes_table
 
 
 class NonFinite(Exception):
@@ -39,7 +40,7 @@ def fmt_time(s):
 
 class TrainLog:
   """Owns a run's deferred metrics, its evaluations and the timing of its steps; writes rows to
-  a lmjax.metrics.MetricsWriter. `last_saved` is the newest checkpoint step (for errors)."""
+  a lmjax.train.metrics.MetricsWriter. `last_saved` is the newest checkpoint step (for errors)."""
 
   def __init__(self, config, setup, writer, start_step):
     self.config, self.setup, self.writer = config, setup, writer
@@ -119,7 +120,7 @@ class TrainLog:
            'grad_norm': float(m['grad_norm']), 'tokens': step * self.tokens_per_step,
            'tokens_per_s': tps, 'step_time_s': dt / n_steps,
            'mfu': flops.mfu(self.flops_per_token_causal, tps, self.peak, jax.device_count()),
-           'epoch': data.epochs_seen(self.setup.dataset, self.config, step)}
+           'epoch': loader.epochs_seen(self.setup.dataset, self.config, step)}
     if self.config.train.skip_nonfinite:
       row['skipped_updates'] = int(m['skipped'])
     self.writer.write(row)

@@ -5,7 +5,7 @@ A checkpoint `workdir/checkpoints/<step>/` holds three items, saved and restored
 - `meta` (JSON): the step, the resolved config, and the grain iterator's state, taken when `save`
   is called (not later, when an asynchronous write gets to it), so the batches after a restore
   are the batches of an uninterrupted run. Every process runs the same global pipeline
-  (lmjax/pipeline.py), so one state serves all processes.
+  (lmjax/data/pipeline.py), so one state serves all processes.
 Orbax writes into a temporary directory and renames it when every item is complete (with
 asynchronous saves, after training goes on), so a killed save leaves no checkpoint a restore would
 pick. A checkpoint damaged afterwards (files truncated or removed) fails to restore; the caller

@@ -15,7 +15,7 @@ import io
 
 import numpy as np
 
-from lmjax.evaluation import ECE_BINS
+from lmjax.eval.per_token import ECE_BINS
 
 FULL_NATS, FULL_DIFF = 8.0, 4.0
 

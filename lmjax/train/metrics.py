@@ -10,7 +10,7 @@ import math
 import os
 import sys
 
-from lmjax.atomic import atomic_open
+from lmjax.core.atomic import atomic_open
 
 
 def _clean(value):

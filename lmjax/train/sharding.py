@@ -1,7 +1,7 @@
 """Device meshes and the logical-axis rules that place parameters, optimizer state and batches.
 
 The mesh has axes ('data', 'fsdp', 'tensor') with sizes from `config.mesh` (one may be -1: the
-rest of the devices). The model names every parameter dimension with a logical axis (lmjax/model.py);
+rest of the devices). The model names every parameter dimension with a logical axis (lmjax/model/transformer.py);
 `config.mesh.rules` maps logical names to mesh axes, in the style of the Flax lm1b example and
 MaxText. Defaults: the batch over (data, fsdp); `embed` over fsdp (ZeRO-3-like: parameters and
 optimizer state are split over fsdp and gathered per layer by XLA); `mlp`, `heads`, `kv_heads`
@@ -72,7 +72,7 @@ def make_mesh(config, devices=None) -> Mesh:
 
 def platform(mesh=None) -> str:
   """cpu, gpu or tpu: of the mesh's devices (which may be a TPU topology compiled for on a CPU
-  host, lmjax/memory.py), else of JAX's default backend."""
+  host, lmjax/train/memory.py), else of JAX's default backend."""
   if mesh is None:
     return jax.default_backend()
   return mesh.devices.flat[0].platform

@@ -15,7 +15,7 @@ Definitions:
   PaLM's and Levanter's MFU; the sweeps' compute C = D · this count); `attention='causal'` counts
   only the pairs the causal mask keeps, average context (T+1)/2 (Megatron-LM's and MaxText's MFU;
   the `mfu` that launch.train and launch.bench log), and `attention='computed'` what the blocked
-  kernel of lmjax/blocked_attention.py actually runs.
+  kernel of lmjax/model/blocked_attention.py actually runs.
 - Peak FLOP/s: `PEAKS`, dense bf16 per accelerator; on CPU a measured float32 matmul.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from lmjax.config import GATED
-from lmjax.model import ModelConfig
+from lmjax.model.transformer import ModelConfig
 
 
 def param_counts(cfg: ModelConfig) -> dict:
@@ -60,7 +60,7 @@ def attention_context(cfg: ModelConfig, seq_len: int, attention='dense') -> floa
 
   dense: all T (the convention of Kaplan et al. and of PaLM's MFU, Chowdhery et al. 2022);
   causal: (T+1)/2, the pairs the causal mask keeps; computed: what lmjax's blocked kernel runs,
-  T·(n+1)/(2n) for n query blocks (lmjax/blocked_attention.py).
+  T·(n+1)/(2n) for n query blocks (lmjax/model/blocked_attention.py).
   """
   if attention == 'dense':
     return seq_len

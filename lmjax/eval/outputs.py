@@ -7,21 +7,22 @@ import time
 
 import numpy as np
 
-from lmjax import eval_pages, evaluation, steps
-from lmjax.atomic import write_bytes, write_json, write_text
+from lmjax.eval import pages, per_token
+from lmjax.train import steps
+from lmjax.core.atomic import write_bytes, write_json, write_text
 
 HEADLINE = ('loss', 'perplexity', 'bits_per_token', 'bits_per_byte', 'accuracy', 'ece')
 
 
 def evaluate(run, tokenizer, store, batches, page_documents=0, progress=None):
-  """(report dict, Tally) of `run` (lmjax.trained.Trained) on `batches`."""
+  """(report dict, Tally) of `run` (lmjax.train.trained.Trained) on `batches`."""
   token_bytes = steps.token_bytes_table(tokenizer, run.config.model.vocab_size)
-  tally = evaluation.Tally(token_bytes, run.config.data.seq_len,
+  tally = per_token.Tally(token_bytes, run.config.data.seq_len,
                            store.n_documents if store is not None else 0,
                            np.asarray(store.starts) if store is not None else None,
                            page_documents)
-  step = evaluation.make_token_step(run.model, run.mesh, run.param_shardings)
-  evaluation.run(step, run.params, batches, tally, progress)
+  step = per_token.make_token_step(run.model, run.mesh, run.param_shardings)
+  per_token.run(step, run.params, batches, tally, progress)
   names = store.names() if store is not None else None
   return tally.report(names), tally
 
@@ -33,9 +34,9 @@ def _other_nats(other, tally, store, seq_len, batch_size):
     return None
   want = {int(i): n for n, i in enumerate(page['index'])}
   out = np.full(len(page['index']), np.nan)
-  step = evaluation.make_token_step(other.model, other.mesh, other.param_shardings)
+  step = per_token.make_token_step(other.model, other.mesh, other.param_shardings)
   documents = int(page['doc'].max()) + 1
-  for batch in evaluation.batches_of_split(store, seq_len, batch_size, documents):
+  for batch in per_token.batches_of_split(store, seq_len, batch_size, documents):
     keys = ('inputs', 'targets', 'positions', 'segment_ids')
     nats = np.asarray(step(other.params, {k: batch[k] for k in keys})['nats'])
     for idx, n, w in zip(batch['target_index'].ravel(), nats.ravel(),
@@ -61,9 +62,9 @@ def evaluate_and_write(run, tokenizer, store, batches, split_name, page_document
   title = f'{os.path.basename(os.path.abspath(workdir))} step {step_name}, {split_name}'
   os.makedirs(os.path.dirname(stem), exist_ok=True)
   files = {'reliability': write_bytes(f'{stem}-reliability.png',
-                                      eval_pages.reliability_png(report, title)),
+                                      pages.reliability_png(report, title)),
            'position': write_bytes(f'{stem}-position.png',
-                                   eval_pages.position_png(report, title))}
+                                   pages.position_png(report, title))}
   page = tally.page_tokens()
   if page:
     names = store.names()
@@ -72,7 +73,7 @@ def evaluate_and_write(run, tokenizer, store, batches, split_name, page_document
       other_nats = _other_nats(other, tally, store, run.config.data.seq_len,
                                run.config.data.batch_size)
       other_title = f'{other.workdir} step {other.step}'
-    html = eval_pages.logprob_page(page, tokenizer.piece, names, title, other_nats, other_title)
+    html = pages.logprob_page(page, tokenizer.piece, names, title, other_nats, other_title)
     files['logprobs'] = write_text(f'{stem}-logprobs.html', html)
   report['files'] = files
   path = write_json(f'{stem}.json', report, indent=1)
@@ -87,7 +88,7 @@ def evaluate_and_write(run, tokenizer, store, batches, split_name, page_document
 def _tensorboard(workdir, split_name, step, report):
   if step < 0:
     return
-  from lmjax.metrics import summary_writer
+  from lmjax.train.metrics import summary_writer
   writer = summary_writer(os.path.join(workdir, 'tb'))
   for k in HEADLINE:
     if report.get(k) is not None:

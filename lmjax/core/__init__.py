@@ -1,0 +1,13 @@
+"""core: what every room shares, jax-free leaves that import nothing else of lmjax.
+
+- errors.py: the one error base (`LmjaxError`: a one-line message and an exit code), the exit
+  codes of every entry point, and `one_line`, the one way an exception becomes one line;
+- atomic.py: atomic file writes, the one way lmjax writes a file another process may read;
+- rundir.py: a run directory's layout (config.json, metrics.jsonl, summary.json, checkpoints/,
+  tb/, eval/, samples/, its lock), owned here alone;
+- pyfile.py: importing a user's config or sweep file;
+- figures.py: matplotlib figures on the Agg canvas and their PNG bytes (no pyplot state).
+
+May import: the standard library, numpy and matplotlib; nothing else of lmjax (import-linter,
+.importlinter).
+"""

@@ -1,0 +1,12 @@
+"""model: the decoder-only transformer and what is computed from its config alone.
+
+- transformer.py: the Flax linen model, every architectural choice a field (`ModelConfig`);
+- attention.py: attention kernels by name; blocked_attention.py: the CPU kernel;
+- remat.py: recomputation policies by name;
+- flops.py: exact parameter counts (`N`, `N_no_emb`), FLOPs per token, peaks and MFU;
+- hf.py: Hugging Face checkpoints (config.json, safetensors) to model fields and params, and
+  back, in NumPy.
+
+May import: lmjax.core, lmjax.config. Not data, training or anything above (import-linter,
+.importlinter). Mixture-of-experts layers, LoRA and adapters, and μP's parametrisation go here.
+"""
