@@ -63,6 +63,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+from lmjax.core.errors import first_line, one_line  # noqa: E402
+
 SECTIONS = ('device', 'attention', 'cross_entropy', 'train_step', 'memory')
 # The kernels each platform runs natively (on CPU the Pallas kernels only interpret: tests).
 KERNELS = {'gpu': ('blocked', 'xla', 'cudnn', 'pallas_gpu'), 'tpu': ('blocked', 'xla', 'splash'),
@@ -83,7 +85,7 @@ KILL_AFTER_S = 90
 
 
 def parse_args(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap = argparse.ArgumentParser(description=first_line(__doc__))
   ap.add_argument('--quick', action='store_true', help='tiny shapes and model (a CPU smoke run)')
   ap.add_argument('--skip', default='', help=f'comma-separated sections: {", ".join(SECTIONS[1:])}')
   ap.add_argument('--out', help='also write the JSON lines to this file')
@@ -107,11 +109,6 @@ def parse_args(argv=None):
   return args
 
 
-def first_line(e) -> str:
-  lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-  return f'{type(e).__name__}: {lines[0][:300] if lines else ""}'
-
-
 def require_modules():
   """Exits (status 2) with one line naming the first module this machine lacks (see the
   docstring). Importing starts no backend: the parent holds no device memory."""
@@ -125,7 +122,7 @@ def require_modules():
             'benchmarks/accelerator_check.py says', file=sys.stderr)
       sys.exit(2)
     except ImportError as e:  # there, but not a version lmjax knows
-      print(f'error: importing {name}: {first_line(e)}', file=sys.stderr)
+      print(f'error: importing {name}: {one_line(e, 300)}', file=sys.stderr)
       sys.exit(2)
 
 
@@ -283,8 +280,8 @@ def run_cases(cases, args, section):
       report(seconds, result, record, peak)
       del result
     except Exception as e:  # a kernel the platform or jax refuses, out of memory, ...
-      print(f'{name}: failed: {first_line(e)}', flush=True)
-      emit({'section': section, 'case': name, 'error': first_line(e)})
+      print(f'{name}: failed: {one_line(e, 300)}', flush=True)
+      emit({'section': section, 'case': name, 'error': one_line(e, 300)})
 
 
 def size(n) -> str:
@@ -573,7 +570,7 @@ def run_train_step(args, config, mesh, compiled):
   record = {'section': 'train_step', 'config': 'experiments/configs/llama_1b.py',
             'attention_impl': config.model.attention_impl, 'kernel': model.cfg.attention_impl,
             'remat': config.model.remat, 'loss_chunk': config.train.loss_chunk,
-            'batch': b, 'seq_len': t, 'params': flops.param_counts(mcfg)['total'],
+            'batch': b, 'seq_len': t, 'N': flops.param_counts(mcfg).N,
             'step_s': seconds, 'step_s_min': min(times[1:]), 'tokens_per_s': tokens_per_s,
             'flops_per_token': dense, 'flops_per_token_causal': causal,
             'xla_flops_per_token': (xla_flops(compiled) or float('nan')) / (b * t),
@@ -668,8 +665,8 @@ def train_step_section(args, shape):
         memory_report(est, record)
       return
     except Exception as e:  # a kernel failing inside the model, or out of memory
-      print(f'train step attention_impl={impl}: failed: {first_line(e)}', flush=True)
-      emit({'section': 'train_step', 'attention_impl': impl, 'error': first_line(e)})
+      print(f'train step attention_impl={impl}: failed: {one_line(e, 300)}', flush=True)
+      emit({'section': 'train_step', 'attention_impl': impl, 'error': one_line(e, 300)})
   sys.exit(1)
 
 

@@ -17,6 +17,7 @@ import jax
 from ml_collections import ConfigDict
 
 from launch.flags_util import load_config_file
+from lmjax.core.errors import first_line
 from lmjax.data import loader
 from lmjax.train.checkpoint import Checkpoints
 from lmjax.config import resolve
@@ -24,7 +25,7 @@ from lmjax.train.steps import build_model_and_optimizer, init_state
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap = argparse.ArgumentParser(description=first_line(__doc__))
   ap.add_argument('--config', default='experiments/configs/small.py')
   ap.add_argument('--saves', type=int, default=5)
   args = ap.parse_args()

@@ -19,13 +19,14 @@ import jax
 import numpy as np
 
 from launch.flags_util import load_config_file
+from lmjax.core.errors import first_line
 from lmjax.infer import decode
 from lmjax.config import resolve
 from lmjax.train.steps import build_model_and_optimizer, init_params
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(description=first_line(__doc__))
   p.add_argument('--config', default='experiments/configs/small.py')
   p.add_argument('--prompt_len', type=int, default=64)
   p.add_argument('--new_tokens', type=int, default=256)

@@ -72,7 +72,7 @@ def main(argv):
     fail(str(e))
   runs = runs.drop_highest_loss(5)
   grid = parametric.hoffmann_grid()
-  log_n, log_d, log_loss = np.log(runs.n), np.log(runs.d), np.log(runs.loss)
+  log_n, log_d, log_loss = np.log(runs.N), np.log(runs.D), np.log(runs.loss)
   rows = []
 
   pick = np.unique(np.linspace(0, len(grid) - 1, k).round().astype(int))

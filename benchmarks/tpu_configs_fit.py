@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from lmjax.core.errors import first_line
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # config -> launch.memory flags of each target its docstring names: a v5p slice, 8 × 80 GB GPUs.
@@ -29,7 +31,7 @@ TARGETS = {
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap = argparse.ArgumentParser(description=first_line(__doc__))
   ap.add_argument('--only', default=','.join(TARGETS), help='configs, comma-separated')
   ap.add_argument('--tpu_only', action='store_true', help='skip the XLA:CPU stand-ins')
   args = ap.parse_args()

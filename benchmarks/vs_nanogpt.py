@@ -16,6 +16,8 @@ import statistics
 import subprocess
 import sys
 
+from lmjax.core.errors import first_line
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NANOGPT_BENCH = os.path.join(ROOT, '..', 'shared', 'bench', 'nanogpt_cpu_bench.py')
 
@@ -41,7 +43,7 @@ def nanogpt_round(torch_python, nanogpt, configs):
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap = argparse.ArgumentParser(description=first_line(__doc__))
   ap.add_argument('--torch_python', required=True)
   ap.add_argument('--nanogpt', required=True)
   ap.add_argument('--configs', default='S,M')

@@ -16,10 +16,10 @@ A diverged lr-sweep run is a result (that lr is too high), not a failure.
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from launch.flags_util import fail, parse_flags
-from lmjax.core.exitcodes import EXIT_FAILED, EXIT_OK
+from launch.flags_util import fail, run
+from lmjax.core.errors import EXIT_FAILED, EXIT_OK
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/arch_recipes', 'The study\'s directory: lr/, '
                                'study/ and results/.')
@@ -33,7 +33,7 @@ _BOOTSTRAP = flags.DEFINE_integer('bootstrap', 1000, 'Bootstrap replicates of ea
 
 
 def _sweep_phase(sweep, workdir, allow_diverged=False):
-  from launch.sweep_local import run_local
+  from lmjax.sweeps.local import run_local
   from lmjax.sweeps.sweepdir import SweepDir
   code = run_local(sweep, workdir, _PARALLEL.value, _CPUS.value)
   if code == EXIT_OK:
@@ -47,9 +47,7 @@ def _sweep_phase(sweep, workdir, allow_diverged=False):
   sys.exit(code)
 
 
-def main(argv):
-  if len(argv) > 1:
-    fail(f'unexpected arguments {argv[1:]}')
+def main():
   cores = len(os.sched_getaffinity(0))
   if _PARALLEL.value < 1:
     fail(f'--parallel={_PARALLEL.value}: must be >= 1')
@@ -87,4 +85,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  run(main)

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from lmjax.core.errors import LmjaxError
 from lmjax import analysis
 from lmjax.core.atomic import atomic_open, write_text
 from lmjax.scaling import multiplier as multiplier_lib
@@ -31,7 +32,7 @@ REFERENCE = 'vaswani'
 SHAPE = ('model.n_layers', 'model.d_model')
 
 
-class ReportError(ValueError):
+class ReportError(LmjaxError, ValueError):
   """The study's runs cannot be analysed; one line."""
 
 
@@ -68,7 +69,7 @@ def seed_table(done) -> list:
       continue
     loss = g['loss'].to_numpy(float)
     rows.append(dict(preset=preset, n_layers=int(key[0]), d_model=int(key[1]),
-                     budget=float(key[2]), n=int(g['N_no_emb'].iloc[0]), seeds=len(loss),
+                     budget=float(key[2]), N_no_emb=int(g['N_no_emb'].iloc[0]), seeds=len(loss),
                      mean=float(loss.mean()), sd=float(loss.std(ddof=1)),
                      min=float(loss.min()), max=float(loss.max()),
                      losses=[float(x) for x in loss]))
@@ -85,8 +86,8 @@ def isoflop_table(done) -> list:
     losses = g['loss'].to_numpy(float)
     best = int(np.argmin(losses))
     rows.append(dict(preset=preset, budget=float(budget),
-                     n=[int(x) for x in g['N_no_emb']], loss=[float(x) for x in losses],
-                     best_n=int(g['N_no_emb'].iloc[best]),
+                     N_no_emb=[int(x) for x in g['N_no_emb']], loss=[float(x) for x in losses],
+                     best_N_no_emb=int(g['N_no_emb'].iloc[best]),
                      inside=bool(0 < best < len(losses) - 1)))
   return rows
 
@@ -151,14 +152,14 @@ def markdown(res) -> str:
             '| preset | budget C | losses | best N | minimum inside the sizes |',
             '|---|---|---|---|---|']
   for r in res['isoflop']:
-    losses = ', '.join(f'{n:,}: {l:.3f}' for n, l in zip(r['n'], r['loss']))
-    lines.append(f'| {r["preset"]} | {r["budget"]:.3g} | {losses} | {r["best_n"]:,} | '
+    losses = ', '.join(f'{n:,}: {l:.3f}' for n, l in zip(r['N_no_emb'], r['loss']))
+    lines.append(f'| {r["preset"]} | {r["budget"]:.3g} | {losses} | {r["best_N_no_emb"]:,} | '
                  f'{"yes" if r["inside"] else "no"} |')
   lines += ['', '## Run-to-run noise (seeds at fixed N, D)', '',
             '| preset | layers × d_model | N | budget C | seeds | mean loss | sd | range |',
             '|---|---|---|---|---|---|---|---|']
   for r in res['seeds']:
-    lines.append(f'| {r["preset"]} | {r["n_layers"]} × {r["d_model"]} | {r["n"]:,} | '
+    lines.append(f'| {r["preset"]} | {r["n_layers"]} × {r["d_model"]} | {r["N_no_emb"]:,} | '
                  f'{r["budget"]:.3g} | {r["seeds"]} | {r["mean"]:.4f} | {r["sd"]:.4f} | '
                  f'{r["min"]:.4f}–{r["max"]:.4f} |')
   lines += ['', f'Pooled seed sd: {res["pooled_sd"]:.4f} (all presets and cells).', '',

@@ -43,12 +43,12 @@ _REDUCTION = flags.DEFINE_enum('reduction', _D.reduction, CHOICES['reduction'], 
 _STARTS = flags.DEFINE_enum('starts', _D.starts, CHOICES['starts'], 'Chinchilla starts: '
                             "Hoffmann's 4,500-point grid, or its 72 points with a, b in "
                             '{0, 10, 20}, alpha = beta in {0, 0.5, 1, 2} and e in {-1, 0, 1}.')
-_COLUMNS = flags.DEFINE_list('columns', [], 'FIELD=COLUMN pairs mapping the fields n, '
-                             'n_no_emb, d, c, loss to column names of the table.')
+_COLUMNS = flags.DEFINE_list('columns', [], 'FIELD=COLUMN pairs mapping the fields N, '
+                             'N_no_emb, D, C, loss to column names of the table.')
 _WHERE = flags.DEFINE_list('where', [], 'TAG=VALUE pairs: keep only rows whose tag columns '
                            'equal these values.')
 _N_COUNT = flags.DEFINE_enum('n_count', _D.n_count, CHOICES['n_count'], 'Which parameter '
-                             'count to fit with: the n column, n_no_emb (without embeddings), '
+                             'count to fit with: the N column, N_no_emb (without embeddings), '
                              'or both when the table has both.')
 _DROP = flags.DEFINE_integer('drop_highest_loss', None, 'Drop the rows whose loss is >= the '
                              "k-th largest (default: the format's, 5 for the Epoch file; "

@@ -1,21 +1,33 @@
-"""Start-up helpers shared by the entry points: flags and configs that fail in one line."""
+"""What every entry point shares: flags and configs that fail in one line, and `run`, which
+makes a launcher's `main` one library call whose LmjaxError becomes one line on stderr and its
+exit code (lmjax/core/errors.py)."""
 import sys
 
-from absl import flags
+from absl import app, flags
 
 from lmjax.core import pyfile
-from lmjax.core.exitcodes import EXIT_USAGE
+from lmjax.core.errors import EXIT_OK, EXIT_USAGE, LmjaxError, first_line, one_line
 
 
-def fail(message, code=EXIT_USAGE):
-  """Prints `error: message` on stderr and exits with `code` (2: a bad flag or config)."""
-  print(f'error: {message}', file=sys.stderr)
+def fail(message, code=EXIT_USAGE, label='error'):
+  """Prints `label: message` on stderr and exits with `code` (2: a bad flag or config)."""
+  print(f'{label}: {message}' if label else message, file=sys.stderr)
   sys.exit(code)
 
 
-def _first_line(e):
-  lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
-  return lines[-1] if lines else type(e).__name__
+def run(call):
+  """absl's app.run for an entry point whose work is `call()`, a library call returning the
+  exit status (None: 0). Positional arguments are refused; an LmjaxError prints its one line
+  and exits with its code; flags that do not parse fail in one line (`parse_flags`)."""
+  def main(argv):
+    if len(argv) > 1:
+      fail(f'unexpected arguments {argv[1:]}: flags are --name=value (config fields '
+           '--config.a.b=value)')
+    try:
+      return call() or EXIT_OK
+    except LmjaxError as e:
+      fail(e.one_line(), e.exit_code, e.label)
+  app.run(main, flags_parser=parse_flags)
 
 
 def load_config_file(path):
@@ -27,7 +39,7 @@ def load_config_file(path):
       fail(f'--config={path}: no such file')
     if e.kind == pyfile.NOT_PYTHON:
       fail(f'--config={path}: not a Python config file (one defining get_config())')
-    fail(f'--config={path}: loading it raised {type(e.cause).__name__}: {_first_line(e.cause)}')
+    fail(f'--config={path}: loading it raised {one_line(e.cause)}')
 
 
 def _check_override(config, arg):
@@ -50,7 +62,7 @@ def parse_flags(argv):
       for arg in argv:
         if arg.startswith('--config.'):
           _check_override(config, arg)
-    fail(_first_line(e))
+    fail(first_line(e) or type(e).__name__)
 
 
 def parse_mesh(text, allow_rest):

@@ -27,7 +27,7 @@ from ml_collections import config_flags
 
 from launch.flags_util import fail, load_config_file, parse_flags, parse_mesh
 from lmjax.config import ConfigError, resolve
-from lmjax.core.exitcodes import EXIT_FAILED, EXIT_OK
+from lmjax.core.errors import EXIT_FAILED, EXIT_OK
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
                                           lock_config=False)

@@ -11,7 +11,7 @@ named, touching nothing; changes to steps, logging, evaluation and checkpointing
 Several hosts: `--distributed` (JAX detects SLURM and TPU pod environments) or
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`; see WORKSPACE.md.
 
-Exit status (lmjax/core/exitcodes.py): 0 done; 2 bad flag, config or data, or a refused resume; 3 the
+Exit status (lmjax/core/errors.py): 0 done; 2 bad flag, config or data, or a refused resume; 3 the
 loss went non-finite; 75 preempted by SIGTERM/SIGINT after saving a checkpoint: run the same
 command again to continue.
 """
@@ -25,7 +25,7 @@ from ml_collections import config_flags
 from launch.flags_util import fail, load_config_file, parse_flags
 from lmjax.config import ConfigError, resolve
 from lmjax.train import platform_flags
-from lmjax.core.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.core.errors import EXIT_NONFINITE, EXIT_PREEMPTED
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
                                           lock_config=False)

@@ -13,10 +13,11 @@ from typing import NamedTuple
 from ml_collections import config_dict
 from ml_collections.config_dict import ConfigDict, placeholder
 
+from lmjax.core.errors import LmjaxError
 from lmjax.data.tokenizers import configured_vocab_size
 
 
-class ConfigError(ValueError):
+class ConfigError(LmjaxError, ValueError):
   """A config value that is not allowed; the message names the field."""
 
 

@@ -32,7 +32,7 @@ def test_a_sweep_loads_every_planned_run_in_its_state(tmp_path, sweep):  # noqa:
   assert r.kind == 'sweep' and list(r.runs['name']) == [x.name for x in runs]
   by = r.runs.set_index('name')
   assert by.loc[runs[0].name, 'status'] == 'done' and by.loc[runs[0].name, 'loss'] == 5.0
-  assert by.loc[runs[0].name, 'N'] == runs[0].n_total
+  assert by.loc[runs[0].name, 'N'] == runs[0].N
   assert by.loc[runs[0].name, 'model.d_model'] > 0 and 'optim.lr' in r.runs
   assert by.loc[runs[5].name, 'status'] == 'done' and np.isnan(by.loc[runs[5].name, 'loss'])
   assert by.loc[runs[6].name, 'status'] == 'interrupted' and by.loc[runs[6].name, 'step'] == 20
@@ -49,13 +49,13 @@ def test_a_sweep_loads_every_planned_run_in_its_state(tmp_path, sweep):  # noqa:
   # The table launch.fit fits: the same rows through the DataFrame as through collect.
   t_frame = analysis.fit_table(r.runs)
   t_dir = collect.collect(str(d)).table
-  for k in ('n', 'd', 'c', 'loss', 'n_no_emb'):
+  for k in ('N', 'D', 'C', 'loss', 'N_no_emb'):
     assert sorted(getattr(t_frame, k)) == pytest.approx(sorted(getattr(t_dir, k)))
 
 
 def test_fit_is_launch_fits_call_with_its_options(tmp_path, sweep):  # noqa: F811
   d = _sweep_dir(tmp_path, sweep)
-  options = dict(laws=('kaplan_n',), bootstrap=20, kaplan_frontier=False, n_count='n')
+  options = dict(laws=('kaplan_n',), bootstrap=20, kaplan_frontier=False, n_count='N')
   ours = analysis.fit(str(d), **options)
   theirs = scaling_fit.fit_runs(collect.collect(str(d)).table, FitOptions(**options))
   assert ours.text() == theirs.text()

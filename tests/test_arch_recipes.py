@@ -29,7 +29,7 @@ def test_presets_are_matched_in_shape_and_non_embedding_parameters(full):
   for run in study.runs:
     o = run.overrides
     key = (o['model.n_layers'], o['model.d_model'], o['model.n_heads'])
-    by_shape.setdefault(key, {})[o['model.preset']] = run.n
+    by_shape.setdefault(key, {})[o['model.preset']] = run.N_no_emb
   assert len(by_shape) == len(scale.targets)
   for key, ns in by_shape.items():
     assert set(ns) == set(plan.PRESETS), key
@@ -44,7 +44,7 @@ def test_the_study_trains_each_preset_at_its_chosen_lr_and_seeds_share_seed_0s_s
   for run in study.runs:
     p = run.overrides['model.preset']
     assert run.name.endswith(p)
-    assert run.overrides['optim.lr'] == pytest.approx(mults[p] * plan.kaplan_lr(run.n))
+    assert run.overrides['optim.lr'] == pytest.approx(mults[p] * plan.kaplan_lr(run.N_no_emb))
   schedule = ('train.steps', 'optim.warmup_steps', 'optim.lr', 'optim.schedule', 'model.d_ff')
   seeded = [r for r in study.runs if r.seed > 0 and r.design != 'stable']
   assert len(seeded) == len(plan.PRESETS) * len(scale.seed_targets) * 2 * len(scale.seeds)

@@ -7,7 +7,7 @@ import pytest
 from lmjax.train import loop
 from lmjax.train.checkpoint import CheckpointError
 from lmjax.config import default_config, resolve
-from lmjax.train.metrics import read_metrics
+from lmjax.core.rundir import RunDir
 
 pytestmark = pytest.mark.slow  # trains three runs through the loop
 
@@ -28,7 +28,7 @@ def _config(**fields):
 
 
 def _losses(workdir):
-  rows = read_metrics(os.path.join(workdir, 'metrics.jsonl'))
+  rows = RunDir(workdir).read_metrics()
   return {(r['step'], key): r[key] for r in rows for key in ('loss', 'lr', 'eval_loss')
           if key in r}
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from lmjax.core.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
-from lmjax.train.metrics import read_metrics
+from lmjax.core.errors import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.core.rundir import RunDir
 
 pytestmark = pytest.mark.slow  # launch.train subprocesses: kills, resumes, damaged checkpoints
 
@@ -85,8 +85,8 @@ def test_resume_after_sigkill_is_bitwise_identical(straight, tmp_path):
   out = _run(tmp_path)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'resumed from the checkpoint at step 20' in out.stdout
-  a = read_metrics(straight / 'metrics.jsonl')
-  b = read_metrics(tmp_path / 'metrics.jsonl')
+  a = RunDir(straight).read_metrics()
+  b = RunDir(tmp_path).read_metrics()
   assert [r['step'] for r in b] == [r['step'] for r in a]  # no duplicate, no orphan
   assert _strip(a) == _strip(b)  # losses bitwise (JSON floats round-trip exactly)
   assert [r['loss'] for r in a if r['step'] > 20 and 'loss' in r] == [
@@ -95,7 +95,7 @@ def test_resume_after_sigkill_is_bitwise_identical(straight, tmp_path):
 
 def test_sigterm_saves_and_exits_with_the_preemption_code(tmp_path):
   proc = _start(tmp_path, '--config.train.steps=400', '--config.checkpoint.every_steps=1000')
-  _wait_for(lambda: len(read_metrics(tmp_path / 'metrics.jsonl')) > 5
+  _wait_for(lambda: len(RunDir(tmp_path).read_metrics()) > 5
             if (tmp_path / 'metrics.jsonl').exists() else False)
   proc.send_signal(signal.SIGTERM)
   t0 = time.time()
@@ -104,14 +104,14 @@ def test_sigterm_saves_and_exits_with_the_preemption_code(tmp_path):
   assert time.time() - t0 < 20
   saved = [int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit()]
   assert len(saved) == 1
-  last_logged = read_metrics(tmp_path / 'metrics.jsonl')[-1]['step']
+  last_logged = RunDir(tmp_path).read_metrics()[-1]['step']
   assert last_logged <= saved[0] <= last_logged + 2  # the step under way, no more
   end = saved[0] + 10  # a few steps past the save (a resume may change the length)
   out = _run(tmp_path, f'--config.train.steps={end}', '--config.checkpoint.every_steps=1000',
              '--config.train.eval_every=1000')
   assert out.returncode == 0, out.stderr[-3000:]
   assert f'resumed from the checkpoint at step {saved[0]}' in out.stdout
-  steps = [r['step'] for r in read_metrics(tmp_path / 'metrics.jsonl') if 'loss' in r]
+  steps = [r['step'] for r in RunDir(tmp_path).read_metrics() if 'loss' in r]
   assert steps == list(range(1, end + 1))
 
 
@@ -151,8 +151,8 @@ def test_damaged_latest_checkpoint_falls_back_and_metrics_are_cut(straight, tmp_
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'checkpoint at step 40 is damaged' in out.stdout
   assert 'resumed from the checkpoint at step 20' in out.stdout
-  assert _strip(read_metrics(run / 'metrics.jsonl')) == _strip(
-      read_metrics(straight / 'metrics.jsonl'))
+  assert _strip(RunDir(run).read_metrics()) == _strip(
+      RunDir(straight).read_metrics())
 
 
 def test_incompatible_resume_is_refused_and_touches_nothing(straight, tmp_path):

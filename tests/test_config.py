@@ -125,4 +125,4 @@ def test_shipped_configs_resolve_to_their_sizes(name, total):
   counts = flops.param_counts(ModelConfig.from_config(c.model))
   model, _ = build_model_and_optimizer(c)
   shapes = jax.eval_shape(lambda: init_params(model, c, jax.random.PRNGKey(0)))
-  assert counts['total'] == flops.count_tree(shapes) == total
+  assert counts.N == flops.count_tree(shapes) == total

@@ -10,6 +10,7 @@ transformers = pytest.importorskip('transformers')
 
 from lmjax.model import hf as convert  # noqa: E402
 from lmjax.config import default_config, resolve  # noqa: E402
+from lmjax.core.rundir import RunDir  # noqa: E402
 from lmjax.train.steps import build_model_and_optimizer, init_params  # noqa: E402
 
 pytestmark = pytest.mark.slow  # builds models with transformers
@@ -182,7 +183,7 @@ def test_an_imported_run_trains_on_from_its_eval_loss(tmp_path, corpus):
   tuned = json.loads((tmp_path / 'tuned' / 'config.json').read_text())
   assert tuned['data']['tokenizer'] == 'hf' and tuned['data']['hf_tokenizer'] == str(
       tmp_path / 'imported' / 'tokenizer.json')
-  first = json.loads((tmp_path / 'tuned' / 'metrics.jsonl').read_text().splitlines()[0])
+  first = RunDir(tmp_path / 'tuned').read_metrics()[0]
   # The same batch through the imported params, here.
   c = call_function(str(tmp_path / 'imported' / 'lmjax_config.py'), 'get_config')
   c.data.dataset, c.data.paths, c.data.data_dir = 'local_text', str(corpus), str(tmp_path / 'tfds')

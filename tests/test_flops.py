@@ -19,9 +19,9 @@ def test_kaplan_formulas():
   m = ModelConfig.from_config(c.model)
   counts = flops.param_counts(m)
   # Without biases, a GPT-2 block has 12·d² weights plus two LayerNorm scales of d each.
-  assert counts['non_embedding'] == 4 * (12 * 256 ** 2 + 2 * 256) + 256
-  assert counts['kaplan_approx'] == 12 * 4 * 256 ** 2
-  assert flops.kaplan_flops_per_token(m, 256) == 6 * counts['non_embedding'] + 12 * 4 * 256 * 256
+  assert counts.N_no_emb == 4 * (12 * 256 ** 2 + 2 * 256) + 256
+  assert counts.kaplan_approx == 12 * 4 * 256 ** 2
+  assert flops.kaplan_flops_per_token(m, 256) == 6 * counts.N_no_emb + 12 * 4 * 256 * 256
 
 
 def test_exact_flops_by_hand_and_causal_halving():

@@ -11,7 +11,7 @@ import pytest
 from lmjax.data import loader
 from lmjax.config import resolve
 from lmjax.train.loop import train
-from lmjax.train.metrics import read_metrics
+from lmjax.core.rundir import RunDir
 from lmjax.train.start import ResumeError
 
 pytestmark = pytest.mark.slow  # each test trains through the whole loop
@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_train_writes_the_run_directory(tiny, tmp_path):
   tiny.train.steps, tiny.train.log_every, tiny.train.eval_every = 12, 4, 6
   summary, state = train(resolve(tiny), str(tmp_path))
-  rows = read_metrics(tmp_path / 'metrics.jsonl')
+  rows = RunDir(tmp_path).read_metrics()
   logs = [r for r in rows if 'loss' in r]
   evals = [r for r in rows if 'eval_loss' in r]
   assert [r['step'] for r in logs] == [4, 8, 12] and [r['step'] for r in evals] == [6, 12]
@@ -44,11 +44,11 @@ def test_unknown_accelerator_trains_with_mfu_null_and_one_warning(tiny, tmp_path
 
   from lmjax.train import log
   fake = SimpleNamespace(device_kind='NVIDIA Z9000', platform='gpu')
-  monkeypatch.setattr(train_log, 'first_device', lambda: fake)
+  monkeypatch.setattr(log, "first_device", lambda: fake)
   tiny.train.steps, tiny.train.log_every, tiny.train.eval_every = 4, 2, 4
   tiny.optim.warmup_steps = 2
   summary, _ = train(resolve(tiny), str(tmp_path))
-  logs = [r for r in read_metrics(tmp_path / 'metrics.jsonl') if 'loss' in r]
+  logs = [r for r in RunDir(tmp_path).read_metrics() if 'loss' in r]
   assert [r['step'] for r in logs] == [2, 4] and all(r['mfu'] is None for r in logs)
   assert all(np.isfinite(r['loss']) for r in logs)
   out = capsys.readouterr().out

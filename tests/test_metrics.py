@@ -1,8 +1,8 @@
-"""metrics.jsonl: whole rows only, torn lines skipped, truncation on resume, TensorBoard."""
-import json
+"""metrics.jsonl rows written whole, TensorBoard events, the terminal line."""
 import os
 
-from lmjax.train.metrics import MetricsWriter, read_metrics, truncate_metrics
+from lmjax.core.rundir import RunDir
+from lmjax.train.metrics import MetricsWriter
 
 
 def test_rows_are_written_whole_and_read_back(tmp_path):
@@ -10,26 +10,9 @@ def test_rows_are_written_whole_and_read_back(tmp_path):
   writer.write({'step': 1, 'loss': 2.5})
   writer.write({'step': 2, 'loss': float('nan'), 'eval_loss': float('inf')})
   writer.close()
-  rows = read_metrics(tmp_path / 'metrics.jsonl')
+  rows = RunDir(tmp_path).read_metrics()
   assert rows == [{'step': 1, 'loss': 2.5}, {'step': 2, 'loss': 'nan', 'eval_loss': 'inf'}]
   assert any(name.startswith('events') for name in os.listdir(tmp_path / 'tb'))
-
-
-def test_a_torn_last_line_is_skipped(tmp_path):
-  path = tmp_path / 'metrics.jsonl'
-  path.write_bytes(b'{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.9}\n{"step": 3, "lo')
-  assert [r['step'] for r in read_metrics(path)] == [1, 2]
-
-
-def test_truncate_keeps_rows_up_to_the_step_and_drops_a_torn_line(tmp_path):
-  path = tmp_path / 'metrics.jsonl'
-  rows = [{'step': s, 'loss': 1.0 / s} for s in (1, 2, 3, 4)] + [{'step': 4, 'eval_loss': 0.5}]
-  path.write_text(''.join(json.dumps(r) + '\n' for r in rows) + '{"step": 5')
-  assert truncate_metrics(path, 2) == 3
-  assert read_metrics(path) == rows[:2]
-  assert path.read_text().endswith('\n')
-  assert sorted(os.listdir(tmp_path)) == ['metrics.jsonl']  # no temporary left behind
-  assert truncate_metrics(tmp_path / 'missing.jsonl', 2) == 0
 
 
 def test_a_live_line_is_redrawn_only_on_a_terminal(tmp_path):

@@ -47,9 +47,8 @@ def test_param_count_matches_pytree(variant):
   model, _ = build_model_and_optimizer(c)
   shapes = jax.eval_shape(lambda: init_params(model, c, jax.random.PRNGKey(0)))
   counts = flops.param_counts(ModelConfig.from_config(c.model))
-  assert counts['total'] == flops.count_tree(shapes)
-  assert counts['non_embedding'] == counts['total'] - counts['embedding'] - counts[
-      'position'] - counts['unembedding']
+  assert counts.N == flops.count_tree(shapes)
+  assert counts.N_no_emb == counts.N - counts.embedding - counts.position - counts.unembedding
 
 
 def test_param_count_of_nanogpt_shape():
@@ -57,7 +56,7 @@ def test_param_count_of_nanogpt_shape():
   # reports 3,279,104 parameters in total (shared/bench), position embedding included.
   from experiments.configs import nanogpt_s
   c = resolve(nanogpt_s.get_config())
-  assert flops.param_counts(ModelConfig.from_config(c.model))['total'] == 3_279_104
+  assert flops.param_counts(ModelConfig.from_config(c.model)).N == 3_279_104
 
 
 # The fast set (-m 'not slow') checks one variant of each property; CI checks them all.
@@ -266,7 +265,7 @@ def test_scan_over_layers_matches_the_unrolled_model(variant):
       lambda *xs: jnp.stack(xs), *[params[f'block_{i}'] for i in range(c.model.n_layers)])}
   shapes = jax.eval_shape(lambda: init_params(model_scan, c_scan, jax.random.PRNGKey(0)))
   assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(stacked)
-  assert flops.count_tree(shapes) == flops.param_counts(ModelConfig.from_config(c.model))['total']
+  assert flops.count_tree(shapes) == flops.param_counts(ModelConfig.from_config(c.model)).N
   batch = next(loader.train_iterator(loader.load(c), c))
   (l1, g1), (l2, g2) = _loss_and_grads(model, params, batch), _loss_and_grads(model_scan,
                                                                                stacked, batch)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lmjax.train.metrics import read_metrics
+from lmjax.core.rundir import RunDir
 
 pytestmark = pytest.mark.slow  # two training processes and one of eight devices
 
@@ -50,7 +50,7 @@ def _two(workdir, *flags):
 
 
 def _losses(workdir):
-  return [r['loss'] for r in read_metrics(workdir / 'metrics.jsonl') if 'loss' in r]
+  return [r['loss'] for r in RunDir(workdir).read_metrics() if 'loss' in r]
 
 
 def test_two_processes_match_one_process_with_eight_devices(tmp_path):

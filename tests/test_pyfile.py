@@ -43,6 +43,11 @@ def test_every_failure_is_one_typed_line(tmp_path):
   assert (e.kind, str(e)) == (pyfile.CALL, "r: get_config() raised KeyError: 'x'")
 
 
-def test_one_line():
-  assert pyfile.one_line(ValueError('\n a \nb')) == 'ValueError: a'
-  assert pyfile.one_line(KeyError()) == 'KeyError'
+def test_a_file_defining_a_dataclass_under_postponed_annotations_loads(tmp_path):
+  # experiments/sweeps/arch_recipes.py is such a file; dataclasses look the module up in
+  # sys.modules while the class is made.
+  path = tmp_path / 'with_dataclass.py'
+  path.write_text('from __future__ import annotations\nimport dataclasses\n\n\n'
+                  '@dataclasses.dataclass\nclass Point:\n  x: int\n\n\n'
+                  'def get_config():\n  return Point(3)\n')
+  assert pyfile.call_function(str(path), 'get_config').x == 3

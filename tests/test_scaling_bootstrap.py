@@ -29,7 +29,7 @@ def _noisy_chinchilla(seed):
   rng = np.random.default_rng(seed)
   n, d = (v.ravel() for v in np.meshgrid(np.geomspace(1e7, 1e10, 6), np.geomspace(1e8, 1e11, 6)))
   loss = laws.chinchilla_loss(n, d, **P) * np.exp(0.01 * rng.standard_normal(n.size))
-  return table.from_columns(dict(n=n, d=d, loss=loss))
+  return table.from_columns(dict(N=n, D=d, loss=loss))
 
 
 def test_bootstrap_se_matches_the_spread_over_new_datasets():
@@ -77,7 +77,7 @@ def _isoflop_runs(seed):
     c += [ci] * 9
   n, d, c = map(np.array, (n, d, c))
   loss = laws.chinchilla_loss(n, d, **P) * np.exp(0.003 * rng.standard_normal(n.size))
-  return table.from_columns(dict(n=n, d=d, c=c, loss=loss))
+  return table.from_columns(dict(N=n, D=d, C=c, loss=loss))
 
 
 def test_isoflop_bootstrap():

@@ -53,7 +53,7 @@ def test_hoffmann_estimates_are_an_early_stop_on_epoch_data():
   """From Hoffmann's constants, SciPy on the mean objective barely moves; the check says so."""
   t = table.load_runs(str(SCALING / 'epoch_chinchilla' / 'svg_extracted_data.csv'))
   t = t.drop_highest_loss(5)
-  problem = LseProblem(np.log(np.stack([t.n, t.d])), np.log(t.loss), with_e=True,
+  problem = LseProblem(np.log(np.stack([t.N, t.D])), np.log(t.loss), with_e=True,
                        reduction='mean')
   result = _scipy_default(problem, HOFFMANN)
   assert np.max(np.abs(result.x - HOFFMANN)) < 0.01  # stopped next to where it started

@@ -27,7 +27,7 @@ def _curves(sizes=np.geomspace(3e7, 3e10, 16), checkpoints=40):
     d += list(ds)
     loss += list(laws.chinchilla_loss(size, ds, **P))
     run += [f'r{i}'] * checkpoints
-  return table.from_columns(dict(n=n, d=d, loss=loss, run=run))
+  return table.from_columns(dict(N=n, D=d, loss=loss, run=run))
 
 
 def test_approach1_recovers_the_allocation_exponent():
@@ -55,7 +55,7 @@ def test_misfitting_checkpoints_both_parameter_counts():
   t = table.load_runs(str(SCALING / 'misfitting2025' / 'scaling_results.csv'))
   tags = ['sweep', 'model', 'peak_lr', 'total_steps']
   with_emb = envelope.approach1(t, tags, n_grid=300)
-  without = envelope.approach1(t.with_n('n_no_emb'), tags, n_grid=300)
+  without = envelope.approach1(t.with_n('N_no_emb'), tags, n_grid=300)
   assert with_emb.n_runs == without.n_runs > 100
   # Same winning runs (C is the file's, with embeddings), different N: a grows without them.
   assert (with_emb.run == without.run).all()

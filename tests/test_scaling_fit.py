@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lmjax.core.errors import first_line
 from lmjax.scaling import fit, laws, plots, table
 from lmjax.scaling.options import FitOptions, FitOptionsError
 
@@ -28,7 +29,7 @@ def _isoflop_table(budgets=5, points=7, seed=0):
   n, d, c = map(np.array, (n, d, c))
   loss = laws.chinchilla_loss(n, d, **P) * np.exp(0.003 * rng.standard_normal(n.size))
   group = ['a' if i % 2 else 'b' for i in range(n.size)]
-  return table.from_columns(dict(n=n, n_no_emb=0.8 * n, d=d, c=c, loss=loss, group=group))
+  return table.from_columns(dict(N=n, N_no_emb=0.8 * n, D=d, C=c, loss=loss, group=group))
 
 
 @pytest.mark.parametrize('kwargs, option, text', [
@@ -43,7 +44,7 @@ def _isoflop_table(budgets=5, points=7, seed=0):
     (dict(isoflop_nearest=2), 'isoflop_nearest', '--isoflop_nearest=2: 0 (all) or at least 3'),
     (dict(budget_rtol=0.0), 'budget_rtol', '--budget_rtol=0.0: must be positive'),
     (dict(objective='l2'), 'objective', '--objective=l2: allowed huber, huber_nll'),
-    (dict(n_count='all'), 'n_count', '--n_count=all: allowed both, n, n_no_emb'),
+    (dict(n_count='all'), 'n_count', '--n_count=all: allowed both, N, N_no_emb'),
     (dict(where=['group']), 'where', '--where=group: expected KEY=VALUE'),
     (dict(predict_nd=['7e10']), 'predict_nd', '--predict_nd=7e10: expected N:D'),
     (dict(predict_c=['1e21', 'x']), 'predict_c', '--predict_c=1e21,x: expected numbers'),
@@ -79,13 +80,13 @@ def report():
 
 
 def test_fits_every_law_for_both_counts(report):
-  assert list(report.fits) == ['n', 'n_no_emb']
-  chin = report.fits['n']['chinchilla']
+  assert list(report.fits) == ['N', 'N_no_emb']
+  chin = report.fits['N']['chinchilla']
   assert chin['params']['alpha'] == pytest.approx(P['alpha'], abs=0.05)
   assert chin['bootstrap']['replicates'] == 10
-  assert report.fits['n']['isoflop']['n_budgets_used'] == 5
-  assert set(report.objects['n']) == {'chinchilla', 'isoflop', 'kaplan_c'}
-  assert set(report.timings['n_no_emb']) == {'chinchilla', 'isoflop', 'kaplan_c'}
+  assert report.fits['N']['isoflop']['n_budgets_used'] == 5
+  assert set(report.objects['N']) == {'chinchilla', 'isoflop', 'kaplan_c'}
+  assert set(report.timings['N_no_emb']) == {'chinchilla', 'isoflop', 'kaplan_c'}
 
 
 def test_to_json_is_the_fits_document(report):
@@ -94,14 +95,15 @@ def test_to_json_is_the_fits_document(report):
   assert list(doc) == ['runs', 'flags', 'fits', 'skipped', 'published', 'plots', 'timings_s']
   assert doc['runs']['read'] == 35 and doc['runs']['rows'] == 35
   assert doc['flags']['predict_c'] == [1e22] and doc['plots'] == ['chinchilla.png']
-  assert doc['fits']['n']['chinchilla']['predictions']['compute_optimal'][0]['c'] == 1e22
+  assert doc['fits']['N']['chinchilla']['predictions']['compute_optimal'][0]['c'] == 1e22
   assert report.to_json(flags={'law': ['all']})['flags'] == {'law': ['all']}
 
 
 def test_text_is_the_printed_table(report):
   lines = report.text().splitlines()
   assert lines[0] == 'runs: <arrays>: 35 rows fitted of 35 read'
-  assert 'N counted as n' in lines and 'N counted as n_no_emb' in lines
+  assert 'N counted as N, every parameter' in lines
+  assert 'N counted as N_no_emb, without embeddings' in lines
   assert any(l.startswith('  chinchilla') for l in lines)
   assert any('5/5 budgets used' in l for l in lines)
   assert sum(l.startswith('    C=1e+22: N_opt=') for l in lines) == 2
@@ -110,12 +112,12 @@ def test_text_is_the_printed_table(report):
 def test_a_law_that_cannot_be_fitted_is_skipped_with_its_reason_unless_asked_for():
   t = _isoflop_table(budgets=2, points=3)  # 6 runs: too few for a parabola of 4
   report = fit.fit_runs(t, FitOptions(laws=('all',), run_tags=('group',), **QUICK))
-  assert 'isoflop' in report.skipped['n'] and 'isoflop' not in report.fits['n']
-  assert all(isinstance(r, str) and r for r in report.skipped['n'].values())
+  assert 'isoflop' in report.skipped['N'] and 'isoflop' not in report.fits['N']
+  assert all(isinstance(r, str) and r for r in report.skipped['N'].values())
   assert 'skipped: ' in report.text()
   with pytest.raises(fit.CannotFitError):
     fit.fit_runs(t, FitOptions(laws=('isoflop',), **QUICK))
-  tiny = table.from_columns(dict(n=[1e8], d=[1e9], loss=[3.0]))
+  tiny = table.from_columns(dict(N=[1e8], D=[1e9], loss=[3.0]))
   with pytest.raises(fit.CannotFitError, match='no law could be fitted: chinchilla: '):
     fit.fit_runs(tiny, FitOptions(**QUICK))
 
@@ -123,16 +125,16 @@ def test_a_law_that_cannot_be_fitted_is_skipped_with_its_reason_unless_asked_for
 def test_rows_selected_before_fitting():
   t = _isoflop_table()
   report = fit.fit_runs(t, FitOptions(laws=('kaplan_n',), where=['group=a'], drop_highest_loss=2,
-                                      n_count='n', **QUICK))
+                                      n_count='N', **QUICK))
   assert report.runs['read'] == 35 and report.runs['where'] == {'group': 'a'}
-  assert report.runs['rows'] == 15 and list(report.fits) == ['n']  # 17 in group a, 2 dropped
+  assert report.runs['rows'] == 15 and list(report.fits) == ['N']  # 17 in group a, 2 dropped
   with pytest.raises(FitOptionsError, match='--where=group=z: no rows match'):
     fit.fit_runs(t, FitOptions(where={'group': 'z'}, **QUICK))
   with pytest.raises(table.TableError, match="no tag column 'run'"):
     fit.fit_runs(t, FitOptions(where={'run': 'a'}, **QUICK))
-  no_emb = table.from_columns(dict(n=t.n, d=t.d, loss=t.loss))
-  with pytest.raises(FitOptionsError, match='--n_count=n_no_emb: <arrays> has no n_no_emb'):
-    fit.fit_runs(no_emb, FitOptions(n_count='n_no_emb', **QUICK))
+  no_emb = table.from_columns(dict(N=t.N, D=t.D, loss=t.loss))
+  with pytest.raises(FitOptionsError, match='--n_count=N_no_emb: <arrays> has no N_no_emb'):
+    fit.fit_runs(no_emb, FitOptions(n_count='N_no_emb', **QUICK))
 
 
 @pytest.mark.slow  # renders the plots twice
@@ -165,8 +167,8 @@ def test_the_epoch_file_with_its_conventions():
   t = table.load_runs(str(SCALING / 'epoch_chinchilla' / 'svg_extracted_data.csv'))
   report = fit.fit_runs(t, FitOptions(laws=('isoflop',), bootstrap=20))
   assert report.runs['read'] == 245 and report.runs['dropped_highest'] == 5
-  assert report.text().splitlines()[0].endswith(
+  assert first_line(report.text()).endswith(
       '240 rows fitted of 245 read, 5 highest losses dropped; D = C/(6N); format '
       'epoch_chinchilla')
-  iso = report.to_json()['fits']['n']['isoflop']
+  iso = report.to_json()['fits']['N']['isoflop']
   assert iso['n_budgets_used'] >= 5 and iso['bootstrap']['replicates'] == 20

@@ -28,7 +28,7 @@ def _isoflop_table(budgets=np.geomspace(1e18, 1e21, 7), span=1.5, points=9, shif
     c += [ci] * points
   n, d, c = map(np.array, (n, d, c))
   loss = laws.chinchilla_loss(n, d, **P) * np.exp(noise * rng.standard_normal(n.size))
-  return table.from_columns(dict(n=n, d=d, c=c, loss=loss))
+  return table.from_columns(dict(N=n, D=d, C=c, loss=loss))
 
 
 def test_recovers_the_allocation_exponents():
@@ -58,12 +58,12 @@ def test_flags_edge_too_few_and_no_minimum():
   one_sided = _isoflop_table(budgets=[1e19], shift=1.6)          # every N above N_opt
   few = _isoflop_table(budgets=[1e20], points=3)
   base = _isoflop_table(budgets=[1e18, 1e21, 1e22])
-  concave = table.from_columns(dict(n=[1e8, 2e8, 4e8, 8e8], d=[1e9] * 4, c=[5e17] * 4,
+  concave = table.from_columns(dict(N=[1e8, 2e8, 4e8, 8e8], D=[1e9] * 4, C=[5e17] * 4,
                                     loss=[3.0, 3.2, 3.25, 3.1]))
   merged = table.from_columns(dict(
-      n=np.concatenate([t.n for t in (one_sided, few, base, concave)]),
-      d=np.concatenate([t.d for t in (one_sided, few, base, concave)]),
-      c=np.concatenate([t.c for t in (one_sided, few, base, concave)]),
+      N=np.concatenate([t.N for t in (one_sided, few, base, concave)]),
+      D=np.concatenate([t.D for t in (one_sided, few, base, concave)]),
+      C=np.concatenate([t.C for t in (one_sided, few, base, concave)]),
       loss=np.concatenate([t.loss for t in (one_sided, few, base, concave)])))
   fit = isoflop.fit_isoflop(merged)
   flags = {float(f'{b.c:.4g}'): b.flags for b in fit.budgets}
@@ -75,8 +75,8 @@ def test_flags_edge_too_few_and_no_minimum():
 
 def test_budget_snapping_and_too_few_budgets():
   t = _isoflop_table(budgets=[1e19, 1e20, 1e21])
-  jitter = t.c * np.exp(np.random.default_rng(1).uniform(-0.05, 0.05, len(t)))
-  noisy = table.from_columns(dict(n=t.n, d=t.d, c=np.append(jitter[:-1], 5e19), loss=t.loss))
+  jitter = t.C * np.exp(np.random.default_rng(1).uniform(-0.05, 0.05, len(t)))
+  noisy = table.from_columns(dict(N=t.N, D=t.D, C=np.append(jitter[:-1], 5e19), loss=t.loss))
   fit = isoflop.fit_isoflop(noisy, budgets=[1e19, 1e20, 1e21], rtol=0.1)
   assert fit.unmatched == 1 and [b.n_runs for b in fit.budgets] == [9, 9, 8]
   with pytest.raises(isoflop.IsoflopError, match='2 usable budget\\(s\\) of 2'):

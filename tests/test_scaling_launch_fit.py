@@ -43,14 +43,14 @@ def test_fits_prints_and_writes(tmp_path):
   r = _fit(f'--runs={_synthetic_csv(tmp_path / "runs.csv")}', '--bootstrap=20',
            '--starts=coarse', f'--out={out}', '--predict_c=1e22')
   assert r.returncode == 0, r.stderr
-  assert 'chinchilla' in r.stdout and 'N counted as n_no_emb' in r.stdout
+  assert 'chinchilla' in r.stdout and 'N counted as N_no_emb' in r.stdout
   doc = json.loads((out / 'fits.json').read_text())
-  assert set(doc['fits']) == {'n', 'n_no_emb'}
-  chin = doc['fits']['n']['chinchilla']
+  assert set(doc['fits']) == {'N', 'N_no_emb'}
+  chin = doc['fits']['N']['chinchilla']
   assert chin['params']['alpha'] == pytest.approx(0.34, abs=0.05)
   assert chin['convergence']['converged'] and chin['bootstrap']['replicates'] == 20
   assert chin['predictions']['compute_optimal'][0]['c'] == 1e22
-  assert doc['fits']['n']['isoflop']['n_budgets_used'] == 5
+  assert doc['fits']['N']['isoflop']['n_budgets_used'] == 5
   assert set(doc['plots']) <= {p.name for p in out.iterdir()}
   assert {'chinchilla.png', 'isoflop.png', 'frontier.png', 'loss_vs_c.png',
           'frontier_no_emb.png'} <= set(doc['plots'])
@@ -61,7 +61,7 @@ def test_fits_prints_and_writes(tmp_path):
     ('N,D,loss\n', [], 'no rows'),
     ('N,D,loss\n1e8,1e9,nan\n2e8,1e9,3\n', [], 'row 1 (line 2): loss = nan'),
     ('N,D,loss\n1e8,1e9,3.0\n', ['--law=chinchilla'], '1 run(s) for 5 parameters'),
-    ('N,loss\n1e8,3.0\n', [], 'needs a tokens column d'),
+    ('N,loss\n1e8,3.0\n', [], 'needs a tokens column D'),
     ('N,D,val\n1e8,1e9,3.0\n', [], 'no loss column'),
     ('N,D,loss\n1e8,1e9,3.0\n', ['--law=kaplan_x'], '--law=kaplan_x: allowed'),
     ('N,D,loss\n1e8,1e9,3.0\n', ['--bootstrap=-1'], '--bootstrap=-1'),
@@ -94,7 +94,7 @@ def test_epoch_file(tmp_path):
   assert r.returncode == 0, r.stderr
   assert '240 rows fitted of 245 read' in r.stdout
   doc = json.loads((out / 'fits.json').read_text())
-  chin = doc['fits']['n']['chinchilla']
+  chin = doc['fits']['N']['chinchilla']
   assert chin['n_starts'] == 4500 and chin['params']['E'] == pytest.approx(1.817, abs=0.005)
-  assert doc['fits']['n']['isoflop']['n_budgets_used'] >= 5
+  assert doc['fits']['N']['isoflop']['n_budgets_used'] >= 5
   assert len(doc['plots']) == 6 and all((out / p).stat().st_size > 10_000 for p in doc['plots'])

@@ -20,7 +20,7 @@ def _chinchilla_table(noise, seed=0, dtype=np.float64):
   rng = np.random.default_rng(seed)
   n, d = (v.ravel() for v in np.meshgrid(np.geomspace(1e7, 1e10, 8), np.geomspace(1e8, 1e11, 8)))
   loss = laws.chinchilla_loss(n, d, **P) * np.exp(noise * rng.standard_normal(n.size))
-  return table.from_columns(dict(n=n.astype(dtype), d=d.astype(dtype), loss=loss.astype(dtype)))
+  return table.from_columns(dict(N=n.astype(dtype), D=d.astype(dtype), loss=loss.astype(dtype)))
 
 
 def test_chinchilla_recovers_exact_parameters():
@@ -50,13 +50,13 @@ def test_kaplan_recovers_parameters(law, irreducible):
   key = law[-1].upper()
   names = {f'{key}_c': x_c, f'alpha_{key}': alpha, **({'E': e} if irreducible else {})}
   exact = laws.kaplan_loss(x, x_c, alpha, e)
-  fit = parametric.fit_kaplan(table.from_columns(dict(n=n, d=d, loss=exact)), law,
+  fit = parametric.fit_kaplan(table.from_columns(dict(N=n, D=d, loss=exact)), law,
                               irreducible=irreducible, frontier=False)
   for k, v in names.items():
     assert fit.params[k] == pytest.approx(v, rel=1e-5), k
   assert fit.convergence['converged']
   noisy = exact * np.exp(0.01 * rng.standard_normal(exact.size))
-  fit = parametric.fit_kaplan(table.from_columns(dict(n=n, d=d, loss=noisy)), law,
+  fit = parametric.fit_kaplan(table.from_columns(dict(N=n, D=d, loss=noisy)), law,
                               irreducible=irreducible, frontier=False)
   se = bootstrap.summarize(bootstrap.bootstrap_parametric(fit, 100, seed=1)['params'])
   for k, v in names.items():
@@ -64,8 +64,8 @@ def test_kaplan_recovers_parameters(law, irreducible):
 
 
 def test_kaplan_frontier_uses_the_lower_envelope():
-  t = table.from_columns(dict(n=[1e8, 1e8, 2e8, 4e8, 8e8, 1.6e9, 3.2e9],
-                              d=[1e9] * 7, loss=[3.0, 2.5, 2.8, 2.4, 2.3, 2.35, 2.1]))
+  t = table.from_columns(dict(N=[1e8, 1e8, 2e8, 4e8, 8e8, 1.6e9, 3.2e9],
+                              D=[1e9] * 7, loss=[3.0, 2.5, 2.8, 2.4, 2.3, 2.35, 2.1]))
   fit = parametric.fit_kaplan(t, 'kaplan_n')
   assert sorted(fit.rows.tolist()) == [1, 3, 4, 6]
 

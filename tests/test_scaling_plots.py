@@ -17,7 +17,7 @@ def fitted():
     n, d, c = n + list(ns), d + list(ci / (6 * ns)), c + [ci] * 7
   n, d, c = map(np.array, (n, d, c))
   loss = laws.chinchilla_loss(n, d, **P) * np.exp(0.005 * rng.standard_normal(n.size))
-  t = table.from_columns(dict(n=n, d=d, c=c, loss=loss, run=[f'r{i}' for i in range(len(n))]))
+  t = table.from_columns(dict(N=n, D=d, C=c, loss=loss, run=[f'r{i}' for i in range(len(n))]))
   starts = np.array([[6.0, 6.0, 0.34, 0.28, 0.5], [10.0, 10.0, 1.0, 1.0, 0.0]])
   chin = parametric.fit_chinchilla(t, starts=starts)
   kap = parametric.fit_kaplan(t, 'kaplan_c')
@@ -40,7 +40,7 @@ def test_every_plot_writes_a_png(fitted, tmp_path):
       plots.chinchilla(f['t'], f['chin'], tmp_path / 'chinchilla.png'),
       plots.kaplan(f['t'], f['kap'], tmp_path / 'loss_vs_c.png', f['kap_boot'], f['chin']),
       plots.isoflop(f['t'], f['iso'], tmp_path / 'isoflop.png', f['iso_boot']),
-      plots.frontier(tmp_path / 'frontier.png', f['t'].c, f['chin'], f['chin_boot'], f['iso'],
+      plots.frontier(tmp_path / 'frontier.png', f['t'].C, f['chin'], f['chin_boot'], f['iso'],
                      f['iso_boot']),
   ]
   for p in paths:
@@ -53,6 +53,6 @@ def test_frontier_with_approach1_and_without_bootstrap(fitted, tmp_path):
     ds = np.geomspace(1e8, 1e22 / (6 * size), 10)
     n, d, run = n + [size] * 10, d + list(ds), run + [f'r{i}'] * 10
     loss += list(laws.chinchilla_loss(size, ds, **P))
-  a1 = envelope.approach1(table.from_columns(dict(n=n, d=d, loss=loss, run=run)), ['run'])
-  path = plots.frontier(tmp_path / 'f.png', fitted['t'].c, fitted['chin'], approach1_fit=a1)
+  a1 = envelope.approach1(table.from_columns(dict(N=n, D=d, loss=loss, run=run)), ['run'])
+  path = plots.frontier(tmp_path / 'f.png', fitted['t'].C, fitted['chin'], approach1_fit=a1)
   assert _is_png(path)

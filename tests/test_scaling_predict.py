@@ -13,7 +13,7 @@ def chinchilla():
   rng = np.random.default_rng(0)
   n, d = (v.ravel() for v in np.meshgrid(np.geomspace(1e7, 1e10, 7), np.geomspace(1e8, 1e11, 7)))
   loss = laws.chinchilla_loss(n, d, **P) * np.exp(0.005 * rng.standard_normal(n.size))
-  fit = parametric.fit_chinchilla(table.from_columns(dict(n=n, d=d, loss=loss)), starts=STARTS)
+  fit = parametric.fit_chinchilla(table.from_columns(dict(N=n, D=d, loss=loss)), starts=STARTS)
   return fit, bootstrap.bootstrap_parametric(fit, 200, seed=0)
 
 
@@ -50,7 +50,7 @@ def test_compute_optimal_from_isoflop():
     ns = n_opt * np.exp(np.linspace(-0.8, 0.8, 7))
     n, d, c = n + list(ns), d + list(ci / (6 * ns)), c + [ci] * 7
   loss = laws.chinchilla_loss(np.array(n), np.array(d), **P)
-  fit = isoflop.fit_isoflop(table.from_columns(dict(n=n, d=d, c=c, loss=loss)))
+  fit = isoflop.fit_isoflop(table.from_columns(dict(N=n, D=d, C=c, loss=loss)))
   rows = predict.compute_optimal_at(fit, [1e22])
   n_true, d_true = laws.compute_optimal(1e22, P['A'], P['B'], P['alpha'], P['beta'])
   # Tolerance 5%: one decade of extrapolation from nearly-parabolic profiles.

@@ -52,7 +52,7 @@ def test_a_one_term_law_equals_the_builtin_kaplan_fit():
   rng = np.random.default_rng(3)
   n = np.exp(rng.uniform(np.log(1e5), np.log(1e9), 30))
   loss = (8.8e13 / n) ** 0.076 * np.exp(rng.normal(0, 0.01, 30))
-  t = table.from_columns(dict(n=n, d=np.full(30, 1e9), loss=loss))
+  t = table.from_columns(dict(N=n, D=np.full(30, 1e9), loss=loss))
   builtin = parametric.fit_kaplan(t, 'kaplan_n', frontier=False)
   law = Law('kaplan_n', lambda p, x: (p.N_c / x.N) ** p.alpha_N, inputs=('N',),
             params=dict(N_c=Param(1e3, 1e16, log=True), alpha_N=Param(0.01, 1.0)))

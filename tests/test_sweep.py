@@ -102,7 +102,7 @@ def test_micro_sweep_survives_sigkill_and_is_fitted(tmp_path):
   assert fit.stdout.count('stable phase (not a data point)') == 3
   with open(os.path.join(workdir, 'fits', 'fits.json')) as f:
     fits = json.load(f)
-  assert fits['fits']['n']['chinchilla']['params']['alpha'] > 0
+  assert fits['fits']['N']['chinchilla']['params']['alpha'] > 0
   with open(os.path.join(workdir, 'runs.csv')) as f:
     header, *rows = f.read().splitlines()
   assert len(rows) == 6 and 'cooldown_branch' in header

@@ -28,11 +28,11 @@ def _write(path, obj):
 
 def _finish(d, run, loss, state='done'):
   """What launch.train and the launcher leave behind for a finished run (no training here)."""
-  config = to_dict(sweeps.resolve_run(TINY, run, str(d)))
+  config = to_dict(sweeps.resolve_run(TINY, run, str(d / 'runs' / (run.branch_of or ''))))
   _write(d / 'runs' / run.name / 'config.json', config)
   _write(d / 'runs' / run.name / 'summary.json', {
-      'steps': run.steps, 'tokens': run.d, 'params': run.n_total,
-      'params_non_embedding': run.n, 'flops_per_token': run.flops_per_token, 'eval_loss': loss,
+      'steps': run.steps, 'tokens': run.D, 'N': run.N,
+      'N_no_emb': run.N_no_emb, 'flops_per_token': run.flops_per_token, 'eval_loss': loss,
       'eval_bpb': loss / math.log(2), 'wall_s': 1.0, 'resumed_from': None})
   _write(d / 'status' / f'{run.name}.json',
          {'state': state, 'exit_code': 0, 'log_tail': '', 'attempts': 1})
@@ -67,10 +67,10 @@ def test_table_and_report(tmp_path, sweep):
   runs = sweep.runs
   done = [runs[0], runs[1], runs[2], runs[4]]
   assert list(t.tags['name']) == [r.name for r in done]
-  np.testing.assert_array_equal(t.n, [r.n_total for r in done])
-  np.testing.assert_array_equal(t.n_no_emb, [r.n for r in done])
-  np.testing.assert_array_equal(t.d, [r.d for r in done])
-  np.testing.assert_array_equal(t.c, [r.d * r.flops_per_token for r in done])
+  np.testing.assert_array_equal(t.N, [r.N for r in done])
+  np.testing.assert_array_equal(t.N_no_emb, [r.N_no_emb for r in done])
+  np.testing.assert_array_equal(t.D, [r.D for r in done])
+  np.testing.assert_array_equal(t.C, [r.D * r.flops_per_token for r in done])
   np.testing.assert_array_equal(t.loss, [5.0, 4.5, 4.8, 4.2])
   assert list(t.tags['design']) == ['isoflop'] * 3 + ['grid']
   assert list(t.tags['schedule']) == ['cosine'] * 3 + ['wsd']
@@ -118,7 +118,7 @@ def test_csv_round_trip(tmp_path, sweep):
   path = collect.write_csv(t, str(tmp_path / 'runs.csv'))
   assert not (tmp_path / 'runs.csv.tmp').exists()
   back = table.load_runs(path)
-  for field in ('n', 'n_no_emb', 'd', 'c', 'loss'):
+  for field in ('N', 'N_no_emb', 'D', 'C', 'loss'):
     np.testing.assert_array_equal(getattr(back, field), getattr(t, field))
   assert back.derived == ()
   assert {k: list(v) for k, v in back.tags.items()} == {k: list(v) for k, v in t.tags.items()}

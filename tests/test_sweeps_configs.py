@@ -42,5 +42,5 @@ def test_apply_overrides_sets_dotted_fields_and_names_bad_ones():
 def test_counts_is_named():
   resolved = sweeps.resolve_run(TINY, sweeps.Run('r', {}, 1, 1, 1, 1.0, 1.0, 0, 'grid'))
   counts = sweeps.counts(resolved)
-  assert counts == (counts.n, counts.n_total, counts.flops_per_token)
-  assert 0 < counts.n < counts.n_total and counts.flops_per_token > 6 * counts.n
+  assert counts == (counts.N_no_emb, counts.N, counts.flops_per_token)
+  assert 0 < counts.N_no_emb < counts.N and counts.flops_per_token > 6 * counts.N_no_emb

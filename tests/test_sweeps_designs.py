@@ -19,11 +19,11 @@ def test_isoflop_arithmetic_and_names(shapes):
   runs = sweeps.isoflop(shapes, budgets, recipe=RECIPE, base_config=TINY)
   assert len(runs) == 6 and {r.budget for r in runs} == set(budgets)
   for r in runs:
-    assert r.c == r.d * r.flops_per_token                        # C = D × FLOPs per token
-    assert r.d == r.steps * RECIPE.batch_size * RECIPE.seq_len   # D = tokens trained
-    assert abs(r.c / r.budget - 1) <= sweeps.BUDGET_RTOL
+    assert r.C == r.D * r.flops_per_token                        # C = D × FLOPs per token
+    assert r.D == r.steps * RECIPE.batch_size * RECIPE.seq_len   # D = tokens trained
+    assert abs(r.C / r.budget - 1) <= sweeps.BUDGET_RTOL
     resolved = sweeps.resolve_run(TINY, r)
-    assert sweeps.counts(resolved) == (r.n, r.n_total, r.flops_per_token)
+    assert sweeps.counts(resolved) == (r.N_no_emb, r.N, r.flops_per_token)
     assert resolved.optim.schedule == 'cosine' and resolved.seed == r.seed == 0
     assert resolved.optim.warmup_steps == min(4, int(0.1 * r.steps))
     assert runs_lib.SAFE_NAME.fullmatch(r.name) and r.name.startswith('N')
@@ -37,11 +37,11 @@ def test_l_of_n_l_of_d_and_lr_rule(shapes):
   recipe = dataclasses.replace(RECIPE, lr=lambda n: 0.1 / math.sqrt(n))
   runs = sweeps.l_of_n(shapes, 2e4, recipe=recipe, base_config=TINY, seeds=(0, 1))
   assert len(runs) == 6 and {r.design for r in runs} == {'l_of_n'}
-  assert len({r.d for r in runs}) == 1 and {r.seed for r in runs} == {0, 1}
+  assert len({r.D for r in runs}) == 1 and {r.seed for r in runs} == {0, 1}
   for r in runs:
-    assert r.overrides['optim.lr'] == 0.1 / math.sqrt(r.n)
+    assert r.overrides['optim.lr'] == 0.1 / math.sqrt(r.N_no_emb)
   ld = sweeps.l_of_d(shapes[0], [5e3, 1e4, 2e4], recipe=RECIPE, base_config=TINY)
-  assert [r.steps for r in ld] == [39, 78, 156] and len({r.n for r in ld}) == 1
+  assert [r.steps for r in ld] == [39, 78, 156] and len({r.N_no_emb for r in ld}) == 1
   assert all(r.design == 'l_of_d' and r.branch_of is None for r in ld)
 
 
@@ -53,7 +53,7 @@ def test_cooldown_branches_share_the_stable_schedule(shapes):
   assert len(stables) == 2 and len(branches) == 6 and len(runs) == 8
   for stable in stables:
     mine = [b for b in branches if b.branch_of == stable.name]
-    assert len(mine) == 3 and len({b.n for b in mine + [stable]}) == 1
+    assert len(mine) == 3 and len({b.N_no_emb for b in mine + [stable]}) == 1
     s_cfg = sweeps.resolve_run(TINY, stable)
     assert s_cfg.optim.schedule == 'constant'
     assert s_cfg.train.steps == max(b.branch_step for b in mine)
@@ -62,7 +62,7 @@ def test_cooldown_branches_share_the_stable_schedule(shapes):
     for b in mine:
       assert b.design == 'grid' and b.name.endswith('_cd0.2')
       assert b.branch_step == b.steps - max(round(b.steps * 0.2), 1)
-      b_cfg = sweeps.resolve_run(TINY, b, sweep_dir='/sweep')
+      b_cfg = sweeps.resolve_run(TINY, b, f'/sweep/runs/{stable.name}')
       assert b_cfg.train.init_from == f'/sweep/runs/{stable.name}'
       assert b_cfg.train.init_step == b.branch_step > b_cfg.optim.warmup_steps
       assert (b_cfg.optim.schedule, b_cfg.optim.decay_fraction) == ('wsd', 0.2)
@@ -99,15 +99,15 @@ def test_compute_saved():
 def test_isoflop_leaves_out_budgets_past_max_tokens_per_param(shapes):
   budgets = [1e9, 2e9, 4e9]
   every = sweeps.isoflop(shapes, budgets, recipe=RECIPE, base_config=TINY)
-  ratio = {(r.n, r.budget): r.budget / r.flops_per_token / r.n_total for r in every}
-  cap = ratio[min(r.n for r in every), budgets[0]]  # the smallest shape keeps one budget
+  ratio = {(r.N_no_emb, r.budget): r.budget / r.flops_per_token / r.N for r in every}
+  cap = ratio[min(r.N_no_emb for r in every), budgets[0]]  # the smallest shape keeps one budget
   capped = sweeps.isoflop(shapes, budgets, recipe=RECIPE, base_config=TINY,
                           max_tokens_per_param=cap)
-  assert {(r.n, r.budget) for r in capped} == {k for k, v in ratio.items() if v <= cap}
+  assert {(r.N_no_emb, r.budget) for r in capped} == {k for k, v in ratio.items() if v <= cap}
   assert 0 < len(capped) < len(every)
   branched = sweeps.isoflop(shapes, budgets, recipe=RECIPE, base_config=TINY, cooldown=0.2,
                             max_tokens_per_param=cap)
-  assert {(r.n, r.budget) for r in branched if r.design == 'isoflop'} == {
-      (r.n, r.budget) for r in capped}
+  assert {(r.N_no_emb, r.budget) for r in branched if r.design == 'isoflop'} == {
+      (r.N_no_emb, r.budget) for r in capped}
   with pytest.raises(sweeps.PlanError, match='max_tokens_per_param'):
     sweeps.isoflop(shapes, budgets, recipe=RECIPE, base_config=TINY, max_tokens_per_param=1e-9)

@@ -23,9 +23,9 @@ def test_ladder_shapes_are_valid_and_near_target(preset):
     counts = flops.param_counts(mcfg)
     assert shape.d_model == shape.n_heads * 64 and shape.n_kv_heads == shape.n_heads
     assert shape.d_ff == default_d_ff(shape.d_model, resolved.model.activation)
-    assert (shape.n, shape.n_total) == (counts['non_embedding'], counts['total'])
+    assert (shape.N, shape.N_no_emb) == (counts.N, counts.N_no_emb)
     assert shape.flops_per_token == flops.exact_flops_per_token(mcfg, base.data.seq_len)
-    assert abs(shape.n / shape.target - 1) < 0.15
+    assert abs(shape.N_no_emb / shape.target - 1) < 0.15
     assert 24 <= shape.d_model / shape.n_layers <= 160  # the aspect rule, within rounding
 
 
@@ -34,7 +34,7 @@ def test_ladder_tiny_shapes_and_gqa_for_every_preset(preset):
   base = default_config()
   base.model.preset = preset
   shapes = sweeps.ladder([4e3, 1.5e4, 5e4], base, aspect=24, head_dim=8, kv_group=2)
-  assert [s.n for s in shapes] == sorted(s.n for s in shapes)
+  assert [s.N_no_emb for s in shapes] == sorted(s.N_no_emb for s in shapes)
   assert all(s.n_heads == 2 * s.n_kv_heads and s.d_model % 16 == 0 for s in shapes)
 
 

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from lmjax import sweeps
-from lmjax.core.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.core.errors import EXIT_NONFINITE, EXIT_PREEMPTED
 from lmjax.sweeps.sweepdir import SweepDir, SweepDirError, run_dir
 from tests.sweeps_testing import TINY, one_line_error
 NO_SUCH_PID = 2 ** 22 + 1  # above Linux's largest pid_max
@@ -104,7 +104,7 @@ def test_read_opens_an_existing_directory_without_writing(tmp_path):
 
 def test_state_of_each_run(tmp_path):
   d = SweepDir.open(str(tmp_path / 'sweep'), SWEEP)
-  assert d.state('q7z') == 'pending' and not d.has_started('q7z')
+  assert d.state('q7z') == 'pending' and not d.run('q7z').exists()
   d.set_status('q7z', state='failed', exit_code=1, attempts=1)
   assert d.state('q7z') == 'failed'
   d.set_status('q7z', state='failed', exit_code=EXIT_NONFINITE)
@@ -125,34 +125,35 @@ def test_state_of_each_run(tmp_path):
 
 def test_checkpoints_and_branches(tmp_path):
   d = SweepDir.open(str(tmp_path / 'sweep'), SWEEP)
-  assert d.ready(STABLE) and not d.ready(BRANCH) and not d.has_checkpoints('st')
+  assert d.ready(STABLE) and not d.ready(BRANCH) and not d.run('st').has_checkpoints()
   step = os.path.join(d.run_dir('st'), 'checkpoints', '8')
   os.makedirs(step)
-  assert d.has_checkpoints('st') and not d.has_checkpoint('st', 8)  # being written
+  assert d.run('st').has_checkpoints() and not d.run('st').has_checkpoint(8)  # being written
   _write(os.path.join(step, '_CHECKPOINT_METADATA'), '{}')
-  assert d.has_checkpoint('st', 8) and d.ready(BRANCH) and not d.has_checkpoint('st', 4)
+  assert d.run('st').has_checkpoint(8) and d.ready(BRANCH) and not d.run('st').has_checkpoint(4)
   _write(os.path.join(d.run_dir('st'), 'checkpoints', '4', 'commit_success.txt'), '')
-  assert d.has_checkpoint('st', 4)
+  assert d.run('st').has_checkpoint(4)
 
 
 def test_command_of_a_branch_and_of_a_run(tmp_path):
   d = SweepDir.open(str(tmp_path / 'sweep'), SWEEP)
   argv = d.command(BRANCH, python='py', extra=['--config.train.log_every=5'])
   assert argv == ['py', '-m', 'launch.train', f'--config={sweeps.repo_path(TINY)}',
-                  *BRANCH.flags(), f'--config.train.init_from={d.path}/runs/st',
-                  '--config.train.init_step=8', '--config.train.log_every=5',
+                  *sorted([*BRANCH.flags(), f'--config.train.init_from={d.path}/runs/st',
+                           '--config.train.init_step=8']), '--config.train.log_every=5',
                   f'--workdir={d.path}/runs/br']
   argv = d.command(OTHER, python='py')
   assert not any('init_from' in a for a in argv) and argv[-1] == f'--workdir={d.path}/runs/q7z'
   assert d.spent(BRANCH) == pytest.approx(100.0 * 2 / 10) and d.spent(OTHER) == 100.0
-  # The config side resolves a branch with the same init_from as the command.
-  assert run_dir(d.path, 'st') == d.run_dir('st')
+  # The branch rule is written once (Run.branch_overrides): the command and the check agree.
+  assert d.overrides(BRANCH)['train.init_from'] == d.run_dir('st') == run_dir(d.path, 'st')
 
 
 def test_paths_stay_inside_the_directory(tmp_path):
   d = SweepDir.open(str(tmp_path / 'sweep'), SWEEP)
   paths = [d.log_path('q7z'), d.status_path('q7z'), d.jax_cache(), d.lock_path(), d.jobs_path(),
-           d.sbatch_path('runs'), d.slurm_output(), d.config_path('q7z'), d.metrics_path('q7z')]
+           d.sbatch_path('runs'), d.slurm_output(), d.run('q7z').config_path,
+           d.run('q7z').metrics_path]
   assert all(p.startswith(d.path + os.sep) for p in paths)
   assert len(set(paths)) == len(paths)
   os.makedirs(d.run_dir('stray'))

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from lmjax import sweeps
+from lmjax.sweeps.sweepdir import SweepDir
 from tests.sweeps_testing import RECIPE, TINY, one_line_error, tiny_shapes
 
 
@@ -74,7 +75,7 @@ def test_invalid_runs_are_named_one_by_one(tmp_path):
       "overrides={**runs[0].overrides, 'model.n_heads': 3})",
       "return sweeps.Sweep('mine', TINY, [bad, *runs])"])
   sweep = sweeps.load_sweep(path)  # one bad run does not stop the sweep
-  bad = sweeps.invalid_runs(sweep)
+  bad = SweepDir.open(str(tmp_path / 'dir'), sweep, create=False).invalid_runs()
   assert list(bad) == ['bad'] and bad['bad'].startswith('run bad: config.model.n_heads=3')
 
 
@@ -98,7 +99,7 @@ def test_micro_sweep_is_tiny():
   sweep = sweeps.load_sweep('micro')
   assert len(sweep.runs) == 9 and sum(r.design == 'stable' for r in sweep.runs) == 3
   for run in sweep.runs:
-    config = sweeps.resolve_run(sweep.base_config, run, sweeps.SWEEP_DIR)
+    config = sweeps.resolve_run(sweep.base_config, run, '/parent')
     assert 16 <= config.model.d_model <= 48 and config.model.n_layers <= 2
     assert config.train.steps <= 100 and config.data.batch_size * config.data.seq_len <= 512
   assert sweeps.compute(sweep.runs)['saved'] > 0

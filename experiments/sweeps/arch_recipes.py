@@ -17,12 +17,16 @@ N differ only by biases and norm scales (5.6% at the smallest size, 1.4% at the 
 names end with the preset.
 
 `get_sweep()` is the full study as `launch.sweep --sweep=arch_recipes` sees it: its learning
-rates come from the finished lr sweep in runs/arch_recipes/lr.
+rates come from the finished lr sweep in runs/arch_recipes/lr, or, before that sweep has run,
+from the lr sweep of the published study (experiments/results/arch_recipes/results.json), as
+the plan's notes say.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 
 from lmjax import sweeps
 from lmjax.config import GATED
@@ -30,6 +34,8 @@ from lmjax.config import PRESETS as PRESET_FIELDS
 
 PRESETS = ('vaswani', 'gpt2', 'llama')
 WORKDIR = 'runs/arch_recipes'  # the study's default directory: lr/, study/, results/
+PUBLISHED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         'results', 'arch_recipes', 'results.json')  # the first full run
 
 
 def kaplan_lr(n):
@@ -149,7 +155,7 @@ def lr_results(lr_dir: str, sweep: sweeps.Sweep) -> list[dict]:
     loss = (sweep_dir.summary(run.name) or {}).get('eval_loss') if state == 'done' else None
     loss = float(loss) if isinstance(loss, (int, float)) and math.isfinite(loss) else math.inf
     preset = run.overrides['model.preset']
-    rows.append(dict(run=run.name, preset=preset, n=run.n, c=run.c, lr=run.overrides['optim.lr'],
+    rows.append(dict(run=run.name, preset=preset, N_no_emb=run.N_no_emb, C=run.C, lr=run.overrides['optim.lr'],
                      mult=float(run.name.rsplit('_lr', 1)[1]), loss=loss, state=state))
   return rows
 
@@ -165,6 +171,24 @@ def choose_multipliers(rows) -> dict:
   return out
 
 
+def published_multipliers(path=PUBLISHED) -> dict:
+  """{preset: lr multiplier} that the published study's lr sweep chose (its results.json)."""
+  try:
+    with open(path) as f:
+      rows = json.load(f)['lr']
+  except (OSError, ValueError, KeyError) as e:
+    raise sweeps.PlanError(f'{path}: the published study\'s lr sweep is unreadable ({e})') from None
+  return {r['preset']: r['mult'] for r in rows if r.get('chosen')}
+
+
 def get_sweep():
   scale = SCALES['full']
-  return study_sweep(scale, choose_multipliers(lr_results(f'{WORKDIR}/lr', lr_sweep(scale))))
+  lr_dir = f'{WORKDIR}/lr'
+  if os.path.isfile(os.path.join(lr_dir, 'sweep.json')):
+    sweep = study_sweep(scale, choose_multipliers(lr_results(lr_dir, lr_sweep(scale))))
+    source = f'chosen by the lr sweep in {lr_dir}'
+  else:
+    sweep = study_sweep(scale, published_multipliers())
+    source = (f'chosen by the published study\'s lr sweep ({os.path.relpath(PUBLISHED)}); '
+              f'python -m experiments.arch_recipes runs the lr sweep in {lr_dir} first')
+  return dataclasses.replace(sweep, notes=f'{sweep.notes}, {source}')

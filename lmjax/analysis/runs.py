@@ -28,11 +28,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from lmjax.train.metrics import read_metrics
-from lmjax.sweeps.sweepdir import read_json
+from lmjax.core.errors import LmjaxError
+from lmjax.core.rundir import RunDir, read_json
 
 
-class AnalysisError(ValueError):
+class AnalysisError(LmjaxError, ValueError):
   """A path or table that cannot be analysed; the message is one line."""
 
 
@@ -64,15 +64,15 @@ def _model_numbers(config: dict) -> dict:
     from lmjax.model.transformer import ModelConfig
     mcfg = ModelConfig.from_config(ConfigDict(config['model']))
     counts = flops.param_counts(mcfg)
-    return dict(N=counts['total'], N_no_emb=counts['non_embedding'],
+    return dict(N=counts.N, N_no_emb=counts.N_no_emb,
                 flops_per_token=flops.exact_flops_per_token(mcfg, config['data']['seq_len']))
   except Exception:  # an unreadable or foreign config: the columns stay empty
     return {}
 
 
-def _curve(metrics_path, flops_per_token) -> pd.DataFrame:
+def _curve(run: RunDir, flops_per_token) -> pd.DataFrame:
   """One row per logged step: training and eval rows of the same step merged."""
-  rows = read_metrics(metrics_path) if os.path.isfile(metrics_path) else []
+  rows = run.read_metrics()
   by_step = {}
   for r in rows:
     if isinstance(r, dict) and 'step' in r:
@@ -92,15 +92,16 @@ def _curve(metrics_path, flops_per_token) -> pd.DataFrame:
 
 def read_run(path: str, name: str | None = None, status: str | None = None) -> tuple:
   """(row dict, curve DataFrame) of one launch.train directory."""
-  config = read_json(os.path.join(path, 'config.json')) or {}
-  summary = read_json(os.path.join(path, 'summary.json'))
+  run = RunDir(path)
+  config = read_json(run.config_path) or {}
+  summary = run.read_summary()
   row = dict(name=name or os.path.basename(os.path.normpath(path)), path=path)
   numbers = _model_numbers(config) if config else {}
   if isinstance(summary, dict):
-    numbers = dict(N=summary.get('params', numbers.get('N')),
-                   N_no_emb=summary.get('params_non_embedding', numbers.get('N_no_emb')),
+    numbers = dict(N=summary.get('N', numbers.get('N')),
+                   N_no_emb=summary.get('N_no_emb', numbers.get('N_no_emb')),
                    flops_per_token=summary.get('flops_per_token', numbers.get('flops_per_token')))
-  curve = _curve(os.path.join(path, 'metrics.jsonl'), numbers.get('flops_per_token'))
+  curve = _curve(run, numbers.get('flops_per_token'))
   last = curve.iloc[-1] if len(curve) else {}
   tokens = summary.get('tokens') if isinstance(summary, dict) else None
   if tokens is None and len(curve):
@@ -150,8 +151,8 @@ def _sweep(path) -> tuple:
     row, curve = read_run(sweep_dir.run_dir(run.name), run.name, state)
     row.update(design=run.design, budget=np.nan if run.budget is None else float(run.budget),
                seed=run.seed, branch_of=run.branch_of, branch_step=run.branch_step,
-               cooldown_branch=run.branch_of is not None, planned_N=run.n_total,
-               planned_N_no_emb=run.n, planned_D=run.d, planned_C=run.c,
+               cooldown_branch=run.branch_of is not None, planned_N=run.N,
+               planned_N_no_emb=run.N_no_emb, planned_D=run.D, planned_C=run.C,
                left_out=reason_left_out(sweep_dir, run) or '')
     rows.append(row)
     curves[run.name] = (run, curve)
@@ -167,11 +168,6 @@ def _sweep(path) -> tuple:
   return rows, out
 
 
-def _is_run(path) -> bool:
-  return any(os.path.exists(os.path.join(path, f))
-             for f in ('config.json', 'metrics.jsonl', 'summary.json'))
-
-
 def load(path: str) -> Runs:
   """The runs under `path` (a sweep directory, a run directory or a directory of runs)."""
   path = os.fspath(path)
@@ -179,11 +175,11 @@ def load(path: str) -> Runs:
     raise AnalysisError(f'{path}: not a directory (give a sweep or run directory)')
   if os.path.isfile(os.path.join(path, 'sweep.json')):
     rows, curves, kind = *_sweep(path), 'sweep'
-  elif _is_run(path):
+  elif RunDir(path).is_run():
     row, curve = read_run(path)
     rows, curves, kind = [row], [curve], 'run'
   else:
-    subs = sorted(d for d in os.listdir(path) if _is_run(os.path.join(path, d)))
+    subs = sorted(d for d in os.listdir(path) if RunDir(os.path.join(path, d)).is_run())
     if not subs:
       raise AnalysisError(f'{path}: no sweep.json, config.json or metrics.jsonl here or in its '
                           'subdirectories (not a sweep or run directory)')
@@ -207,10 +203,10 @@ def fit_table(runs: pd.DataFrame, n='N'):
   t = runs[keep]
   if t.empty:
     raise AnalysisError('no finished runs with a finite eval loss to fit')
-  columns = {'n': t[n].astype(float).to_numpy(), 'd': t['D'].astype(float).to_numpy(),
-             'c': t['C'].astype(float).to_numpy(), 'loss': t['loss'].astype(float).to_numpy()}
+  columns = {'N': t[n].astype(float).to_numpy(), 'D': t['D'].astype(float).to_numpy(),
+             'C': t['C'].astype(float).to_numpy(), 'loss': t['loss'].astype(float).to_numpy()}
   if n == 'N' and 'N_no_emb' in t:
-    columns['n_no_emb'] = t['N_no_emb'].astype(float).to_numpy()
+    columns['N_no_emb'] = t['N_no_emb'].astype(float).to_numpy()
   tags = [c for c in t.columns if c not in ('N', 'N_no_emb', 'D', 'C', 'loss', 'path')
           and t[c].map(lambda v: isinstance(v, (str, int, float, bool, np.integer,
                                                 np.floating))).all()]

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+
+from lmjax.core.errors import LmjaxError, one_line
 
 MISSING = 'missing'          # no such file
 NOT_PYTHON = 'not_python'    # not a .py file
@@ -16,7 +19,7 @@ UNDEFINED = 'undefined'      # the file defines no such function
 CALL = 'call'                # calling the function raised
 
 
-class PyFileError(ValueError):
+class PyFileError(LmjaxError, ValueError):
   """A file that could not be imported or called: `kind` (MISSING, NOT_PYTHON, IMPORT, UNDEFINED,
   CALL), `path` as shown, `function`, and `cause`, the exception raised (IMPORT, UNDEFINED,
   CALL)."""
@@ -25,12 +28,6 @@ class PyFileError(ValueError):
                cause: Exception | None = None):
     super().__init__(message)
     self.kind, self.path, self.function, self.cause = kind, path, function, cause
-
-
-def one_line(e: Exception) -> str:
-  """`Type: first line of the message`, for errors that must fit on one line."""
-  lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-  return f'{type(e).__name__}: {lines[0]}' if lines else type(e).__name__
 
 
 def call_function(path: str, function: str, *, shown_as: str | None = None,
@@ -49,11 +46,16 @@ def call_function(path: str, function: str, *, shown_as: str | None = None,
     raise error(MISSING, 'no such file')
   if not path.endswith('.py'):
     raise error(NOT_PYTHON, f'not a Python file (one defining {function}())')
+  name = module_name or f'lmjax_file_{function}'
   try:
-    spec = importlib.util.spec_from_file_location(module_name or f'lmjax_file_{function}', path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    # Registered while it runs, as `import` does: a dataclass under `from __future__ import
+    # annotations` looks its module up in sys.modules.
+    sys.modules[name] = module
     spec.loader.exec_module(module)
   except Exception as e:  # noqa: BLE001 (a user's file can raise anything)
+    sys.modules.pop(name, None)
     raise error(IMPORT, f'importing it raised {one_line(e)}', e) from None
   fn = getattr(module, function, None)
   if not callable(fn):

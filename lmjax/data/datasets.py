@@ -29,12 +29,14 @@ import contextlib
 from absl import logging
 import tensorflow_datasets as tfds
 
+from lmjax.core.errors import LmjaxError, one_line
+
 tfds.disable_progress_bar()
 
 LOCAL = ('python_stdlib', 'local_text')
 
 
-class DataError(ValueError):
+class DataError(LmjaxError, ValueError):
   """A dataset that cannot be used as configured; the message names the cause."""
 
 
@@ -242,7 +244,7 @@ def prepare(data_config):
   except Exception as e:  # pylint: disable=broad-except  (requests, TFDS and gcs errors vary)
     raise DataError(
         f'config.data.dataset={data_config.dataset!r} is not prepared in {data_dir(data_config)} '
-        f'and preparing it failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); prepare it '
+        f'and preparing it failed ({one_line(e, 120)}); prepare it '
         'where you are online and copy the TFDS data dir here (config.data.data_dir), or train '
         'on local files with config.data.dataset=local_text and config.data.paths=DIR') from None
   finally:

@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from lmjax.core.atomic import write_bytes
+from lmjax.core.errors import one_line
 
 SP_SPECIALS = ('<unk>', '<sep>')  # ids 0 and 1; byte-fallback pieces <0x00>..<0xFF> follow
 
@@ -116,7 +117,7 @@ def train_sentencepiece(texts, path, vocab_size, model_type='bpe', max_bytes=8_0
   except RuntimeError as e:
     raise ValueError(f'training a {model_type} SentencePiece tokenizer of '
                      f'config.data.vocab_size={vocab_size} failed: '
-                     f'{str(e).strip().splitlines()[-1]}') from None
+                     f'{one_line(e)}') from None
   write_bytes(path, model.getvalue())
   return SentencePieceTokenizer(path)
 
@@ -174,7 +175,7 @@ class HFTokenizer:
       self.tok = Tokenizer.from_str(raw.decode('utf-8'))
     except Exception as e:  # noqa: BLE001  (tokenizers raises its own exception types)
       raise ValueError(f'config.data.hf_tokenizer={path}: not a tokenizer.json '
-                       f'({str(e).splitlines()[0][:120]})') from None
+                       f'({one_line(e, 120)})') from None
     self.path, self.name = path, 'hf-' + hashlib.sha1(raw).hexdigest()[:12]
     self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
     spec = json.loads(raw)

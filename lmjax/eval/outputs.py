@@ -10,6 +10,7 @@ import numpy as np
 from lmjax.eval import pages, per_token
 from lmjax.train import steps
 from lmjax.core.atomic import write_bytes, write_json, write_text
+from lmjax.core.rundir import RunDir
 
 HEADLINE = ('loss', 'perplexity', 'bits_per_token', 'bits_per_byte', 'accuracy', 'ece')
 
@@ -51,7 +52,7 @@ def evaluate_and_write(run, tokenizer, store, batches, split_name, page_document
   """Evaluates and writes RUN/eval/<split_name>-<step>.{json,png,html} (launch/eval.py)."""
   workdir = run.workdir
   step_name = str(run.step) if run.step >= 0 else 'params'
-  stem = os.path.join(workdir, 'eval', f'{split_name}-{step_name}')
+  stem = RunDir(workdir).eval_stem(split_name, step_name)
   t0 = time.time()
   progress = lambda i: log(f'  {i + 1} batches, {time.time() - t0:.0f} s') if (
       i + 1) % 50 == 0 else None
@@ -89,7 +90,7 @@ def _tensorboard(workdir, split_name, step, report):
   if step < 0:
     return
   from lmjax.train.metrics import summary_writer
-  writer = summary_writer(os.path.join(workdir, 'tb'))
+  writer = summary_writer(RunDir(workdir).tensorboard)
   for k in HEADLINE:
     if report.get(k) is not None:
       writer.add_scalar(f'eval_{split_name}/{k}', report[k], step)

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmjax.core.errors import LmjaxError
 from lmjax.data import pipeline
 from lmjax.train import sharding
 
@@ -35,7 +36,7 @@ TOP = 5         # alternatives kept per token (the log-prob page)
 ECE_BINS = 15   # Guo et al. 2017 use M = 15
 
 
-class EvalError(ValueError):
+class EvalError(LmjaxError, ValueError):
   """A split too small to evaluate, or an option out of range; the message names the flag."""
 
 

@@ -1,8 +1,10 @@
 """Parameter and FLOP accounting from a ModelConfig; pure functions.
 
 Definitions:
-- `param_counts(cfg)['total']` is exactly the size of the initialised parameter pytree.
-- `non_embedding` follows Kaplan et al. 2020 (Sec. 2.1): all parameters except the vocabulary and
+- `param_counts(cfg).N` is exactly the size of the initialised parameter pytree: every
+  parameter. These two names are lmjax's one vocabulary of parameter counts, from here to
+  summary.json, the runs table (runs.csv) and lmjax.analysis's DataFrames.
+- `N_no_emb` follows Kaplan et al. 2020 (Sec. 2.1): all parameters except the vocabulary and
   positional embeddings; an untied output projection is a vocabulary matrix too and is excluded.
 - `kaplan_approx` is N ≈ 12·n_layers·d_model² (Kaplan et al. 2020, Eq. 2.1, d_attn = d_model,
   d_ff = 4·d_model).
@@ -31,7 +33,16 @@ from lmjax.config import GATED
 from lmjax.model.transformer import ModelConfig
 
 
-def param_counts(cfg: ModelConfig) -> dict:
+class ParamCounts(NamedTuple):
+  N: int              # every parameter
+  N_no_emb: int       # without the vocabulary and positional embeddings (Kaplan et al. 2020)
+  embedding: int      # the input embedding
+  position: int       # learned positions
+  unembedding: int    # an untied output projection and its bias
+  kaplan_approx: int  # 12·n_layers·d_model²
+
+
+def param_counts(cfg: ModelConfig) -> ParamCounts:
   d, f, v, h, k, e = (cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads, cfg.n_kv_heads,
                       cfg.head_dim)
   bias = cfg.use_bias
@@ -44,15 +55,14 @@ def param_counts(cfg: ModelConfig) -> dict:
   embed = v * d
   pos = cfg.max_seq_len * d if cfg.position == 'learned' else 0
   unembed = 0 if cfg.tie_embeddings else d * v + (v if bias else 0)
-  non_embedding = cfg.n_layers * layer + final_norm
-  return dict(total=non_embedding + embed + pos + unembed, non_embedding=non_embedding,
-              embedding=embed, position=pos, unembedding=unembed,
-              kaplan_approx=12 * cfg.n_layers * d * d)
+  no_emb = cfg.n_layers * layer + final_norm
+  return ParamCounts(N=no_emb + embed + pos + unembed, N_no_emb=no_emb, embedding=embed,
+                     position=pos, unembedding=unembed, kaplan_approx=12 * cfg.n_layers * d * d)
 
 
 def kaplan_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   """6N + 12·n_layers·d_model·T training FLOPs per token (Kaplan et al. 2020, Sec. 2.1)."""
-  return 6 * param_counts(cfg)['non_embedding'] + 12 * cfg.n_layers * cfg.d_model * seq_len
+  return 6 * param_counts(cfg).N_no_emb + 12 * cfg.n_layers * cfg.d_model * seq_len
 
 
 def attention_context(cfg: ModelConfig, seq_len: int, attention='dense') -> float:

@@ -26,8 +26,10 @@ import os
 
 import numpy as np
 
+from lmjax.core.errors import LmjaxError, one_line
 
-class ConvertError(ValueError):
+
+class ConvertError(LmjaxError, ValueError):
   """A directory or tensor that cannot be converted; the message names it."""
 
 
@@ -60,7 +62,7 @@ def read(directory: str) -> tuple[dict, dict]:
       tensors.update(load_file(os.path.join(directory, name)))
     except Exception as e:  # noqa: BLE001  (safetensors raises several types)
       raise ConvertError(f'{os.path.join(directory, name)}: not a readable safetensors file '
-                         f'({type(e).__name__}: {str(e).splitlines()[0][:120]})') from None
+                         f'({one_line(e, 120)})') from None
   return config, {k: np.asarray(v, np.float32) for k, v in tensors.items()}
 
 

@@ -87,7 +87,7 @@ def bootstrap_isoflop(table, fit, replicates=1000, seed=0) -> dict:
   log_n_opt, log_d_opt, log_c = [], [], []
   for i in fit.used:
     bud = fit.budgets[i]
-    x = np.log(table.n[bud.rows])
+    x = np.log(table.N[bud.rows])
     counts = resample_counts(len(bud.rows), replicates, rng)
     coef, xm = isoflop.parabola(x, table.loss[bud.rows], counts)
     xs = isoflop.vertex(coef, xm)
@@ -96,7 +96,7 @@ def bootstrap_isoflop(table, fit, replicates=1000, seed=0) -> dict:
     lo = np.where(drawn, x, np.inf).min(1)
     hi = np.where(drawn, x, -np.inf).max(1)
     xs = np.where((xs >= lo) & (xs <= hi), xs, np.nan)
-    slope, icpt = np.polyfit(x, np.log(table.d[bud.rows]), 1)
+    slope, icpt = np.polyfit(x, np.log(table.D[bud.rows]), 1)
     log_n_opt.append(xs)
     log_d_opt.append(icpt + slope * xs)
     log_c.append(np.log(bud.c))

@@ -16,10 +16,11 @@ import dataclasses
 
 import numpy as np
 
+from lmjax.core.errors import LmjaxError
 from lmjax.scaling import laws
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(LmjaxError, ValueError):
   """Approach 1 cannot be run on these runs; the message is one line."""
 
 
@@ -76,13 +77,13 @@ def approach1(table, run_tags, n_grid=1500) -> Approach1Fit:
   runs = {}
   for key in dict.fromkeys(keys):
     idx = np.nonzero(keys == key)[0]
-    idx = idx[np.argsort(table.c[idx])]
+    idx = idx[np.argsort(table.C[idx])]
     if len(idx) >= 2:
       runs[key] = idx
   if len(runs) < 2:
     raise EnvelopeError(f'approach 1: {len(runs)} run(s) with at least 2 checkpoints; needs '
                         'loss curves of at least 2 runs')
-  log_c = np.log(table.c)
+  log_c = np.log(table.C)
   grid = np.linspace(log_c.min(), log_c.max(), n_grid)
   names = list(runs)
   curves = np.full((len(names), n_grid), np.inf)
@@ -91,11 +92,11 @@ def approach1(table, run_tags, n_grid=1500) -> Approach1Fit:
     idx = runs[key]
     inside = (grid >= log_c[idx[0]]) & (grid <= log_c[idx[-1]])
     curves[j, inside] = np.interp(grid[inside], log_c[idx], table.loss[idx])
-    log_d[j, inside] = np.interp(grid[inside], log_c[idx], np.log(table.d[idx]))
+    log_d[j, inside] = np.interp(grid[inside], log_c[idx], np.log(table.D[idx]))
   covered = np.isfinite(curves).any(0)
   win = np.argmin(curves[:, covered], 0)
   cols = np.nonzero(covered)[0]
-  n_of_run = np.array([table.n[runs[k][0]] for k in names])
+  n_of_run = np.array([table.N[runs[k][0]] for k in names])
   n_opt = n_of_run[win]
   d_opt = np.exp(log_d[win, cols])
   c = np.exp(grid[covered])

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from lmjax.core.errors import LmjaxError
 from lmjax.core import atomic
 from lmjax.scaling import bootstrap, envelope, isoflop, laws, parametric, predict, table
 from lmjax.scaling.options import FitOptions, FitOptionsError
@@ -33,7 +34,7 @@ COARSE_STARTS = np.array([[a, b, s, s, e] for a in (0, 10, 20) for b in (0, 10, 
                           for s in (0, .5, 1, 2) for e in (-1, 0, 1)], float)
 
 
-class CannotFitError(ValueError):
+class CannotFitError(LmjaxError, ValueError):
   """A law asked for by name, or every law, cannot be fitted to the table; the message is one
   line (the fitter's own, or each law's reason)."""
 
@@ -52,13 +53,16 @@ def select_rows(t: table.RunsTable, options: FitOptions):
                                          dropped_highest=drop)
 
 
+COUNTED = {'N': 'N, every parameter', 'N_no_emb': 'N_no_emb, without embeddings'}
+
+
 def n_counts(t: table.RunsTable, options: FitOptions) -> list:
-  """The parameter counts to fit with: 'n', 'n_no_emb' or both."""
-  if options.n_count == 'n_no_emb' and t.n_no_emb is None:
-    raise FitOptionsError('n_count', f'--n_count=n_no_emb: {t.source} has no n_no_emb column '
+  """The parameter counts to fit with: 'N', 'N_no_emb' or both."""
+  if options.n_count == 'N_no_emb' and t.N_no_emb is None:
+    raise FitOptionsError('n_count', f'--n_count=N_no_emb: {t.source} has no N_no_emb column '
                           '(map one with --columns)')
   if options.n_count == 'both':
-    return ['n', 'n_no_emb'] if t.n_no_emb is not None else ['n']
+    return ['N', 'N_no_emb'] if t.N_no_emb is not None else ['N']
   return [options.n_count]
 
 
@@ -199,7 +203,7 @@ class FitReport:
     lines = [self.source_line()]
     pct = f'{100 * self.options.level:g}% interval'
     for count, fits in self.fits.items():
-      lines += [f'\nN counted as {count}',
+      lines += [f'\nN counted as {COUNTED[count]}',
                 f'  {"law":<11}{"quantity":<10}{"value":>12}{"spread":>12}   {pct}']
       for law, out in fits.items():
         lines += _law_lines(law, out)
@@ -281,7 +285,7 @@ def _plots(tmp, t, objs, suffix) -> list:
   if iso is not None:
     written.append(plots.isoflop(t, iso, os.path.join(tmp, f'isoflop{suffix}.png'), iso_boot))
   if chin is not None or iso is not None or a1 is not None:
-    written.append(plots.frontier(os.path.join(tmp, f'frontier{suffix}.png'), t.c, chin,
+    written.append(plots.frontier(os.path.join(tmp, f'frontier{suffix}.png'), t.C, chin,
                                   chin_boot, iso, iso_boot, a1))
   return [os.path.basename(p) for p in written]
 
@@ -298,7 +302,7 @@ def write_report(report: FitReport, out_dir: str, *, plots=True, flags=None) -> 
   try:
     names = []
     for count in report.fits if plots else ():
-      suffix = '' if count == 'n' else '_no_emb'
+      suffix = '' if count == 'N' else '_no_emb'
       names += _plots(tmp, report.table.with_n(count), report.objects[count], suffix)
     doc = json.dumps(report.to_json(names, flags), indent=1, allow_nan=False)
     for name in names:

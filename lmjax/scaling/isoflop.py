@@ -27,10 +27,11 @@ import dataclasses
 
 import numpy as np
 
+from lmjax.core.errors import LmjaxError
 from lmjax.scaling import laws
 
 
-class IsoflopError(ValueError):
+class IsoflopError(LmjaxError, ValueError):
   """An IsoFLOP analysis that cannot be made; the message is one line."""
 
 
@@ -83,7 +84,7 @@ def assign_budgets(table, budgets=None, rtol=0.1) -> np.ndarray:
       return np.array([float(v) for v in table.tags['budget']])
     except ValueError:
       raise IsoflopError(f'{table.source}: the budget column holds a non-number') from None
-  c = table.c
+  c = table.C
   if budgets is None:
     return np.array([float(f'{v:.4g}') for v in c])
   b = np.asarray(sorted(budgets), np.float64)
@@ -140,13 +141,13 @@ def fit_isoflop(table, *, budgets=None, rtol=0.1, min_points=4, n_nearest=None,
   for key in np.unique(budget_of[matched]):
     rows = np.nonzero(budget_of == key)[0]
     # Grouped by rounded C, the budget is the runs' own (geometric mean) C, not the rounding.
-    c = float(np.exp(np.mean(np.log(table.c[rows])))) if grouped_by_c else float(key)
-    rows = rows[np.argsort(table.n[rows], kind='stable')]
-    x_all = np.log(table.n[rows])
+    c = float(np.exp(np.mean(np.log(table.C[rows])))) if grouped_by_c else float(key)
+    rows = rows[np.argsort(table.N[rows], kind='stable')]
+    x_all = np.log(table.N[rows])
     all_rows, n_runs = rows, len(rows)
     if n_nearest is not None and n_runs > n_nearest:
       rows = rows[_nearest(x_all, table.loss[rows], n_nearest)]
-    x, y = np.log(table.n[rows]), table.loss[rows]
+    x, y = np.log(table.N[rows]), table.loss[rows]
     flags = []
     if len(rows) < min_points:
       flags.append('too_few_points')
@@ -161,7 +162,7 @@ def fit_isoflop(table, *, budgets=None, rtol=0.1, min_points=4, n_nearest=None,
     elif (xs < x.min() or xs > x.max() or int(np.argmin(y)) in (0, len(y) - 1)):
       flags.append('edge')
     if np.isfinite(xs):
-      slope, icpt = (np.polyfit(x, np.log(table.d[rows]), 1) if len(np.unique(x)) > 1
+      slope, icpt = (np.polyfit(x, np.log(table.D[rows]), 1) if len(np.unique(x)) > 1
                      else (-1.0, float(np.log(c / 6.0))))
       d_opt = float(np.exp(icpt + slope * xs))
       u = xs - xm

@@ -9,14 +9,16 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from lmjax.core.errors import LmjaxError
+
 LAWS = ('chinchilla', 'isoflop', 'kaplan_n', 'kaplan_d', 'kaplan_c', 'approach1')
 PREDICT_C = ('1e21', '1e22', '1e23', '5.76e23', '1e24', '1e25')  # 5.76e23: Chinchilla's budget
 PREDICT_ND = ('7e10:1.4e12',)  # Chinchilla's N and D (Hoffmann et al. 2022, Table 1)
 CHOICES = dict(objective=('huber', 'huber_nll'), reduction=('sum', 'mean'),
-               starts=('hoffmann', 'coarse'), n_count=('both', 'n', 'n_no_emb'))
+               starts=('hoffmann', 'coarse'), n_count=('both', 'N', 'N_no_emb'))
 
 
-class FitOptionsError(ValueError):
+class FitOptionsError(LmjaxError, ValueError):
   """An option that cannot be used. `option` is the field; the one-line message names it as
   launch.fit's flag (`--law` for `laws`, else `--` and the field's name) and gives its value."""
 
@@ -71,7 +73,7 @@ class FitOptions:
   reduction: str = 'sum'           # or 'mean' over runs (same optimum)
   starts: str = 'hoffmann'         # Hoffmann's 4,500 Chinchilla starts, or 'coarse' (72)
   where: dict = dataclasses.field(default_factory=dict)  # keep rows whose tags equal these
-  n_count: str = 'both'            # 'n', 'n_no_emb', or both when the table has both
+  n_count: str = 'both'            # 'N', 'N_no_emb', or both when the table has both
   drop_highest_loss: int | None = None  # None: the table format's (5 for the Epoch file), else 0
   kaplan_irreducible: bool = False  # Kaplan laws as E + (X_c/X)^alpha
   kaplan_frontier: bool = True     # Kaplan laws fitted to the lower envelope only

@@ -22,6 +22,7 @@ import itertools
 
 import numpy as np
 
+from lmjax.core.errors import LmjaxError
 from lmjax.scaling import convergence, envelope, laws, lbfgs
 from lmjax.scaling.objective import LseProblem
 
@@ -29,7 +30,7 @@ LAWS = ('chinchilla', 'kaplan_n', 'kaplan_d', 'kaplan_c')
 _KAPLAN_X = {'kaplan_n': 'N', 'kaplan_d': 'D', 'kaplan_c': 'C'}
 
 
-class FitError(ValueError):
+class FitError(LmjaxError, ValueError):
   """A fit that cannot be made from the given runs; the message is one line."""
 
 
@@ -148,7 +149,7 @@ def fit_chinchilla(table, *, delta=1e-3, objective='huber', reduction='sum', sta
   starts: natural [a, b, α, β, e] rows (default: the 4,500-point Hoffmann grid); for the Huber
   likelihood a start column s = log σ is appended (log of the spread of log loss, 1e-2).
   """
-  problem = LseProblem(np.log(np.stack([table.n, table.d])), np.log(table.loss), with_e=True,
+  problem = LseProblem(np.log(np.stack([table.N, table.D])), np.log(table.loss), with_e=True,
                        delta=delta, objective=objective, reduction=reduction)
   _check_points(len(table), problem.n_params, 'chinchilla')
   grid = hoffmann_grid() if starts is None else np.atleast_2d(np.asarray(starts, np.float64))
@@ -172,7 +173,7 @@ def fit_kaplan(table, law: str, *, irreducible=False, frontier=True, delta=1e-3,
   """Kaplan et al. 2020 L(X) = (X_c/X)^α_X [+ E] for law kaplan_n, kaplan_d or kaplan_c."""
   if law not in _KAPLAN_X:
     raise FitError(f'law {law!r}: allowed {", ".join(_KAPLAN_X)}')
-  x = {'kaplan_n': table.n, 'kaplan_d': table.d, 'kaplan_c': table.c}[law]
+  x = {'kaplan_n': table.N, 'kaplan_d': table.D, 'kaplan_c': table.C}[law]
   rows = np.nonzero(envelope.lower_envelope(x, table.loss))[0] if frontier else \
       np.arange(len(table))
   problem = LseProblem(np.log(x[rows])[None], np.log(table.loss[rows]), with_e=irreducible,

@@ -55,7 +55,7 @@ def _fmt_params(params):
 def kaplan(table, fit, path, boot=None, chinchilla_fit=None, title=''):
   """Loss against the fit's X; see module doc."""
   key, label = _X[fit.law]
-  x_all = {'N': table.n, 'D': table.d, 'C': table.c}[key]
+  x_all = {'N': table.N, 'D': table.D, 'C': table.C}[key]
   fig, (ax,) = _figure()
   ax.scatter(x_all, table.loss, s=8, c='0.75', label=f'runs ({len(table)})', zorder=1)
   ax.scatter(x_all[fit.rows], table.loss[fit.rows], s=18, c='tab:blue', zorder=3,
@@ -91,10 +91,10 @@ def isoflop(table, fit, path, boot=None):
   n_b = len(fit.budgets)
   for i, bud in enumerate(fit.budgets):
     color = cmap(i / max(n_b - 1, 1))
-    n, loss = table.n[bud.rows], table.loss[bud.rows]
+    n, loss = table.N[bud.rows], table.loss[bud.rows]
     left_out = np.setdiff1d(bud.all_rows, bud.rows)
     if left_out.size:  # runs beyond the n_nearest fitted ones
-      ax.scatter(table.n[left_out], table.loss[left_out], s=10, facecolor='none',
+      ax.scatter(table.N[left_out], table.loss[left_out], s=10, facecolor='none',
                  edgecolor=color, linewidths=0.6, alpha=0.6)
     ax.scatter(n, loss, s=12, color=color, label=f'C={bud.c:.3g}' + (
         f' ({", ".join(bud.flags)})' if bud.flags else ''))
@@ -190,8 +190,8 @@ def frontier(path, c_data, chinchilla_fit=None, chinchilla_boot=None, isoflop_fi
 def chinchilla(table, fit, path):
   """Observed against fitted loss, and residuals against N; see module doc."""
   fig, (ax, ax2) = _figure(2)
-  pred = predict.loss_curve(fit, table.n, table.d)[0]
-  sc = ax.scatter(pred, table.loss, c=np.log10(table.c), s=12, cmap='viridis')
+  pred = predict.loss_curve(fit, table.N, table.D)[0]
+  sc = ax.scatter(pred, table.loss, c=np.log10(table.C), s=12, cmap='viridis')
   lims = [min(pred.min(), table.loss.min()) * 0.97, max(pred.max(), table.loss.max()) * 1.03]
   ax.plot(lims, lims, c='k', lw=1, label='y = x')
   ax.set_xscale('log')
@@ -205,7 +205,7 @@ def chinchilla(table, fit, path):
   ax.legend(fontsize=7)
   fig.colorbar(sc, ax=ax, label='log10 C')
   resid = np.log(table.loss) - np.log(pred)
-  ax2.scatter(table.n, resid, c=np.log10(table.c), s=12, cmap='viridis')
+  ax2.scatter(table.N, resid, c=np.log10(table.C), s=12, cmap='viridis')
   ax2.axhline(0, c='k', lw=1)
   ax2.set_xscale('log')
   ax2.set_xlabel('parameters N')

@@ -1,10 +1,10 @@
 """The runs table: one row per training run (or checkpoint), the input of every fit.
 
-Columns (float64):
-- `n`: parameters N, as the source counts them (with or without embeddings: see `n_counts`);
-- `n_no_emb`: parameters without embeddings (Kaplan et al. 2020, Sec. 2.1), when the source has
+Columns (float64), named as everywhere in lmjax (lmjax/model/flops.py):
+- `N`: parameters, as the source counts them (with or without embeddings: see `n_counts`);
+- `N_no_emb`: parameters without embeddings (Kaplan et al. 2020, Sec. 2.1), when the source has
   them; fits are then reported for both counts;
-- `d`: training tokens D; `c`: training FLOPs C; `loss`: final loss (nats).
+- `D`: training tokens; `C`: training FLOPs; `loss`: final loss (nats).
 When C is absent it is taken as C = 6ND (Kaplan et al. 2020, Sec. 2.1; Hoffmann et al. 2022,
 Sec. 3); when D is absent, D = C/(6N), which is how Besiroglu et al. 2024 recover tokens from
 Chinchilla's Figure 4. Which of the two happened is recorded in `derived`.
@@ -12,7 +12,7 @@ Chinchilla's Figure 4. Which of the two happened is recorded in `derived`.
 Every other column is a free-form tag (strings): a grouping, a config hash, a learning rate.
 
 Column names are matched by alias (`ALIASES`, exact then case-insensitive), or mapped by hand
-(`columns={'n': 'Model Size'}`). Known published files are recognised by their header
+(`columns={'N': 'Model Size'}`; field names in any case). Known published files are recognised by their header
 (`FORMATS`), which also carries that source's conventions (the Epoch AI file drops its 5
 highest-loss points and has Chinchilla's nine IsoFLOP budgets).
 """
@@ -26,14 +26,17 @@ import os
 
 import numpy as np
 
-FIELDS = ('n', 'n_no_emb', 'd', 'c', 'loss')
+from lmjax.core.errors import LmjaxError
+
+FIELDS = ('N', 'N_no_emb', 'D', 'C', 'loss')
+FIELD_OF = {f.lower(): f for f in FIELDS}  # a column map may name a field in any case
 
 ALIASES = {
-    'n': ('N', 'n', 'params', 'parameters', 'Model Size', 'model_size', 'num_params'),
-    'n_no_emb': ('N_no_emb', 'n_no_emb', 'N_non_embedding', 'non_embedding_params',
-                 'params_no_emb'),
-    'd': ('D', 'd', 'tokens', 'Training Tokens', 'train_tokens', 't'),
-    'c': ('C', 'c', 'flops', 'FLOPs', 'Training FLOP', 'compute', 'budget'),
+    'N': ('N', 'params', 'parameters', 'Model Size', 'model_size', 'num_params'),
+    'N_no_emb': ('N_no_emb', 'N_non_embedding', 'non_embedding_params', 'params_no_emb',
+                 'params_non_embedding'),
+    'D': ('D', 'tokens', 'Training Tokens', 'train_tokens', 't'),
+    'C': ('C', 'flops', 'FLOPs', 'Training FLOP', 'compute', 'budget'),
     'loss': ('loss', 'Loss', 'val_loss', 'eval_loss', 'final_loss'),
 }
 
@@ -44,7 +47,7 @@ FORMATS = {
     # Besiroglu et al. 2024 (Epoch AI), reconstruction of Hoffmann et al. 2022, Fig. 4 (left).
     'epoch_chinchilla': dict(
         header=('x', 'y', 'color', 'Model Size', 'Training FLOP', 'hex_color', 'loss'),
-        columns={'n': 'Model Size', 'c': 'Training FLOP', 'loss': 'loss'},
+        columns={'N': 'Model Size', 'C': 'Training FLOP', 'loss': 'loss'},
         drop_highest_loss=5, budgets=CHINCHILLA_BUDGETS, budget_rtol=0.1,
         note='Epoch AI reconstruction of Chinchilla Fig. 4: D = C/(6N); the 5 highest-loss '
              'points are dropped as Besiroglu et al. 2024 do; IsoFLOP budgets snapped to '
@@ -52,17 +55,17 @@ FORMATS = {
 }
 
 
-class TableError(ValueError):
+class TableError(LmjaxError, ValueError):
   """A runs table that cannot be fitted; the message is one line and names the row or column."""
 
 
 @dataclasses.dataclass(frozen=True)
 class RunsTable:
-  n: np.ndarray
-  d: np.ndarray
-  c: np.ndarray
+  N: np.ndarray
+  D: np.ndarray
+  C: np.ndarray
   loss: np.ndarray
-  n_no_emb: np.ndarray | None = None
+  N_no_emb: np.ndarray | None = None
   tags: dict = dataclasses.field(default_factory=dict)
   rows: np.ndarray | None = None      # 1-based row number in the source, for messages
   source: str = '<arrays>'
@@ -79,8 +82,8 @@ class RunsTable:
       ix = np.nonzero(ix)[0]
     pick = lambda a: None if a is None else a[ix]
     return dataclasses.replace(
-        self, n=self.n[ix], d=self.d[ix], c=self.c[ix], loss=self.loss[ix],
-        n_no_emb=pick(self.n_no_emb), tags={k: v[ix] for k, v in self.tags.items()},
+        self, N=self.N[ix], D=self.D[ix], C=self.C[ix], loss=self.loss[ix],
+        N_no_emb=pick(self.N_no_emb), tags={k: v[ix] for k, v in self.tags.items()},
         rows=pick(self.rows))
 
   def where(self, **equals) -> 'RunsTable':
@@ -103,23 +106,23 @@ class RunsTable:
     return self.subset(self.loss < cut)
 
   def with_n(self, which: str) -> 'RunsTable':
-    """The table with `n` kept ('n') or replaced by the non-embedding count ('n_no_emb').
+    """The table with N kept ('N') or replaced by the count without embeddings ('N_no_emb').
 
     C is recomputed as 6·N_no_emb·D when it was 6ND to begin with; a C column read from the
-    source is kept as it is (map c to another column to change it).
+    source is kept as it is (map C to another column to change it).
     """
-    if which == 'n':
+    if which == 'N':
       return self
-    if which != 'n_no_emb':
-      raise TableError(f'N counting {which!r}: allowed n, n_no_emb')
-    if self.n_no_emb is None:
-      raise TableError(f'{self.source}: no n_no_emb column, cannot count N without embeddings')
-    c = 6.0 * self.n_no_emb * self.d if 'C = 6ND' in self.derived else self.c
-    return dataclasses.replace(self, n=self.n_no_emb, c=c)
+    if which != 'N_no_emb':
+      raise TableError(f'N counting {which!r}: allowed N, N_no_emb')
+    if self.N_no_emb is None:
+      raise TableError(f'{self.source}: no N_no_emb column, cannot count N without embeddings')
+    c = 6.0 * self.N_no_emb * self.D if 'C = 6ND' in self.derived else self.C
+    return dataclasses.replace(self, N=self.N_no_emb, C=c)
 
   def describe(self) -> dict:
     return dict(source=self.source, rows=len(self), derived=list(self.derived),
-                has_n_no_emb=self.n_no_emb is not None, tags=sorted(self.tags),
+                has_N_no_emb=self.N_no_emb is not None, tags=sorted(self.tags),
                 **{k: v for k, v in self.meta.items() if k in ('format', 'columns', 'note')})
 
 
@@ -141,19 +144,19 @@ def _numeric(name, values, source, rows, line_offset):
 
 def from_columns(columns: dict, *, source='<arrays>', rows=None, line_offset=0,
                  meta=None) -> RunsTable:
-  """Builds and validates a table from canonical columns: n, loss, and d and/or c (float64).
+  """Builds and validates a table from canonical columns: N, loss, and D and/or C (float64).
 
   Missing c becomes 6ND, missing d becomes C/(6N). Every value must be finite and positive;
   the first that is not raises TableError naming its row and column.
   """
   cols = dict(columns)
-  for need in ('n', 'loss'):
+  for need in ('N', 'loss'):
     if need not in cols or cols[need] is None:
       raise TableError(f'{source}: no {need} column (looked for {", ".join(ALIASES[need])}; '
                        f'map one with columns={{{need!r}: NAME}})')
-  if cols.get('d') is None and cols.get('c') is None:
-    raise TableError(f'{source}: needs a tokens column d (looked for {", ".join(ALIASES["d"])}) '
-                     f'or a FLOPs column c (looked for {", ".join(ALIASES["c"])})')
+  if cols.get('D') is None and cols.get('C') is None:
+    raise TableError(f'{source}: needs a tokens column D (looked for {", ".join(ALIASES["D"])}) '
+                     f'or a FLOPs column C (looked for {", ".join(ALIASES["C"])})')
   length = len(cols['loss'])
   if length == 0:
     raise TableError(f'{source}: no rows')
@@ -171,11 +174,11 @@ def from_columns(columns: dict, *, source='<arrays>', rows=None, line_offset=0,
                          f'{float(numeric[name][i])!r}; N, D, C and loss must be finite and '
                          'positive')
   derived = []
-  if 'c' not in numeric:
-    numeric['c'] = 6.0 * numeric['n'] * numeric['d']
+  if 'C' not in numeric:
+    numeric['C'] = 6.0 * numeric['N'] * numeric['D']
     derived.append('C = 6ND')
-  if 'd' not in numeric:
-    numeric['d'] = numeric['c'] / (6.0 * numeric['n'])
+  if 'D' not in numeric:
+    numeric['D'] = numeric['C'] / (6.0 * numeric['N'])
     derived.append('D = C/(6N)')
   tags = {k: np.asarray([str(x) for x in v], dtype=object) for k, v in cols.items()
           if k not in FIELDS}
@@ -183,17 +186,18 @@ def from_columns(columns: dict, *, source='<arrays>', rows=None, line_offset=0,
     if len(v) != length:
       raise TableError(f'{source}: tag column {k} has {len(v)} values, loss has {length}')
   row_numbers = np.arange(1, length + 1) if rows is None else np.asarray(rows)
-  return RunsTable(n=numeric['n'], d=numeric['d'], c=numeric['c'], loss=numeric['loss'],
-                   n_no_emb=numeric.get('n_no_emb'), tags=tags, rows=row_numbers,
+  return RunsTable(N=numeric['N'], D=numeric['D'], C=numeric['C'], loss=numeric['loss'],
+                   N_no_emb=numeric.get('N_no_emb'), tags=tags, rows=row_numbers,
                    source=source, derived=tuple(derived), meta=dict(meta or {}))
 
 
 def _resolve_columns(header, source, columns):
   """Maps canonical fields to the file's column names: explicit map, then aliases."""
   mapping = {}
-  for field, name in (columns or {}).items():
-    if field not in FIELDS:
-      raise TableError(f'column map {field}={name}: unknown field {field!r}; allowed '
+  for given, name in (columns or {}).items():
+    field = FIELD_OF.get(given.lower())
+    if field is None:
+      raise TableError(f'column map {given}={name}: unknown field {given!r}; allowed '
                        f'{", ".join(FIELDS)}')
     if name not in header:
       raise TableError(f'{source}: column map {field}={name}: no column {name!r} (columns: '

@@ -4,16 +4,17 @@ A sweep file reads `from lmjax import sweeps`, then `sweeps.ladder(...)`, `sweep
 `sweeps.isoflop(...)`, `sweeps.Sweep(...)`. The modules: configs (base configs, overrides,
 resolving, counts, PlanError), shapes (ladder), runs (Run, Recipe, names), designs (isoflop,
 l_of_n, l_of_d, grid, cooldown branches, compute), sweepfile (Sweep, load_sweep), sweepdir (the
-sweep directory), schedule (what a local launcher starts next), collect (the runs table).
+sweep directory: the state of every run), schedule (what the local pool starts next), local and
+slurm (the backends), launcher (launch.sweep as one call), collect (the runs table).
 """
-from lmjax.sweeps.configs import (SWEEP_DIR, Counts, PlanError, apply_overrides, counts,
-                                  load_config, repo_path, resolve_run)
+from lmjax.sweeps.configs import (Counts, PlanError, apply_overrides, counts, load_config,
+                                  repo_path, resolve_run)
 from lmjax.sweeps.designs import BUDGET_RTOL, compute, grid, isoflop, l_of_d, l_of_n
 from lmjax.sweeps.runs import DESIGNS, Recipe, Run, run_name
 from lmjax.sweeps.shapes import Shape, ladder
-from lmjax.sweeps.sweepfile import Sweep, invalid_runs, load_sweep, sweep_path
+from lmjax.sweeps.sweepfile import Sweep, load_sweep, sweep_path
 
-__all__ = ['BUDGET_RTOL', 'Counts', 'DESIGNS', 'PlanError', 'Recipe', 'Run', 'SWEEP_DIR', 'Shape',
-           'Sweep', 'apply_overrides', 'compute', 'counts', 'grid', 'invalid_runs', 'isoflop',
+__all__ = ['BUDGET_RTOL', 'Counts', 'DESIGNS', 'PlanError', 'Recipe', 'Run', 'Shape',
+           'Sweep', 'apply_overrides', 'compute', 'counts', 'grid', 'isoflop',
            'l_of_d', 'l_of_n', 'ladder', 'load_config', 'load_sweep', 'repo_path', 'resolve_run',
            'run_name', 'sweep_path']

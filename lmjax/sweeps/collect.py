@@ -1,12 +1,12 @@
 """A sweep directory's finished runs as a runs table (lmjax/scaling/table.py), and what is missing.
 
 The directory is read through lmjax.sweeps.sweepdir.SweepDir (its layout is described there):
-sweep.json for the plan, each run's summary.json, config.json and metrics.jsonl, its status
-file ({"state": "running"|"done"|"failed", "exit_code", "log_tail", ...}) and its log.
+sweep.json for the plan, each run's summary, config and metrics (lmjax/core/rundir.py), its
+status file ({"state": "running"|"done"|"failed", "exit_code", "log_tail", ...}) and its log.
 
-A row is a data-point run whose summary.json has a finite eval_loss: n (all parameters),
-n_no_emb (Kaplan et al. 2020, Sec. 2.1), d (tokens trained), c = d · flops_per_token (the exact
-count of lmjax.model.flops, as planned), loss (the final eval loss), and tags. Every other run of the
+A row is a data-point run that finished with a finite eval_loss: N (all parameters), N_no_emb
+(Kaplan et al. 2020, Sec. 2.1), D (tokens trained), C = D · flops_per_token (the exact count of
+lmjax.model.flops, as planned), loss (the final eval loss), and tags. Every other run of the
 sweep is in the report with its reason; none is dropped silently.
 """
 from __future__ import annotations
@@ -15,22 +15,22 @@ import csv
 import hashlib
 import json
 import math
-import os
 from typing import NamedTuple
 
+from lmjax.core.errors import LmjaxError
 from lmjax.core.atomic import atomic_open
-from lmjax.core.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
-from lmjax.train.metrics import read_metrics
+from lmjax.core.errors import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.core.rundir import read_json
 from lmjax.scaling.table import FIELDS, RunsTable, TableError, from_columns
 from lmjax.sweeps.designs import BUDGET_RTOL
 from lmjax.sweeps.runs import Run
-from lmjax.sweeps.sweepdir import SweepDir, SweepDirError, read_json
+from lmjax.sweeps.sweepdir import SweepDir, SweepDirError
 
-SUMMARY_KEYS = ('eval_loss', 'params', 'params_non_embedding', 'tokens', 'flops_per_token')
+SUMMARY_KEYS = ('eval_loss', 'N', 'N_no_emb', 'tokens', 'flops_per_token')
 TAGS = ('name', 'design', 'config_hash', 'schedule', 'lr', 'cooldown_branch', 'seed', 'budget')
 
 
-class CollectError(ValueError):
+class CollectError(LmjaxError, ValueError):
   """A sweep directory that cannot be collected; the message is one line."""
 
 
@@ -67,8 +67,7 @@ def _last_line(sweep_dir: SweepDir, name, status) -> str:
 
 
 def _progress(sweep_dir: SweepDir, run) -> str:
-  path = sweep_dir.metrics_path(run.name)
-  rows = read_metrics(path) if os.path.isfile(path) else []
+  rows = sweep_dir.run(run.name).read_metrics()
   step = max((r.get('step', 0) for r in rows), default=0)
   return f'running or interrupted (step {step} of {run.steps})'
 
@@ -90,7 +89,7 @@ def reason_left_out(sweep_dir: SweepDir, run: Run) -> str | None:
       state = _progress(sweep_dir, run)
     else:
       state = f'failed (exit code {code}): {_last_line(sweep_dir, run.name, status)}'
-  elif status is None and not sweep_dir.has_started(run.name):
+  elif status is None and not sweep_dir.run(run.name).exists():
     state = 'not started'
   else:
     state = _progress(sweep_dir, run)
@@ -110,10 +109,11 @@ def config_hash(config_path: str) -> str:
 def _row(sweep_dir: SweepDir, run: Run) -> dict:
   """The table row of a finished data-point run."""
   s = sweep_dir.summary(run.name)
-  optim = (sweep_dir.config(run.name) or {}).get('optim', {})
-  return {'n': s['params'], 'n_no_emb': s['params_non_embedding'], 'd': s['tokens'],
-          'c': s['tokens'] * s['flops_per_token'], 'loss': s['eval_loss'], 'name': run.name,
-          'design': run.design, 'config_hash': config_hash(sweep_dir.config_path(run.name)),
+  config_path = sweep_dir.run(run.name).config_path
+  optim = (read_json(config_path) or {}).get('optim', {})
+  return {'N': s['N'], 'N_no_emb': s['N_no_emb'], 'D': s['tokens'],
+          'C': s['tokens'] * s['flops_per_token'], 'loss': s['eval_loss'], 'name': run.name,
+          'design': run.design, 'config_hash': config_hash(config_path),
           'schedule': optim.get('schedule', run.overrides.get('optim.schedule', '')),
           'lr': repr(float(optim.get('lr', run.overrides.get('optim.lr', math.nan)))),
           'cooldown_branch': 'yes' if run.branch_of else 'no', 'seed': run.seed,
@@ -140,7 +140,7 @@ def collect(sweep_dir: str) -> Collected:
     for r in report:
       key = r['reason'].split(' (')[0].split(':')[0]
       counts[key] = counts.get(key, 0) + 1
-    raise CollectError(f'{sweep_dir}: no finished runs among {len(sweep.runs)} planned ('
+    raise CollectError(f'{sweep_dir.path}: no finished runs among {len(sweep.runs)} planned ('
                        + ', '.join(f'{v} {k}' for k, v in counts.items()) + ')')
   try:
     table = from_columns(columns, source=sweep_dir.sweep_json_path(),
@@ -153,7 +153,7 @@ def collect(sweep_dir: str) -> Collected:
 
 def write_csv(table: RunsTable, path: str) -> str:
   """Writes the table as CSV (floats exact) atomically; table.load_runs reads it back."""
-  fields = [f for f in FIELDS if f != 'n_no_emb' or table.n_no_emb is not None]
+  fields = [f for f in FIELDS if f != 'N_no_emb' or table.N_no_emb is not None]
   header = fields + list(table.tags)
   with atomic_open(path, newline='') as f:
     writer = csv.writer(f)

@@ -13,21 +13,21 @@ from typing import NamedTuple
 
 from ml_collections import ConfigDict
 
+from lmjax.core.errors import LmjaxError, one_line
 from lmjax.core import pyfile
 from lmjax.config import ConfigError, resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SWEEP_DIR = '<sweep_dir>'  # stands for the sweep directory when a branch is checked at plan time
 
 
-class PlanError(ValueError):
+class PlanError(LmjaxError, ValueError):
   """A run or sweep that cannot be planned; the message is one line and names it."""
 
 
 class Counts(NamedTuple):
   """What a resolved config measures (lmjax.model.flops)."""
-  n: int                  # non-embedding parameters (Kaplan et al. 2020, Sec. 2.1)
-  n_total: int            # with the embeddings
+  N_no_emb: int           # without embeddings (Kaplan et al. 2020, Sec. 2.1)
+  N: int                  # every parameter
   flops_per_token: float  # training FLOPs per token at data.seq_len
 
 
@@ -67,7 +67,7 @@ def apply_overrides(config: ConfigDict, overrides: dict, where: str = '') -> Con
     try:
       node[leaf] = tuple(value) if isinstance(value, list) else value
     except (TypeError, ValueError) as e:
-      raise PlanError(f'{where}config.{key}={value!r}: {pyfile.one_line(e)}') from None
+      raise PlanError(f'{where}config.{key}={value!r}: {one_line(e)}') from None
   return config
 
 
@@ -79,20 +79,16 @@ def resolve_config(config: ConfigDict, where: str) -> ConfigDict:
     raise PlanError(f'{where}{e}') from None
 
 
-def resolve_run(base_config, run, sweep_dir: str | None = None) -> ConfigDict:
-  """The resolved config of a run: base config, then the run's overrides, then resolve().
+def resolve_overrides(base_config, overrides: dict, where: str) -> ConfigDict:
+  """Base config, then `overrides`, then resolve(); PlanError starting with `where`."""
+  return resolve_config(apply_overrides(load_config(base_config), overrides, where), where)
 
-  With `sweep_dir`, a cooldown branch also gets train.init_from and train.init_step as the
-  launcher sets them. Raises PlanError naming the run.
-  """
-  # The directory layout is SweepDir's; imported here, as sweepdir imports this module.
-  from lmjax.sweeps.sweepdir import run_dir
-  where = f'run {run.name}: '
-  config = apply_overrides(load_config(base_config), run.overrides, where)
-  if sweep_dir is not None and run.branch_of:
-    config.train.init_from = run_dir(sweep_dir, run.branch_of)
-    config.train.init_step = run.branch_step
-  return resolve_config(config, where)
+
+def resolve_run(base_config, run, parent_dir: str | None = None) -> ConfigDict:
+  """The resolved config of a run; a cooldown branch given `parent_dir`, its stable run's
+  directory, starts from there (sweeps.Run.branch_overrides). PlanError naming the run."""
+  return resolve_overrides(base_config, {**run.overrides, **run.branch_overrides(parent_dir)},
+                           f'run {run.name}: ')
 
 
 def counts(resolved: ConfigDict) -> Counts:
@@ -102,7 +98,7 @@ def counts(resolved: ConfigDict) -> Counts:
   from lmjax.model.transformer import ModelConfig
   mcfg = ModelConfig.from_config(resolved.model)
   p = flops.param_counts(mcfg)
-  return Counts(p['non_embedding'], p['total'],
+  return Counts(p.N_no_emb, p.N,
                 flops.exact_flops_per_token(mcfg, resolved.data.seq_len))
 
 

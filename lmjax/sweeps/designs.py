@@ -18,10 +18,12 @@ from typing import NamedTuple
 
 from ml_collections import ConfigDict
 
-from lmjax.sweeps.configs import SWEEP_DIR, Counts, PlanError, load_config, measure, resolve_run
+from lmjax.sweeps.configs import Counts, PlanError, load_config, measure, resolve_run
 from lmjax.sweeps.runs import Recipe, Run, check_unique, run_name
 from lmjax.sweeps.shapes import Shape
 
+# Stands for a branch's stable run directory when the branch is checked at plan time.
+PLANNED_PARENT = '<the stable run>'
 BUDGET_RTOL = 0.1  # an IsoFLOP run's C is within this of its budget (launch.fit snaps with it)
 
 
@@ -47,20 +49,20 @@ def _run(base, shape: Prepared, recipe, steps, seed, design, *, warmup, schedule
          suffix='', tag='', extra=None, branch_of=None, branch_step=None) -> Run:
   """Plans and resolves one run; a run that fails validation raises PlanError naming it."""
   suffix = '_'.join(s for s in (suffix, tag) if s)
-  n, n_total, fpt = shape.counts
+  n_no_emb, n, fpt = shape.counts
   d = steps * recipe.tokens_per_step
   overrides = {**shape.model, 'data.batch_size': recipe.batch_size,
                'data.seq_len': recipe.seq_len, 'train.steps': steps,
-               'optim.lr': recipe.peak_lr(n), 'optim.warmup_steps': warmup,
+               'optim.lr': recipe.peak_lr(n_no_emb), 'optim.warmup_steps': warmup,
                'optim.schedule': schedule, 'seed': seed,
                'checkpoint.every_steps': max(1, math.ceil(steps / max(recipe.checkpoints, 1)))}
   if schedule == 'wsd':
     overrides.update({'optim.decay_fraction': recipe.decay_fraction,
                       'optim.decay_shape': recipe.decay_shape})
   overrides.update(extra or {})
-  run = Run(run_name(n, d, d * fpt, seed, suffix), overrides, n, n_total, d, d * fpt, fpt,
+  run = Run(run_name(n_no_emb, d, d * fpt, seed, suffix), overrides, n_no_emb, n, d, d * fpt, fpt,
             seed, design, budget, branch_of, branch_step)
-  resolve_run(base, run, SWEEP_DIR if branch_of else None)
+  resolve_run(base, run, PLANNED_PARENT)  # a branch as it will start (train.init_step checked)
   return run
 
 
@@ -74,7 +76,7 @@ def _steps(recipe: Recipe, tokens: float, where: str) -> int:
 
 def _independent(base, shape: Prepared, recipe, tokens, seed, design, budget=None,
                  tag='') -> Run:
-  steps = _steps(recipe, tokens, f'{design} N={shape.counts.n:.3g}: ')
+  steps = _steps(recipe, tokens, f'{design} N={shape.counts.N_no_emb:.3g}: ')
   return _run(base, shape, recipe, steps, seed, design, warmup=recipe.warmup(steps),
               schedule=recipe.schedule, budget=budget, tag=tag)
 
@@ -83,7 +85,7 @@ def _cooldown_family(base, shape: Prepared, recipe, ds, seed, design, cooldown,
                      budgets=None, tag='') -> list[Run]:
   """One stable run and one wsd branch per D (module doc); the stable run comes first.
   `budgets`, one per D, tags the branches of an IsoFLOP design."""
-  where = f'{design} N={shape.counts.n:.3g} cooldown={cooldown}: '
+  where = f'{design} N={shape.counts.N_no_emb:.3g} cooldown={cooldown}: '
   if not 0 < cooldown < 1:
     raise PlanError(f'{where}cooldown must be in (0, 1)')
   steps = [_steps(recipe, d, where) for d in ds]
@@ -124,9 +126,9 @@ def isoflop(shapes, budgets, *, recipe: Recipe, base_config, cooldown: float | N
   for shape in prepared:
     fpt = shape.counts.flops_per_token
     mine = [b for b in budgets if not max_tokens_per_param or
-            b / fpt / shape.counts.n_total <= max_tokens_per_param]
+            b / fpt / shape.counts.N <= max_tokens_per_param]
     if not mine:
-      raise PlanError(f'isoflop N={shape.counts.n:.3g}: every budget gives it more than '
+      raise PlanError(f'isoflop N={shape.counts.N_no_emb:.3g}: every budget gives it more than '
                       f'max_tokens_per_param={max_tokens_per_param:g} tokens per parameter')
     for seed in seeds:
       if cooldown:
@@ -136,8 +138,8 @@ def isoflop(shapes, budgets, *, recipe: Recipe, base_config, cooldown: float | N
         runs += [_independent(base, shape, recipe, b / fpt, seed, 'isoflop', float(b), tag)
                  for b in mine]
   for run in runs:
-    if run.budget is not None and abs(run.c / run.budget - 1) > BUDGET_RTOL:
-      raise PlanError(f'isoflop: run {run.name} has C {run.c:.3g}, more than '
+    if run.budget is not None and abs(run.C / run.budget - 1) > BUDGET_RTOL:
+      raise PlanError(f'isoflop: run {run.name} has C {run.C:.3g}, more than '
                       f'{BUDGET_RTOL:.0%} from its budget {run.budget:.3g} ({run.steps} steps)')
   return check_unique(runs)
 
@@ -185,13 +187,13 @@ def compute(runs) -> dict:
   spent = independent = 0.0
   for r in runs:
     if r.design != 'stable':
-      independent += r.c
+      independent += r.C
     if r.branch_of is None:
-      spent += r.c
+      spent += r.C
       continue
     if r.branch_of not in names:
       raise PlanError(f'run {r.name} branches from {r.branch_of}, which is not in the plan')
-    spent += (r.steps - r.branch_step) * (r.d // r.steps) * r.flops_per_token
+    spent += (r.steps - r.branch_step) * (r.D // r.steps) * r.flops_per_token
   saved = independent - spent
   return {'spent': spent, 'independent': independent, 'saved': saved,
           'saved_fraction': saved / independent if independent else 0.0}

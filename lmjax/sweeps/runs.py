@@ -2,8 +2,9 @@
 a design trains its runs), run names and the --config flags of a run.
 
 Conventions:
-- N is the non-embedding parameter count (Kaplan et al. 2020, Sec. 2.1), `n_total` counts the
-  embeddings too; both exact, from lmjax.model.flops on the resolved config.
+- N counts every parameter, N_no_emb all but the embeddings (Kaplan et al. 2020, Sec. 2.1);
+  both exact, from lmjax.model.flops on the resolved config. A recipe's lr(N) and a ladder's
+  targets are in N_no_emb, as Kaplan et al.'s laws are.
 - D = steps · batch_size · seq_len, the tokens a run trains on: a design asks for D, trains
   steps = round(D / tokens per step) and reports the D of those steps.
 - C = D · training FLOPs per token (lmjax.model.flops.exact_flops_per_token), not 6ND.
@@ -15,9 +16,10 @@ import math
 import re
 from collections.abc import Callable
 
-from lmjax.core.pyfile import one_line
+from lmjax.core.errors import one_line
 from lmjax.sweeps.configs import PlanError
 
+LEGACY_FIELDS = {'n': 'N_no_emb', 'n_total': 'N', 'd': 'D', 'c': 'C'}
 DESIGNS = ('isoflop', 'l_of_n', 'l_of_d', 'grid', 'stable')
 SAFE_NAME = re.compile(r'[A-Za-z0-9._-]+')  # run and sweep names: file names on every system
 
@@ -44,6 +46,11 @@ def flag_value(value) -> str:
   return repr(value) if isinstance(value, float) else str(value)
 
 
+def flags(overrides: dict) -> list[str]:
+  """--config.k=v for every override, sorted by field."""
+  return [f'--config.{k}={flag_value(v)}' for k, v in sorted(overrides.items())]
+
+
 def jsonable(overrides: dict) -> dict:
   """Overrides sorted by field, tuples as lists: as they are saved and fingerprinted."""
   return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(overrides.items())}
@@ -54,10 +61,10 @@ class Run:
   """One training run of a sweep: overrides of the base config, and what it measures."""
   name: str                 # stable, unique in its sweep, [A-Za-z0-9._-]
   overrides: dict           # dotted config field -> value
-  n: int                    # non-embedding parameters
-  n_total: int
-  d: int                    # training tokens: steps · batch_size · seq_len
-  c: float                  # training FLOPs: d · flops_per_token
+  N_no_emb: int             # parameters without embeddings (Kaplan et al. 2020, Sec. 2.1)
+  N: int                    # every parameter
+  D: int                    # training tokens: steps · batch_size · seq_len
+  C: float                  # training FLOPs: D · flops_per_token
   flops_per_token: float
   seed: int
   design: str               # one of DESIGNS; 'stable' is a cooldown trunk, not a data point
@@ -79,8 +86,16 @@ class Run:
     return self.overrides['train.steps']
 
   def flags(self) -> list[str]:
-    """--config.k=v for every override, sorted (the launcher adds init_from for branches)."""
-    return [f'--config.{k}={flag_value(v)}' for k, v in sorted(self.overrides.items())]
+    """--config.k=v for every override, sorted (the sweep directory adds a branch's start)."""
+    return flags(self.overrides)
+
+  def branch_overrides(self, parent_dir: str | None) -> dict:
+    """What a cooldown branch adds to its overrides: the run directory of its stable run,
+    `parent_dir`, and the step it starts from; nothing for a run from scratch, or when
+    `parent_dir` is None."""
+    if self.branch_of is None or parent_dir is None:
+      return {}
+    return {'train.init_from': parent_dir, 'train.init_step': self.branch_step}
 
   def to_json(self) -> dict:
     return {**dataclasses.asdict(self), 'overrides': jsonable(self.overrides)}
@@ -89,6 +104,8 @@ class Run:
   def from_json(cls, obj: dict) -> Run:
     if not isinstance(obj, dict):
       raise PlanError(f'a run must be a JSON object, got {type(obj).__name__}')
+    # sweep.json written before the counts were named N, N_no_emb, D and C.
+    obj = {LEGACY_FIELDS.get(k, k): v for k, v in obj.items()}
     try:
       overrides = {k: tuple(v) if isinstance(v, list) else v
                    for k, v in dict(obj['overrides']).items()}

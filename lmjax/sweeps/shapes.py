@@ -26,8 +26,8 @@ class Shape:
   n_heads: int
   n_kv_heads: int
   d_ff: int
-  n: int                  # non-embedding parameters
-  n_total: int
+  N_no_emb: int           # parameters without embeddings (the ladder's targets)
+  N: int                  # every parameter
   flops_per_token: float  # training FLOPs per token at seq_len
   seq_len: int
   target: float | None = None
@@ -66,10 +66,10 @@ def ladder(targets, base_config, *, aspect: float = 64.0, head_dim: int = 64, kv
       model = {'model.n_layers': layers, 'model.d_model': d_model,
                'model.n_heads': d_model // head_dim, 'model.n_kv_heads': d_model // step,
                'model.d_ff': default_d_ff(d_model, activation)}
-      n, n_total, fpt = measure(base, model, seq_len, f'ladder: N={target:.3g}: ')
-      if best is None or abs(math.log(n / target)) < abs(math.log(best.n / target)):
+      n_no_emb, n, fpt = measure(base, model, seq_len, f'ladder: N={target:.3g}: ')
+      if best is None or abs(math.log(n_no_emb / target)) < abs(math.log(best.N_no_emb / target)):
         best = Shape(layers, d_model, d_model // head_dim, d_model // step, model['model.d_ff'],
-                     n, n_total, fpt, seq_len, float(target))
+                     n_no_emb, n, fpt, seq_len, float(target))
     same = [s for s in shapes if s.overrides() == best.overrides()]
     if same:
       raise PlanError(f'ladder: targets {same[0].target:.3g} and {target:.3g} give the same '

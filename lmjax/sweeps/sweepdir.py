@@ -1,46 +1,39 @@
 """A sweep directory: the state of every run of a sweep, shared by every backend.
 
     DIR/sweep.json          the plan (lmjax.sweeps.Sweep) and its fingerprint
-    DIR/runs/<name>/        each run's launch.train workdir (summary.json once finished)
+    DIR/runs/<name>/        each run's launch.train workdir (a lmjax.core.rundir.RunDir)
     DIR/logs/<name>.log     each run's output, appended across attempts
     DIR/status/<name>.json  the last attempt: state, exit code, tail of the log, attempts
     DIR/jax_cache/          JAX's persistent compilation cache, shared by runs of one shape
     DIR/slurm/              the SLURM backend's sbatch scripts and job ids (jobs.json)
     DIR/.lock               held by the one launcher working on the directory
 
-SweepDir is the one owner of this layout: every other module asks it for a path. A run is done
-when its summary.json exists (launch.train writes it last, atomically), so the state survives any
-crash of the launcher; status files only add why a run is not done. Every file is written
-atomically (lmjax.core.atomic).
+SweepDir is the one owner of this layout: every other module asks it for a path (and a run's
+RunDir for the paths inside a run). A run is done when it has finished (launch.train writes its
+summary last, atomically), so the state survives any crash of the launcher; status files only
+add why a run is not done. Every file is written atomically (lmjax.core.atomic).
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 from lmjax.core import atomic
-from lmjax.core.exitcodes import EXIT_NONFINITE, EXIT_PREEMPTED
-from lmjax.sweeps.configs import PlanError, repo_path
+from lmjax.core.errors import EXIT_NONFINITE, EXIT_PREEMPTED, LmjaxError
+from lmjax.core.rundir import RunDir, read_json
+from lmjax.sweeps.configs import PlanError, load_config, repo_path, resolve_overrides
+from lmjax.sweeps.runs import flags
 from lmjax.sweeps.sweepfile import Sweep
 
 
-class SweepDirError(ValueError):
+class SweepDirError(LmjaxError, ValueError):
   """A sweep directory that cannot be used for this sweep; one line."""
 
 
 def write_json(path, obj):
   """The sweep directory's JSON files: atomic, indent=1."""
   return atomic.write_json(path, obj, indent=1)
-
-
-def read_json(path):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
 
 
 def log_tail(path, lines=20):
@@ -134,6 +127,10 @@ class SweepDir:
   def run_dir(self, name):
     return run_dir(self.path, name)
 
+  def run(self, name) -> RunDir:
+    """The run directory of run `name`."""
+    return RunDir(self.run_dir(name))
+
   def log_path(self, name):
     return os.path.join(self.path, 'logs', f'{name}.log')
 
@@ -161,19 +158,6 @@ class SweepDir:
     """slurm/jobs.json: {run name: SLURM array task id} of the runs submitted."""
     return os.path.join(self.slurm_dir(), 'jobs.json')
 
-  def config_path(self, name):
-    """The resolved config.json launch.train wrote for the run."""
-    return os.path.join(self.run_dir(name), 'config.json')
-
-  def metrics_path(self, name):
-    return os.path.join(self.run_dir(name), 'metrics.jsonl')
-
-  def _summary_path(self, name):
-    return os.path.join(self.run_dir(name), 'summary.json')
-
-  def _checkpoints_dir(self, name):
-    return os.path.join(self.run_dir(name), 'checkpoints')
-
   def run_names_on_disk(self):
     """The names under runs/ (planned or not)."""
     runs = os.path.join(self.path, 'runs')
@@ -192,30 +176,14 @@ class SweepDir:
     write_json(self.status_path(name), {**self.status(name), **fields, 'time': time.time()})
 
   def summary(self, name):
-    return read_json(self._summary_path(name))
-
-  def config(self, name):
-    return read_json(self.config_path(name))
+    return self.run(name).read_summary()
 
   def is_done(self, name):
-    return os.path.exists(self._summary_path(name))
-
-  def has_started(self, name):
-    """Whether the run's workdir exists."""
-    return os.path.isdir(self.run_dir(name))
-
-  def has_checkpoints(self, name):
-    """Whether the run has a checkpoints/ folder (launching it again resumes)."""
-    return os.path.isdir(self._checkpoints_dir(name))
-
-  def has_checkpoint(self, name, step):
-    ckpt = os.path.join(self._checkpoints_dir(name), str(step))
-    return os.path.exists(os.path.join(ckpt, 'commit_success.txt')) or (
-        os.path.isdir(ckpt) and os.path.exists(os.path.join(ckpt, '_CHECKPOINT_METADATA')))
+    return self.run(name).is_finished()
 
   def ready(self, run):
     """Whether `run` can start: a cooldown branch needs its stable run's checkpoint."""
-    return run.branch_of is None or self.has_checkpoint(run.branch_of, run.branch_step)
+    return run.branch_of is None or self.run(run.branch_of).has_checkpoint(run.branch_step)
 
   def state(self, name):
     """done | failed | diverged | interrupted | running | pending (never started)."""
@@ -230,20 +198,35 @@ class SweepDir:
       return 'interrupted'
     return s.get('state') or 'pending'
 
+  def overrides(self, run) -> dict:
+    """The run's overrides of the base config; a branch starts from its stable run's
+    directory here."""
+    parent = self.run_dir(run.branch_of) if run.branch_of else None
+    return {**run.overrides, **run.branch_overrides(parent)}
+
   def command(self, run, python=None, extra=()):
-    """The launch.train command line of `run` (a branch gets its stable run's checkpoint)."""
-    argv = [python or sys.executable, '-m', 'launch.train',
-            f'--config={repo_path(self.sweep.base_config)}', *run.flags()]
-    if run.branch_of is not None:
-      argv += [f'--config.train.init_from={self.run_dir(run.branch_of)}',
-               f'--config.train.init_step={run.branch_step}']
-    return argv + list(extra) + [f'--workdir={self.run_dir(run.name)}']
+    """The launch.train command line of `run`."""
+    return [python or sys.executable, '-m', 'launch.train',
+            f'--config={repo_path(self.sweep.base_config)}', *flags(self.overrides(run)),
+            *extra, f'--workdir={self.run_dir(run.name)}']
+
+  def invalid_runs(self) -> dict:
+    """{run name: one-line reason} for the runs whose config does not resolve on the base, each
+    checked as it will run, so that one bad run does not stop the others."""
+    base = load_config(self.sweep.base_config)
+    bad = {}
+    for run in self.sweep.runs:
+      try:
+        resolve_overrides(base, self.overrides(run), f'run {run.name}: ')
+      except PlanError as e:
+        bad[run.name] = str(e)
+    return bad
 
   def spent(self, run):
     """FLOPs this run costs in the sweep (a branch only from its branch step)."""
     start = run.branch_step or 0
     steps = run.overrides.get('train.steps')
-    return run.c * (1 - start / steps) if steps else run.c
+    return run.C * (1 - start / steps) if steps else run.C
 
 
 def _alive(pid, host, name):

@@ -1,5 +1,5 @@
 """A sweep and its file: `Sweep` (a named list of runs on one base config), `load_sweep` (a sweep
-file's get_sweep()), and `invalid_runs` (the runs whose config does not resolve).
+file's get_sweep()); a sweep directory checks its runs (SweepDir.invalid_runs).
 
 A sweep file, experiments/sweeps/NAME.py, defines get_sweep() and builds its runs with
 `from lmjax import sweeps` (experiments/sweeps/micro.py is a small example).
@@ -11,8 +11,8 @@ import hashlib
 import json
 import os
 
-from lmjax.core.pyfile import one_line
-from lmjax.sweeps.configs import SWEEP_DIR, PlanError, call_file, load_config, resolve_run
+from lmjax.core.errors import one_line
+from lmjax.sweeps.configs import PlanError, call_file, load_config
 from lmjax.sweeps.runs import SAFE_NAME, Run, check_unique, jsonable
 
 
@@ -84,7 +84,8 @@ def sweep_path(name_or_path: str) -> str:
 def load_sweep(path: str) -> Sweep:
   """Imports a sweep file (or experiments/sweeps/NAME.py) and returns its get_sweep(); any
   failure, or a base config that does not load, is a one-line PlanError naming the file. Runs
-  are checked one by one with `invalid_runs`, so that one bad run does not stop the others."""
+  are checked one by one by the sweep directory (SweepDir.invalid_runs), so that one bad run
+  does not stop the others."""
   path = sweep_path(path)
   sweep = call_file(path, 'get_sweep')
   if not isinstance(sweep, Sweep):
@@ -94,15 +95,3 @@ def load_sweep(path: str) -> Sweep:
   except PlanError as e:
     raise PlanError(f'{path}: {e}') from None
   return sweep
-
-
-def invalid_runs(sweep: Sweep) -> dict:
-  """{run name: one-line reason} for the runs whose config does not resolve on the base."""
-  base = load_config(sweep.base_config)
-  bad = {}
-  for run in sweep.runs:
-    try:
-      resolve_run(base, run, SWEEP_DIR)
-    except PlanError as e:
-      bad[run.name] = str(e)
-  return bad

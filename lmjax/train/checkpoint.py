@@ -20,10 +20,14 @@ from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
+from ml_collections import ConfigDict
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from lmjax.core.errors import LmjaxError, one_line
+from lmjax.core.rundir import RunDir
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(LmjaxError, RuntimeError):
   """No checkpoint could be restored; the message says what was tried."""
 
 
@@ -63,7 +67,8 @@ class Checkpoints:
 
   def __init__(self, workdir, checkpoint_config, read_only=False):
     c = checkpoint_config
-    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self.run = RunDir(workdir)
+    self.directory = os.path.abspath(self.run.checkpoints)
     if read_only and not os.path.isdir(self.directory):
       raise CheckpointError(f'{workdir} has no checkpoints directory')
     options = ocp.CheckpointManagerOptions(
@@ -130,7 +135,7 @@ class Checkpoints:
       try:
         state, meta = self.restore(s, abstract_state, data_iterator)
       except Exception as e:  # orbax, tensorstore and grain raise many types for damaged files
-        errors.append(f'step {s}: {type(e).__name__}: {str(e).splitlines()[0][:200]}')
+        errors.append(f'step {s}: {one_line(e, 200)}')
         log(f'checkpoint at step {s} is damaged ({errors[-1]}); trying the previous one')
         damaged.append(s)
         continue
@@ -143,7 +148,7 @@ class Checkpoints:
     the resumed run can save those steps again."""
     if not steps or jax.process_index() != 0:
       return
-    target = os.path.join(os.path.dirname(self.directory), 'damaged_checkpoints')
+    target = self.run.damaged_checkpoints
     os.makedirs(target, exist_ok=True)
     for s in steps:
       dest = os.path.join(target, f'{s}-{int(time.time())}')
@@ -154,6 +159,27 @@ class Checkpoints:
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+# What a read-only manager needs of config.checkpoint (it keeps and deletes nothing).
+READ_ONLY = ConfigDict({'max_to_keep': 0, 'keep_every': 0, 'async_save': False})
+
+
+def saved_config(workdir) -> dict | None:
+  """The resolved config of the run in `workdir`: its config.json (written when it started),
+  else its newest readable checkpoint's; None when no run was ever started there. RunDirError
+  when config.json is unreadable."""
+  run = RunDir(workdir)
+  config = run.read_config()
+  if config is not None or not run.has_checkpoints():
+    return config
+  source = Checkpoints(workdir, READ_ONLY, read_only=True)
+  for step in reversed(source.steps()):
+    try:
+      return source.meta(step)['config']
+    except Exception:  # noqa: BLE001  (a damaged checkpoint: restore_latest reports it later)
+      continue
+  return None
 
 
 def export_params(path, params):

@@ -15,6 +15,8 @@ import os
 
 import jax
 
+from lmjax.core.rundir import RunDir
+
 _HIT_EVENT = '/jax/compilation_cache/cache_hits'
 _hits = []
 
@@ -25,7 +27,7 @@ def directory(setting: str, workdir: str) -> str | None:
     return None
   if setting == 'auto':
     return (os.environ.get('JAX_COMPILATION_CACHE_DIR')
-            or os.path.join(os.path.dirname(os.path.abspath(workdir)), 'jax_cache'))
+            or RunDir(workdir).shared_cache)
   return setting
 
 

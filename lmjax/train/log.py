@@ -11,13 +11,18 @@ import time
 
 import jax
 
+from lmjax.core.errors import EXIT_NONFINITE, LmjaxError
 from lmjax.data import loader
 from lmjax.model import flops
 from lmjax.model.transformer import ModelConfig
 from lmjax.train.steps import evaluate, make_eval_step, token_bytes_table
 
 
-class NonFinite(Exception):
+class NonFinite(LmjaxError):
+  """The loss or gradient norm of a step was not finite; nothing after the last good
+  checkpoint is saved."""
+  exit_code = EXIT_NONFINITE
+
   def __init__(self, step, last_good):
     where = f'the last good checkpoint (step {last_good}) is intact' if last_good else (
         'no checkpoint was saved before it')
@@ -72,8 +77,8 @@ class TrainLog:
     w.print(f'mesh: data×fsdp×tensor = {"×".join(map(str, setup.mesh.devices.shape))} over '
             f'{jax.device_count()} devices, {jax.process_count()} process(es)')
     kaplan = flops.kaplan_flops_per_token(self.model_config, config.data.seq_len)
-    w.print(f'model: {counts["total"]:,} params ({counts["non_embedding"]:,} non-embedding; '
-            f'12·L·d² = {counts["kaplan_approx"]:,}); training MFLOPs/token '
+    w.print(f'model: N = {counts.N:,} params (N_no_emb = {counts.N_no_emb:,} without embeddings; '
+            f'12·L·d² = {counts.kaplan_approx:,}); training MFLOPs/token '
             f'{self.flops_per_token_causal / 1e6:.2f} with causal attention (Megatron, MaxText; '
             f'mfu counts these), {self.flops_per_token / 1e6:.2f} with dense attention (PaLM, '
             f'Levanter), 6N+12LdT {kaplan / 1e6:.2f}')

@@ -4,7 +4,7 @@
 one (metrics.jsonl is cut back to that step first, so no row is duplicated or orphaned), branches
 from `train.init_from` when asked, and otherwise starts at step 0 (lmjax/train/start.py). A workdir
 holding a run with an incompatible config is refused before anything is written (ResumeError).
-Exit paths, as exceptions the launcher maps to exit codes (lmjax/core/exitcodes.py):
+Exit paths, as exceptions the launcher maps to exit codes (lmjax/core/errors.py):
 - `Preempted`: SIGTERM or SIGINT arrived; the step under way finished, a checkpoint of it was
   saved and waited for (multi-host runs agree on the step through JAX's preemption sync point);
 - `NonFinite`: the loss or gradient norm of a step was not finite (or more than
@@ -23,10 +23,11 @@ from typing import NamedTuple
 import jax
 
 from lmjax.train import compile_cache, machine, sharding
-from lmjax.core.atomic import write_json
+from lmjax.core.rundir import RunDir
+from lmjax.core.errors import EXIT_PREEMPTED, LmjaxError
 from lmjax.train.checkpoint import Checkpoints
 from lmjax.config import to_dict
-from lmjax.train.metrics import MetricsWriter, truncate_metrics
+from lmjax.train.metrics import MetricsWriter
 from lmjax.data.prefetch import DevicePrefetch
 from lmjax.train.profiling import ProfileWindow
 from lmjax.train.start import check_resume, set_up, start_state
@@ -34,7 +35,10 @@ from lmjax.train.steps import TrainState, make_train_step, peak_memory_bytes, sc
 from lmjax.train.log import NonFinite, TrainLog
 
 
-class Preempted(Exception):
+class Preempted(LmjaxError):
+  """SIGTERM or SIGINT arrived; the step under way finished and a checkpoint of it was saved."""
+  exit_code, label = EXIT_PREEMPTED, 'stopped'
+
   def __init__(self, step):
     super().__init__(f'preempted: saved step {step}; run the same command again to resume')
     self.step = step
@@ -71,7 +75,7 @@ def train(config, workdir=None, writer=None, restore_step=None,
   wall = time.time() - t_begin
   summary = _summary(config, setup, log, start, compiled, wall, log.final_eval(state.params))
   if workdir and primary:
-    write_json(os.path.join(workdir, 'summary.json'), summary, indent=2, sort_keys=True)
+    RunDir(workdir).write_summary(summary)
   log.done(summary, wall)
   return summary, state
 
@@ -81,10 +85,11 @@ def _open_run(config, workdir, start_step, writer, primary):
   metrics writer and what to report."""
   messages = []
   if workdir and primary:
-    dropped = truncate_metrics(os.path.join(workdir, 'metrics.jsonl'), start_step)
+    run = RunDir(workdir)
+    dropped = run.truncate_metrics(start_step)
     if dropped:
       messages.append(f'dropped {dropped} metrics rows after step {start_step}')
-    write_json(os.path.join(workdir, 'config.json'), to_dict(config), indent=2, sort_keys=True)
+    run.write_config(to_dict(config))
   writer = writer or MetricsWriter(workdir if primary else None,
                                    stream=None if primary else open(os.devnull, 'w'),
                                    purge_step=start_step + 1 if start_step else None)
@@ -93,7 +98,7 @@ def _open_run(config, workdir, start_step, writer, primary):
 
 def _summary(config, setup, log, start, compiled, wall, final) -> dict:
   return {'steps': config.train.steps, 'tokens': config.train.steps * log.tokens_per_step,
-          'params': log.counts['total'], 'params_non_embedding': log.counts['non_embedding'],
+          'N': log.counts.N, 'N_no_emb': log.counts.N_no_emb,
           'flops_per_token': log.flops_per_token,
           'flops_per_token_causal': log.flops_per_token_causal,
           'final_loss': log.last_row and log.last_row['loss'], 'compile_s': compiled.seconds,

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lmjax.core.errors import first_line
 from lmjax.model import flops
 from lmjax.train import sharding
 from lmjax.train.checkpoint import abstract_like
@@ -101,11 +102,11 @@ def train_step_memory(config, mesh) -> TrainStepMemory:
   except jax.errors.JaxRuntimeError as e:
     if 'RESOURCE_EXHAUSTED' not in str(e):
       raise
-    raise DoesNotFit(str(e).strip().splitlines()[0]) from None
+    raise DoesNotFit(first_line(e)) from None
   m, shape = config.model, dict(mesh.shape)
   data_par = shape['data'] * shape['fsdp']
   micro = config.data.batch_size / config.train.grad_accum / data_par  # sequences per device
-  n_params = flops.param_counts(ModelConfig.from_config(m))['total']
+  n_params = flops.param_counts(ModelConfig.from_config(m)).N
   return TrainStepMemory(
       compiled=compiled.memory_analysis(), params=per_device_bytes(state.params),
       moments=per_device_bytes(state.opt_state),

@@ -1,7 +1,7 @@
 """Where metrics go: metrics.jsonl, TensorBoard event files, and the terminal.
 
 Every metrics.jsonl row is one JSON object with `step`, written with a single `os.write` on an
-O_APPEND descriptor, so a crash leaves whole lines only (a reader also skips a torn last line).
+O_APPEND descriptor, so a crash leaves whole lines only (lmjax/core/rundir.py reads them back).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import math
 import os
 import sys
 
-from lmjax.core.atomic import atomic_open
+from lmjax.core.rundir import RunDir
 
 
 def _clean(value):
@@ -38,7 +38,8 @@ def summary_writer(logdir, **kwargs):
 
 
 class MetricsWriter:
-  """Appends rows to `workdir/metrics.jsonl` and TensorBoard; prints to the terminal."""
+  """Appends rows to a run directory's metrics.jsonl and TensorBoard events; prints to the
+  terminal. Without a `workdir`, it only prints."""
 
   def __init__(self, workdir, tensorboard=True, stream=None, purge_step=None):
     self.stream = stream or sys.stdout
@@ -47,11 +48,11 @@ class MetricsWriter:
     self.fd = None
     self.tb = None
     if workdir:
-      self.fd = os.open(os.path.join(workdir, 'metrics.jsonl'),
-                        os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+      run = RunDir(workdir)
+      self.fd = os.open(run.metrics_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
       if tensorboard:
         # purge_step: a resumed run hides the events it is about to write again.
-        self.tb = summary_writer(os.path.join(workdir, 'tb'), purge_step=purge_step)
+        self.tb = summary_writer(run.tensorboard, purge_step=purge_step)
 
   def write(self, row: dict):
     row = {k: _clean(v) for k, v in row.items()}
@@ -91,24 +92,3 @@ class MetricsWriter:
     if self.tb is not None:
       self.tb.close()
       self.tb = None
-
-
-def read_metrics(path) -> list[dict]:
-  """All whole rows of a metrics.jsonl (a torn final line, if any, is skipped)."""
-  rows = []
-  with open(path, 'rb') as f:
-    for line in f:
-      if line.endswith(b'\n'):
-        rows.append(json.loads(line))
-  return rows
-
-
-def truncate_metrics(path, max_step) -> int:
-  """Keeps the whole rows with step <= max_step (atomically); returns how many were dropped."""
-  if not os.path.exists(path):
-    return 0
-  rows = read_metrics(path)
-  keep = [r for r in rows if r['step'] <= max_step]
-  with atomic_open(path) as f:
-    f.writelines(json.dumps(r) + '\n' for r in keep)
-  return len(rows) - len(keep)

@@ -8,9 +8,9 @@ alone traces (the trace files are named by host).
 """
 from __future__ import annotations
 
-import os
-
 import jax
+
+from lmjax.core.rundir import RunDir
 
 
 class ProfileWindow:
@@ -19,7 +19,7 @@ class ProfileWindow:
     first, n = config.train.profile_start, config.train.profile_steps
     on = bool(first and workdir and jax.process_index() == 0)
     self.steps = range(max(first, start_step + 1), first + n) if on else range(0)
-    self.logdir = os.path.join(workdir, 'tb') if on else None
+    self.logdir = RunDir(workdir).tensorboard if on else None
     self.tracing = False
 
   def run(self, step: int, step_fn, *args):

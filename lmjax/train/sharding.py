@@ -20,11 +20,13 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from lmjax.core.errors import LmjaxError
+
 AXES = ('data', 'fsdp', 'tensor')
 BATCH = ('data', 'fsdp')
 
 
-class MeshError(ValueError):
+class MeshError(LmjaxError, ValueError):
   """A mesh that does not fit the devices or the model; the message names the field."""
 
 

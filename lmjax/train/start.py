@@ -9,16 +9,15 @@ reads the workdir and writes nothing to it.
 from __future__ import annotations
 
 import ast
-import json
-import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 
+from lmjax.core.rundir import RunDirError
 from lmjax.data import loader
 from lmjax.train import sharding
-from lmjax.train.checkpoint import CheckpointError, Checkpoints, abstract_like
+from lmjax.train.checkpoint import CheckpointError, Checkpoints, abstract_like, saved_config
 from lmjax.config import (BRANCH_MAY_DIFFER, RESUME_MAY_DIFFER, ConfigError, differences,
                           to_dict)
 from lmjax.train.steps import build_model_and_optimizer, init_state, state_shardings
@@ -28,32 +27,14 @@ class ResumeError(ConfigError):
   """A workdir holding a run whose config differs in a field a resume may not change."""
 
 
-def saved_config(workdir, checkpoint_config) -> dict | None:
-  """The resolved config of the run in `workdir`: its config.json (written when it started), else
-  its newest readable checkpoint's; None when no run was ever started there."""
-  path = os.path.join(workdir, 'config.json')
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        return json.load(f)
-    except (OSError, ValueError) as e:
-      raise ResumeError(f'{path} is unreadable ({type(e).__name__}); the run there cannot be '
-                        'checked against this config: use a new workdir') from None
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    return None
-  source = Checkpoints(workdir, checkpoint_config, read_only=True)
-  for step in reversed(source.steps()):
-    try:
-      return source.meta(step)['config']
-    except Exception:  # noqa: BLE001  (a damaged checkpoint: restore_latest reports it later)
-      continue
-  return None
-
-
 def check_resume(workdir, config) -> dict:
   """Raises ResumeError when `workdir` holds a run whose config differs from `config` in a field
   a resume may not change; returns the allowed changes, {field: (saved, new)}."""
-  saved = saved_config(workdir, config.checkpoint)
+  try:
+    saved = saved_config(workdir)
+  except RunDirError as e:
+    raise ResumeError(f'{e}: the run there cannot be checked against this config; use a new '
+                      'workdir') from None
   if saved is None:
     return {}
   diff = differences(saved, to_dict(config), RESUME_MAY_DIFFER)

@@ -13,6 +13,8 @@ import math
 import os
 import re
 
+from lmjax.core.errors import LmjaxError, first_line
+
 # HBM per chip, from Google Cloud TPU's system architecture pages (cloud.google.com/tpu/docs/
 # v4, v5e, v5p, v6e; 2026-11). The v5e, v5p and v6e pages write "GB"; HBM comes in binary sizes
 # and the v4 page writes GiB, so GiB here. The runtime keeps a little of it for itself.
@@ -35,7 +37,7 @@ _NAME = re.compile(r'^([a-z0-9]+)[=_:]([0-9]+(?:x[0-9]+)*)')  # 'v5p:2x2x1' -> v
 EXAMPLES = 'v5p:2x2x1, v5e:2x2, v6e:2x2, v4:2x2x1'
 
 
-class TopologyError(ValueError):
+class TopologyError(LmjaxError, ValueError):
   """No devices for a topology name; the message starts with the name."""
 
 
@@ -52,7 +54,7 @@ def tpu_devices(name: str, import_module=importlib.import_module) -> list:
   try:
     return list(topologies.get_topology_desc(name, 'tpu').devices)
   except Exception as e:  # jax.errors.JaxRuntimeError: INVALID_ARGUMENT and libtpu's reason
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    reason = first_line(e) or type(e).__name__
     raise TopologyError(f'{name} is not a TPU topology libtpu can describe ({reason}); '
                         f'names look like {EXAMPLES}') from None
 

@@ -14,11 +14,13 @@ from typing import Any, NamedTuple
 import jax
 import ml_collections
 
+from lmjax.core.errors import LmjaxError, one_line
+from lmjax.core.rundir import RunDirError
 from lmjax.train import checkpoint, sharding, steps
 from lmjax.config import ConfigError
 
 
-class RunError(ValueError):
+class RunError(LmjaxError, ValueError):
   """A run directory, step or params path that cannot be read; the message names the flag."""
 
 
@@ -33,15 +35,13 @@ class Trained(NamedTuple):
 
 
 def read_config(workdir) -> ml_collections.ConfigDict:
-  from lmjax.train.start import ResumeError, saved_config
+  """The run's resolved config (config.json, else its newest checkpoint's)."""
   if not os.path.isdir(workdir):
     raise RunError(f'--workdir={workdir}: no such directory')
-  probe = ml_collections.ConfigDict({'max_to_keep': 0, 'keep_every': 0, 'async_save': False})
   try:
-    saved = saved_config(workdir, probe)
-  except ResumeError as e:
-    raise RunError(str(e).replace('; the run there cannot be checked against this config: use '
-                                  'a new workdir', '')) from None
+    saved = checkpoint.saved_config(workdir)
+  except RunDirError as e:
+    raise RunError(str(e)) from None
   if saved is None:
     raise RunError(f'--workdir={workdir}: not a run directory (no config.json and no '
                    'checkpoint)')
@@ -72,7 +72,7 @@ def load(workdir, step=None, params_path=None, mesh_override=None) -> Trained:
       params = checkpoint.load_params(params_path, abstract)
     except Exception as e:  # noqa: BLE001  (orbax raises many types for foreign directories)
       raise RunError(f'--params={params_path}: not params of this run\'s model '
-                     f'({type(e).__name__}: {str(e).splitlines()[0][:160]})') from None
+                     f'({one_line(e, 160)})') from None
     return Trained(config, model, params, -1, mesh, shardings, workdir)
   return Trained(config, model, *_restore(workdir, config, abstract, step), mesh, shardings,
                  workdir)
@@ -94,7 +94,7 @@ def _restore(workdir, config, abstract_params, step):
     params = ckpts.restore_params(step, abstract_params)
   except Exception as e:  # noqa: BLE001
     raise RunError(f'--step={step}: the checkpoint of {workdir} at step {step} cannot be read '
-                   f'({type(e).__name__}: {str(e).splitlines()[0][:160]})') from None
+                   f'({one_line(e, 160)})') from None
   finally:
     ckpts.close()
   return params, step

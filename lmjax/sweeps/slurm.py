@@ -1,4 +1,4 @@
-"""The SLURM backend of launch.sweep: sbatch job arrays, one array task per run.
+"""The SLURM backend of a sweep: sbatch job arrays, one array task per run.
 
 Two arrays at most: the runs that start from scratch (stable runs included), then the cooldown
 branches, submitted with `--dependency=afterany:<first array>` so that they start once the stable
@@ -17,11 +17,12 @@ import subprocess
 from typing import NamedTuple
 
 from lmjax.core.atomic import write_text
-from lmjax.core.exitcodes import EXIT_OK, EXIT_USAGE
-from lmjax.sweeps.sweepdir import read_json, write_json
+from lmjax.core.errors import EXIT_OK, EXIT_USAGE, LmjaxError
+from lmjax.core.rundir import read_json
+from lmjax.sweeps.sweepdir import write_json
 
 
-class SlurmError(RuntimeError):
+class SlurmError(LmjaxError, RuntimeError):
   """sbatch or squeue failed; one line."""
 
 

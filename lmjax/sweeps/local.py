@@ -1,4 +1,4 @@
-"""The local backend of launch.sweep: a pool of `parallel` launch.train subprocesses.
+"""The local backend of a sweep: a pool of `parallel` launch.train subprocesses.
 
 Runs already done are skipped; unfinished ones resume from their checkpoints (launch.train does
 that on an existing workdir); a cooldown branch starts once its stable run has saved the branch
@@ -17,10 +17,10 @@ import sys
 import time
 from typing import NamedTuple
 
-from launch.flags_util import fail
-from lmjax.core.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE
+from lmjax.core.errors import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE
 from lmjax.sweeps import schedule
-from lmjax.sweeps.sweepdir import log_tail
+from lmjax.sweeps.designs import compute
+from lmjax.sweeps.sweepdir import SweepDir, SweepDirError, log_tail
 
 
 def _fmt_time(s):
@@ -102,7 +102,7 @@ class _Pool:
     sweep_dir.set_status(run.name, state='running', pid=p.pid, host=os.uname().nodename,
                          exit_code=None, attempts=attempts, started=time.time())
     self.procs[run.name] = _Proc(p, log, slot)
-    verb = 'resuming' if sweep_dir.has_checkpoints(run.name) else 'starting'
+    verb = 'resuming' if sweep_dir.run(run.name).has_checkpoints() else 'starting'
     self.progress.show(len(self.procs), f'{verb} {run.name} (attempt {attempts})')
 
   def poll(self):
@@ -123,7 +123,7 @@ class _Pool:
     tail = log_tail(sweep_dir.log_path(name))
     state = 'interrupted' if code == EXIT_PREEMPTED else 'failed'
     sweep_dir.set_status(name, state=state, exit_code=code, log_tail=tail)
-    last = tail.strip().splitlines()[-1] if tail.strip() else ''
+    last = tail.strip().rsplit('\n', 1)[-1]
     progress.show(len(self.procs), f'{state} {name} (exit {code}): {last[:200]}'
                   f' [log: {sweep_dir.log_path(name)}]')
 
@@ -186,39 +186,41 @@ def _outcome(sweep_dir, pool, stream):
   return EXIT_OK
 
 
-def announce(sweep, sweep_dir, read_only) -> dict:
-  """Prints the plan's size and the runs whose config does not resolve (marked failed unless
-  read_only); returns those runs' reasons by name."""
-  from lmjax import sweeps
-  cost = sweeps.compute(sweep.runs)
-  print(f'sweep {sweep.name}: {len(sweep.runs)} runs '
-        f'({sum(r.design == "stable" for r in sweep.runs)} stable phases of cooldown branches), '
-        f'{cost["spent"]:.3g} training FLOPs ({cost["saved_fraction"]:.0%} saved by branching); '
-        f'{sum(sweep_dir.is_done(n) for n in sweep_dir.runs)} done already')
-  invalid = {n: m for n, m in sweeps.invalid_runs(sweep).items() if not sweep_dir.is_done(n)}
+def announce(sweep, sweep_dir, read_only, stream=sys.stdout) -> dict:
+  """Prints the plan's size and notes, and the runs whose config does not resolve (marked
+  failed unless read_only); returns those runs' reasons by name."""
+  cost = compute(sweep.runs)
+  stream.write(f'sweep {sweep.name}: {len(sweep.runs)} runs '
+               f'({sum(r.design == "stable" for r in sweep.runs)} stable phases of cooldown '
+               f'branches), {cost["spent"]:.3g} training FLOPs ({cost["saved_fraction"]:.0%} '
+               f'saved by branching); {sum(sweep_dir.is_done(n) for n in sweep_dir.runs)} done '
+               'already\n')
+  if sweep.notes:
+    stream.write(f'  {sweep.notes}\n')
+  invalid = {n: m for n, m in sweep_dir.invalid_runs().items() if not sweep_dir.is_done(n)}
   for name, message in invalid.items():
-    print(f'invalid {message}; the other runs go on')
+    stream.write(f'invalid {message}; the other runs go on\n')
     if not read_only:
       sweep_dir.set_status(name, state='failed', exit_code=EXIT_USAGE, log_tail=message)
   return invalid
 
 
 def run_locked(sweep_dir, invalid, parallel, cpus_per_run, train_flags=()) -> int:
-  """run_pool under the sweep directory's lock (one launcher per directory)."""
-  lock = open(sweep_dir.lock_path(), 'w')
+  """run_pool under the sweep directory's lock (one launcher per directory); SweepDirError
+  when another launcher holds it."""
+  lock = open(sweep_dir.lock_path(), 'w')  # noqa: SIM115  (held while the pool runs)
   try:
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError:
-    fail(f'--workdir={sweep_dir.path}: another launch.sweep is running on it')
-  return run_pool(sweep_dir, parallel, cpus_per_run, tuple(train_flags), skip=invalid)
+    lock.close()
+    raise SweepDirError(f'--workdir={sweep_dir.path}: another launch.sweep is running on '
+                        'it') from None
+  with lock:
+    return run_pool(sweep_dir, parallel, cpus_per_run, tuple(train_flags), skip=invalid)
 
 
 def run_local(sweep, workdir, parallel=1, cpus_per_run=0) -> int:
-  """launch.sweep --backend=local for a Sweep built in Python (a study's phases): the same
-  directory, printing, resuming and exit status; a bad directory exits 2 in one line."""
-  from lmjax.sweeps.sweepdir import SweepDir, SweepDirError
-  try:
-    sweep_dir = SweepDir.open(workdir, sweep, create=True)
-  except SweepDirError as e:
-    fail(str(e))
+  """A sweep built in Python (a study's phases) run as launch.sweep --backend=local runs a
+  sweep file: the same directory, printing, resuming and exit status."""
+  sweep_dir = SweepDir.open(workdir, sweep, create=True)
   return run_locked(sweep_dir, announce(sweep, sweep_dir, False), parallel, cpus_per_run)

@@ -1,0 +1,223 @@
+"""A run directory: what a training run writes, and where. The one owner of its layout; every
+other module asks a `RunDir` for a path.
+
+    RUN/config.json           the resolved config, written when the run starts
+    RUN/metrics.jsonl         one JSON object per logged step, each with `step`
+    RUN/summary.json          written last, atomically: its presence means the run finished
+    RUN/checkpoints/<step>/   orbax checkpoints (lmjax/train/checkpoint.py)
+    RUN/damaged_checkpoints/  checkpoints that failed to restore, set aside, never deleted
+    RUN/tb/                   TensorBoard events and profiler traces
+    RUN/eval/, RUN/samples/   what launch.eval and launch.sample write
+    RUN/.lock                 held by the one launch.train writing the run
+    RUN/tokenizer.json, RUN/lmjax_config.py   an imported Hugging Face model's (launch.convert)
+    RUN/../jax_cache/         the compilation cache that runs kept together share
+
+Rows of metrics.jsonl are appended with one `write` each (lmjax/train/metrics.py), so a crash
+leaves whole lines only; `read_metrics` also skips a torn last line. Jax-free: sweeps and
+notebooks read runs without JAX.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+
+from lmjax.core.atomic import atomic_open, write_json
+from lmjax.core.errors import LmjaxError
+
+CONFIG, METRICS, SUMMARY = 'config.json', 'metrics.jsonl', 'summary.json'
+# summary.json keys of runs written before the parameter counts were named N and N_no_emb.
+LEGACY_SUMMARY_KEYS = {'params': 'N', 'params_non_embedding': 'N_no_emb'}
+
+
+class RunDirError(LmjaxError, ValueError):
+  """A run directory that cannot be created, read or locked; one line naming it."""
+
+
+def read_json(path):
+  """The JSON in `path`, or None when it is missing or not valid JSON."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def read_metrics(path) -> list[dict]:
+  """All whole rows of a metrics.jsonl (a torn final line, if any, is skipped)."""
+  rows = []
+  with open(path, 'rb') as f:
+    for line in f:
+      if line.endswith(b'\n'):
+        rows.append(json.loads(line))
+  return rows
+
+
+class RunDir:
+  """The run directory at `path` (as given: relative paths stay relative)."""
+
+  def __init__(self, path):
+    self.path = os.fspath(path)
+
+  def __repr__(self):
+    return f'RunDir({self.path!r})'
+
+  def _join(self, *parts):
+    return os.path.join(self.path, *parts)
+
+  # Paths.
+  @property
+  def config_path(self):
+    return self._join(CONFIG)
+
+  @property
+  def metrics_path(self):
+    return self._join(METRICS)
+
+  @property
+  def summary_path(self):
+    return self._join(SUMMARY)
+
+  @property
+  def checkpoints(self):
+    return self._join('checkpoints')
+
+  @property
+  def damaged_checkpoints(self):
+    return self._join('damaged_checkpoints')
+
+  @property
+  def tensorboard(self):
+    return self._join('tb')
+
+  @property
+  def lock_path(self):
+    return self._join('.lock')
+
+  @property
+  def tokenizer_json(self):
+    return self._join('tokenizer.json')
+
+  @property
+  def config_file(self):
+    """lmjax_config.py: the config file of an imported model, to train on from."""
+    return self._join('lmjax_config.py')
+
+  def eval_stem(self, split_name, step_name):
+    """eval/<split>-<step>: launch.eval adds .json, -reliability.png, ... to it."""
+    return self._join('eval', f'{split_name}-{step_name}')
+
+  def samples_path(self, step_name, seed):
+    return self._join('samples', f'{step_name}-seed{seed}.jsonl')
+
+  def checkpoint(self, step):
+    return os.path.join(self.checkpoints, str(step))
+
+  @property
+  def shared_cache(self):
+    """jax_cache/ beside the run: the compilation cache of the runs kept together there."""
+    return os.path.join(os.path.dirname(os.path.abspath(self.path)), 'jax_cache')
+
+  # State.
+  def exists(self) -> bool:
+    return os.path.isdir(self.path)
+
+  def is_run(self) -> bool:
+    """Whether a run was ever started here (config.json, metrics.jsonl or summary.json)."""
+    return any(os.path.exists(self._join(f)) for f in (CONFIG, METRICS, SUMMARY))
+
+  def is_finished(self) -> bool:
+    return os.path.exists(self.summary_path)
+
+  def has_checkpoints(self) -> bool:
+    """Whether the run has a checkpoints/ folder (launching it again resumes)."""
+    return os.path.isdir(self.checkpoints)
+
+  def has_checkpoint(self, step) -> bool:
+    """Whether orbax finished writing the checkpoint of `step` (its commit marker is there)."""
+    ckpt = self.checkpoint(step)
+    return os.path.exists(os.path.join(ckpt, 'commit_success.txt')) or (
+        os.path.isdir(ckpt) and os.path.exists(os.path.join(ckpt, '_CHECKPOINT_METADATA')))
+
+  # Files.
+  def read_config(self) -> dict | None:
+    """config.json, or None when the run has none; RunDirError when it is unreadable."""
+    if not os.path.exists(self.config_path):
+      return None
+    config = read_json(self.config_path)
+    if not isinstance(config, dict):
+      raise RunDirError(f'{self.config_path} is unreadable or not a JSON object')
+    return config
+
+  def write_config(self, config: dict):
+    write_json(self.config_path, config, indent=2, sort_keys=True)
+
+  def read_summary(self) -> dict | None:
+    """summary.json (None when missing or unreadable), its parameter counts under the names of
+    today (`N`, `N_no_emb`) whatever lmjax wrote it."""
+    summary = read_json(self.summary_path)
+    if not isinstance(summary, dict):
+      return None
+    for old, new in LEGACY_SUMMARY_KEYS.items():
+      if old in summary and new not in summary:
+        summary[new] = summary.pop(old)
+    return summary
+
+  def write_summary(self, summary: dict):
+    write_json(self.summary_path, summary, indent=2, sort_keys=True)
+
+  def read_metrics(self) -> list[dict]:
+    """metrics.jsonl's whole rows ([] when there is none yet)."""
+    return read_metrics(self.metrics_path) if os.path.isfile(self.metrics_path) else []
+
+  def truncate_metrics(self, max_step) -> int:
+    """Keeps the whole rows with step <= max_step (atomically); returns how many were dropped."""
+    if not os.path.exists(self.metrics_path):
+      return 0
+    rows = read_metrics(self.metrics_path)
+    keep = [r for r in rows if r['step'] <= max_step]
+    with atomic_open(self.metrics_path) as f:
+      f.writelines(json.dumps(r) + '\n' for r in keep)
+    return len(rows) - len(keep)
+
+  # Creating and locking.
+  def check_writable_path(self):
+    """RunDirError, naming the flag, when the path is a file or cannot be a directory."""
+    if os.path.exists(self.path) and not os.path.isdir(self.path):
+      raise RunDirError(f'--workdir={self.path} is a file, not a directory')
+
+  def create(self) -> list[str]:
+    """Makes the directory (and missing parents); returns the directories it made, deepest
+    last, for `remove_created`. RunDirError in one line when it cannot be made."""
+    self.check_writable_path()
+    made, parent = [], os.path.abspath(self.path)
+    while not os.path.exists(parent):
+      made.insert(0, parent)
+      parent = os.path.dirname(parent)
+    try:
+      os.makedirs(self.path, exist_ok=True)
+    except OSError as e:
+      remove_created(made)
+      raise RunDirError(f'--workdir={self.path} cannot be created ({e.strerror or e})') from None
+    return made
+
+  def lock(self):
+    """An exclusive lock on the run (`.lock`, held while the returned file stays open): a
+    second writer stops at once instead of writing over the first."""
+    handle = open(self.lock_path, 'w')  # noqa: SIM115  (kept open while the run goes on)
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      handle.close()
+      raise RunDirError(f'--workdir={self.path}: another launch.train is running on it') from None
+    return handle
+
+
+def remove_created(made):
+  """Removes directories `RunDir.create` made, deepest first, where they hold nothing else: a
+  run that stopped before starting leaves nothing behind."""
+  for path in reversed(made):
+    try:
+      os.rmdir(path)
+    except OSError:
+      return
