@@ -16,7 +16,7 @@ import time
 import jax
 from ml_collections import ConfigDict
 
-from launch.flags_util import load_config_file
+from lmjax.core.cli import load_config_file
 from lmjax.core.errors import first_line
 from lmjax.data import loader
 from lmjax.train.checkpoint import Checkpoints

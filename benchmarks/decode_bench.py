@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from launch.flags_util import load_config_file
+from lmjax.core.cli import load_config_file
 from lmjax.core.errors import first_line
 from lmjax.infer import decode
 from lmjax.config import resolve

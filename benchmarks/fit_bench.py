@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from launch.flags_util import fail, parse_flags  # noqa: E402
+from lmjax.core.cli import fail, parse_flags  # noqa: E402
 from lmjax.scaling import bootstrap, parametric, table  # noqa: E402
 from lmjax.scaling.objective import LseProblem, huber  # noqa: E402
 

@@ -18,7 +18,7 @@ import sys
 
 from absl import flags
 
-from launch.flags_util import fail, run
+from lmjax.core.cli import fail, run
 from lmjax.core.errors import EXIT_FAILED, EXIT_OK
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/arch_recipes', 'The study\'s directory: lr/, '

@@ -7,19 +7,12 @@ import math
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from lmjax.core.figures import figure
 from lmjax.scaling.multiplier import frontier_mask
 
 COLORS = {'vaswani': 0, 'gpt2': 1, 'llama': 2}
-
-
-def _figure(width=6.4, height=4.6):
-  fig = Figure(figsize=(width, height), layout='constrained')
-  FigureCanvasAgg(fig)
-  return fig, fig.add_subplot(1, 1, 1)
 
 
 def _color(preset):
@@ -29,7 +22,7 @@ def _color(preset):
 def loss_vs_compute(done, fits):
   """Every finished run (seed 0 filled, other seeds hollow), the frontier of each preset, and
   L(C) from the fits: each non-reference preset's own, vaswani's from its fit with llama."""
-  fig, ax = _figure()
+  fig, (ax,) = figure()
   for preset, g in done.groupby('model.preset'):
     c, loss = g['C'].to_numpy(float), g['loss'].to_numpy(float)
     first = g['seed'].to_numpy() == 0
@@ -60,7 +53,7 @@ def loss_vs_compute(done, fits):
 
 def seed_spread(seeds):
   """At each seeded (size, budget): each preset's seeds (dots), mean (bar) and sd."""
-  fig, ax = _figure(width=7.2)
+  fig, (ax,) = figure(width=7.2)
   cells = sorted({(r['n_layers'], r['d_model'], r['budget']) for r in seeds},
                  key=lambda k: (k[2], k[0] * k[1]))
   width = 0.8 / max(1, len(COLORS))
@@ -84,7 +77,7 @@ def seed_spread(seeds):
 
 def lr_sweep(lr_rows):
   """Final loss against learning rate per preset; the chosen lr circled, diverged runs marked."""
-  fig, ax = _figure()
+  fig, (ax,) = figure()
   finite = [r['loss'] for r in lr_rows if math.isfinite(r['loss'])]
   top = max(finite) * 1.05 if finite else 1.0
   for p in COLORS:

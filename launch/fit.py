@@ -11,12 +11,12 @@ status 2 and a one-line error, and writes nothing. The fitting is lmjax/scaling/
 import dataclasses
 import os
 
-from absl import app, flags
+from absl import flags
 
-from launch.flags_util import fail, parse_flags
+from lmjax.core.cli import fail, run
 from lmjax.scaling import fit, table
-from lmjax.scaling.options import (CHOICES, LAWS, PREDICT_C, PREDICT_ND, FitOptions,
-                                   FitOptionsError, parse_pairs)
+from lmjax.scaling.options import CHOICES, LAWS, PREDICT_C, PREDICT_ND, FitOptions, parse_pairs
+from lmjax.sweeps import collect
 
 _D = FitOptions()  # the defaults
 _RUNS = flags.DEFINE_string('runs', None, 'Runs table: .csv, .tsv or .json.')
@@ -79,56 +79,21 @@ _ALL = (_RUNS, _SWEEP_DIR, _LAW, _OUT, _BOOTSTRAP, _BOOT_STARTS, _SEED, _LEVEL, 
 _FLAG_OF = {'laws': 'law'}  # FitOptions fields whose flag has another name
 
 
-def _options():
-  """(FitOptions, the --columns map) from the flags; a bad one fails in one line."""
+def main():
   if bool(_RUNS.value) == bool(_SWEEP_DIR.value):
     fail('give exactly one of --runs (a runs table) and --sweep_dir (a launch.sweep directory)')
-  if _SWEEP_DIR.value and _OUT.value is None:
-    flags.FLAGS.out = os.path.join(_SWEEP_DIR.value, 'fits')
-  try:
-    options = FitOptions(**{f.name: flags.FLAGS[_FLAG_OF.get(f.name, f.name)].value
-                            for f in dataclasses.fields(FitOptions)})
-    columns = parse_pairs(_COLUMNS.value, 'columns')
-  except FitOptionsError as e:
-    fail(str(e))
-  if _OUT.value and os.path.exists(_OUT.value) and not os.path.isdir(_OUT.value):
-    fail(f'--out={_OUT.value} is a file, not a directory')
-  return options, columns
-
-
-def _collect(sweep_dir):
-  """The finished runs of a sweep directory; every run left out is printed with its reason."""
-  from lmjax.sweeps import collect
-  try:
-    t, left_out = collect.collect(sweep_dir)
-  except collect.CollectError as e:
-    fail(str(e))
-  for item in left_out:
-    print(f'left out {item["name"]}: {item["reason"]}')
-  path = collect.write_csv(t, os.path.join(sweep_dir, 'runs.csv'))
-  print(f'collected {len(t)} finished runs of {sweep_dir} into {path}')
-  return t
-
-
-def main(argv):
-  if len(argv) > 1:
-    fail(f'unexpected arguments {argv[1:]}')
-  options, columns = _options()
-  try:
-    t = _collect(_SWEEP_DIR.value) if _SWEEP_DIR.value else table.load_runs(_RUNS.value,
-                                                                             columns or None)
-    report = fit.fit_runs(t, options)
-  except (table.TableError, FitOptionsError, fit.CannotFitError) as e:
-    fail(str(e))
-  print(report.text())
-  if not _OUT.value:
-    return
-  written = fit.write_report(report, _OUT.value, plots=_PLOTS.value,
-                             flags={h.name: h.value for h in _ALL})
-  print(f'\nwrote {os.path.join(_OUT.value, "fits.json")} and {len(written)} plot(s):')
-  for name in written:
-    print(f'  {os.path.join(_OUT.value, name)}')
+  options = FitOptions(**{f.name: flags.FLAGS[_FLAG_OF.get(f.name, f.name)].value
+                          for f in dataclasses.fields(FitOptions)})
+  columns = parse_pairs(_COLUMNS.value, 'columns')
+  out = _OUT.value
+  if out is None and _SWEEP_DIR.value:
+    out = os.path.join(_SWEEP_DIR.value, 'fits')
+  fit.check_out_dir(out)
+  t = (collect.collect_to_csv(_SWEEP_DIR.value) if _SWEEP_DIR.value
+       else table.load_runs(_RUNS.value, columns or None))
+  fit.fit_and_write(t, options, out, plots=_PLOTS.value,
+                    flags={**{h.name: h.value for h in _ALL}, 'out': out})
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  run(main)

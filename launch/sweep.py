@@ -15,7 +15,7 @@ after every run saved a checkpoint. The work is lmjax/sweeps/launcher.py.
 """
 from absl import flags
 
-from launch.flags_util import run
+from lmjax.core.cli import run
 from lmjax.sweeps.launcher import BACKENDS, SweepOptions, run_sweep
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'Sweep file (experiments/sweeps/NAME.py) whose '

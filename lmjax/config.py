@@ -185,6 +185,11 @@ BRANCH_MAY_DIFFER = ('train.', 'checkpoint.', 'optim.schedule', 'optim.decay_fra
                      'optim.decay_shape', 'optim.min_lr_ratio', 'data.eval_batches',
                      'data.data_dir', 'mesh.', 'model.attention_impl',
                      'model.attention_block', 'model.remat')
+# An imported checkpoint (launch.convert --from_hf) may be trained on anything, any way: only the
+# model must be the one imported (how its arithmetic runs may change).
+IMPORT_MAY_DIFFER = ('seed', 'data.', 'optim.', 'train.', 'checkpoint.', 'mesh.',
+                     'model.attention_impl', 'model.attention_block', 'model.remat',
+                     'model.dropout', 'model.dtype', 'model.init_std', 'model.preset')
 
 
 def _as_json(value):
@@ -247,6 +252,7 @@ def resolve(config: ConfigDict) -> ConfigDict:
   m = c.model
   if m.preset not in PRESETS:
     _fail('model.preset', m.preset, f'one of {", ".join(PRESETS)}')
+  _refuse_unknown(c)
   for field, value in PRESETS[m.preset].items():
     if m[field] is None:
       m[field] = value
@@ -267,6 +273,18 @@ def resolve(config: ConfigDict) -> ConfigDict:
   _validate(c)
   c.lock()
   return c
+
+
+def _refuse_unknown(c):
+  """ConfigError for a field default_config does not have (a typo in a config file, or a field
+  of another lmjax): it would otherwise be carried along and do nothing."""
+  known = flatten(default_config().to_dict())
+  unknown = sorted(k for k in flatten(c.to_dict()) if k not in known)
+  if unknown:
+    section = unknown[0].rsplit('.', 1)[0] if '.' in unknown[0] else ''
+    fields = sorted(k.rsplit('.', 1)[-1] for k in known if k.startswith(f'{section}.'))
+    raise ConfigError(f'config.{unknown[0]} is not a config field' +
+                      (f' (config.{section} has {", ".join(fields)})' if section else ''))
 
 
 def default_d_ff(d_model, activation):
@@ -357,6 +375,26 @@ def _validate(c):
   if t.init_from and not 0 <= t.init_step < t.steps:
     _fail('train.init_step', t.init_step, f'a step in [0, train.steps={t.steps}) with '
           'train.init_from (0: an imported model, launch.convert)')
+
+
+MESH_AXES = ('data', 'fsdp', 'tensor')
+
+
+def parse_mesh(text: str, allow_rest: bool, flag='--mesh') -> dict:
+  """`data,fsdp,tensor` (a --mesh flag) as config.mesh's sizes {'data':, 'fsdp':, 'tensor':};
+  -1 (the devices left over) only where the devices are known (`allow_rest`). ConfigError in
+  one line naming the flag."""
+  try:
+    sizes = tuple(int(x) for x in text.split(','))
+  except ValueError:
+    sizes = ()
+  if len(sizes) != 3 or not all(s >= 1 or s == -1 for s in sizes) or sizes.count(-1) > 1:
+    raise ConfigError(f'{flag}={text}: expected three positive sizes data,fsdp,tensor (one may '
+                      'be -1 where the devices are known), e.g. 1,8,1')
+  if -1 in sizes and not allow_rest:
+    raise ConfigError(f'{flag}={text}: -1 needs --topology; without one the sizes are the '
+                      'simulated devices')
+  return dict(zip(MESH_AXES, sizes))
 
 
 def to_dict(config: ConfigDict) -> dict:

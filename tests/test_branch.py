@@ -61,6 +61,6 @@ def test_branch_refuses_a_missing_step_and_a_different_model(tmp_path):
   with pytest.raises(CheckpointError, match='optim.lr'):
     loop.train(_config(optim__lr=1e-3, train__init_from=stable, train__init_step=5),
                str(tmp_path / 'b'))
-  with pytest.raises(CheckpointError, match='no checkpoints directory'):
+  with pytest.raises(CheckpointError, match='init_from=.*: no run with checkpoints there'):
     loop.train(_config(train__init_from=str(tmp_path / 'none'), train__init_step=5),
                str(tmp_path / 'c'))

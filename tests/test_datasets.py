@@ -29,7 +29,7 @@ def test_local_text_prepares_both_splits_and_counts(corpus, tmp_path):
   d = loader.load(c)
   texts = sorted(p.read_text(encoding='utf-8') for p in corpus.iterdir())
   prepared = datasets.prepare(c.data)
-  got = sorted(loader._text(src[i], 'text') for src in (datasets.data_source(prepared, split)
+  got = sorted(loader._text(src[i], 'text') for src in (prepared.source(split)
                                                       for split in ('train', 'validation'))
                for i in range(len(src)))
   assert got == texts
@@ -58,7 +58,7 @@ def test_non_utf8_files_are_skipped_and_counted_or_fail(corpus, tmp_path):
   (corpus / 'latin1.txt').write_bytes('caf\xe9 cr\xe8me'.encode('latin-1'))
   c = local_config(corpus, tmp_path)
   b = datasets.prepare(c.data)
-  assert b.info.metadata['skipped_non_utf8'] == 1
+  assert b.skipped_non_utf8 == 1
   c = local_config(corpus, tmp_path / 'other', non_utf8='fail')
   with pytest.raises(datasets.DataError, match='latin1.txt is not UTF-8'):
     datasets.prepare(c.data)

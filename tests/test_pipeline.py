@@ -17,7 +17,7 @@ def test_every_token_once_per_epoch_up_to_the_final_partial_window(corpus, tmp_p
   c = local_config(corpus, tmp_path)
   d = loader.load(c)
   tok = d.tokenizer
-  source = datasets.data_source(datasets.prepare(c.data), 'train')
+  source = datasets.prepare(c.data).source('train')
   stream = _stream(d)
   # The stream is the split's documents in stored order, a separator before each.
   np.testing.assert_array_equal(stream, np.concatenate(

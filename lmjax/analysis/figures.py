@@ -6,24 +6,17 @@ the same in Colab, headless CI and scripts; `fig.savefig(path)` writes one.
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps, colors
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from lmjax.core import figures
+from lmjax.core.figures import figure
 from lmjax.scaling import envelope
 
 X_LABELS = {'flops': 'training FLOPs C', 'tokens': 'tokens D', 'step': 'step'}
-
-
-def _figure(ncols=1, width=6.4, height=4.6):
-  fig = Figure(figsize=(width * ncols, height), layout='constrained')
-  FigureCanvasAgg(fig)
-  return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
 
 def frontier(x, y):
@@ -42,7 +35,7 @@ def curves(runs: pd.DataFrame, curves: pd.DataFrame, x='flops', y='eval_loss',
   """Every run's learning curve of `y` against `x` ('flops', 'tokens' or 'step') on log axes,
   coloured by a runs-table column (numbers on a colour scale, anything else by category), with
   the compute-optimal frontier: the lowest loss any run reached at each x."""
-  fig, (ax,) = _figure()
+  fig, (ax,) = figure()
   data = curves[np.isfinite(curves[y].astype(float))] if y in curves else curves.iloc[:0]
   values = runs.set_index('name', drop=False)[color] if color in runs else pd.Series(dtype=float)
   numeric = pd.api.types.is_numeric_dtype(values) and values.notna().any()
@@ -85,7 +78,7 @@ def _mappable(norm, cmap):
 def law_fit(fit, x_name=None, title=''):
   """A user law's fit: observed against fitted loss with its bootstrap interval per run, and
   the log residual against one input (default the law's first)."""
-  fig, (a1, a2) = _figure(2, width=5.2)
+  fig, (a1, a2) = figure(2, width=5.2)
   problem = fit.problem
   x = problem.x
   pred = fit.predict(x)
@@ -113,7 +106,7 @@ def law_fit(fit, x_name=None, title=''):
 
 def multiplier(m, losses=None, title=''):
   """Both groups' frontier runs and fitted L(C) with bootstrap bands, and M(L) with its band."""
-  fig, (a1, a2) = _figure(2, width=5.6)
+  fig, (a1, a2) = figure(2, width=5.6)
   names = m.names
   all_c = np.concatenate([m.data[n][0] for n in names])
   grid = np.geomspace(all_c.min() / 2, all_c.max() * 2, 200)
@@ -160,9 +153,7 @@ def multiplier(m, losses=None, title=''):
 def png(item) -> bytes:
   """PNG bytes of a Figure, a PNG file path, or PNG bytes."""
   if isinstance(item, Figure):
-    buf = io.BytesIO()
-    item.savefig(buf, format='png', dpi=100)
-    return buf.getvalue()
+    return figures.png(item)
   if isinstance(item, (bytes, bytearray)):
     return bytes(item)
   with open(item, 'rb') as f:

@@ -4,7 +4,7 @@ becomes one line.
 Every error a user can cause (a config value, a flag, a path, a dataset, a checkpoint, a sweep
 or runs file) is an `LmjaxError`: its message names the field and what is allowed, and
 `one_line()` is that message's first line, never an IndexError on an empty one. Each entry point
-maps it to its `exit_code` in one place (launch/flags_util.py). Jax-free: the sweep launchers
+maps it to its `exit_code` in one place (lmjax/core/cli.py). Jax-free: the sweep launchers
 read the codes of the runs they start without importing JAX.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The one importer of such files; jax-free. A file can raise anything while it is imported or
 called, so every failure becomes one PyFileError with a one-line message and the step that failed
-(`kind`); callers (lmjax.sweeps, launch/flags_util.py) word their own errors from it.
+(`kind`); callers (lmjax.sweeps, lmjax/core/cli.py) word their own errors from it.
 """
 from __future__ import annotations
 

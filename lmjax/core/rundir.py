@@ -190,16 +190,10 @@ class RunDir:
     """Makes the directory (and missing parents); returns the directories it made, deepest
     last, for `remove_created`. RunDirError in one line when it cannot be made."""
     self.check_writable_path()
-    made, parent = [], os.path.abspath(self.path)
-    while not os.path.exists(parent):
-      made.insert(0, parent)
-      parent = os.path.dirname(parent)
     try:
-      os.makedirs(self.path, exist_ok=True)
+      return make_dirs(self.path)
     except OSError as e:
-      remove_created(made)
       raise RunDirError(f'--workdir={self.path} cannot be created ({e.strerror or e})') from None
-    return made
 
   def lock(self):
     """An exclusive lock on the run (`.lock`, held while the returned file stays open): a
@@ -213,11 +207,26 @@ class RunDir:
     return handle
 
 
+def make_dirs(path) -> list[str]:
+  """os.makedirs(path), returning the directories it made, outermost first (for
+  `remove_created`); on failure it leaves none of them behind."""
+  made, parent = [], os.path.abspath(path)
+  while not os.path.exists(parent):
+    made.insert(0, parent)
+    parent = os.path.dirname(parent)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError:
+    remove_created(made)
+    raise
+  return made
+
+
 def remove_created(made):
-  """Removes directories `RunDir.create` made, deepest first, where they hold nothing else: a
+  """Removes directories that `make_dirs` made, deepest first, where they hold nothing else: a
   run that stopped before starting leaves nothing behind."""
-  for path in reversed(made):
+  for path in sorted(made, key=len, reverse=True):
     try:
       os.rmdir(path)
     except OSError:
-      return
+      continue

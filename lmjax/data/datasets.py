@@ -23,6 +23,7 @@ import json
 import os
 import pathlib
 import sysconfig
+from typing import Any, NamedTuple
 
 import contextlib
 
@@ -226,8 +227,46 @@ def preparing(data_config):
     yield
 
 
-def prepare(data_config):
-  """Prepares the dataset if needed and returns its builder. Offline errors name the way out."""
+class Prepared(NamedTuple):
+  """A prepared dataset: what the rest of lmjax asks of it, answered once."""
+  builder: Any
+  train_split: str
+  eval_split: str
+  feature: str            # the text feature
+
+  @property
+  def data_dir(self) -> str:
+    return self.builder.data_dir
+
+  @property
+  def skipped_non_utf8(self) -> int:
+    """Files a local corpus left out for not being UTF-8 (config.data.non_utf8=skip)."""
+    return (self.builder.info.metadata or {}).get('skipped_non_utf8') or 0
+
+  def source(self, split):
+    """Random-access records {'text': ..., ...} of one split; DataError naming the splits."""
+    if split not in self.builder.info.splits:
+      raise DataError(f'split {split!r} is not one of {", ".join(self.builder.info.splits)} '
+                      '(config.data.train_split / eval_split)')
+    return self.builder.as_data_source(split=split)
+
+
+def prepare(data_config) -> Prepared:
+  """Prepares the dataset if needed (call under `preparing`); DataError naming the way out when
+  it cannot be, or when its text feature is not one of the dataset's."""
+  b = _prepared_builder(data_config)
+  train_split, eval_split = splits(data_config)
+  feature = data_config.text_feature if data_config.dataset not in LOCAL else 'text'
+  prepared = Prepared(b, train_split, eval_split, feature)
+  first = prepared.source(train_split)[0]
+  if feature not in first:
+    raise DataError(f'config.data.text_feature={feature!r} is not a feature of '
+                    f'{data_config.dataset}: one of {", ".join(first)}')
+  return prepared
+
+
+def _prepared_builder(data_config):
+  """The dataset's builder, prepared."""
   b = builder(data_config)
   if data_config.dataset in LOCAL:
     with _quiet():
@@ -259,9 +298,3 @@ def splits(data_config):
   return data_config.train_split, data_config.eval_split
 
 
-def data_source(prepared, split):
-  """Random-access records {'text': ..., ...} of one split of a prepared builder."""
-  if split not in prepared.info.splits:
-    raise DataError(f'split {split!r} is not one of {", ".join(prepared.info.splits)} '
-                    '(config.data.train_split / eval_split)')
-  return prepared.as_data_source(split=split)

@@ -25,6 +25,7 @@ class Data:
   tokenizer: object
   train: object = None       # token store of the train split (lmjax.data.token_store.TokenStore)
   eval: object = None        # ... and of the evaluation split
+  prepared: object = None    # the prepared dataset (lmjax.data.datasets.Prepared)
 
   @property
   def stats(self) -> dict:
@@ -35,14 +36,21 @@ class Data:
     return {'train': self.train.stats, 'eval': self.eval.stats}
 
 
-def _tokenizer(data_config, prepared, train_source, feature):
+def _sp_path(data_dir, data_config) -> str:
+  """Where a SentencePiece tokenizer of config.data lives: beside the prepared dataset."""
+  return os.path.join(data_dir, 'tokenizers',
+                      f'sp-{data_config.sp_model}-{data_config.vocab_size}.model')
+
+
+def _tokenizer(data_config, prepared: datasets.Prepared):
+  """The tokenizer of config.data, a SentencePiece one trained on the train split if missing."""
   if data_config.tokenizer in ('byte', 'hf'):
     return load_tokenizer(data_config)
-  folder = os.path.join(prepared.data_dir, 'tokenizers')
-  path = os.path.join(folder, f'sp-{data_config.sp_model}-{data_config.vocab_size}.model')
+  path = _sp_path(prepared.data_dir, data_config)
   if not os.path.exists(path):
-    os.makedirs(folder, exist_ok=True)
-    texts = (_text(train_source[i], feature) for i in range(len(train_source)))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    train = prepared.source(prepared.train_split)
+    texts = (_text(train[i], prepared.feature) for i in range(len(train)))
     tokenizers.train_sentencepiece(texts, path, data_config.vocab_size, data_config.sp_model,
                                    data_config.sp_train_bytes)
   return tokenizers.SentencePieceTokenizer(path)
@@ -60,8 +68,7 @@ def load_tokenizer(config):
       return tokenizers.HFTokenizer(data_config.hf_tokenizer, data_config.hf_sep_token)
     except ValueError as e:
       raise datasets.DataError(str(e)) from None
-  folder = os.path.join(datasets.builder(data_config).data_dir, 'tokenizers')
-  path = os.path.join(folder, f'sp-{data_config.sp_model}-{data_config.vocab_size}.model')
+  path = _sp_path(datasets.builder(data_config).data_dir, data_config)
   if not os.path.exists(path):
     raise datasets.DataError(f'the run\'s SentencePiece tokenizer {path} is missing '
                              '(config.data.data_dir): it is trained when the run starts')
@@ -73,17 +80,18 @@ def _text(record, feature):
   return value.decode('utf-8') if isinstance(value, bytes) else value
 
 
-def store_path(prepared, tokenizer, split) -> str:
+def store_path(prepared: datasets.Prepared, tokenizer, split) -> str:
   """Where the token store of `split` tokenised by `tokenizer` lives: beside the prepared
   dataset and its tokenizers."""
   return os.path.join(prepared.data_dir, 'tokens', tokenizer.name, split)
 
 
-def _store(prepared, split, tokenizer, feature):
+def _store(prepared: datasets.Prepared, split, tokenizer):
+  """The token store of `split`, tokenised now if it is missing."""
   path = store_path(prepared, tokenizer, split)
   if token_store.TokenStore.exists(path):
     return token_store.TokenStore(path)
-  source = datasets.data_source(prepared, split)
+  source, feature = prepared.source(split), prepared.feature
   named = 'path' in source[0]  # local corpora: each document's path, for evaluation by group
   documents = ((source[i][feature], source[i]['path']) if named else source[i][feature]
                for i in range(len(source)))
@@ -95,36 +103,26 @@ def _store(prepared, split, tokenizer, feature):
                              'first time a tokenizer is used') from None
 
 
-def _prepared(data_config):
-  """(prepared builder, text feature, tokenizer), preparing what is missing; call under
-  `datasets.preparing`."""
-  prepared = datasets.prepare(data_config)
-  train_split, _ = datasets.splits(data_config)
-  feature = data_config.text_feature if data_config.dataset not in datasets.LOCAL else 'text'
-  train = datasets.data_source(prepared, train_split)
-  if feature not in train[0]:
-    raise datasets.DataError(f'config.data.text_feature={feature!r} is not a feature of '
-                             f'{data_config.dataset}: one of {", ".join(train[0])}')
-  return prepared, feature, _tokenizer(data_config, prepared, train, feature)
-
-
 def load(config) -> Data:
+  """The tokenizer and the token stores of the train and evaluation splits, preparing what is
+  missing (one process at a time: concurrent runs wait, then read)."""
   data_config = config.data
   if data_config.dataset == 'random':
     return Data(tokenizer=tokenizers.ByteTokenizer())
-  with datasets.preparing(data_config):  # one process prepares; concurrent runs wait, then read
-    prepared, feature, tokenizer = _prepared(data_config)
-    train_split, eval_split = datasets.splits(data_config)
-    return Data(tokenizer, _store(prepared, train_split, tokenizer, feature),
-                _store(prepared, eval_split, tokenizer, feature))
+  with datasets.preparing(data_config):
+    prepared = datasets.prepare(data_config)
+    tokenizer = _tokenizer(data_config, prepared)
+    return Data(tokenizer, _store(prepared, prepared.train_split, tokenizer),
+                _store(prepared, prepared.eval_split, tokenizer), prepared)
 
 
 def load_split(config, split):
   """(tokenizer, token store) of any prepared split of the configured dataset (evaluation);
   raises DataError naming the splits there are."""
   with datasets.preparing(config.data):
-    prepared, feature, tokenizer = _prepared(config.data)
-    return tokenizer, _store(prepared, split, tokenizer, feature)
+    prepared = datasets.prepare(config.data)
+    tokenizer = _tokenizer(config.data, prepared)
+    return tokenizer, _store(prepared, split, tokenizer)
 
 
 class RandomBatches(pipeline.Batches):

@@ -1,5 +1,8 @@
-"""launch.eval's work as a library call (Colab uses it too): evaluate a loaded run on batches and
-write the report, figures and log-prob page into RUN/eval/, and the headline to TensorBoard."""
+"""What launch.eval and notebooks call: `evaluate_run(workdir, ...)` evaluates a run directory
+over a whole split (or the training loop's evaluation batches), writes the report, figures and
+log-prob page into RUN/eval/ and the headline numbers to TensorBoard, and returns the report.
+Every bad input (run, step, params, split, flag) is an LmjaxError naming its flag, raised before
+anything is written."""
 from __future__ import annotations
 
 import os
@@ -7,12 +10,71 @@ import time
 
 import numpy as np
 
-from lmjax.eval import pages, per_token
-from lmjax.train import steps
 from lmjax.core.atomic import write_bytes, write_json, write_text
+from lmjax.core.errors import LmjaxError
 from lmjax.core.rundir import RunDir
+from lmjax.data import datasets, loader
+from lmjax.eval import pages, per_token
+from lmjax.train import steps, trained
 
 HEADLINE = ('loss', 'perplexity', 'bits_per_token', 'bits_per_byte', 'accuracy', 'ece')
+
+
+ROWS = ('split', 'training')
+
+
+class EvalInputError(LmjaxError, ValueError):
+  """An evaluation that cannot run as asked; one line naming the flag."""
+
+
+def evaluate_run(workdir, *, step=None, params=None, split=None, documents=0, rows='split',
+                 batch_size=0, page_documents=8, mesh=None, compare=None, compare_step=None,
+                 log=print) -> dict:
+  """Evaluates the run in `workdir` (its newest checkpoint, `step`, or exported `params`) on the
+  mesh `mesh` ({'data':, 'fsdp':, 'tensor':}; None: the run's) over every token of `split`
+  (default: its evaluation split; `documents`: the first K only), or with rows='training' the
+  training loop's evaluation batches; `compare`, a second run directory, colours the page by the
+  difference. Writes RUN/eval/<split>-<step>.* and returns the report."""
+  for name, value in (('documents', documents), ('batch_size', batch_size),
+                      ('page_documents', page_documents)):
+    if value < 0:
+      raise EvalInputError(f'--{name}={value} is not allowed: an integer >= 0')
+  if step is not None and params:
+    raise EvalInputError('--step and --params are exclusive: a checkpoint step or exported '
+                         'params')
+  if rows not in ROWS:
+    raise EvalInputError(f'--rows={rows}: one of {", ".join(ROWS)}')
+  run = trained.load(workdir, step, params, mesh)
+  config = run.config
+  if config.data.dataset == 'random':
+    raise EvalInputError(f'--workdir={workdir} trained on random tokens (data.dataset=random): '
+                         'there is no split to evaluate')
+  split = split or datasets.splits(config.data)[1]
+  if batch_size:
+    config.data.batch_size = batch_size
+  try:
+    if rows == 'training':
+      loaded = loader.load(config)
+      tokenizer, store, batches = loaded.tokenizer, None, loader.eval_batches(loaded, config)
+    else:
+      tokenizer, store = loader.load_split(config, split)
+      per_token.split_rows(store, config.data.seq_len, documents)  # too small: EvalError
+      batches = per_token.batches_of_split(store, config.data.seq_len, config.data.batch_size,
+                                           documents)
+  except datasets.DataError as e:
+    raise EvalInputError(str(e).replace('(config.data.train_split / eval_split)',
+                                        f'(--split={split})')) from None
+  except per_token.EvalError as e:
+    raise EvalInputError(f'--split={split}: {e}') from None
+  other = None
+  if compare:
+    other = trained.load(compare, compare_step, mesh=mesh)
+    if other.config.data.seq_len != config.data.seq_len or (
+        other.config.data.tokenizer != config.data.tokenizer):
+      raise EvalInputError(f'--compare={compare}: its data.seq_len and data.tokenizer must '
+                           "equal this run's")
+  name = split if rows == 'split' else f'{split}-training_batches'
+  return evaluate_and_write(run, tokenizer, store, batches, name, page_documents, other, log)
 
 
 def evaluate(run, tokenizer, store, batches, page_documents=0, progress=None):

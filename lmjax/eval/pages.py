@@ -11,35 +11,24 @@ this run is better, red: worse, full at ±4 nats), as Levanter's `viz_logprobs` 
 from __future__ import annotations
 
 import html
-import io
 
 import numpy as np
 
+from lmjax.core.figures import figure, png
 from lmjax.eval.per_token import ECE_BINS
 
 FULL_NATS, FULL_DIFF = 8.0, 4.0
 
 
-def _figure_bytes(fig) -> bytes:
-  import matplotlib.pyplot as plt
-  buf = io.BytesIO()
-  fig.savefig(buf, format='png', dpi=120, bbox_inches='tight')
-  plt.close(fig)
-  return buf.getvalue()
-
-
 def reliability_png(report: dict, title: str) -> bytes:
   """Accuracy against confidence per bin, with the diagonal of perfect calibration and each
   bin's share of tokens."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
   cal = report['calibration']
   count = np.asarray(cal['count'], float)
   edges = np.linspace(0, 1, ECE_BINS + 1)
   centers, width = (edges[:-1] + edges[1:]) / 2, 1 / ECE_BINS
   used = count > 0
-  fig, (ax, ax2) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
+  fig, (ax, ax2) = figure(width=5, height=6, nrows=2, height_ratios=(3, 1), sharex=True)
   ax.bar(centers[used], np.asarray(cal['accuracy'])[used], width=width * 0.9, color='tab:blue',
          label='accuracy')
   ax.plot(np.asarray(cal['confidence'])[used], np.asarray(cal['accuracy'])[used], 'k.',
@@ -50,21 +39,18 @@ def reliability_png(report: dict, title: str) -> bytes:
   ax.legend(loc='upper left', fontsize=8)
   ax2.bar(centers, count / max(count.sum(), 1), width=width * 0.9, color='gray')
   ax2.set(xlabel='confidence (top-1 probability)', ylabel='share of tokens')
-  return _figure_bytes(fig)
+  return png(fig, dpi=120)
 
 
 def position_png(report: dict, title: str) -> bytes:
   """Mean loss against the token's position in its context."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
   pos = report['by_position']
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig, (ax,) = figure(width=6, height=4)
   ax.plot(np.asarray(pos['position']) + 1, pos['loss'], '-', lw=1)
   ax.set(xscale='log', xlabel='tokens of context (position + 1)', ylabel='loss (nats/token)',
          title=title)
   ax.grid(alpha=0.3)
-  return _figure_bytes(fig)
+  return png(fig, dpi=120)
 
 
 def _pieces(tokens, piece_bytes):

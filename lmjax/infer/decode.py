@@ -34,9 +34,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmjax.core.errors import LmjaxError
 from lmjax.infer import kv_cache
 
 PAD = -1  # the token of a row after it has finished, in returned arrays
+
+
+class DecodeError(LmjaxError, ValueError):
+  """A decoding setting or prompt out of range; one line naming the setting."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +53,7 @@ class Sampler:
   epsilon: float = 0.0       # 0: off
 
   def check(self, prefix='') -> 'Sampler':
-    """Itself; raises ValueError naming the field of a value outside its range."""
+    """Itself; raises DecodeError naming the field of a value outside its range."""
     rules = {'temperature': (self.temperature >= 0, '>= 0 (0 is greedy)'),
              'top_k': (self.top_k >= 0, 'an integer >= 0 (0 is off)'),
              'top_p': (0 < self.top_p <= 1, 'in (0, 1] (1 is off)'),
@@ -56,7 +61,7 @@ class Sampler:
              'epsilon': (0 <= self.epsilon < 1, 'in [0, 1) (0 is off)')}
     for name, (ok, allowed) in rules.items():
       if not ok:
-        raise ValueError(f'{prefix}{name}={getattr(self, name)} is not allowed: {allowed}')
+        raise DecodeError(f'{prefix}{name}={getattr(self, name)} is not allowed: {allowed}')
     return self
 
 
@@ -109,7 +114,7 @@ class Generated(NamedTuple):
 def pad_prompts(prompts) -> tuple[np.ndarray, np.ndarray]:
   """(B, P) int32 prompts padded on the right with 0, and their lengths (B,)."""
   if not len(prompts) or any(len(p) == 0 for p in prompts):
-    raise ValueError('every prompt needs at least one token (the separator that starts a '
+    raise DecodeError('every prompt needs at least one token (the separator that starts a '
                      'document)')
   lengths = np.asarray([len(p) for p in prompts], np.int32)
   out = np.zeros((len(prompts), lengths.max()), np.int32)
@@ -121,7 +126,7 @@ def pad_prompts(prompts) -> tuple[np.ndarray, np.ndarray]:
 def _check_length(model, prompt_len, max_new_tokens):
   cfg = model.cfg
   if cfg.position == 'learned' and prompt_len + max_new_tokens > cfg.max_seq_len:
-    raise ValueError(f'the longest prompt ({prompt_len} tokens) plus max_new_tokens='
+    raise DecodeError(f'the longest prompt ({prompt_len} tokens) plus max_new_tokens='
                      f'{max_new_tokens} exceeds model.max_seq_len={cfg.max_seq_len}, the '
                      'positions a learned position embedding has')
 
@@ -132,7 +137,7 @@ class Decoder:
   def __init__(self, model, max_new_tokens: int, sampler: Sampler = Sampler(), end_id=None,
                cache: bool = True):
     if max_new_tokens < 1:
-      raise ValueError(f'max_new_tokens={max_new_tokens} is not allowed: at least 1')
+      raise DecodeError(f'max_new_tokens={max_new_tokens} is not allowed: at least 1')
     self.model, self.max_new, self.sampler = model, max_new_tokens, sampler.check()
     self.end_id = -1 if end_id is None else int(end_id)
     self._run = jax.jit(self._cached if cache else self._uncached)
@@ -209,11 +214,11 @@ class BeamSearch:
 
   def __init__(self, model, max_new_tokens: int, beam: int, alpha: float = 1.0, end_id=None):
     if max_new_tokens < 1:
-      raise ValueError(f'max_new_tokens={max_new_tokens} is not allowed: at least 1')
+      raise DecodeError(f'max_new_tokens={max_new_tokens} is not allowed: at least 1')
     if beam < 1:
-      raise ValueError(f'beam={beam} is not allowed: at least 1')
+      raise DecodeError(f'beam={beam} is not allowed: at least 1')
     if alpha < 0:
-      raise ValueError(f'length_alpha={alpha} is not allowed: >= 0')
+      raise DecodeError(f'length_alpha={alpha} is not allowed: >= 0')
     self.model, self.max_new, self.beam, self.alpha = model, max_new_tokens, beam, alpha
     self.end_id = -1 if end_id is None else int(end_id)
     self._run = jax.jit(self._search)
@@ -269,32 +274,3 @@ class BeamSearch:
     best_B = jnp.argmax(normed_BxW, axis=1)
     pick = lambda x: x[jnp.arange(b), best_B]
     return pick(tok_hist), pick(lp_hist), pick(len_BxW), pick(normed_BxW)
-
-
-def continue_prompts(run, tokenizer, prompts, max_new_tokens=256, sampler=None, beam=0,
-                     length_alpha=1.0, stop_at_end=True, cache=True, seed=0) -> list[dict]:
-  """Continues text prompts with a loaded run (lmjax.train.trained.Trained): each prompt is tokenised
-  after the separator that starts every document; beam > 0 runs beam search, else `sampler`
-  (default: ancestral sampling at temperature 1). Returns one dict per prompt: prompt, text,
-  tokens, per-token log-probs, whether the model ended the document, and the settings."""
-  sampler = sampler or Sampler()
-  sampler.check()
-  ids = [np.concatenate([[tokenizer.sep_id], tokenizer.encode(p)]).astype(np.int32)
-         for p in prompts]
-  end = tokenizer.sep_id if stop_at_end else None
-  if beam:
-    result = BeamSearch(run.model, max_new_tokens, beam, length_alpha, end)(run.params, ids)
-  else:
-    result = Decoder(run.model, max_new_tokens, sampler, end, cache=cache)(run.params, ids,
-                                                                          seed=seed)
-  settings = {'step': run.step, 'seed': seed, 'max_new_tokens': max_new_tokens, 'beam': beam,
-              'length_alpha': length_alpha, **dataclasses.asdict(sampler)}
-  out = []
-  for i, prompt in enumerate(prompts):
-    n = int(result.lengths[i])
-    tokens = result.tokens[i, :n]
-    out.append({'prompt': prompt, 'text': tokenizer.decode(tokens[tokens != tokenizer.sep_id]),
-                'tokens': tokens.tolist(),
-                'logprobs': [round(float(x), 5) for x in result.logprobs[i, :n]],
-                'ended': bool(end is not None and n and tokens[-1] == end), **settings})
-  return out

@@ -33,11 +33,16 @@ from jax.ad_checkpoint import checkpoint_name
 
 from lmjax.model import attention, remat
 from lmjax.model.blocked_attention import dense_mask
-from lmjax.config import GATED, ConfigError
+from lmjax.config import GATED, ConfigError, default_config
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+  """The fields of a resolved `config.model`, one to one, and the platform the model runs on.
+  Their meaning and defaults are lmjax/config.py's (default_config, PRESETS), written there
+  only: `from_config` fills what an older run's config lacks from default_config and refuses a
+  key it does not know."""
+  preset: str
   vocab_size: int
   d_model: int
   n_layers: int
@@ -45,28 +50,28 @@ class ModelConfig:
   n_kv_heads: int
   d_ff: int
   max_seq_len: int
-  norm: str = 'rmsnorm'
-  norm_position: str = 'pre'
-  activation: str = 'swiglu'
-  position: str = 'rope'
-  rope_theta: float = 10000.0
-  norm_eps: float = 1e-5
-  head_dim: int = 0          # 0: d_model // n_heads (set in __post_init__)
-  rope_scaling: str = 'none'   # none | llama3 (rope_frequencies)
-  rope_scaling_factor: float = 8.0
-  rope_low_freq_factor: float = 1.0
-  rope_high_freq_factor: float = 4.0
-  rope_original_max_len: int = 8192
-  tie_embeddings: bool = False
-  use_bias: bool = False
-  dropout: float = 0.0
-  dtype: str = 'float32'
-  param_dtype: str = 'float32'
-  init_std: float = 0.02
-  attention_block: int = 64
-  attention_impl: str = 'auto'
-  remat: str = 'none'
-  scan_layers: bool = False
+  norm: str
+  norm_position: str
+  activation: str
+  position: str
+  rope_theta: float
+  norm_eps: float
+  head_dim: int              # 0: d_model // n_heads (set in __post_init__)
+  rope_scaling: str          # none | llama3 (rope_frequencies)
+  rope_scaling_factor: float
+  rope_low_freq_factor: float
+  rope_high_freq_factor: float
+  rope_original_max_len: int
+  tie_embeddings: bool
+  use_bias: bool
+  dropout: float
+  dtype: str
+  param_dtype: str
+  init_std: float
+  attention_block: int
+  attention_impl: str
+  remat: str
+  scan_layers: bool
   platform: str = ''        # where the model runs: cpu | gpu | tpu; '' = jax.default_backend()
 
   @property
@@ -75,9 +80,18 @@ class ModelConfig:
 
   @classmethod
   def from_config(cls, model_config) -> 'ModelConfig':
-    """From the resolved `config.model` (a ConfigDict or dict); unknown keys are ignored."""
+    """From a resolved `config.model` (a ConfigDict or dict, a run's config.json's included):
+    a field it lacks (added to lmjax after the run) takes default_config's value; a key that is
+    no field is a ConfigError."""
     values = dict(model_config)
-    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+    names = [f.name for f in dataclasses.fields(cls) if f.name != 'platform']
+    unknown = sorted(set(values) - set(names) - {'platform'})
+    if unknown:
+      raise ConfigError(f'config.model.{unknown[0]} is not a model field (one of '
+                        f'{", ".join(names)})')
+    defaults = default_config().model
+    return cls(**{n: values[n] if n in values else defaults[n] for n in names},
+               platform=values.get('platform', ''))
 
   @property
   def rope_scaling_args(self):

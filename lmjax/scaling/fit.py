@@ -290,6 +290,26 @@ def _plots(tmp, t, objs, suffix) -> list:
   return [os.path.basename(p) for p in written]
 
 
+def check_out_dir(out_dir):
+  """FitOptionsError when `out_dir` (--out) is a file: checked before anything is read."""
+  if out_dir and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise FitOptionsError('out', f'--out={out_dir} is a file, not a directory')
+
+
+def fit_and_write(t: table.RunsTable, options: FitOptions, out_dir=None, *, plots=True,
+                  flags=None, log=print) -> FitReport:
+  """launch.fit's work on a runs table: fits, logs the report's table and, with `out_dir`,
+  writes fits.json and the plots there (`write_report`), logging their paths."""
+  report = fit_runs(t, options)
+  log(report.text())
+  if out_dir:
+    written = write_report(report, out_dir, plots=plots, flags=flags)
+    log(f'\nwrote {os.path.join(out_dir, "fits.json")} and {len(written)} plot(s):')
+    for name in written:
+      log(f'  {os.path.join(out_dir, name)}')
+  return report
+
+
 def write_report(report: FitReport, out_dir: str, *, plots=True, flags=None) -> list:
   """Writes fits.json and (with `plots`) the PNG plots into out_dir, all or nothing: everything is
   made in a temporary directory inside it first and renamed into place, fits.json last; on an

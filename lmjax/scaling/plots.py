@@ -15,20 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib import colormaps, ticker
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from lmjax.core.figures import figure
 from lmjax.scaling import laws, predict
 
 _X = {'kaplan_n': ('N', 'parameters N'), 'kaplan_d': ('D', 'tokens D'),
       'kaplan_c': ('C', 'training FLOPs C')}
-
-
-def _figure(ncols=1, width=6.4, height=4.8):
-  fig = Figure(figsize=(width * ncols, height), layout='constrained')
-  FigureCanvasAgg(fig)
-  axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-  return fig, axes
 
 
 def _loss_log_axis(axis):
@@ -56,7 +48,7 @@ def kaplan(table, fit, path, boot=None, chinchilla_fit=None, title=''):
   """Loss against the fit's X; see module doc."""
   key, label = _X[fit.law]
   x_all = {'N': table.N, 'D': table.D, 'C': table.C}[key]
-  fig, (ax,) = _figure()
+  fig, (ax,) = figure(height=4.8)
   ax.scatter(x_all, table.loss, s=8, c='0.75', label=f'runs ({len(table)})', zorder=1)
   ax.scatter(x_all[fit.rows], table.loss[fit.rows], s=18, c='tab:blue', zorder=3,
              label=f'fitted ({len(fit.rows)}' + (', lower envelope)' if
@@ -86,7 +78,7 @@ def kaplan(table, fit, path, boot=None, chinchilla_fit=None, title=''):
 
 def isoflop(table, fit, path, boot=None):
   """IsoFLOP profiles with parabolas, and N_opt against C; see module doc."""
-  fig, (ax, ax2) = _figure(2)
+  fig, (ax, ax2) = figure(2, height=4.8)
   cmap = colormaps['viridis']
   n_b = len(fit.budgets)
   for i, bud in enumerate(fit.budgets):
@@ -144,7 +136,7 @@ def frontier(path, c_data, chinchilla_fit=None, chinchilla_boot=None, isoflop_fi
              isoflop_boot=None, approach1_fit=None, c_max=1e26):
   """N_opt and D_opt against C from the fits, with the published lines; see module doc."""
   grid = np.geomspace(np.min(c_data) * 0.5, max(c_max, np.max(c_data) * 10), 200)
-  fig, (ax_n, ax_d) = _figure(2)
+  fig, (ax_n, ax_d) = figure(2, height=4.8)
   pub = laws.CHINCHILLA_APPROACH3
   n_pub, d_pub = laws.compute_optimal(grid, pub['A'], pub['B'], pub['alpha'], pub['beta'])
   n_kap = laws.kaplan_n_opt(grid)
@@ -189,7 +181,7 @@ def frontier(path, c_data, chinchilla_fit=None, chinchilla_boot=None, isoflop_fi
 
 def chinchilla(table, fit, path):
   """Observed against fitted loss, and residuals against N; see module doc."""
-  fig, (ax, ax2) = _figure(2)
+  fig, (ax, ax2) = figure(2, height=4.8)
   pred = predict.loss_curve(fit, table.N, table.D)[0]
   sc = ax.scatter(pred, table.loss, c=np.log10(table.C), s=12, cmap='viridis')
   lims = [min(pred.min(), table.loss.min()) * 0.97, max(pred.max(), table.loss.max()) * 1.03]

@@ -15,6 +15,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 from typing import NamedTuple
 
 from lmjax.core.errors import LmjaxError
@@ -149,6 +150,17 @@ def collect(sweep_dir: str) -> Collected:
   except TableError as e:
     raise CollectError(str(e)) from None
   return Collected(table, report)
+
+
+def collect_to_csv(sweep_dir: str, log=print) -> RunsTable:
+  """launch.fit --sweep_dir: the table of the finished runs, written to DIR/runs.csv, every run
+  left out logged with its reason."""
+  table, left_out = collect(sweep_dir)
+  for item in left_out:
+    log(f'left out {item["name"]}: {item["reason"]}')
+  path = write_csv(table, os.path.join(sweep_dir, 'runs.csv'))
+  log(f'collected {len(table)} finished runs of {sweep_dir} into {path}')
+  return table
 
 
 def write_csv(table: RunsTable, path: str) -> str:

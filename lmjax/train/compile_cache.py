@@ -15,7 +15,7 @@ import os
 
 import jax
 
-from lmjax.core.rundir import RunDir
+from lmjax.core.rundir import RunDir, make_dirs
 
 _HIT_EVENT = '/jax/compilation_cache/cache_hits'
 _hits = []
@@ -31,15 +31,17 @@ def directory(setting: str, workdir: str) -> str | None:
   return setting
 
 
-def enable(path: str):
-  """Caches this process's compiled programs in `path` (created if missing)."""
-  os.makedirs(path, exist_ok=True)
+def enable(path: str) -> list[str]:
+  """Caches this process's compiled programs in `path`; returns the directories it made for it
+  (OSError when it cannot)."""
+  made = make_dirs(path)
   jax.config.update('jax_compilation_cache_dir', path)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
   if not _hits:
     _hits.append(0)
     jax.monitoring.register_event_listener(_count)
+  return made
 
 
 def _count(event, **kwargs):

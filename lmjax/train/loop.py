@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import jax
 
-from lmjax.train import compile_cache, machine, sharding
+from lmjax.train import compile_cache, machine
 from lmjax.core.rundir import RunDir
 from lmjax.core.errors import EXIT_PREEMPTED, LmjaxError
 from lmjax.train.checkpoint import Checkpoints
@@ -31,25 +31,28 @@ from lmjax.train.metrics import MetricsWriter
 from lmjax.data.prefetch import DevicePrefetch
 from lmjax.train.profiling import ProfileWindow
 from lmjax.train.start import check_resume, set_up, start_state
-from lmjax.train.steps import TrainState, make_train_step, peak_memory_bytes, schedule_arg
+from lmjax.train.steps import TrainState, peak_memory_bytes
 from lmjax.train.log import NonFinite, TrainLog
 
 
 class Preempted(LmjaxError):
   """SIGTERM or SIGINT arrived; the step under way finished and a checkpoint of it was saved."""
-  exit_code, label = EXIT_PREEMPTED, 'stopped'
+  exit_code, label = EXIT_PREEMPTED, ''  # not an error: the same command resumes
 
   def __init__(self, step):
     super().__init__(f'preempted: saved step {step}; run the same command again to resume')
     self.step = step
 
 
-def train(config, workdir=None, writer=None, restore_step=None,
-          notes=()) -> tuple[dict, TrainState]:
+def train(config, workdir=None, writer=None, restore_step=None, notes=(),
+          resume_changes=None) -> tuple[dict, TrainState]:
   """Trains a resolved config (fresh, resumed or branched); returns (summary, final state). The
-  summary is also written to workdir/summary.json; `notes` are printed with the banner."""
+  summary is also written to the run directory; `notes` are printed with the banner.
+  `resume_changes`: what check_resume returned, when the caller checked already (train/run.py)."""
   t_begin = time.time()
-  changed = check_resume(workdir, config) if workdir else {}  # before anything is written
+  changed = resume_changes
+  if changed is None:
+    changed = check_resume(workdir, config) if workdir else {}  # before anything is written
   setup = set_up(config)
   ckpt = Checkpoints(workdir, config.checkpoint) if workdir else None
   start = start_state(config, setup, ckpt, restore_step)
@@ -64,7 +67,7 @@ def train(config, workdir=None, writer=None, restore_step=None,
   profile = ProfileWindow(config, workdir, start.step)
   try:
     batch = next(batches)
-    compiled = _compile(config, setup, start.state, batch)
+    compiled = _compile(setup, start.state, batch)
     log.compiled(compiled.seconds, compiled.xla_flops, compiled.from_cache)
     state = _run_steps(config, compiled, start, batches, batch, log, ckpt, profile)
   finally:
@@ -119,11 +122,10 @@ class Compiled(NamedTuple):
   from_cache: bool    # loaded from the persistent compilation cache (lmjax/train/compile_cache.py)
 
 
-def _compile(config, setup, state, batch) -> Compiled:
+def _compile(setup, state, batch) -> Compiled:
   t0 = time.time()
-  schedule = jax.device_put(schedule_arg(config), sharding.replicated(setup.mesh))
-  lowered = make_train_step(setup.model, setup.tx, config, setup.mesh, setup.shardings).lower(
-      state, batch, schedule)
+  lowered = setup.train_step.lower(state, batch)
+  schedule = setup.train_step.schedule()
   hits = compile_cache.hits()  # counted over the step's own compile, not what lowering ran
   step = lowered.compile()
   from_cache = compile_cache.hits() > hits

@@ -18,11 +18,8 @@ import jax.numpy as jnp
 
 from lmjax.core.errors import first_line
 from lmjax.model import flops
-from lmjax.train import sharding
-from lmjax.train.checkpoint import abstract_like
 from lmjax.model.transformer import ModelConfig
-from lmjax.train.steps import (build_model_and_optimizer, init_state, make_train_step, schedule_arg,
-                         state_shardings)
+from lmjax.train.steps import build_train_step
 
 ADAMW_BYTES_PER_PARAM = 3 * 4  # float32 parameter and two float32 moments (Loshchilov & Hutter)
 
@@ -78,27 +75,13 @@ class TrainStepMemory(NamedTuple):
     return self.compiled.argument_size_in_bytes + self.compiled.temp_size_in_bytes
 
 
-def abstract_batch(config, mesh) -> dict:
-  """ShapeDtypeStructs of one global batch, sharded as the loop feeds it."""
-  b, t = config.data.batch_size, config.data.seq_len
-  spec = sharding.batch_sharding(mesh)
-  batch = {k: jax.ShapeDtypeStruct((b, t), jnp.int32, sharding=spec)
-           for k in ('inputs', 'targets', 'positions', 'segment_ids')}
-  batch['weights'] = jax.ShapeDtypeStruct((b, t), jnp.float32, sharding=spec)
-  return batch
-
-
 def train_step_memory(config, mesh) -> TrainStepMemory:
   """Compiles the train step of a resolved config for `mesh` and accounts for its memory;
   raises DoesNotFit when the compiler itself finds it too big for the devices."""
-  model, tx = build_model_and_optimizer(config, mesh)  # the kernels of the mesh's platform
-  shardings = state_shardings(model, tx, config, mesh)
-  state = abstract_like(jax.eval_shape(lambda: init_state(model, tx, config)), shardings)
-  lr = jax.ShapeDtypeStruct(schedule_arg(config).shape, jnp.float32,
-                            sharding=sharding.replicated(mesh))
-  step = make_train_step(model, tx, config, mesh, shardings)
+  train_step = build_train_step(config, mesh)  # the kernels of the mesh's platform
+  state = train_step.abstract_state()
   try:
-    compiled = step.lower(state, abstract_batch(config, mesh), lr).compile()
+    compiled = train_step.lower(state).compile()
   except jax.errors.JaxRuntimeError as e:
     if 'RESOURCE_EXHAUSTED' not in str(e):
       raise

@@ -3,24 +3,23 @@ from the run's own newest checkpoint, or branched from another run's checkpoint 
 branch, Hägele et al. 2024).
 
 A resume or a branch continues another run, so its config is first checked against that run's
-(the policies `RESUME_MAY_DIFFER` and `BRANCH_MAY_DIFFER` of lmjax/config.py); a refused resume
-reads the workdir and writes nothing to it.
+(the policies of lmjax/config.py: RESUME_MAY_DIFFER, BRANCH_MAY_DIFFER, IMPORT_MAY_DIFFER); a
+refused resume reads the workdir and writes nothing to it.
 """
 from __future__ import annotations
 
-import ast
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 
+from lmjax.config import (BRANCH_MAY_DIFFER, IMPORT_MAY_DIFFER, RESUME_MAY_DIFFER, ConfigError,
+                          differences, to_dict)
 from lmjax.core.rundir import RunDirError
 from lmjax.data import loader
 from lmjax.train import sharding
-from lmjax.train.checkpoint import CheckpointError, Checkpoints, abstract_like, saved_config
-from lmjax.config import (BRANCH_MAY_DIFFER, RESUME_MAY_DIFFER, ConfigError, differences,
-                          to_dict)
-from lmjax.train.steps import build_model_and_optimizer, init_state, state_shardings
+from lmjax.train.checkpoint import READ_ONLY, CheckpointError, Checkpoints, saved_config
+from lmjax.train.steps import TrainStep, build_train_step
 
 
 class ResumeError(ConfigError):
@@ -45,15 +44,25 @@ def check_resume(workdir, config) -> dict:
 
 
 class Setup(NamedTuple):
-  """What every step of a run uses: model, optimizer, mesh, shardings and data."""
-  model: Any
-  tx: Any
-  mesh: Any
-  shardings: Any                # of the whole train state
+  """What every step of a run uses: the train step on its mesh, and the data."""
+  train_step: TrainStep
   batch_sharding: Any
   dataset: loader.Data
   eval_set: list                # the evaluation batches, already on the devices
   new_iterator: Callable        # () -> this process's training batches from the start
+
+  @property
+  def model(self):
+    return self.train_step.model
+
+  @property
+  def mesh(self):
+    return self.train_step.mesh
+
+  @property
+  def shardings(self):
+    """Of the whole train state."""
+    return self.train_step.shardings
 
   def put_batch(self, batch):
     """This process's rows of a batch -> global arrays on the mesh."""
@@ -61,9 +70,10 @@ class Setup(NamedTuple):
 
 
 def set_up(config) -> Setup:
-  mesh = sharding.make_mesh(config)
-  model, tx = build_model_and_optimizer(config, mesh)
-  batch_sharding = sharding.batch_sharding(mesh)
+  """The mesh (MeshError), the train step for its devices (ConfigError for a kernel they cannot
+  run), and the data (DataError): everything a run needs before its state."""
+  train_step = build_train_step(config, sharding.make_mesh(config))
+  batch_sharding = sharding.batch_sharding(train_step.mesh)
   process = (jax.process_index(), jax.process_count())
   if process[1] > 1:  # process 0 prepares the dataset and tokenizer; the others then read them
     from jax.experimental import multihost_utils
@@ -73,8 +83,8 @@ def set_up(config) -> Setup:
   dataset = loader.load(config)
   eval_set = [sharding.put_batch(b, batch_sharding)
               for b in loader.eval_batches(dataset, config, *process)]
-  return Setup(model, tx, mesh, state_shardings(model, tx, config, mesh), batch_sharding,
-               dataset, eval_set, lambda: loader.train_iterator(dataset, config, *process))
+  return Setup(train_step, batch_sharding, dataset, eval_set,
+               lambda: loader.train_iterator(dataset, config, *process))
 
 
 class Start(NamedTuple):
@@ -89,8 +99,7 @@ class Start(NamedTuple):
 def start_state(config, setup: Setup, ckpt: Checkpoints | None, restore_step=None) -> Start:
   """Resumes from `ckpt`'s newest good checkpoint (or `restore_step`), else branches from
   `train.init_from`, else starts fresh from the seed."""
-  abstract = abstract_like(
-      jax.eval_shape(lambda: init_state(setup.model, setup.tx, config)), setup.shardings)
+  abstract = setup.train_step.abstract_state()
   messages = []
   restored = ckpt and ckpt.restore_latest(abstract, setup.new_iterator, restore_step,
                                           log=messages.append)
@@ -103,40 +112,49 @@ def start_state(config, setup: Setup, ckpt: Checkpoints | None, restore_step=Non
     messages.append(f'started from {config.train.init_from} at step {config.train.init_step} '
                     f'({what})')
     return Start(state, iterator, config.train.init_step, 'branched', tuple(messages))
-  state = init_state(setup.model, setup.tx, config, setup.shardings)
-  return Start(state, setup.new_iterator(), 0, 'fresh', tuple(messages))
+  return Start(setup.train_step.init_state(), setup.new_iterator(), 0, 'fresh', tuple(messages))
+
+
+def branch_source(config) -> Checkpoints:
+  """The checkpoints of `train.init_from`, read-only, which hold `train.init_step`;
+  CheckpointError naming the field when they do not (checked before a run writes anything)."""
+  parent, step = config.train.init_from, config.train.init_step
+  try:
+    source = Checkpoints(parent, READ_ONLY, read_only=True)
+  except CheckpointError:
+    raise CheckpointError(f'config.train.init_from={parent}: no run with checkpoints there') \
+        from None
+  if step not in source.steps():
+    raise CheckpointError(f'config.train.init_from={parent}: no checkpoint at step {step} '
+                          f'(has {source.steps()})')
+  return source
+
+
+def check_branch_source(config):
+  """Raises CheckpointError when `train.init_from` (if set) cannot be started from."""
+  if config.train.init_from:
+    branch_source(config).close()
 
 
 def _branch(config, setup: Setup, abstract):
   """State and data iterator of `train.init_from`'s checkpoint at `train.init_step`, and what
   it is: the branch continues that run's batches with its own schedule; an imported model's
   checkpoint (launch.convert) gives its params to a fresh run."""
+  source = branch_source(config)
   parent, step = config.train.init_from, config.train.init_step
-  source = Checkpoints(parent, config.checkpoint, read_only=True)
-  if step not in source.steps():
-    raise CheckpointError(f'config.train.init_from={parent}: no checkpoint at step {step} '
-                          f'(has {source.steps()})')
   meta = source.meta(step)
   if meta.get('imported'):
     return (*_from_imported(config, setup, source, step, meta, abstract),
             f'params imported from {meta["imported"]}, a fresh optimizer')
-  state, meta = source.restore(step, abstract, None)
+  iterator = setup.new_iterator()
+  state, meta = source.restore(step, abstract, iterator)
+  source.close()
   diff = differences(meta['config'], to_dict(config), BRANCH_MAY_DIFFER)
   if diff.refused:
     raise CheckpointError(f'config.train.init_from={parent}: that run differs in '
                           f'{", ".join(list(diff.refused)[:6])}; a branch may change only its '
                           'schedule')
-  iterator = setup.new_iterator()
-  iterator.set_state(ast.literal_eval(meta['data']))
-  source.close()
   return state, iterator, 'a cooldown branch'
-
-
-# An imported checkpoint (launch.convert --from_hf) may be trained on anything, any way: only the
-# model must be the one imported (how its arithmetic runs may change).
-IMPORT_MAY_DIFFER = ('seed', 'data.', 'optim.', 'train.', 'checkpoint.', 'mesh.',
-                     'model.attention_impl', 'model.attention_block', 'model.remat',
-                     'model.dropout', 'model.dtype', 'model.init_std', 'model.preset')
 
 
 def _from_imported(config, setup: Setup, source, step, meta, abstract):
@@ -148,5 +166,4 @@ def _from_imported(config, setup: Setup, source, step, meta, abstract):
                           'imported (its lmjax_config.py has them)')
   params = source.restore_params(step, abstract.params)
   source.close()
-  state = init_state(setup.model, setup.tx, config, setup.shardings)
-  return state.replace(params=params), setup.new_iterator()
+  return setup.train_step.init_state().replace(params=params), setup.new_iterator()

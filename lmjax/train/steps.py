@@ -1,10 +1,13 @@
-"""The train state and the jitted train and eval steps (the loop that runs them: lmjax/train/loop.py)."""
+"""The train state, the jitted train and eval steps, and `build_train_step`: the one place that
+assembles model, optimizer, shardings, state and schedule into the train step of a config on a
+mesh, for the loop (lmjax/train/loop.py), memory planning (memory.py), the throughput benchmark
+(throughput.py) and benchmarks/accelerator_check.py alike."""
 from __future__ import annotations
 
 import functools
 import math
 import resource
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -14,6 +17,7 @@ import numpy as np
 import optax
 
 from lmjax.train import loss, optim, sharding
+from lmjax.train.checkpoint import abstract_like
 from lmjax.model.transformer import Transformer, model_config
 
 
@@ -29,13 +33,16 @@ class TrainState:
   skipped: jax.Array
 
 
-def build_model_and_optimizer(config, mesh=None):
-  """(model, optimizer) for a resolved config, for `mesh`'s devices (default: JAX's backend,
-  no activation constraints). Raises ConfigError for a kernel the devices cannot run."""
-  platform = sharding.platform(mesh)
+def build_model(config, mesh=None) -> Transformer:
+  """The model of a resolved config for `mesh`'s devices (default: JAX's backend, no activation
+  constraints). Raises ConfigError for a kernel the devices cannot run."""
   rules = sharding.rules(config) if mesh is not None else ()
-  model = Transformer(model_config(config, platform), mesh, rules)
-  return model, optim.optimizer(config.optim, config.train.steps)
+  return Transformer(model_config(config, sharding.platform(mesh)), mesh, rules)
+
+
+def build_model_and_optimizer(config, mesh=None):
+  """(model, optimizer) for a resolved config (see `build_model`)."""
+  return build_model(config, mesh), optim.optimizer(config.optim, config.train.steps)
 
 
 def _initialiser(model):
@@ -45,16 +52,18 @@ def _initialiser(model):
 
 
 def init_params(model, config, rng):
-  """Unboxed parameters (logical axis annotations dropped; see `param_logical_axes`)."""
+  """Unboxed parameters (logical axis annotations dropped; see `param_shardings`)."""
   tokens = jnp.zeros((1, config.data.seq_len), jnp.int32)
   return nn.meta.unbox(_initialiser(model).init(rng, tokens)['params'])
 
 
-def param_logical_axes(model, config):
+def param_shardings(model, config, mesh):
+  """NamedShardings of the params alone, from their logical axes (evaluation and sampling need
+  no optimizer)."""
   tokens = jax.ShapeDtypeStruct((1, config.data.seq_len), jnp.int32)
   boxed = jax.eval_shape(lambda t: _initialiser(model).init(jax.random.PRNGKey(0), t),
                          tokens)['params']
-  return nn.get_partition_spec(boxed)
+  return sharding.logical_shardings(boxed, mesh, config)
 
 
 def _boxed_state(model, tx, config) -> TrainState:
@@ -165,6 +174,57 @@ def make_train_step(model, tx, config, mesh=None, shardings=None):
                  in_shardings=(shardings, sharding.batch_sharding(mesh),
                                sharding.replicated(mesh)),
                  out_shardings=(shardings, sharding.replicated(mesh)))
+
+
+class TrainStep(NamedTuple):
+  """A config's train step on a mesh, and what it runs on (`build_train_step`)."""
+  config: Any
+  mesh: Any
+  model: Any
+  tx: Any
+  shardings: Any        # NamedShardings of the whole train state
+  fn: Any               # jitted: state, batch, schedule -> (state, metrics); the state donated
+
+  def init_state(self) -> TrainState:
+    """The initial state from the seed, created already sharded."""
+    return init_state(self.model, self.tx, self.config, self.shardings)
+
+  def abstract_state(self):
+    """ShapeDtypeStructs of the state, placed by its shardings: to lower without arrays, or
+    to restore a checkpoint onto."""
+    return abstract_like(jax.eval_shape(lambda: init_state(self.model, self.tx, self.config)),
+                         self.shardings)
+
+  def schedule(self):
+    """The schedule argument (`schedule_arg`), on the devices."""
+    return jax.device_put(schedule_arg(self.config), sharding.replicated(self.mesh))
+
+  def abstract_batch(self) -> dict:
+    """ShapeDtypeStructs of one global batch, sharded as the loop feeds it."""
+    b, t = self.config.data.batch_size, self.config.data.seq_len
+    spec = sharding.batch_sharding(self.mesh)
+    batch = {k: jax.ShapeDtypeStruct((b, t), jnp.int32, sharding=spec)
+             for k in ('inputs', 'targets', 'positions', 'segment_ids')}
+    batch['weights'] = jax.ShapeDtypeStruct((b, t), jnp.float32, sharding=spec)
+    return batch
+
+  def lower(self, state=None, batch=None):
+    """The lowered step for `state` and `batch` (arrays or ShapeDtypeStructs; default: the
+    abstract ones); `.compile()` it."""
+    schedule = jax.ShapeDtypeStruct(schedule_arg(self.config).shape, jnp.float32,
+                                    sharding=sharding.replicated(self.mesh))
+    return self.fn.lower(self.abstract_state() if state is None else state,
+                         self.abstract_batch() if batch is None else batch, schedule)
+
+
+def build_train_step(config, mesh) -> TrainStep:
+  """Model (with the kernels of the mesh's platform), optimizer, state shardings and the jitted
+  train step of a resolved config on `mesh`. Raises ConfigError for a kernel the devices cannot
+  run."""
+  model, tx = build_model_and_optimizer(config, mesh)
+  shardings = state_shardings(model, tx, config, mesh)
+  return TrainStep(config, mesh, model, tx, shardings,
+                   make_train_step(model, tx, config, mesh, shardings))
 
 
 def make_eval_step(model, token_bytes, mesh=None, param_shardings=None, chunk=0):

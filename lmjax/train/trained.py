@@ -56,12 +56,12 @@ def load(workdir, step=None, params_path=None, mesh_override=None) -> Trained:
     config.mesh.update(mesh_override)
   try:
     mesh = sharding.make_mesh(config)
-    model, tx = steps.build_model_and_optimizer(config, mesh)
+    model = steps.build_model(config, mesh)
   except (ConfigError, ValueError) as e:
     where = f' on --mesh={",".join(str(v) for v in mesh_override.values())}' if (
         mesh_override) else ''
     raise RunError(f'--workdir={workdir}: its model cannot run here{where}: {e}') from None
-  shardings = steps.state_shardings(model, tx, config, mesh).params
+  shardings = steps.param_shardings(model, config, mesh)
   abstract = checkpoint.abstract_like(
       jax.eval_shape(lambda: steps.init_params(model, config, jax.random.PRNGKey(0))),
       shardings)

@@ -1,6 +1,7 @@
-"""What every entry point shares: flags and configs that fail in one line, and `run`, which
-makes a launcher's `main` one library call whose LmjaxError becomes one line on stderr and its
-exit code (lmjax/core/errors.py)."""
+"""What every entry point shares (launch/, `python -m experiments.arch_recipes`, benchmarks/):
+`run(main)`, which makes an entry point's `main` one library call whose LmjaxError becomes its
+one line on stderr and its exit code (lmjax/core/errors.py), and flags and config files that
+fail in one line with exit status 2."""
 import sys
 
 from absl import app, flags
@@ -9,37 +10,49 @@ from lmjax.core import pyfile
 from lmjax.core.errors import EXIT_OK, EXIT_USAGE, LmjaxError, first_line, one_line
 
 
+class ConfigFileError(LmjaxError, ValueError):
+  """A --config file that is missing, not Python, or raises while it loads; one line."""
+
+
 def fail(message, code=EXIT_USAGE, label='error'):
   """Prints `label: message` on stderr and exits with `code` (2: a bad flag or config)."""
   print(f'{label}: {message}' if label else message, file=sys.stderr)
   sys.exit(code)
 
 
-def run(call):
-  """absl's app.run for an entry point whose work is `call()`, a library call returning the
+def run(main):
+  """absl's app.run for an entry point whose work is `main()`, a library call returning the
   exit status (None: 0). Positional arguments are refused; an LmjaxError prints its one line
   and exits with its code; flags that do not parse fail in one line (`parse_flags`)."""
-  def main(argv):
+  def absl_main(argv):
     if len(argv) > 1:
       fail(f'unexpected arguments {argv[1:]}: flags are --name=value (config fields '
            '--config.a.b=value)')
     try:
-      return call() or EXIT_OK
+      return main() or EXIT_OK
     except LmjaxError as e:
       fail(e.one_line(), e.exit_code, e.label)
-  app.run(main, flags_parser=parse_flags)
+  app.run(absl_main, flags_parser=parse_flags)
 
 
 def load_config_file(path):
-  """Imports a config file and returns its get_config(); fails in one line."""
+  """Imports a config file and returns its get_config(); ConfigFileError in one line."""
   try:
     return pyfile.call_function(path, 'get_config', module_name='lmjax_config_file')
   except pyfile.PyFileError as e:
     if e.kind == pyfile.MISSING:
-      fail(f'--config={path}: no such file')
+      raise ConfigFileError(f'--config={path}: no such file') from None
     if e.kind == pyfile.NOT_PYTHON:
-      fail(f'--config={path}: not a Python config file (one defining get_config())')
-    fail(f'--config={path}: loading it raised {one_line(e.cause)}')
+      raise ConfigFileError(f'--config={path}: not a Python config file (one defining '
+                            'get_config())') from None
+    raise ConfigFileError(f'--config={path}: loading it raised {one_line(e.cause)}') from None
+
+
+def config_value(flag):
+  """The ConfigDict of a `config_flags.DEFINE_config_file` flag, its file loaded first
+  (`load_config_file`: a broken file is one line, not absl's traceback)."""
+  load_config_file(flags.FLAGS[flag.name].config_filename)
+  return flag.value
 
 
 def _check_override(config, arg):
@@ -58,23 +71,11 @@ def parse_flags(argv):
   except Exception as e:  # absl and ml_collections raise several types here
     config_arg = next((a for a in argv if a.startswith('--config=')), None)
     if config_arg:
-      config = load_config_file(config_arg.split('=', 1)[1])
+      try:
+        config = load_config_file(config_arg.split('=', 1)[1])
+      except ConfigFileError as bad:
+        fail(bad.one_line())
       for arg in argv:
         if arg.startswith('--config.'):
           _check_override(config, arg)
     fail(first_line(e) or type(e).__name__)
-
-
-def parse_mesh(text, allow_rest):
-  """--mesh=data,fsdp,tensor as (data, fsdp, tensor); -1 (the devices left over) only where
-  the devices are known (`allow_rest`). Fails in one line."""
-  try:
-    sizes = tuple(int(x) for x in text.split(','))
-  except ValueError:
-    sizes = ()
-  if len(sizes) != 3 or not all(s >= 1 or s == -1 for s in sizes) or sizes.count(-1) > 1:
-    fail(f'--mesh={text}: expected three positive sizes data,fsdp,tensor (with --topology one '
-         'may be -1), e.g. 1,8,1')
-  if -1 in sizes and not allow_rest:
-    fail(f'--mesh={text}: -1 needs --topology; without one the sizes are the simulated devices')
-  return sizes
