@@ -37,9 +37,11 @@ setup(
         # converter itself reads safetensors with NumPy); torch's CPU build is the one checked.
         # nbclient, nbformat and ipykernel execute the notebooks headless
         # (tests/test_notebooks.py); pytest-xdist runs the suite on every core (README);
-        # pytest-timeout fails a test that hangs (pytest.ini).
+        # pytest-timeout fails a test that hangs (pytest.ini); import-linter checks the
+        # layering of .importlinter (tests/test_layers.py).
         'test': ['pytest>=9.2', 'pytest-xdist>=3.8', 'pytest-timeout>=2.4', 'torch==2.13.0',
-                 'transformers==5.17.0', 'nbclient>=0.11', 'nbformat>=5.11', 'ipykernel>=7.4'],
+                 'transformers==5.17.0', 'nbclient>=0.11', 'nbformat>=5.11', 'ipykernel>=7.4',
+                 'import-linter>=2.17'],
         # launch.memory --topology: the TPU compiler, run on any machine (lmjax/train/topology.py).
         # Pinned: libtpu is built against one jaxlib's plugin interface, and 0.0.52 is the
         # version checked with jax 0.10.2.

@@ -10,8 +10,9 @@ Sections, each printed as readable lines and one JSON line per measurement ({"se
                  a few documents (segment ids): median time, TFLOP/s, peak memory, and how far
                  each kernel's output and gradients are from the `xla` kernel's (`blocked`'s
                  where xla's T×S logits do not fit) on the same inputs.
-  cross_entropy  lmjax/train/loss.py whole against chunked (4096, 8192 tokens): value and gradient with
-                 respect to features and weights, N=65,536, D=2048, V=32,000 and 128,256.
+  cross_entropy  lmjax/train/loss.py whole against chunked (4096, 8192 tokens): value and
+                 gradient with respect to features and weights, N=65,536, D=2048, V=32,000
+                 and 128,256.
   train_step     experiments/configs/llama_1b.py on random tokens, batch 8 × 2048 on one device,
                  bfloat16 compute, attention 'auto': tokens/s and MFU.
   memory         that step's compiled.memory_analysis() on the device beside the analytic figures
@@ -113,7 +114,8 @@ def require_modules():
   """Exits (status 2) with one line naming the first module this machine lacks (see the
   docstring). Importing starts no backend: the parent holds no device memory."""
   import importlib
-  for name in MODULES + ('lmjax.train.steps', 'lmjax.train.memory', 'experiments.configs.llama_1b'):
+  for name in MODULES + ('lmjax.train.steps', 'lmjax.train.memory', 'lmjax.train.memory_plan',
+                         'lmjax.sweeps.configs', 'experiments.configs.llama_1b'):
     try:
       importlib.import_module(name)
     except ModuleNotFoundError as e:
@@ -470,53 +472,43 @@ def cross_entropy_section(args, shape):
 
 # ---- 4. train step and 5. its memory ---------------------------------------------------------
 
-def set_field(config, item):
-  """--set model.remat=none: a Python literal, else the text."""
-  field, _, text = item.partition('=')
-  try:
-    value = ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    value = text
-  *parents, leaf = field.split('.')
-  node = config
-  for part in parents:
-    node = node[part]
-  node[leaf] = value
-
-
 def train_config(args, shape, attention_impl):
   """llama_1b (default_config() + its get_config()) on random tokens, one device's batch of
-  `shape` in one micro-batch (the config's own micro-batch per device is 8 × 2048), resolved."""
+  `shape` in one micro-batch (the config's own micro-batch per device is 8 × 2048), resolved;
+  `--set FIELD=VALUE` as --config.FIELD=VALUE would (a Python literal, else the text)."""
   from experiments.configs import llama_1b
   from lmjax.config import resolve
+  from lmjax.sweeps.configs import apply_overrides
   c = llama_1b.get_config()
-  c.data.dataset = 'random'
-  c.data.batch_size, c.data.seq_len = shape['batch'], shape['seq_len']
-  c.train.grad_accum = 1
-  c.model.dtype = 'bfloat16'
-  c.model.attention_impl = attention_impl
-  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 1, 1
-  for field, value in shape['model'].items():
-    c.model[field] = value
+  overrides = {'data.dataset': 'random', 'data.batch_size': shape['batch'],
+               'data.seq_len': shape['seq_len'], 'train.grad_accum': 1,
+               'model.dtype': 'bfloat16', 'model.attention_impl': attention_impl,
+               'mesh.data': 1, 'mesh.fsdp': 1, 'mesh.tensor': 1,
+               **{f'model.{k}': v for k, v in shape['model'].items()}}
   if args.loss_chunk is not None:
-    c.train.loss_chunk = args.loss_chunk
+    overrides['train.loss_chunk'] = args.loss_chunk
   for item in args.set:
-    set_field(c, item)
-  return resolve(c)
+    field, _, text = item.partition('=')
+    try:
+      overrides[field] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      overrides[field] = text
+  return resolve(apply_overrides(c, overrides, '--set: '))
 
 
-def random_batch(config, mesh, docs=4):
-  """One batch as the loop feeds it (the keys of lmjax.train.memory.abstract_batch), random tokens
+def random_batch(train_step, docs=4):
+  """One batch of random tokens as the loop feeds it (the keys of TrainStep.abstract_batch),
   packed `docs` documents to a row."""
   import numpy as np
   from lmjax.train import sharding
+  config = train_step.config
   b, t, v = config.data.batch_size, config.data.seq_len, config.model.vocab_size
   rng = np.random.default_rng(config.seed)
   tokens = rng.integers(0, v, (b, t + 1), dtype=np.int32)
   segment_ids, positions = packed_documents(rng, b, t, docs)
   batch = {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:], 'positions': positions,
            'segment_ids': segment_ids, 'weights': np.ones((b, t), np.float32)}
-  return sharding.put_batch(batch, sharding.batch_sharding(mesh))
+  return sharding.put_batch(batch, sharding.batch_sharding(train_step.mesh))
 
 
 def peak_flops(args):
@@ -530,33 +522,22 @@ def peak_flops(args):
   return (peak, source) if peak else (None, f'{source}; give --peak_tflops')
 
 
-def xla_flops(compiled):
-  try:
-    cost = compiled.cost_analysis()
-  except Exception:  # not every backend has it
-    return None
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return (cost or {}).get('flops')
-
-
-def run_train_step(args, config, mesh, compiled):
+def run_train_step(args, train_step, compiled):
   """Times `compiled` (the train step) on random tokens; returns the train_step record."""
   import jax
   from lmjax.model import flops
-  from lmjax.train import sharding
   from lmjax.model.transformer import ModelConfig
-  from lmjax.train.steps import build_model_and_optimizer, init_state, schedule_arg, state_shardings
-  model, tx = build_model_and_optimizer(config)
+  from lmjax.train.steps import xla_flops
+  config = train_step.config
   with Peak() as mem:
-    state = init_state(model, tx, config, state_shardings(model, tx, config, mesh))
-    batch = random_batch(config, mesh)
-    lr = jax.device_put(schedule_arg(config), sharding.replicated(mesh))
-    state, metrics = compiled(state, batch, lr)  # the first call: autotuning, allocation
+    state, batch, schedule = train_step.init_state(), random_batch(train_step), \
+        train_step.schedule()
+    state, metrics = compiled(state, batch, schedule)  # the first call: autotuning, allocation
     jax.block_until_ready(metrics)
     times = []
     for _ in range(args.iters + 1):
       t0 = time.perf_counter()
-      state, metrics = compiled(state, batch, lr)
+      state, metrics = compiled(state, batch, schedule)
       jax.block_until_ready(metrics)
       times.append(time.perf_counter() - t0)
   seconds = statistics.median(times[1:])
@@ -567,18 +548,19 @@ def run_train_step(args, config, mesh, compiled):
   tokens_per_s = b * t / seconds
   peak, source = peak_flops(args)
   mfu = (lambda fpt: flops.mfu(fpt, tokens_per_s, peak)) if peak else (lambda fpt: None)
+  kernel = train_step.model.cfg.attention_impl
   record = {'section': 'train_step', 'config': 'experiments/configs/llama_1b.py',
-            'attention_impl': config.model.attention_impl, 'kernel': model.cfg.attention_impl,
+            'attention_impl': config.model.attention_impl, 'kernel': kernel,
             'remat': config.model.remat, 'loss_chunk': config.train.loss_chunk,
             'batch': b, 'seq_len': t, 'N': flops.param_counts(mcfg).N,
             'step_s': seconds, 'step_s_min': min(times[1:]), 'tokens_per_s': tokens_per_s,
             'flops_per_token': dense, 'flops_per_token_causal': causal,
-            'xla_flops_per_token': (xla_flops(compiled) or float('nan')) / (b * t),
+            'xla_flops_per_token': xla_flops(compiled) / (b * t),
             'mfu': mfu(causal), 'mfu_dense': mfu(dense), 'peak_flops': peak,
             'peak_flops_source': source, 'loss': float(metrics['loss']), **mem.record()}
   mfu_text = (f'MFU {record["mfu"]:.1%} (causal), {record["mfu_dense"]:.1%} (dense) of '
               f'{peak / 1e12:.4g} TFLOP/s ({source})' if peak else f'no MFU: {source}')
-  print(f'train step {model.cfg.attention_impl} {b}×{t}, remat {config.model.remat}: '
+  print(f'train step {kernel} {b}×{t}, remat {config.model.remat}: '
         f'{seconds * 1e3:.1f} ms, {tokens_per_s:,.0f} tokens/s, {mfu_text}, '
         f'{mem.describe()}, loss {record["loss"]:.3f}', flush=True)
   print(f'  FLOPs per token: {causal:.4g} analytic (causal), {dense:.4g} (dense), '
@@ -588,81 +570,52 @@ def run_train_step(args, config, mesh, compiled):
   return record
 
 
-def compile_step(config, mesh):
-  """The train step compiled for `mesh` as lmjax.train.memory.train_step_memory compiles it (for
-  --skip=memory, or an lmjax.train.memory that does not return its executable)."""
+def memory_report(train_step, est, step_record):
+  """launch.memory's figures (lmjax/train/memory_plan.py) for this device, beside the peak."""
   import jax
-  import jax.numpy as jnp
-  from lmjax.train import memory, sharding
-  from lmjax.train.checkpoint import abstract_like
-  from lmjax.train.steps import (build_model_and_optimizer, init_state, make_train_step, schedule_arg,
-                           state_shardings)
-  model, tx = build_model_and_optimizer(config)
-  shardings = state_shardings(model, tx, config, mesh)
-  state = abstract_like(jax.eval_shape(lambda: init_state(model, tx, config)), shardings)
-  lr = jax.ShapeDtypeStruct(schedule_arg(config).shape, jnp.float32,
-                            sharding=sharding.replicated(mesh))
-  step = make_train_step(model, tx, config, mesh, shardings)
-  return step.lower(state, memory.abstract_batch(config, mesh), lr).compile()
-
-
-def memory_report(est, step_record):
-  """The compiler's figures for this device beside lmjax.train.memory's analytic ones and the peak."""
-  mem = est.compiled
-  measured = (step_record or {}).get('peak_bytes')
-  record = {'section': 'memory', 'compiled_on': jax_platform(),
-            'argument_bytes': mem.argument_size_in_bytes,
-            'output_bytes': mem.output_size_in_bytes, 'alias_bytes': mem.alias_size_in_bytes,
-            'temp_bytes': mem.temp_size_in_bytes, 'needed_bytes': est.needed,
-            'params_bytes': est.params, 'moments_bytes': est.moments,
-            'adamw_estimate_bytes': est.adamw_estimate,
-            'activation_estimate_bytes': est.activations, 'measured_peak_bytes': measured}
-  g = lambda n: f'{n / GB:8.3f} GB'
-  print(f'compiled.memory_analysis() on {record["compiled_on"]}:', flush=True)
-  print(f'  arguments   {g(mem.argument_size_in_bytes)}  (train state + batch)')
-  print(f'  outputs     {g(mem.output_size_in_bytes)}  (aliased to the donated state: '
-        f'{g(mem.alias_size_in_bytes).strip()})')
-  print(f'  temporaries {g(mem.temp_size_in_bytes)}  (activations, gradients, workspace)')
-  print(f'  needed      {g(est.needed)}  (arguments + temporaries)')
-  print('lmjax.train.memory.train_step_memory, analytic:')
-  print(f'  params      {g(est.params)}   AdamW moments {g(est.moments).strip()}   '
-        f'(3 × 4 bytes × N = {g(est.adamw_estimate).strip()})')
-  print(f'  activations {g(est.activations)}  (Korthikanti et al. 2022, no recomputation)')
-  if measured:
-    print(f'measured peak_bytes_in_use {g(measured).strip()}: needed / measured = '
-          f'{est.needed / measured:.3f}')
-  print(f'state: arguments / analytic params+moments = '
-        f'{mem.argument_size_in_bytes / (est.params + est.moments):.3f}', flush=True)
-  emit(record)
-
-
-def jax_platform():
-  import jax
+  from lmjax.train.memory_plan import MemoryPlan, Target
   dev = jax.devices()[0]
-  return f'{dev.platform} ({dev.device_kind})'
+  limit = (dev.memory_stats() or {}).get('bytes_limit')
+  host = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')  # what CPU devices share
+  target = Target([dev], limit or host, 'JAX\'s bytes_limit of the device' if limit else
+                  'the host\'s memory', f'{dev.platform}\'s ({dev.device_kind}), on this device')
+  print(MemoryPlan(train_step.config, 'experiments/configs/llama_1b.py', train_step.mesh,
+                   target, est, '').text(), flush=True)
+  mem, measured = est.compiled, (step_record or {}).get('peak_bytes')
+  if measured:
+    print(f'measured peak_bytes_in_use {measured / GB:.3f} GB: needed / measured = '
+          f'{est.needed / measured:.3f}', flush=True)
+  emit({'section': 'memory', 'compiled_on': f'{dev.platform} ({dev.device_kind})',
+        'argument_bytes': mem.argument_size_in_bytes, 'output_bytes': mem.output_size_in_bytes,
+        'alias_bytes': mem.alias_size_in_bytes, 'temp_bytes': mem.temp_size_in_bytes,
+        'needed_bytes': est.needed, 'params_bytes': est.params, 'moments_bytes': est.moments,
+        'adamw_estimate_bytes': est.adamw_estimate,
+        'activation_estimate_bytes': est.activations, 'measured_peak_bytes': measured})
 
 
 def train_step_section(args, shape):
-  """Sections 4 and 5 from one compile: lmjax.train.memory.train_step_memory compiles the step for
-  this device (its figures are section 5) and the same executable is timed (section 4). Where
-  the kernel `auto` picks fails, once more with `xla`, so that the check still yields a step."""
+  """Sections 4 and 5 from one compile: lmjax.train.memory.train_step_memory compiles the step
+  for this device (its figures are section 5) and the same executable is timed (section 4).
+  Where the kernel `auto` picks fails, once more with `xla`, so that the check still yields a
+  step."""
   import jax
   from lmjax.train import memory, sharding
+  from lmjax.train.steps import build_train_step
   want_step, want_memory = 'train_step' not in args.skip, 'memory' not in args.skip
   for impl in ('auto', 'xla'):
     if past_deadline(args, f'train step attention_impl={impl}', 'train_step'):
       return
     try:
       config = train_config(args, shape, impl)
-      mesh = sharding.make_mesh(config, jax.devices()[:1])
+      train_step = build_train_step(config, sharding.make_mesh(config, jax.devices()[:1]))
       t0 = time.perf_counter()
-      est = memory.train_step_memory(config, mesh) if want_memory else None
-      compiled = getattr(est, 'executable', None) or compile_step(config, mesh)
+      est = memory.train_step_memory(config, train_step.mesh) if want_memory else None
+      compiled = est.executable if est else train_step.lower().compile()
       print(f'train step compiled in {time.perf_counter() - t0:.1f} s '
             f'(attention_impl={config.model.attention_impl})', flush=True)
-      record = run_train_step(args, config, mesh, compiled) if want_step else None
+      record = run_train_step(args, train_step, compiled) if want_step else None
       if want_memory:
-        memory_report(est, record)
+        memory_report(train_step, est, record)
       return
     except Exception as e:  # a kernel failing inside the model, or out of memory
       print(f'train step attention_impl={impl}: failed: {one_line(e, 300)}', flush=True)

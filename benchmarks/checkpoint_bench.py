@@ -16,11 +16,11 @@ import time
 import jax
 from ml_collections import ConfigDict
 
+from lmjax.config import resolve
 from lmjax.core.cli import load_config_file
 from lmjax.core.errors import first_line
 from lmjax.data import loader
 from lmjax.train.checkpoint import Checkpoints
-from lmjax.config import resolve
 from lmjax.train.steps import build_model_and_optimizer, init_state
 
 

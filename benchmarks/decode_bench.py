@@ -18,10 +18,10 @@ import time
 import jax
 import numpy as np
 
+from lmjax.config import resolve
 from lmjax.core.cli import load_config_file
 from lmjax.core.errors import first_line
 from lmjax.infer import decode
-from lmjax.config import resolve
 from lmjax.train.steps import build_model_and_optimizer, init_params
 
 

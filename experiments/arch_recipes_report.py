@@ -23,10 +23,9 @@ import os
 
 import numpy as np
 
-from lmjax.core.errors import LmjaxError
 from lmjax import analysis
 from lmjax.core.atomic import atomic_open, write_text
-from lmjax.scaling import multiplier as multiplier_lib
+from lmjax.core.errors import LmjaxError
 
 REFERENCE = 'vaswani'
 SHAPE = ('model.n_layers', 'model.d_model')
@@ -39,25 +38,6 @@ class ReportError(LmjaxError, ValueError):
 def _presets():
   from experiments.sweeps.arch_recipes import PRESETS
   return PRESETS
-
-
-def _frontier_losses(group):
-  mask, _ = multiplier_lib.frontier_mask(group['C'].to_numpy(float),
-                                         group['loss'].to_numpy(float))
-  return group['loss'].to_numpy(float)[mask]
-
-
-def stated_losses(a, b, count=3) -> tuple:
-  """(losses, extrapolated): `count` losses rounded to 0.01 over the frontier losses both groups
-  reached; when their frontiers share no loss, over the gap between them, where at least one
-  group's L(C) is extrapolated (extrapolated=True)."""
-  fa, fb = _frontier_losses(a), _frontier_losses(b)
-  lo, hi = max(fa.min(), fb.min()), min(fa.max(), fb.max())
-  extrapolated = not lo < hi
-  if extrapolated:
-    lo, hi = hi, lo
-  inner = np.linspace(lo, hi, count + 2)[1:-1]
-  return sorted({round(float(x), 2) for x in inner}), bool(extrapolated)
 
 
 def seed_table(done) -> list:
@@ -216,17 +196,16 @@ def analyse(workdir, scale, lr_rows, bootstrap=1000, seed=0, level=0.95) -> dict
     if p == REFERENCE:
       continue
     a, b = done[done['model.preset'] == p], done[done['model.preset'] == REFERENCE]
-    losses, extrapolated = stated_losses(a, b)
-    try:
-      m = analysis.compute_multiplier(a, b, names=(p, REFERENCE), losses=losses,
-                                      bootstrap=bootstrap, seed=seed, level=level)
+    try:  # stated at the losses both frontiers reach (multiplier.stated_losses)
+      m = analysis.compute_multiplier(a, b, names=(p, REFERENCE), bootstrap=bootstrap,
+                                      seed=seed, level=level)
     except analysis.AnalysisError as e:
       raise ReportError(f'{p} vs {REFERENCE}: {e}') from None
     fits[p] = m
     j = m.to_json()
     res['multipliers'][p] = dict(at=j['at'], params=j['params'], frontier_runs=j['frontier_runs'],
                                  runs={p: len(a), REFERENCE: len(b)}, bootstrap=j['bootstrap'],
-                                 extrapolated=extrapolated)
+                                 extrapolated=m.extrapolated)
   res['markdown'] = markdown(res)
   out = os.path.join(workdir, 'results')
   os.makedirs(out, exist_ok=True)

@@ -19,8 +19,8 @@ lmjax/eval/outputs.py's evaluate_run.
 """
 from absl import flags, logging
 
-from lmjax.core.cli import run
 from lmjax.config import parse_mesh
+from lmjax.core.cli import run
 from lmjax.eval.outputs import ROWS, evaluate_run
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The run directory to evaluate.')

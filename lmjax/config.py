@@ -44,7 +44,8 @@ CHOICES = {
     'model.dtype': ('float32', 'bfloat16', 'float16'),
     'model.param_dtype': ('float32', 'bfloat16'),
     'model.remat': ('none', 'full', 'dots', 'minimal', 'save_qkv_proj', 'save_out_proj',
-                    'save_attention', 'offload_qkv_proj', 'offload_attention'),  # lmjax/model/remat.py
+                    'save_attention', 'offload_qkv_proj',
+                    'offload_attention'),  # lmjax/model/remat.py
     'model.attention_impl': ('auto', 'blocked', 'xla', 'cudnn', 'splash',
                              'pallas_gpu'),  # lmjax/model/attention.py
     'optim.schedule': ('cosine', 'linear', 'constant', 'wsd'),
@@ -93,7 +94,7 @@ def default_config() -> ConfigDict:
   m.init_std = 0.02
   m.attention_impl = 'auto'             # auto|blocked|xla|cudnn|splash|pallas_gpu (attention.py)
   m.attention_block = 64                # blocked kernel: query rows per block (0: one block)
-  m.remat = 'none'                      # recomputation policy per block by name (lmjax/model/remat.py)
+  m.remat = 'none'                      # recomputation policy per block by name (model/remat.py)
   m.scan_layers = False                 # nn.scan over stacked layers (fast compiles when deep)
 
   c.data = data = ConfigDict()

@@ -87,6 +87,23 @@ def test_a_study_sweep_without_the_lr_sweep_names_what_to_run(tmp_path):
   assert '\n' not in str(e.value)
 
 
+def test_launch_sweep_plans_the_study_as_its_sweep_file_says(tmp_path):
+  # `launch.sweep --sweep=arch_recipes`, run where no lr sweep has run: the plan takes the lr
+  # choices of the published study (its results.json) and says so; the dry run writes nothing.
+  sweep_file = os.path.join(ROOT, 'experiments', 'sweeps', 'arch_recipes.py')
+  out = subprocess.run([sys.executable, '-m', 'launch.sweep', f'--sweep={sweep_file}',
+                        f'--workdir={tmp_path}/study', '--dry_run'], cwd=tmp_path,
+                       env={**os.environ, 'PYTHONPATH': ROOT}, capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.splitlines()
+  assert lines[0].startswith('sweep arch_recipes: 81 runs (24 stable phases')
+  assert 'chosen by the published study' in lines[1] and 'llama 2' in lines[1]
+  assert sum(line.endswith('_llama') for line in lines[2:]) == 27
+  assert sorted(os.listdir(tmp_path)) == []
+  assert plan.published_multipliers() == {'vaswani': 2.0, 'gpt2': 4.0, 'llama': 2.0}
+
+
 def _study(workdir, *flags):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   return subprocess.run([sys.executable, '-m', 'experiments.arch_recipes', '--scale=mini',

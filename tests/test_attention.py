@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax.model import attention
 from lmjax.config import ConfigError, default_config, resolve
+from lmjax.model import attention
 
 
 def _inputs(t, h, k, dtype, b=2, e=64, seed=0):

@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from lmjax.train import loop
-from lmjax.train.checkpoint import CheckpointError
 from lmjax.config import default_config, resolve
 from lmjax.core.rundir import RunDir
+from lmjax.train import loop
+from lmjax.train.checkpoint import CheckpointError
 
 pytestmark = pytest.mark.slow  # trains three runs through the loop
 

@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
-from lmjax.model import hf as convert  # noqa: E402
 from lmjax.config import default_config, resolve  # noqa: E402
 from lmjax.core.rundir import RunDir  # noqa: E402
+from lmjax.model import hf as convert  # noqa: E402
 from lmjax.train.steps import build_model_and_optimizer, init_params  # noqa: E402
 
 pytestmark = pytest.mark.slow  # builds models with transformers

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import local_config
-from lmjax.data import datasets, loader
 from lmjax.config import default_config, resolve
+from lmjax.data import datasets, loader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,7 +78,7 @@ def test_killed_prepare_leaves_nothing_a_later_run_reads(corpus, tmp_path):
   for i in range(400):  # enough files that preparing takes a moment
     (corpus / f'extra{i:03d}.txt').write_text(f'document {i}\n' * 200)
   c = local_config(corpus, tmp_path)
-  code = ('import sys; from lmjax import datasets; from lmjax.config import default_config;'
+  code = ('import sys; from lmjax.data import datasets; from lmjax.config import default_config;'
           'c = default_config(); c.data.dataset = "local_text"; c.data.paths = sys.argv[1];'
           'c.data.data_dir = sys.argv[2]; c.data.val_percent = 20; datasets.prepare(c.data)')
   proc = subprocess.Popen([sys.executable, '-c', code, str(corpus), c.data.data_dir], cwd=ROOT)
@@ -88,7 +88,7 @@ def test_killed_prepare_leaves_nothing_a_later_run_reads(corpus, tmp_path):
       break
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
-  proc.wait()
+  assert proc.wait() == -signal.SIGKILL  # killed while preparing, not failed on its own
   assert not datasets.builder(c.data).is_prepared()
   d = loader.load(c)
   assert d.stats['train']['documents'] + d.stats['eval']['documents'] == 460

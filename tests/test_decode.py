@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax.infer import decode, kv_cache
 from lmjax.config import default_config, resolve
-from lmjax.train.steps import build_model_and_optimizer, init_params, init_state, make_train_step, schedule_arg
+from lmjax.infer import decode, kv_cache
+from lmjax.train.steps import (build_model_and_optimizer, init_params, init_state,
+                               make_train_step, schedule_arg)
 
 POSITIONS = ('rope', 'learned', 'sinusoidal', 'none')
 

@@ -154,6 +154,25 @@ def test_sample_greedy_with_and_without_cache_and_bad_flags(run):
   assert out.returncode == 2 and '--top_p=0.0 is not allowed' in out.stderr
   out = sample()
   assert out.returncode == 2 and 'no prompt' in out.stderr
+  # An --output that is a directory: one line, before any decoding, nothing written.
+  before = sorted(os.listdir(run.parent)), sorted(os.listdir(run))
+  out = sample('--prompt=a', f'--output={run.parent}')
+  assert out.returncode == 2 and out.stderr.strip().count('\n') == 0, out.stderr
+  assert f'--output={run.parent} is a directory' in out.stderr
+  assert (sorted(os.listdir(run.parent)), sorted(os.listdir(run))) == before
+
+
+@pytest.mark.slow
+def test_a_notebooks_matplotlib_backend_is_left_as_it_was(run):
+  # As in a notebook: the kernel's backend chosen first, then lmjax.analysis evaluates a run and
+  # draws its figures (on the Agg canvas, lmjax/core/figures.py), never through pyplot.
+  code = ('import sys, matplotlib; matplotlib.use("svg"); import lmjax.analysis; '
+          f'r = lmjax.analysis.evaluate({str(run)!r}, documents=2, page_documents=1, '
+          'log=lambda *a: None); '
+          'print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules, r["tokens"] > 0)')
+  out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split() == ['svg', 'False', 'True']
 
 
 @pytest.mark.slow

@@ -2,8 +2,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from lmjax.model import flops
 from lmjax.config import default_config, resolve
+from lmjax.model import flops
 from lmjax.model.transformer import ModelConfig
 from lmjax.train.steps import build_model_and_optimizer, init_params
 

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from lmjax.data import loader
 from lmjax.config import resolve
-from lmjax.train.loop import train
 from lmjax.core.rundir import RunDir
+from lmjax.data import loader
+from lmjax.train.loop import train
 from lmjax.train.start import ResumeError
 
 pytestmark = pytest.mark.slow  # each test trains through the whole loop

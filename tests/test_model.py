@@ -4,11 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lmjax.config import default_config, resolve
 from lmjax.data import loader
 from lmjax.model import flops
-from lmjax.config import default_config, resolve
 from lmjax.model.transformer import ModelConfig
-from lmjax.train.steps import build_model_and_optimizer, init_params, init_state, make_train_step, schedule_arg
+from lmjax.train.steps import (build_model_and_optimizer, init_params, init_state,
+                               make_train_step, schedule_arg)
 
 VARIANTS = {
     'vaswani': dict(preset='vaswani'),

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmjax.train import optim
 from lmjax.config import default_config
+from lmjax.train import optim
 
 
 def _optim(**kw):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import local_config
-from lmjax.data import datasets, loader, pipeline, token_store, tokenizers
 from lmjax.config import default_config
+from lmjax.data import datasets, loader, pipeline, token_store, tokenizers
 
 
 def _stream(d):

@@ -66,7 +66,7 @@ TPU_COMPILE = """
 import sys
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from lmjax import topology
+from lmjax.train import topology
 for name in sys.argv[1:]:
   mesh = Mesh(np.array(topology.tpu_devices(name)), ('fsdp',))
   w = NamedSharding(mesh, P('fsdp'))

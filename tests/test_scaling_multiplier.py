@@ -105,3 +105,23 @@ def test_the_interval_carries_run_to_run_noise():
   few = multiplier.compute_multiplier(ca[:3], la[:3], cb, lb, losses=[1.7], bootstrap=200,
                                       starts=16)
   assert few.fit.boot['failed'] > 0  # some draws of 3 runs hold fewer than 2 distinct points
+
+
+def test_the_default_losses_lie_inside_what_both_frontiers_reach_or_mark_the_gap():
+  ca, la, cb, lb = _sweeps(2.0, 0)
+  m = multiplier.compute_multiplier(ca, la, cb, lb, bootstrap=0, starts=16)
+  lo, hi, overlap = multiplier.shared_range(m)
+  fa, fb = la[m.rows['a']], lb[m.rows['b']]
+  assert overlap and not m.extrapolated
+  assert (lo, hi) == (max(fa.min(), fb.min()), min(fa.max(), fb.max()))
+  stated = [r['loss'] for r in m.at]
+  assert stated == multiplier.stated_losses(m) and len(stated) == 3
+  assert stated == sorted(stated) and all(lo < s < hi for s in stated)
+  assert all(round(s, 2) == s for s in stated)
+  assert multiplier.stated_losses(m, count=4, decimals=None) == pytest.approx(
+      np.linspace(lo, hi, 6)[1:-1])
+  # b trained far more: its frontier begins below a's: the losses lie in the gap, extrapolated.
+  far = multiplier.compute_multiplier(ca, la, cb * 1e6, lb * 0.5, bootstrap=0, starts=16)
+  lo, hi, overlap = multiplier.shared_range(far)
+  assert not overlap and far.extrapolated and hi <= la[far.rows['a']].min()
+  assert all(lo < r['loss'] < hi for r in far.at)

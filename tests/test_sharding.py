@@ -34,22 +34,20 @@ def _losses_on_meshes():
   import numpy as np
   from lmjax.data import loader
   from lmjax.train import sharding
-  from lmjax.train.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg, state_shardings
+  from lmjax.train.steps import build_train_step
   out = {}
   for preset in ('vaswani', 'llama'):
     for mesh_dims in [(1, 1, 1)] + MESHES:
       config = _config(preset, mesh_dims)
       devices = jax.devices()[:int(np.prod(mesh_dims))]
       mesh = sharding.make_mesh(config, devices)
-      model, tx = build_model_and_optimizer(config, mesh)
-      shardings = state_shardings(model, tx, config, mesh)
-      state = init_state(model, tx, config, shardings)
-      step = make_train_step(model, tx, config, mesh, shardings)
+      train_step = build_train_step(config, mesh)
+      state, schedule = train_step.init_state(), train_step.schedule()
       it = loader.train_iterator(loader.load(config), config)
       losses = []
       for _ in range(5):
-        state, m = step(state, sharding.put_batch(next(it), sharding.batch_sharding(mesh)),
-                        schedule_arg(config))
+        state, m = train_step.fn(state, sharding.put_batch(next(it), sharding.batch_sharding(mesh)),
+                                 schedule)
         losses.append(float(m['loss']))
       specs = {}
       for path, leaf in jax.tree_util.tree_leaves_with_path(state):

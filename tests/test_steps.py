@@ -3,8 +3,8 @@ import jax
 import numpy as np
 import pytest
 
-from lmjax.data import loader
 from lmjax.config import resolve
+from lmjax.data import loader
 from lmjax.train.steps import build_model_and_optimizer, init_state, make_train_step, schedule_arg
 
 pytestmark = pytest.mark.slow  # several compiled train steps per test

@@ -4,8 +4,8 @@ import math
 import pytest
 
 from lmjax import sweeps
-from lmjax.train import optim
 from lmjax.sweeps import runs as runs_lib
+from lmjax.train import optim
 from tests.sweeps_testing import RECIPE, TINY, one_line_error, tiny_shapes
 
 

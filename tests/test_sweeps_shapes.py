@@ -3,8 +3,8 @@ import copy
 import pytest
 
 from lmjax import sweeps
-from lmjax.model import flops
 from lmjax.config import default_config, default_d_ff, resolve
+from lmjax.model import flops
 from lmjax.model.transformer import ModelConfig
 from tests.sweeps_testing import TINY, one_line_error
 

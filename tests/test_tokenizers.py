@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from conftest import TEXTS
-from lmjax.data import tokenizers
 from lmjax.config import ConfigError, default_config, resolve
+from lmjax.data import tokenizers
 
 
 @pytest.mark.parametrize('model_type', ['bpe', 'unigram'])

@@ -155,8 +155,9 @@ def lr_results(lr_dir: str, sweep: sweeps.Sweep) -> list[dict]:
     loss = (sweep_dir.summary(run.name) or {}).get('eval_loss') if state == 'done' else None
     loss = float(loss) if isinstance(loss, (int, float)) and math.isfinite(loss) else math.inf
     preset = run.overrides['model.preset']
-    rows.append(dict(run=run.name, preset=preset, N_no_emb=run.N_no_emb, C=run.C, lr=run.overrides['optim.lr'],
-                     mult=float(run.name.rsplit('_lr', 1)[1]), loss=loss, state=state))
+    rows.append(dict(run=run.name, preset=preset, N_no_emb=run.N_no_emb, C=run.C,
+                     lr=run.overrides['optim.lr'], mult=float(run.name.rsplit('_lr', 1)[1]),
+                     loss=loss, state=state))
   return rows
 
 

@@ -24,6 +24,9 @@ Modules: runs.py (loading), fitting.py (fits on DataFrames), figures.py (matplot
 `show`), inspect_run.py (evaluation and samples). The fitting itself lives in lmjax.scaling:
 userlaw.py (laws of the user's form), law_examples.py (published laws written that way),
 multiplier.py (compute multipliers), fit.py (the built-in laws).
+
+The top room: it may import every other (import-linter, .importlinter), JAX only when a call
+needs a model (evaluate, sample), and nothing imports it.
 """
 from lmjax.analysis import figures
 from lmjax.analysis.figures import show

@@ -131,10 +131,9 @@ def multiplier(m, losses=None, title=''):
   a1.set_xlabel('training FLOPs C')
   a1.set_ylabel('eval loss')
   a1.legend(fontsize=8)
-  from lmjax.scaling.multiplier import default_losses
+  from lmjax.scaling.multiplier import shared_range
   if losses is None:
-    lo, hi = default_losses(m, 2)
-    losses = np.linspace(lo, hi, 60)
+    losses = np.linspace(*shared_range(m)[:2], 60)
   curve = m.curve(losses)
   a2.plot(curve['loss'], curve['value'], 'k-', lw=1.5, label=f'M = C_{names[1]} / C_{names[0]}')
   if 'lo' in curve:

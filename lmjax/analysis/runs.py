@@ -6,13 +6,13 @@ writes, and tolerates runs in every state: planned but not started, running (no 
 yet; a torn last line of metrics.jsonl is skipped), failed or diverged.
 
 The runs table has, per run: name, path, status, every resolved config field flattened to a
-column ('model.d_model', 'optim.lr', ...), N (all parameters), N_no_emb (without embeddings,
-Kaplan et al. 2020, Sec. 2.1), D (tokens trained so far), C = D · flops_per_token (lmjax.model.flops'
-exact count, as launch.fit's tables), loss (the final eval loss; NaN until the run has finished),
+column ('model.d_model', 'optim.lr', ...), N (all parameters), N_no_emb (without embeddings, Kaplan
+et al. 2020, Sec. 2.1), D (tokens trained so far), C = D · flops_per_token (lmjax.model.flops' exact
+count, as launch.fit's tables), loss (the final eval loss; NaN until the run has finished),
 eval_bpb, eval_ppl, final_train_loss, step (the last logged), steps (planned), where it ran
 ('machine.cpu', 'machine.jaxlib', ...; lmjax/train/machine.py: results differ across CPUs); and for
-sweeps the plan's columns (design, budget, seed, branch_of, branch_step, cooldown_branch,
-planned_N, planned_D, planned_C). `fit_table` keeps the finished data points, as
+sweeps the plan's columns (design, budget, seed, branch_of, branch_step, cooldown_branch, planned_N,
+planned_D, planned_C). `fit_table` keeps the finished data points, as
 `launch.fit --sweep_dir` does.
 
 The curves table has one row per (run, logged step): step, tokens, flops, loss (training), lr,

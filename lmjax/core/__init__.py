@@ -6,8 +6,10 @@
 - rundir.py: a run directory's layout (config.json, metrics.jsonl, summary.json, checkpoints/,
   tb/, eval/, samples/, its lock), owned here alone;
 - pyfile.py: importing a user's config or sweep file;
+- cli.py: what every entry point shares: `run(main)` (its LmjaxError one line and its exit
+  code), flags and config files that fail in one line;
 - figures.py: matplotlib figures on the Agg canvas and their PNG bytes (no pyplot state).
 
-May import: the standard library, numpy and matplotlib; nothing else of lmjax (import-linter,
-.importlinter).
+May import: the standard library, numpy, matplotlib and absl; nothing else of lmjax, and never
+JAX (import-linter, .importlinter).
 """

@@ -54,61 +54,27 @@ def read_metrics(path) -> list[dict]:
 
 
 class RunDir:
-  """The run directory at `path` (as given: relative paths stay relative)."""
+  """The run directory at `path` (as given: relative paths stay relative) and the paths in it."""
 
   def __init__(self, path):
     self.path = os.fspath(path)
+    join = lambda name: os.path.join(self.path, name)
+    self.config_path, self.metrics_path = join(CONFIG), join(METRICS)
+    self.summary_path, self.lock_path = join(SUMMARY), join('.lock')
+    self.checkpoints, self.damaged_checkpoints = join('checkpoints'), join('damaged_checkpoints')
+    self.tensorboard = join('tb')
+    # An imported Hugging Face model's tokenizer, and the config file to train on from it.
+    self.tokenizer_json, self.config_file = join('tokenizer.json'), join('lmjax_config.py')
 
   def __repr__(self):
     return f'RunDir({self.path!r})'
 
-  def _join(self, *parts):
-    return os.path.join(self.path, *parts)
-
-  # Paths.
-  @property
-  def config_path(self):
-    return self._join(CONFIG)
-
-  @property
-  def metrics_path(self):
-    return self._join(METRICS)
-
-  @property
-  def summary_path(self):
-    return self._join(SUMMARY)
-
-  @property
-  def checkpoints(self):
-    return self._join('checkpoints')
-
-  @property
-  def damaged_checkpoints(self):
-    return self._join('damaged_checkpoints')
-
-  @property
-  def tensorboard(self):
-    return self._join('tb')
-
-  @property
-  def lock_path(self):
-    return self._join('.lock')
-
-  @property
-  def tokenizer_json(self):
-    return self._join('tokenizer.json')
-
-  @property
-  def config_file(self):
-    """lmjax_config.py: the config file of an imported model, to train on from."""
-    return self._join('lmjax_config.py')
-
   def eval_stem(self, split_name, step_name):
     """eval/<split>-<step>: launch.eval adds .json, -reliability.png, ... to it."""
-    return self._join('eval', f'{split_name}-{step_name}')
+    return os.path.join(self.path, 'eval', f'{split_name}-{step_name}')
 
   def samples_path(self, step_name, seed):
-    return self._join('samples', f'{step_name}-seed{seed}.jsonl')
+    return os.path.join(self.path, 'samples', f'{step_name}-seed{seed}.jsonl')
 
   def checkpoint(self, step):
     return os.path.join(self.checkpoints, str(step))
@@ -124,7 +90,8 @@ class RunDir:
 
   def is_run(self) -> bool:
     """Whether a run was ever started here (config.json, metrics.jsonl or summary.json)."""
-    return any(os.path.exists(self._join(f)) for f in (CONFIG, METRICS, SUMMARY))
+    return any(os.path.exists(p) for p in (self.config_path, self.metrics_path,
+                                          self.summary_path))
 
   def is_finished(self) -> bool:
     return os.path.exists(self.summary_path)

@@ -15,6 +15,7 @@ that a later run would read half-written.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import glob
@@ -24,8 +25,6 @@ import os
 import pathlib
 import sysconfig
 from typing import Any, NamedTuple
-
-import contextlib
 
 from absl import logging
 import tensorflow_datasets as tfds

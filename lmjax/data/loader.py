@@ -2,7 +2,8 @@
 
 `load(config)` prepares the TFDS dataset (lmjax/data/datasets.py), the tokenizer (trained on the
 train split when missing, saved beside the prepared data, reused after) and, once per tokenizer,
-each split's token store (lmjax/data/token_store.py, with the split's statistics), and returns `Data`.
+each split's token store (lmjax/data/token_store.py, with the split's statistics), and returns
+`Data`.
 `train_iterator(data, config)` gives this process's rows of each step's global batch
 (lmjax/data/pipeline.py; its `get_state()`, the step, goes into checkpoints); `eval_batches(data,
 config)` the fixed evaluation batches. A batch is a dict of numpy arrays (rows, seq_len):

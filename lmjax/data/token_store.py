@@ -42,8 +42,8 @@ class _Stats:
     self.counts += np.bincount(np.frombuffer(raw, np.uint8), minlength=256)
 
   def result(self) -> dict:
-    """The statistics of lmjax.data.loader.split_statistics: the unigram entropy of the bytes is what a
-    model with no context at all could reach, in bits per byte."""
+    """A split's statistics: the unigram entropy of the bytes is what a model with no context at
+    all could reach, in bits per byte."""
     p = self.counts[self.counts > 0] / max(self.counts.sum(), 1)
     return {'documents': self.documents, 'bytes': self.bytes, 'tokens': self.tokens,
             'tokens_per_byte': self.tokens / max(self.bytes, 1),

@@ -68,7 +68,7 @@ def evaluate_run(workdir, *, step=None, params=None, split=None, documents=0, ro
     raise EvalInputError(f'--split={split}: {e}') from None
   other = None
   if compare:
-    other = trained.load(compare, compare_step, mesh=mesh)
+    other = trained.load(compare, compare_step, mesh_override=mesh)
     if other.config.data.seq_len != config.data.seq_len or (
         other.config.data.tokenizer != config.data.tokenizer):
       raise EvalInputError(f'--compare={compare}: its data.seq_len and data.tokenizer must '

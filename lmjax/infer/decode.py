@@ -2,8 +2,8 @@
 
 `Decoder(model, ...)` compiles one generation program for its settings and runs it on a batch
 of prompts of different lengths (token id arrays, each starting with the tokenizer's separator as
-documents do in training). With the KV cache (lmjax/infer/kv_cache.py) the prompts are run through the
-model once (prefill) and then one token per step in a `lax.while_loop`; without it, every step
+documents do in training). With the KV cache (lmjax/infer/kv_cache.py) the prompts are run through
+the model once (prefill) and then one token per step in a `lax.while_loop`; without it, every step
 runs the full forward pass over the tokens so far (the reference the cache is tested against).
 A row stops after `end_id` (the separator: the document is over) or `max_new_tokens`; the loop
 stops when every row has. The same seed gives the same samples: the draw of step i uses the key

@@ -1,4 +1,5 @@
-"""The key-value cache of autoregressive decoding (lmjax/infer/decode.py uses it; lmjax/model/transformer.py reads it).
+"""The key-value cache of autoregressive decoding (lmjax/infer/decode.py uses it;
+lmjax/model/transformer.py reads it).
 
 Each layer keeps its keys and values for S slots per row, (B, S, K, E): only the K kv heads, so
 GQA and MQA caches are H/K times smaller than the query heads. Slot s of a row holds the token at

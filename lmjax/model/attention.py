@@ -27,8 +27,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lmjax.model import blocked_attention
 from lmjax.config import ConfigError
+from lmjax.model import blocked_attention
 
 IMPLS = ('auto', 'blocked', 'xla', 'cudnn', 'splash', 'pallas_gpu')
 AUTO = {'gpu': 'cudnn', 'tpu': 'splash'}

@@ -3,12 +3,13 @@ included) and GPT-2 (`GPT2LMHeadModel`) directories of config.json and safetenso
 
 `read(directory)` gives (the HF config, every tensor as a NumPy array): one model.safetensors,
 or the shards its model.safetensors.index.json names, read with the `safetensors` package (no
-PyTorch). `to_lmjax(hf_config, tensors)` gives (lmjax model fields, params) for lmjax.model.transformer:
+PyTorch). `to_lmjax(hf_config, tensors)` gives (lmjax model fields, params) for
+lmjax.model.transformer:
 
 LLaMA: Linear weights are (out, in) and transpose to lmjax's (in, out); q, k, v and o split into
 heads of `head_dim`; the MLP's gate_proj is lmjax's `wi` (the activated half of SwiGLU), up_proj
-`wi_gate`, down_proj `wo`; RMSNorm weights are the norm scales, with `rms_norm_eps`. Both apply
-RoPE to the two halves of each head (HF's `rotate_half`, the GPT-NeoX form lmjax.model.transformer.rope
+`wi_gate`, down_proj `wo`; RMSNorm weights are the norm scales, with `rms_norm_eps`. Both apply RoPE
+to the two halves of each head (HF's `rotate_half`, the GPT-NeoX form lmjax.model.transformer.rope
 uses), so no permutation is needed. `rope_theta` and LLaMA 3.1's rope scaling come from
 `rope_parameters` (transformers 5) or the top level and `rope_scaling` (4.x); other scaling
 types are refused, as are biases on only some of the projections (lmjax has one `use_bias`).

@@ -31,9 +31,9 @@ import jax.numpy as jnp
 
 from jax.ad_checkpoint import checkpoint_name
 
+from lmjax.config import GATED, ConfigError, default_config
 from lmjax.model import attention, remat
 from lmjax.model.blocked_attention import dense_mask
-from lmjax.config import GATED, ConfigError, default_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +107,9 @@ class ModelConfig:
 
 def model_config(config, platform: str) -> ModelConfig:
   """The ModelConfig of a resolved config for the devices it runs on: the attention kernel
-  resolved and checked against the platform and shapes (lmjax/model/attention.py), and a host-offload
-  remat policy only where there is host offload. Raises ConfigError naming the field."""
+  resolved and checked against the platform and shapes (lmjax/model/attention.py), and a
+  host-offload remat policy only where there is host offload. Raises ConfigError naming the
+  field."""
   impl = attention.check(config.model, config.data.seq_len, platform)
   if remat.offloads(config.model.remat) and platform not in remat.OFFLOAD_PLATFORMS:
     raise ConfigError(f'config.model.remat={config.model.remat} is not allowed on {platform}: '

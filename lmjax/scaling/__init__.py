@@ -14,4 +14,7 @@ Modules (pure float64 numpy; no JAX, so the float32 training code is untouched):
 - options.py: FitOptions, every option of a fit, checked once;
 - fit.py: fit_runs(table, options), the whole fit as one call, and write_report.
 The command line is `python -m launch.fit`.
+
+May import: lmjax.core only, and never JAX (import-linter, .importlinter): float64 numpy, scipy
+and matplotlib.
 """

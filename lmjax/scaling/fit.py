@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-from lmjax.core.errors import LmjaxError
 from lmjax.core import atomic
+from lmjax.core.errors import LmjaxError
 from lmjax.scaling import bootstrap, envelope, isoflop, laws, parametric, predict, table
 from lmjax.scaling.options import FitOptions, FitOptionsError
 

@@ -70,6 +70,11 @@ class Multiplier:
   at: list                # one dict per stated loss or budget: loss, c_a, c_b, m, lo, hi, ...
   level: float
 
+  @property
+  def extrapolated(self) -> bool:
+    """Whether the frontiers share no loss, so that a stated M extrapolates a group's L(C)."""
+    return not shared_range(self)[2]
+
   def params(self, theta=None) -> dict:
     """Per group {E, A, alpha} with A for C in FLOPs (A = a·C_ref^α); theta: (R, free) rows
     give arrays over replicates."""
@@ -176,8 +181,9 @@ def compute_multiplier(c_a, loss_a, c_b, loss_b, *, names=('a', 'b'), shared_asy
                        level=0.95, starts=256, objective='huber', c_tol=C_TOL) -> Multiplier:
   """The compute multiplier of group b over group a (see module doc).
 
-  losses: losses at which to state M (default: five spaced over the frontier losses both groups
-  reach); budgets: compute budgets of group a at which to state it (M = C_b(L_a(C))/C).
+  losses: losses at which to state M (default: `stated_losses`, three inside the frontier losses
+  both groups reach); budgets: compute budgets of group a at which to state it
+  (M = C_b(L_a(C))/C).
   """
   names = tuple(str(n) for n in names)
   if not (np.isfinite(c_tol) and c_tol >= 0):
@@ -252,13 +258,25 @@ def _bootstrap(fit, data, names, c_ref, frontier, c_tol, replicates, seed) -> di
   return boot
 
 
-def default_losses(m: Multiplier, count=5) -> np.ndarray:
-  """`count` losses spaced over the range of frontier losses that both groups reached."""
+def shared_range(m: Multiplier) -> tuple[float, float, bool]:
+  """(lo, hi, overlap): the range of frontier losses that both groups reached; when their
+  frontiers share no loss, the gap between them (overlap False: there at least one group's L(C)
+  is extrapolated)."""
   fr = [m.data[n][1][m.rows[n]] for n in m.names]
   lo, hi = max(f.min() for f in fr), min(f.max() for f in fr)
-  if not lo < hi:  # the two frontiers do not overlap: span both
-    lo, hi = min(f.min() for f in fr), max(f.max() for f in fr)
-  return np.linspace(lo, hi, count)
+  return (float(lo), float(hi), True) if lo < hi else (float(hi), float(lo), False)
+
+
+def stated_losses(m: Multiplier, count=3, decimals=2) -> list[float]:
+  """The losses a multiplier is stated at unless others are asked for, the one rule for
+  launch.fit's users, notebooks and the studies: `count` evenly spaced inside `shared_range`
+  (its ends left out: only one run of each frontier reaches them), rounded to `decimals` places
+  (None: not rounded), distinct and ascending."""
+  lo, hi, _ = shared_range(m)
+  inner = np.linspace(lo, hi, count + 2)[1:-1]
+  if decimals is None:
+    return [float(x) for x in inner]
+  return sorted({round(float(x), decimals) for x in inner})
 
 
 def _stated(m: Multiplier, losses, budgets) -> list:
@@ -267,7 +285,7 @@ def _stated(m: Multiplier, losses, budgets) -> list:
     p = m.params()[m.names[0]]
     loss = p['E'] + p['A'] * budgets ** (-p['alpha'])
   else:
-    loss = default_losses(m) if losses is None else np.atleast_1d(np.asarray(losses, float))
+    loss = np.asarray(stated_losses(m) if losses is None else np.atleast_1d(losses), float)
   c_a, c_b = m.compute_to_reach(loss)
   out = []
   theta = m.fit.boot['theta'] if m.fit.boot is not None else None

@@ -12,9 +12,9 @@ Chinchilla's Figure 4. Which of the two happened is recorded in `derived`.
 Every other column is a free-form tag (strings): a grouping, a config hash, a learning rate.
 
 Column names are matched by alias (`ALIASES`, exact then case-insensitive), or mapped by hand
-(`columns={'N': 'Model Size'}`; field names in any case). Known published files are recognised by their header
-(`FORMATS`), which also carries that source's conventions (the Epoch AI file drops its 5
-highest-loss points and has Chinchilla's nine IsoFLOP budgets).
+(`columns={'N': 'Model Size'}`; field names in any case). Known published files are recognised by
+their header (`FORMATS`), which also carries that source's conventions (the Epoch AI file drops its
+5 highest-loss points and has Chinchilla's nine IsoFLOP budgets).
 """
 from __future__ import annotations
 

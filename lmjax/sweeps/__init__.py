@@ -6,6 +6,9 @@ resolving, counts, PlanError), shapes (ladder), runs (Run, Recipe, names), desig
 l_of_n, l_of_d, grid, cooldown branches, compute), sweepfile (Sweep, load_sweep), sweepdir (the
 sweep directory: the state of every run), schedule (what the local pool starts next), local and
 slurm (the backends), launcher (launch.sweep as one call), collect (the runs table).
+
+May import: lmjax.core, lmjax.config, lmjax.model (counts), lmjax.scaling (the runs table). Not
+train, eval or infer: a sweep runs `launch.train` as processes (import-linter, .importlinter).
 """
 from lmjax.sweeps.configs import (Counts, PlanError, apply_overrides, counts, load_config,
                                   repo_path, resolve_run)

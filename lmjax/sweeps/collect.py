@@ -18,9 +18,8 @@ import math
 import os
 from typing import NamedTuple
 
-from lmjax.core.errors import LmjaxError
 from lmjax.core.atomic import atomic_open
-from lmjax.core.errors import EXIT_NONFINITE, EXIT_PREEMPTED
+from lmjax.core.errors import EXIT_NONFINITE, EXIT_PREEMPTED, LmjaxError
 from lmjax.core.rundir import read_json
 from lmjax.scaling.table import FIELDS, RunsTable, TableError, from_columns
 from lmjax.sweeps.designs import BUDGET_RTOL

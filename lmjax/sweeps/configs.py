@@ -13,9 +13,9 @@ from typing import NamedTuple
 
 from ml_collections import ConfigDict
 
-from lmjax.core.errors import LmjaxError, one_line
-from lmjax.core import pyfile
 from lmjax.config import ConfigError, resolve
+from lmjax.core import pyfile
+from lmjax.core.errors import LmjaxError, one_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

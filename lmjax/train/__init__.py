@@ -8,8 +8,9 @@
   schedules; loss.py: cross-entropy, whole or chunked;
 - sharding.py: the mesh and logical-axis rules; checkpoint.py: orbax checkpoints;
   trained.py: a finished run read back (config, model on this mesh, params);
-- memory.py, topology.py: memory per device from an ahead-of-time compile, on TPU topologies
-  too; throughput.py: the throughput benchmark; hf_runs.py: Hugging Face models as runs;
+- memory.py, memory_plan.py, topology.py: memory per device from an ahead-of-time compile, on
+  TPU topologies too (memory_plan: launch.memory as one call); throughput.py: the throughput
+  benchmark; hf_runs.py: Hugging Face models as run directories, in and out;
 - compile_cache.py, platform_flags.py, profiling.py, machine.py: a run's surroundings.
 
 May import: lmjax.core, lmjax.config, lmjax.data, lmjax.model. Not eval, infer, sweeps or

@@ -22,17 +22,17 @@ from typing import NamedTuple
 
 import jax
 
-from lmjax.train import compile_cache, machine
-from lmjax.core.rundir import RunDir
-from lmjax.core.errors import EXIT_PREEMPTED, LmjaxError
-from lmjax.train.checkpoint import Checkpoints
 from lmjax.config import to_dict
-from lmjax.train.metrics import MetricsWriter
+from lmjax.core.errors import EXIT_PREEMPTED, LmjaxError
+from lmjax.core.rundir import RunDir
 from lmjax.data.prefetch import DevicePrefetch
+from lmjax.train import compile_cache, machine
+from lmjax.train.checkpoint import Checkpoints
+from lmjax.train.log import NonFinite, TrainLog
+from lmjax.train.metrics import MetricsWriter
 from lmjax.train.profiling import ProfileWindow
 from lmjax.train.start import check_resume, set_up, start_state
-from lmjax.train.steps import TrainState, peak_memory_bytes
-from lmjax.train.log import NonFinite, TrainLog
+from lmjax.train.steps import TrainState, peak_memory_bytes, xla_flops
 
 
 class Preempted(LmjaxError):
@@ -130,9 +130,7 @@ def _compile(setup, state, batch) -> Compiled:
   step = lowered.compile()
   from_cache = compile_cache.hits() > hits
   seconds = time.time() - t0
-  cost = step.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return Compiled(step, schedule, seconds, (cost or {}).get('flops', float('nan')), from_cache)
+  return Compiled(step, schedule, seconds, xla_flops(step), from_cache)
 
 
 def _run_steps(config, compiled, start, iterator, batch, log, ckpt, profile):

@@ -64,8 +64,10 @@ def run(config, workdir: str, *, restore_step=None, xla_defaults='auto',
   if not run_dir.has_checkpoints():
     start.check_branch_source(config)
   made, cache_made = run_dir.create(), []
+  # Process 0 alone holds the lock: every process of a multi-host run shares the directory.
+  import jax
   try:
-    with run_dir.lock():
+    with run_dir.lock() if jax.process_index() == 0 else contextlib.nullcontext():
       notes = [flags_line]
       cache = compile_cache.directory(config.train.compile_cache, workdir)
       if cache:

@@ -1,11 +1,12 @@
 """Device meshes and the logical-axis rules that place parameters, optimizer state and batches.
 
-The mesh has axes ('data', 'fsdp', 'tensor') with sizes from `config.mesh` (one may be -1: the
-rest of the devices). The model names every parameter dimension with a logical axis (lmjax/model/transformer.py);
-`config.mesh.rules` maps logical names to mesh axes, in the style of the Flax lm1b example and
-MaxText. Defaults: the batch over (data, fsdp); `embed` over fsdp (ZeRO-3-like: parameters and
-optimizer state are split over fsdp and gathered per layer by XLA); `mlp`, `heads`, `kv_heads`
-and `vocab` over tensor (Megatron-style tensor parallelism); everything else replicated.
+The mesh has axes ('data', 'fsdp', 'tensor') with sizes from `config.mesh` (one may be -1: the rest
+of the devices). The model names every parameter dimension with a logical axis
+(lmjax/model/transformer.py); `config.mesh.rules` maps logical names to mesh axes, in the style of
+the Flax lm1b example and MaxText. Defaults: the batch over (data, fsdp); `embed` over fsdp
+(ZeRO-3-like: parameters and optimizer state are split over fsdp and gathered per layer by XLA);
+`mlp`, `heads`, `kv_heads` and `vocab` over tensor (Megatron-style tensor parallelism); everything
+else replicated.
 
 State is created already sharded (`jax.jit` of the initialiser with `out_shardings`), never whole
 on one device first. On several hosts each process feeds only its rows of the global batch

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lmjax.model.transformer import Transformer, model_config
 from lmjax.train import loss, optim, sharding
 from lmjax.train.checkpoint import abstract_like
-from lmjax.model.transformer import Transformer, model_config
 
 
 @flax.struct.dataclass
@@ -89,8 +89,8 @@ def init_state(model, tx, config, shardings=None) -> TrainState:
 
 def loss_sums(params, model, batch, rng=None, chunk=0, z_loss=0.0):
   """(objective, (Σ token cross-entropies in nats, number of target tokens)), the cross-entropy
-  from float32 logits, whole or `chunk` tokens at a time (lmjax/train/loss.py); the objective adds the
-  z-loss, z_loss · Σ log²Z, to the nats."""
+  from float32 logits, whole or `chunk` tokens at a time (lmjax/train/loss.py); the objective
+  adds the z-loss, z_loss · Σ log²Z, to the nats."""
   apply = functools.partial(model.apply, {'params': params}, batch['inputs'],
                             batch.get('positions'), batch.get('segment_ids'),
                             deterministic=rng is None,
@@ -260,6 +260,17 @@ def token_bytes_table(tokenizer, vocab_size):
   own = tokenizer.token_bytes()
   table[:len(own)] = own
   return table
+
+
+def xla_flops(compiled) -> float:
+  """FLOPs of one call of a compiled program, from XLA's cost analysis (NaN where the backend
+  gives none): what the loop and the accelerator check print beside the analytic count."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # noqa: BLE001  (not every backend implements it)
+    return float('nan')
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return (cost or {}).get('flops', float('nan'))
 
 
 def peak_memory_bytes() -> int:

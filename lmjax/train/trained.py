@@ -14,10 +14,10 @@ from typing import Any, NamedTuple
 import jax
 import ml_collections
 
+from lmjax.config import ConfigError
 from lmjax.core.errors import LmjaxError, one_line
 from lmjax.core.rundir import RunDirError
 from lmjax.train import checkpoint, sharding, steps
-from lmjax.config import ConfigError
 
 
 class RunError(LmjaxError, ValueError):
