@@ -526,7 +526,7 @@ def run_train_step(args, train_step, compiled):
   """Times `compiled` (the train step) on random tokens; returns the train_step record."""
   import jax
   from lmjax.model import flops
-  from lmjax.model.transformer import ModelConfig
+  from lmjax.model.spec import ModelConfig
   from lmjax.train.steps import xla_flops
   config = train_step.config
   with Peak() as mem:

@@ -60,11 +60,17 @@ GATED = ('swiglu', 'geglu')  # gated linear units (Shazeer 2020): two input proj
 
 
 def default_config() -> ConfigDict:
-  """Every knob with its default. Sizes here are the `tiny` model's."""
+  """Every knob with its default, one section at a time. Sizes here are the `tiny` model's."""
   c = ConfigDict()
   c.seed = 0
+  c.model, c.data, c.optim = _model(), _data(), _optim()
+  c.train, c.mesh, c.checkpoint = _train(), _mesh(), _checkpoint()
+  return c
 
-  c.model = m = ConfigDict()
+
+def _model() -> ConfigDict:
+  """config.model: the architecture (lmjax/model/transformer.py); None: from the preset."""
+  m = ConfigDict()
   m.preset = 'llama'
   m.norm = placeholder(str)             # layernorm | rmsnorm       (None: from preset)
   m.norm_position = placeholder(str)    # pre | post                (None: from preset)
@@ -96,8 +102,12 @@ def default_config() -> ConfigDict:
   m.attention_block = 64                # blocked kernel: query rows per block (0: one block)
   m.remat = 'none'                      # recomputation policy per block by name (model/remat.py)
   m.scan_layers = False                 # nn.scan over stacked layers (fast compiles when deep)
+  return m
 
-  c.data = data = ConfigDict()
+
+def _data() -> ConfigDict:
+  """config.data: the corpus, tokenizer and batches (lmjax/data/)."""
+  data = ConfigDict()
   data.dataset = 'python_stdlib'        # python_stdlib | local_text | random | a TFDS name
   data.data_dir = placeholder(str)      # TFDS data dir; None: $TFDS_DATA_DIR, ~/tensorflow_datasets
   data.paths = ''                       # local_text: a directory or glob(s), comma-separated
@@ -116,8 +126,12 @@ def default_config() -> ConfigDict:
   data.seq_len = 64
   data.batch_size = 8                   # sequences per optimizer step (global)
   data.eval_batches = 4                 # batches of the evaluation split per evaluation
+  return data
 
-  c.optim = o = ConfigDict()
+
+def _optim() -> ConfigDict:
+  """config.optim: AdamW and the learning-rate schedule (lmjax/train/optim.py)."""
+  o = ConfigDict()
   o.lr = 3e-3
   o.min_lr_ratio = 0.1                  # final lr = min_lr_ratio · lr
   o.schedule = 'cosine'                 # cosine | linear | constant | wsd (after warmup)
@@ -132,8 +146,12 @@ def default_config() -> ConfigDict:
   o.decay_biases = False
   o.decay_embeddings = True
   o.grad_clip = 1.0                     # global-norm clipping; 0 disables
+  return o
 
-  c.train = t = ConfigDict()
+
+def _train() -> ConfigDict:
+  """config.train: the run: steps, logging, evaluation, loss, starting point."""
+  t = ConfigDict()
   t.steps = 100
   t.grad_accum = 1                      # micro-batches per step; batch_size must divide
   t.log_every = 10
@@ -148,8 +166,12 @@ def default_config() -> ConfigDict:
                                         # (auto: $JAX_COMPILATION_CACHE_DIR, else beside the run)
   t.profile_start = 0                   # first step of a jax.profiler trace in DIR/tb; 0: none
   t.profile_steps = 3                   # steps the trace covers
+  return t
 
-  c.mesh = ms = ConfigDict()
+
+def _mesh() -> ConfigDict:
+  """config.mesh: the device mesh and the logical-axis rules (lmjax/train/sharding.py)."""
+  ms = ConfigDict()
   ms.data = -1                          # -1: the devices left over by the other axes
   ms.fsdp = 1
   ms.tensor = 1
@@ -161,14 +183,18 @@ def default_config() -> ConfigDict:
               ['act_batch', ['data', 'fsdp']], ['act_length', None], ['act_embed', None],
               ['act_heads', 'tensor'], ['act_kv_heads', 'tensor'], ['act_mlp', 'tensor'],
               ['act_vocab', 'tensor']]
+  return ms
 
-  c.checkpoint = k = ConfigDict()
+
+def _checkpoint() -> ConfigDict:
+  """config.checkpoint: what is saved, when, and what is kept."""
+  k = ConfigDict()
   k.every_steps = 100                   # save every this many steps, and at the end
   k.max_to_keep = 3                     # newest checkpoints kept (0: all)
   k.keep_every = 0                      # also keep every checkpoint at a multiple of this
   k.keep_steps = ()                     # also save and keep these steps (branch points)
   k.async_save = True                   # write in the background while training goes on
-  return c
+  return k
 
 
 # What a run may change from the saved config of the run it continues; any other difference is

@@ -119,10 +119,36 @@ def test_shipped_configs_resolve_to_their_sizes(name, total):
   import jax
 
   from lmjax.model import flops
-  from lmjax.model.transformer import ModelConfig
+  from lmjax.model.spec import ModelConfig
   from lmjax.train.steps import build_model_and_optimizer, init_params
   c = resolve(importlib.import_module(f'experiments.configs.{name}').get_config())
   counts = flops.param_counts(ModelConfig.from_config(c.model))
   model, _ = build_model_and_optimizer(c)
   shapes = jax.eval_shape(lambda: init_params(model, c, jax.random.PRNGKey(0)))
   assert counts.N == flops.count_tree(shapes) == total
+
+
+def test_unknown_fields_are_refused_and_model_defaults_live_in_one_place():
+  import dataclasses
+
+  from lmjax.config import ConfigError
+  from lmjax.model.spec import ModelConfig
+  c = default_config()
+  c.model.colour = 'red'  # a typo in a config file would otherwise be carried and do nothing
+  with pytest.raises(ConfigError, match=r'config.model.colour is not a config field \(config.model'
+                     ' has activation, '):
+    resolve(c)
+  c = default_config()
+  c.optim.lrr = 1e-3
+  with pytest.raises(ConfigError, match='config.optim.lrr is not a config field'):
+    resolve(c)
+  model = resolve(default_config()).model.to_dict()
+  with pytest.raises(ConfigError, match='config.model.colour is not a model field'):
+    ModelConfig.from_config({**model, 'colour': 'red'})
+  # A run's config.json from before a field existed: the field takes default_config's value.
+  older = {k: v for k, v in model.items() if k != 'rope_scaling'}
+  assert ModelConfig.from_config(older).rope_scaling == default_config().model.rope_scaling
+  # ModelConfig restates no default: every field but the platform comes from the config.
+  assert [f.name for f in dataclasses.fields(ModelConfig)
+          if f.default is not dataclasses.MISSING] == ['platform']
+  assert {f.name for f in dataclasses.fields(ModelConfig)} - {'platform'} == set(model)

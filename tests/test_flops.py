@@ -4,7 +4,7 @@ import pytest
 
 from lmjax.config import default_config, resolve
 from lmjax.model import flops
-from lmjax.model.transformer import ModelConfig
+from lmjax.model.spec import ModelConfig
 from lmjax.train.steps import build_model_and_optimizer, init_params
 
 
@@ -87,3 +87,15 @@ def test_peak_from_config():
 def test_mfu():
   assert flops.mfu(6e9, 100.0, 1e12) == pytest.approx(0.6)
   assert flops.mfu(6e9, 100.0, 1e12, n_devices=2) == pytest.approx(0.3)
+
+
+def test_the_counts_of_a_config_are_one_computation_from_a_config_or_its_json():
+  from lmjax.config import default_config, resolve, to_dict
+  c = resolve(default_config())
+  m = ModelConfig.from_config(c.model)
+  counts = flops.config_counts(c)
+  assert counts == flops.config_counts(to_dict(c))  # a run's config.json, read back
+  assert (counts.N, counts.N_no_emb) == flops.param_counts(m)[:2]
+  assert counts.flops_per_token == flops.exact_flops_per_token(m, c.data.seq_len)
+  assert counts.flops_per_token_causal == flops.exact_flops_per_token(m, c.data.seq_len,
+                                                                      attention='causal')

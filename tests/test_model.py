@@ -7,7 +7,7 @@ import pytest
 from lmjax.config import default_config, resolve
 from lmjax.data import loader
 from lmjax.model import flops
-from lmjax.model.transformer import ModelConfig
+from lmjax.model.spec import ModelConfig
 from lmjax.train.steps import (build_model_and_optimizer, init_params, init_state,
                                make_train_step, schedule_arg)
 

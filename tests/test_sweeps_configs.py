@@ -42,5 +42,6 @@ def test_apply_overrides_sets_dotted_fields_and_names_bad_ones():
 def test_counts_is_named():
   resolved = sweeps.resolve_run(TINY, sweeps.Run('r', {}, 1, 1, 1, 1.0, 1.0, 0, 'grid'))
   counts = sweeps.counts(resolved)
-  assert counts == (counts.N_no_emb, counts.N, counts.flops_per_token)
+  assert counts == (counts.N, counts.N_no_emb, counts.flops_per_token,
+                    counts.flops_per_token_causal)
   assert 0 < counts.N_no_emb < counts.N and counts.flops_per_token > 6 * counts.N_no_emb

@@ -5,7 +5,7 @@ import pytest
 from lmjax import sweeps
 from lmjax.config import default_config, default_d_ff, resolve
 from lmjax.model import flops
-from lmjax.model.transformer import ModelConfig
+from lmjax.model.spec import ModelConfig
 from tests.sweeps_testing import TINY, one_line_error
 
 

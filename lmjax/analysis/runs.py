@@ -30,6 +30,7 @@ import pandas as pd
 
 from lmjax.core.errors import LmjaxError
 from lmjax.core.rundir import RunDir, read_json
+from lmjax.model import flops
 
 
 class AnalysisError(LmjaxError, ValueError):
@@ -58,16 +59,10 @@ def flatten(d: dict, prefix='') -> dict:
 def _model_numbers(config: dict) -> dict:
   """N, N_no_emb and flops_per_token computed from a config.json (for runs without a summary)."""
   try:
-    from ml_collections import ConfigDict
-
-    from lmjax.model import flops
-    from lmjax.model.transformer import ModelConfig
-    mcfg = ModelConfig.from_config(ConfigDict(config['model']))
-    counts = flops.param_counts(mcfg)
-    return dict(N=counts.N, N_no_emb=counts.N_no_emb,
-                flops_per_token=flops.exact_flops_per_token(mcfg, config['data']['seq_len']))
-  except Exception:  # an unreadable or foreign config: the columns stay empty
+    counts = flops.config_counts(config)
+  except Exception:  # noqa: BLE001  (an unreadable or foreign config: the columns stay empty)
     return {}
+  return dict(N=counts.N, N_no_emb=counts.N_no_emb, flops_per_token=counts.flops_per_token)
 
 
 def _curve(run: RunDir, flops_per_token) -> pd.DataFrame:

@@ -111,7 +111,7 @@ def _other_nats(other, tally, store, seq_len, batch_size):
 
 def evaluate_and_write(run, tokenizer, store, batches, split_name, page_documents=8,
                        other=None, log=print) -> dict:
-  """Evaluates and writes RUN/eval/<split_name>-<step>.{json,png,html} (launch/eval.py)."""
+  """Evaluates and writes RUN/eval/<split_name>-<step>.{json,png,html} (`evaluate_run`)."""
   workdir = run.workdir
   step_name = str(run.step) if run.step >= 0 else 'params'
   stem = RunDir(workdir).eval_stem(split_name, step_name)

@@ -1,9 +1,11 @@
 """model: the decoder-only transformer and what is computed from its config alone.
 
-- transformer.py: the Flax linen model, every architectural choice a field (`ModelConfig`);
+- transformer.py: the Flax linen model, every architectural choice a field;
+- spec.py: `ModelConfig`, the fields of `config.model` (jax-free, as flops.py is);
 - attention.py: attention kernels by name; blocked_attention.py: the CPU kernel;
 - remat.py: recomputation policies by name;
-- flops.py: exact parameter counts (`N`, `N_no_emb`), FLOPs per token, peaks and MFU;
+- flops.py: exact parameter counts (`N`, `N_no_emb`), FLOPs per token, `config_counts` of a
+  config, peaks and MFU;
 - hf.py: Hugging Face checkpoints (config.json, safetensors) to model fields and params, and
   back, in NumPy.
 

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from lmjax.config import GATED
-from lmjax.model.transformer import ModelConfig
+from lmjax.model.spec import ModelConfig
 
 
 class ParamCounts(NamedTuple):
@@ -177,6 +177,23 @@ def mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float | None,
   if not peak_flops:
     return None
   return flops_per_token * tokens_per_s / (peak_flops * n_devices)
+
+
+class ConfigCounts(NamedTuple):
+  """What a resolved config measures: the one computation of counts of a config, for the
+  sweeps' plans, a run's banner and summary, memory planning and lmjax.analysis."""
+  N: int                        # every parameter
+  N_no_emb: int                 # without embeddings (Kaplan et al. 2020, Sec. 2.1)
+  flops_per_token: float        # training FLOPs per token at data.seq_len, attention dense
+  flops_per_token_causal: float  # ... attention over the pairs the causal mask keeps (MFU's)
+
+
+def config_counts(config) -> ConfigCounts:
+  """The counts of a resolved config: a ConfigDict, or a run's config.json as a dict."""
+  model, seq_len = ModelConfig.from_config(config['model']), config['data']['seq_len']
+  counts = param_counts(model)
+  return ConfigCounts(counts.N, counts.N_no_emb, exact_flops_per_token(model, seq_len),
+                      exact_flops_per_token(model, seq_len, attention='causal'))
 
 
 def count_tree(tree) -> int:

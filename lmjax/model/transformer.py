@@ -31,78 +31,10 @@ import jax.numpy as jnp
 
 from jax.ad_checkpoint import checkpoint_name
 
-from lmjax.config import GATED, ConfigError, default_config
+from lmjax.config import GATED, ConfigError
 from lmjax.model import attention, remat
+from lmjax.model.spec import ModelConfig
 from lmjax.model.blocked_attention import dense_mask
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  """The fields of a resolved `config.model`, one to one, and the platform the model runs on.
-  Their meaning and defaults are lmjax/config.py's (default_config, PRESETS), written there
-  only: `from_config` fills what an older run's config lacks from default_config and refuses a
-  key it does not know."""
-  preset: str
-  vocab_size: int
-  d_model: int
-  n_layers: int
-  n_heads: int
-  n_kv_heads: int
-  d_ff: int
-  max_seq_len: int
-  norm: str
-  norm_position: str
-  activation: str
-  position: str
-  rope_theta: float
-  norm_eps: float
-  head_dim: int              # 0: d_model // n_heads (set in __post_init__)
-  rope_scaling: str          # none | llama3 (rope_frequencies)
-  rope_scaling_factor: float
-  rope_low_freq_factor: float
-  rope_high_freq_factor: float
-  rope_original_max_len: int
-  tie_embeddings: bool
-  use_bias: bool
-  dropout: float
-  dtype: str
-  param_dtype: str
-  init_std: float
-  attention_block: int
-  attention_impl: str
-  remat: str
-  scan_layers: bool
-  platform: str = ''        # where the model runs: cpu | gpu | tpu; '' = jax.default_backend()
-
-  @property
-  def on(self) -> str:
-    return self.platform or jax.default_backend()
-
-  @classmethod
-  def from_config(cls, model_config) -> 'ModelConfig':
-    """From a resolved `config.model` (a ConfigDict or dict, a run's config.json's included):
-    a field it lacks (added to lmjax after the run) takes default_config's value; a key that is
-    no field is a ConfigError."""
-    values = dict(model_config)
-    names = [f.name for f in dataclasses.fields(cls) if f.name != 'platform']
-    unknown = sorted(set(values) - set(names) - {'platform'})
-    if unknown:
-      raise ConfigError(f'config.model.{unknown[0]} is not a model field (one of '
-                        f'{", ".join(names)})')
-    defaults = default_config().model
-    return cls(**{n: values[n] if n in values else defaults[n] for n in names},
-               platform=values.get('platform', ''))
-
-  @property
-  def rope_scaling_args(self):
-    if self.rope_scaling == 'none':
-      return None
-    return (self.rope_scaling_factor, self.rope_low_freq_factor, self.rope_high_freq_factor,
-            self.rope_original_max_len)
-
-  def __post_init__(self):
-    if not self.head_dim:
-      object.__setattr__(self, 'head_dim', self.d_model // self.n_heads)
 
 
 def model_config(config, platform: str) -> ModelConfig:
@@ -294,10 +226,10 @@ class Attention(Sharded):
     elif cfg.dropout > 0 and not deterministic:
       out_BxTxHxE = self._dropout_attention(q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT)
     else:
+      on = cfg.platform or jax.default_backend()  # where the model runs
       out_BxTxHxE = attention.attend(
           q_BxTxHxE, k_BxSxKxE, v_BxSxKxE, segment_ids_BxT,
-          attention.resolve_impl(cfg.attention_impl, cfg.on), cfg.attention_block, self.mesh,
-          cfg.on)
+          attention.resolve_impl(cfg.attention_impl, on), cfg.attention_block, self.mesh, on)
     out_BxTxHxE = checkpoint_name(self.constrain(out_BxTxHxE, *heads_axes('act_heads')),
                                   'attention_out')
     out = _dense(self, out_BxTxHxE.reshape(b * t, h * e), 'out', (h, e, d),

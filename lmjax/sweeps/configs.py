@@ -9,26 +9,20 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import NamedTuple
 
 from ml_collections import ConfigDict
 
 from lmjax.config import ConfigError, resolve
 from lmjax.core import pyfile
 from lmjax.core.errors import LmjaxError, one_line
+from lmjax.model.flops import ConfigCounts as Counts
+from lmjax.model.flops import config_counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class PlanError(LmjaxError, ValueError):
   """A run or sweep that cannot be planned; the message is one line and names it."""
-
-
-class Counts(NamedTuple):
-  """What a resolved config measures (lmjax.model.flops)."""
-  N_no_emb: int           # without embeddings (Kaplan et al. 2020, Sec. 2.1)
-  N: int                  # every parameter
-  flops_per_token: float  # training FLOPs per token at data.seq_len
 
 
 def repo_path(path: str) -> str:
@@ -92,14 +86,8 @@ def resolve_run(base_config, run, parent_dir: str | None = None) -> ConfigDict:
 
 
 def counts(resolved: ConfigDict) -> Counts:
-  """The exact counts of a resolved config (lmjax.model.flops)."""
-  # Imported here: lmjax.model.flops brings in the model (JAX); reading sweeps and tables does not.
-  from lmjax.model import flops
-  from lmjax.model.transformer import ModelConfig
-  mcfg = ModelConfig.from_config(resolved.model)
-  p = flops.param_counts(mcfg)
-  return Counts(p.N_no_emb, p.N,
-                flops.exact_flops_per_token(mcfg, resolved.data.seq_len))
+  """The exact counts of a resolved config (lmjax.model.flops.config_counts)."""
+  return config_counts(resolved)
 
 
 def measure(base: ConfigDict, model: dict, seq_len: int, where: str) -> Counts:

@@ -49,7 +49,7 @@ def _run(base, shape: Prepared, recipe, steps, seed, design, *, warmup, schedule
          suffix='', tag='', extra=None, branch_of=None, branch_step=None) -> Run:
   """Plans and resolves one run; a run that fails validation raises PlanError naming it."""
   suffix = '_'.join(s for s in (suffix, tag) if s)
-  n_no_emb, n, fpt = shape.counts
+  n_no_emb, n, fpt = shape.counts.N_no_emb, shape.counts.N, shape.counts.flops_per_token
   d = steps * recipe.tokens_per_step
   overrides = {**shape.model, 'data.batch_size': recipe.batch_size,
                'data.seq_len': recipe.seq_len, 'train.steps': steps,

@@ -1,6 +1,6 @@
 """Which runs of a sweep a local launcher starts next: pure decisions on plain data.
 
-launch/sweep_local.py polls its processes, reads the sweep directory, then asks `decide` what to
+lmjax/sweeps/local.py polls its processes, reads the sweep directory, then asks `decide` what to
 do; it keeps the processes, signals, status files and printing. Stable runs go first (`order`):
 their checkpoints unblock the cooldown branches. A branch starts once its stable run has saved
 the branch step; it is blocked when that step can never come (the stable run is neither running

@@ -66,7 +66,8 @@ def ladder(targets, base_config, *, aspect: float = 64.0, head_dim: int = 64, kv
       model = {'model.n_layers': layers, 'model.d_model': d_model,
                'model.n_heads': d_model // head_dim, 'model.n_kv_heads': d_model // step,
                'model.d_ff': default_d_ff(d_model, activation)}
-      n_no_emb, n, fpt = measure(base, model, seq_len, f'ladder: N={target:.3g}: ')
+      counts = measure(base, model, seq_len, f'ladder: N={target:.3g}: ')
+      n_no_emb, n, fpt = counts.N_no_emb, counts.N, counts.flops_per_token
       if best is None or abs(math.log(n_no_emb / target)) < abs(math.log(best.N_no_emb / target)):
         best = Shape(layers, d_model, d_model // head_dim, d_model // step, model['model.d_ff'],
                      n_no_emb, n, fpt, seq_len, float(target))

@@ -14,7 +14,7 @@ import jax
 from lmjax.core.errors import EXIT_NONFINITE, LmjaxError
 from lmjax.data import loader
 from lmjax.model import flops
-from lmjax.model.transformer import ModelConfig
+from lmjax.model.spec import ModelConfig
 from lmjax.train.steps import evaluate, make_eval_step, token_bytes_table
 
 

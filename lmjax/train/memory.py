@@ -18,7 +18,6 @@ import jax.numpy as jnp
 
 from lmjax.core.errors import first_line
 from lmjax.model import flops
-from lmjax.model.transformer import ModelConfig
 from lmjax.train.steps import build_train_step
 
 ADAMW_BYTES_PER_PARAM = 3 * 4  # float32 parameter and two float32 moments (Loshchilov & Hutter)
@@ -89,7 +88,7 @@ def train_step_memory(config, mesh) -> TrainStepMemory:
   m, shape = config.model, dict(mesh.shape)
   data_par = shape['data'] * shape['fsdp']
   micro = config.data.batch_size / config.train.grad_accum / data_par  # sequences per device
-  n_params = flops.param_counts(ModelConfig.from_config(m)).N
+  n_params = flops.config_counts(config).N
   return TrainStepMemory(
       compiled=compiled.memory_analysis(), params=per_device_bytes(state.params),
       moments=per_device_bytes(state.opt_state),

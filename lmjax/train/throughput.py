@@ -37,7 +37,7 @@ def measure(config, name, steps=20, warmup=3, pipeline_batches=200) -> dict:
 
   from lmjax.data import loader
   from lmjax.model import flops
-  from lmjax.model.transformer import ModelConfig
+  from lmjax.model.spec import ModelConfig
   from lmjax.train import sharding
   from lmjax.train.steps import build_train_step, peak_memory_bytes
   train_step = build_train_step(config, sharding.make_mesh(config, jax.devices()[:1]))
