@@ -57,6 +57,8 @@ def run(config, workdir: str, *, restore_step=None, xla_defaults='auto',
     log(f'{workdir} holds a finished run (summary.json); nothing to do.')
     return None
   # JAX is imported only now that the platform flags are set.
+  import jax
+
   from lmjax.model.transformer import model_config
   from lmjax.train import compile_cache, loop, sharding, start
   changed = start.check_resume(workdir, config)
@@ -64,9 +66,7 @@ def run(config, workdir: str, *, restore_step=None, xla_defaults='auto',
   if not run_dir.has_checkpoints():
     start.check_branch_source(config)
   made, cache_made = run_dir.create(), []
-  # Process 0 alone holds the lock: every process of a multi-host run shares the directory.
-  import jax
-  try:
+  try:  # process 0 alone holds the lock: every process of a multi-host run shares the directory
     with run_dir.lock() if jax.process_index() == 0 else contextlib.nullcontext():
       notes = [flags_line]
       cache = compile_cache.directory(config.train.compile_cache, workdir)
