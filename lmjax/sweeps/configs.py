@@ -16,7 +16,7 @@ from lmjax.config import ConfigError, resolve
 from lmjax.core import pyfile
 from lmjax.core.errors import LmjaxError, one_line
 from lmjax.model.flops import ConfigCounts as Counts
-from lmjax.model.flops import config_counts
+from lmjax.model.flops import config_counts as counts  # the one count of a config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -83,11 +83,6 @@ def resolve_run(base_config, run, parent_dir: str | None = None) -> ConfigDict:
   directory, starts from there (sweeps.Run.branch_overrides). PlanError naming the run."""
   return resolve_overrides(base_config, {**run.overrides, **run.branch_overrides(parent_dir)},
                            f'run {run.name}: ')
-
-
-def counts(resolved: ConfigDict) -> Counts:
-  """The exact counts of a resolved config (lmjax.model.flops.config_counts)."""
-  return config_counts(resolved)
 
 
 def measure(base: ConfigDict, model: dict, seq_len: int, where: str) -> Counts:

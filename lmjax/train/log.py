@@ -50,14 +50,13 @@ class TrainLog:
   def __init__(self, config, setup, writer, start_step):
     self.config, self.setup, self.writer = config, setup, writer
     self.model_config = ModelConfig.from_config(config.model)
-    self.counts = flops.param_counts(self.model_config)
+    self.counts = flops.config_counts(config)  # as the sweeps planned them
     self.tokens_per_step = config.data.batch_size * config.data.seq_len
     # MFU counts attention over the pairs the causal mask keeps (Megatron-LM's and MaxText's
     # convention; Levanter and PaLM count all T² pairs): both counts go in the banner and in
     # summary.json, the dense one as `flops_per_token` (C = D · flops_per_token in the sweeps).
-    self.flops_per_token = flops.exact_flops_per_token(self.model_config, config.data.seq_len)
-    self.flops_per_token_causal = flops.exact_flops_per_token(
-        self.model_config, config.data.seq_len, attention='causal')
+    self.flops_per_token = self.counts.flops_per_token
+    self.flops_per_token_causal = self.counts.flops_per_token_causal
     self.device = first_device()
     self.peak, self.peak_source = flops.peak_flops_per_device(
         self.device.device_kind, self.device.platform, config.train.peak_flops)
@@ -78,7 +77,8 @@ class TrainLog:
             f'{jax.device_count()} devices, {jax.process_count()} process(es)')
     kaplan = flops.kaplan_flops_per_token(self.model_config, config.data.seq_len)
     w.print(f'model: N = {counts.N:,} params (N_no_emb = {counts.N_no_emb:,} without embeddings; '
-            f'12·L·d² = {counts.kaplan_approx:,}); training MFLOPs/token '
+            f'12·L·d² = {flops.param_counts(self.model_config).kaplan_approx:,}); training '
+            'MFLOPs/token '
             f'{self.flops_per_token_causal / 1e6:.2f} with causal attention (Megatron, MaxText; '
             f'mfu counts these), {self.flops_per_token / 1e6:.2f} with dense attention (PaLM, '
             f'Levanter), 6N+12LdT {kaplan / 1e6:.2f}')
