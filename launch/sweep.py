@@ -46,7 +46,8 @@ _SLURM = {
                                'e.g. "source .venv/bin/activate".'),
     'extra': flags.DEFINE_list('slurm_sbatch', [], 'slurm: extra #SBATCH options, e.g. '
                                '--qos=high.'),
-    'python': flags.DEFINE_string('slurm_python', 'python', 'slurm: the Python on the nodes.'),
+    'python': flags.DEFINE_string('slurm_python', None, 'slurm: the Python that runs each task '
+                                  '(default: the one running launch.sweep, sys.executable).'),
 }
 flags.mark_flags_as_required(['sweep', 'workdir'])
 

@@ -8,7 +8,8 @@ Running the same command on an existing workdir resumes from its newest complete
 the saved one in a field that changes the model, optimizer or data is refused with the fields
 named, touching nothing; changes to steps, logging, evaluation and checkpointing are allowed.
 
-Several hosts: `--distributed` (JAX detects SLURM and TPU pod environments) or
+Several hosts: under `srun --ntasks=N` nothing more (each process finds its peers in SLURM's
+environment); elsewhere `--distributed` (JAX detects TPU pods and other clusters) or
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`; see WORKSPACE.md.
 
 Exit status (lmjax/core/errors.py): 0 done; 2 bad flag, config or data, or a refused resume; 3

@@ -36,7 +36,7 @@ class SweepOptions:
   status: bool = False          # report every run's state and touch nothing
   dry_run: bool = False         # print what would run, write nothing
   train_flags: tuple = ()       # extra --config.a.b=v flags of every launch.train
-  slurm: dict = dataclasses.field(default_factory=lambda: {'nodes': 1, 'python': 'python'})
+  slurm: dict = dataclasses.field(default_factory=lambda: {'nodes': 1, 'python': None})
 
   def check(self, stream=sys.stderr):
     """Raises SweepOptionsError for a value out of range; warns of oversubscribed cores."""
@@ -65,7 +65,8 @@ def run_sweep(sweep_file: str, workdir: str, options: SweepOptions, stream=sys.s
   read_only = options.status or options.dry_run
   sweep_dir = SweepDir.open(workdir, sweep, create=not read_only)
   if options.status:
-    return print_status(sweep_dir, slurm.job_ids(sweep_dir), stream)
+    jobs = slurm.job_ids(sweep_dir)
+    return print_status(sweep_dir, jobs, stream, queued=slurm.queued(set(jobs.values())))
   invalid = local.announce(sweep, sweep_dir, read_only, stream)
   if options.backend == 'slurm':
     return slurm.submit(sweep_dir, options.slurm, options.dry_run, stream, skip=invalid)
@@ -83,13 +84,15 @@ def _fmt_loss(summary):
   return f'{summary["eval_loss"]:.4f}' if summary and summary.get('eval_loss') else '—'
 
 
-def print_status(sweep_dir: SweepDir, jobs: dict, stream=sys.stdout) -> int:
-  """Every run's state, eval loss and why it is not done; EXIT_OK when all are done."""
+def print_status(sweep_dir: SweepDir, jobs: dict, stream=sys.stdout, queued=None) -> int:
+  """Every run's state, eval loss and why it is not done; EXIT_OK when all are done. `queued`:
+  the SLURM array tasks squeue lists (None: not asked), which decide whether a task is still
+  running."""
   states = {}
   stream.write(f'sweep {sweep_dir.sweep.name} in {sweep_dir.path}: {len(sweep_dir.runs)} runs\n')
   stream.write(f'  {"run":<44}{"design":<9}{"state":<12}{"eval loss":>10}  detail\n')
   for name, run in sweep_dir.runs.items():
-    state = states[name] = sweep_dir.state(name)
+    state = states[name] = sweep_dir.state(name, queued)
     detail = ''
     if state in ('failed', 'diverged'):
       s = sweep_dir.status(name)
@@ -98,7 +101,8 @@ def print_status(sweep_dir: SweepDir, jobs: dict, stream=sys.stdout) -> int:
     elif state == 'pending' and run.branch_of and not sweep_dir.ready(run):
       detail = f'waits for {run.branch_of} step {run.branch_step}'
     if name in jobs:
-      detail = f'job {jobs[name]} {detail}'
+      waiting = state == 'pending' and queued and jobs[name] in queued
+      detail = f'job {jobs[name]}{" (queued)" if waiting else ""} {detail}'
     loss = _fmt_loss(sweep_dir.summary(name))
     stream.write(f'  {name:<44}{run.design:<9}{state:<12}{loss:>10}  {detail}\n')
   counts = {s: list(states.values()).count(s) for s in dict.fromkeys(states.values())}

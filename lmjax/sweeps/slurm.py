@@ -3,10 +3,14 @@
 Two arrays at most: the runs that start from scratch (stable runs included), then the cooldown
 branches, submitted with `--dependency=afterany:<first array>` so that they start once the stable
 runs have saved their branch steps (a branch whose stable run failed stops with a one-line error).
-Each task runs `launch.train` with its run's flags through srun (several nodes: one process per
-node, `--distributed`, JAX reading SLURM's environment), appends to `logs/<run>.log`, and writes
-`status/<run>.json` when it starts and ends. Submitted job ids go to `slurm/jobs.json`; a later
-submission skips runs that are done, or still queued or running according to squeue.
+Each task first checks that its Python (`--slurm_python`, by default the interpreter that
+submitted the sweep) imports lmjax, then runs `launch.train` with its run's flags through srun
+(several nodes: one process per node, `--distributed`, JAX reading SLURM's environment), appends
+to `logs/<run>.log`, and writes `status/<run>.json` when it starts and ends: done, failed, or
+interrupted (exit 75: the run saved a checkpoint on SLURM's SIGTERM, as at a time limit, a
+`scancel` or a `scontrol requeue`; a requeued task runs the same command and resumes). The batch
+shell survives that SIGTERM to record the outcome. Submitted job ids go to `slurm/jobs.json`; a
+later submission skips runs that are done, or still queued or running according to squeue.
 """
 from __future__ import annotations
 
@@ -14,10 +18,11 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from typing import NamedTuple
 
 from lmjax.core.atomic import write_text
-from lmjax.core.errors import EXIT_OK, EXIT_USAGE, LmjaxError
+from lmjax.core.errors import EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, LmjaxError
 from lmjax.core.rundir import read_json
 from lmjax.sweeps.sweepdir import write_json
 
@@ -32,6 +37,7 @@ class Submission(NamedTuple):
 
 
 def _status_json(sweep_dir, state, code):
+  """The shell line that writes the task's status file (atomically: a temporary file moved)."""
   path = sweep_dir.status_path('$RUN')  # $RUN: the shell variable of the task's run name
   return (f"printf '{{\"state\": \"%s\", \"exit_code\": %s, \"backend\": \"slurm\", "
           f"\"job\": \"%s\", \"host\": \"%s\", \"pid\": %d}}\\n' {state} {code} "
@@ -61,25 +67,40 @@ def script(sweep_dir, runs, opts, phase):
             'case "$SLURM_ARRAY_TASK_ID" in']
   extra = ['--distributed'] if nodes > 1 else []
   for i, run in enumerate(runs):
-    argv = sweep_dir.command(run, python=opts.get('python', 'python'), extra=extra)
+    argv = sweep_dir.command(run, python=opts.get('python') or sys.executable,
+                             extra=extra)
     lines.append(f'  {i}) RUN={run.name}; CMD=({" ".join(shlex.quote(a) for a in argv)}) ;;')
   run_log = sweep_dir.log_path('$RUN')  # $RUN: the shell variable of the task's run name
+  python = shlex.quote(opts.get('python') or sys.executable)
   lines += [f'  *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit {EXIT_USAGE} ;;',
-            'esac', _status_json(sweep_dir, 'running', 'null'),
-            f'srun --kill-on-bad-exit=1 "${{CMD[@]}}" >> "{run_log}" 2>&1',
-            'code=$?',
-            _status_json(sweep_dir, '$([ $code = 0 ] && echo done || echo failed)', '$code'),
+            'esac',
+            # A Python that cannot run lmjax fails the task with one line, before srun.
+            f'if ! why=$({python} -c "import absl, jax, lmjax" 2>&1); then',
+            f'  echo "error: --slurm_python={python} on $(hostname) cannot import lmjax: '
+            '$(echo "$why" | tail -n 1); pass the Python of an environment where lmjax is '
+            f'installed (--slurm_python) or activate one (--slurm_setup)" >> "{run_log}"',
+            '  ' + _status_json(sweep_dir, 'failed', EXIT_USAGE), f'  exit {EXIT_USAGE}', 'fi',
+            _status_json(sweep_dir, 'running', 'null'),
+            # SLURM's SIGTERM reaches launch.train, which saves a checkpoint and exits 75; the
+            # shell outlives it to record that.
+            """trap 'echo "$(date +%T) SIGTERM from SLURM" >&2' TERM""",
+            f'srun --kill-on-bad-exit=1 "${{CMD[@]}}" >> "{run_log}" 2>&1 &',
+            'pid=$!',
+            'while wait $pid; code=$?; kill -0 $pid 2> /dev/null; do :; done',
+            f'case $code in 0) state=done ;; {EXIT_PREEMPTED}) state=interrupted ;; '
+            '*) state=failed ;; esac',
+            _status_json(sweep_dir, '$state', '$code'),
             'exit $code', '']
   return '\n'.join(lines)
 
 
-def _queued(job_ids):
-  """Array tasks ('123_4') of `job_ids` that squeue still lists (pending or running)."""
+def queued(job_ids):
+  """Array tasks ('123_4') of `job_ids` that squeue still lists (pending or running); None
+  where squeue is not on PATH (a sweep directory read off the cluster)."""
   if not job_ids:
     return set()
   if shutil.which('squeue') is None:
-    raise SlurmError('squeue is not on PATH: run launch.sweep --backend=slurm on a SLURM '
-                     'login node, or use --dry_run')
+    return None
   arrays = sorted({j.split('_')[0] for j in job_ids})
   out = subprocess.run(['squeue', '-h', '-r', '-o', '%i', '-j', ','.join(arrays)],
                        check=False, capture_output=True, text=True)
@@ -90,9 +111,12 @@ def plan_submission(sweep_dir, skip=()) -> Submission:
   """The runs to submit, leaving out those done, queued or running, and `skip` (runs whose
   config is invalid)."""
   jobs = job_ids(sweep_dir)
-  queued = _queued(set(jobs.values())) if jobs else set()
+  listed = queued(set(jobs.values()))
+  if listed is None:
+    raise SlurmError('squeue is not on PATH: run launch.sweep --backend=slurm on a SLURM '
+                     'login node, or use --dry_run')
   missing = [r for r in sweep_dir.runs.values()
-             if not sweep_dir.is_done(r.name) and jobs.get(r.name) not in queued
+             if not sweep_dir.is_done(r.name) and jobs.get(r.name) not in listed
              and r.name not in skip]
   return Submission([r for r in missing if r.branch_of is None],
                     [r for r in missing if r.branch_of is not None])

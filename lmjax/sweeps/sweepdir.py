@@ -185,12 +185,16 @@ class SweepDir:
     """Whether `run` can start: a cooldown branch needs its stable run's checkpoint."""
     return run.branch_of is None or self.run(run.branch_of).has_checkpoint(run.branch_step)
 
-  def state(self, name):
-    """done | failed | diverged | interrupted | running | pending (never started)."""
+  def state(self, name, queued=None):
+    """done | failed | diverged | interrupted | running | pending (never started). A SLURM
+    task is running while squeue lists it (`queued`, when given); a local run while its
+    process lives."""
     if self.is_done(name):
       return 'done'
     s = self.status(name)
     if s.get('state') == 'running':
+      if s.get('backend') == 'slurm' and queued is not None:
+        return 'running' if s.get('job') in queued else 'interrupted'
       return 'running' if _alive(s.get('pid'), s.get('host'), name) else 'interrupted'
     if s.get('exit_code') == EXIT_NONFINITE:
       return 'diverged'

@@ -4,7 +4,9 @@ or preempted) run out.
 `run(config, workdir, ...)`, in order:
 1. the platform's compiler flags (lmjax/train/platform_flags.py), before JAX starts a backend;
    then `jax.distributed.initialize` when asked (its arguments, or none: JAX reads SLURM's or a
-   TPU pod's environment);
+   TPU pod's environment), or unasked inside a SLURM job step of more than one task (`srun
+   --ntasks=2 python -m launch.train ...`: JAX reads SLURM_STEP_NODELIST, SLURM_PROCID...). A
+   batch script outside srun is one process, whatever its --ntasks, and is left alone;
 2. checks that read only: the workdir is a directory or nothing; a finished run is left alone; a
    resume may change only what RESUME_MAY_DIFFER allows (once, here); the mesh fits the devices
    and the attention kernel the platform; a branch's `train.init_from` has its checkpoint;
@@ -33,10 +35,21 @@ class CacheError(LmjaxError, ValueError):
   """A compilation cache directory that cannot be made; one line naming the field."""
 
 
+def slurm_step_tasks() -> int:
+  """The tasks of the SLURM job step this process is one of (1 outside a step)."""
+  try:
+    return int(os.environ.get('SLURM_STEP_NUM_TASKS', '1'))
+  except ValueError:
+    return 1
+
+
 def initialize_distributed(arguments: dict | None):
-  """jax.distributed.initialize(**arguments) (None: not a multi-process run)."""
+  """jax.distributed.initialize(**arguments); None: only inside a SLURM step of several tasks
+  (with no arguments: JAX reads SLURM's environment), else not a multi-process run."""
   if arguments is None:
-    return
+    if slurm_step_tasks() <= 1:
+      return
+    arguments = {}
   import jax
   try:
     jax.distributed.initialize(**arguments)
