@@ -1,11 +1,13 @@
-"""How long a checkpoint save blocks the training loop: synchronous vs asynchronous.
+"""How long a checkpoint save blocks the training loop (synchronous vs asynchronous), how long a
+restore takes, and what the arrays' digests (lmjax/train/digests.py) cost of each.
 
   python benchmarks/checkpoint_bench.py [--config=experiments/configs/small.py] [--saves=5]
 
 Builds the config's train state (params + AdamW state) and data iterator, then for each mode
 saves `--saves` checkpoints into a temporary directory, timing how long `save()` holds the
-caller (the loop's stall) and how long until the checkpoint is complete on disk. Prints one JSON
-line per mode and the state's size.
+caller (the loop's stall) and how long until the checkpoint is complete on disk, then restores
+the last one `--saves` times. Prints one JSON line per mode, with the state's size, the median
+times, and the median time of computing the digests alone (part of every save and restore).
 """
 import argparse
 import json
@@ -20,7 +22,8 @@ from lmjax.config import resolve
 from lmjax.core.cli import load_config_file
 from lmjax.core.errors import first_line
 from lmjax.data import loader
-from lmjax.train.checkpoint import Checkpoints
+from lmjax.train import digests
+from lmjax.train.checkpoint import Checkpoints, abstract_like
 from lmjax.train.steps import build_model_and_optimizer, init_state
 
 
@@ -48,10 +51,26 @@ def main():
         ckpt.wait()
         complete.append(time.perf_counter() - t0)
       ckpt.close()
+      restored = []
+      for _ in range(args.saves):
+        reader = Checkpoints(workdir, ck_config, read_only=True)
+        t0 = time.perf_counter()
+        jax.block_until_ready(reader.restore(args.saves, abstract_like(state), it)[0])
+        restored.append(time.perf_counter() - t0)
+        reader.close()
+    digest = []
+    for _ in range(args.saves):
+      t0 = time.perf_counter()
+      digests.digests(state)
+      digest.append(time.perf_counter() - t0)
     print(json.dumps({'mode': 'async' if async_save else 'sync', 'state_mb': round(size / 2**20, 1),
-                      'blocks_loop_ms_median': round(statistics.median(blocked) * 1e3, 1),
-                      'complete_ms_median': round(statistics.median(complete) * 1e3, 1),
+                      'blocks_loop_ms_median': _ms(blocked), 'complete_ms_median': _ms(complete),
+                      'restore_ms_median': _ms(restored), 'digests_ms_median': _ms(digest),
                       'blocks_loop_ms': [round(b * 1e3, 1) for b in blocked]}))
+
+
+def _ms(times):
+  return round(statistics.median(times) * 1e3, 1)
 
 
 if __name__ == '__main__':

@@ -149,10 +149,78 @@ def test_damaged_latest_checkpoint_falls_back_and_metrics_are_cut(straight, tmp_
   assert damaged
   out = _run(run)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert 'checkpoint at step 40 is damaged' in out.stdout
+  assert f'the checkpoint {run}/checkpoints/40 is damaged' in out.stdout
   assert 'resumed from the checkpoint at step 20' in out.stdout
   assert _strip(RunDir(run).read_metrics()) == _strip(
       RunDir(straight).read_metrics())
+
+
+def flip_bytes(state_dir):
+  """Changes 8 bytes in the middle of every data file of a checkpoint's `state/` that holds
+  arrays (as bit rot or a torn upload would): the files keep their sizes and still parse, the
+  values change. Returns how many files were changed."""
+  changed = 0
+  for root, _, files in os.walk(state_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      size = os.path.getsize(path)
+      if os.path.basename(root) != 'd' or size < 65536:  # the arrays' data, not the indexes
+        continue
+      with open(path, 'r+b') as f:
+        f.seek(size // 2)
+        old = f.read(8)
+        f.seek(size // 2)
+        f.write(bytes(b ^ 0x5A for b in old))
+      changed += 1
+  return changed
+
+
+def _caught(text):
+  """Whether a damaged checkpoint was caught by its digests, or (where the flipped bytes fell
+  on a chunk's framing rather than its values: the files' layout varies) by tensorstore."""
+  return 'DigestMismatch: checksum mismatch in ' in text or 'DATA_LOSS' in text
+
+
+def _tool(tool, *flags):
+  return subprocess.run([sys.executable, '-m', f'launch.{tool}', *flags], cwd=ROOT,
+                        capture_output=True, text=True)
+
+
+def test_flipped_bytes_are_caught_named_and_fallen_back_from(straight, tmp_path):
+  """The files still parse: only the saved digests (lmjax/train/digests.py) tell. Training,
+  eval and export fall back to the previous checkpoint, naming the damaged one; asked for it by
+  --step, or with no intact checkpoint left, they refuse with one line."""
+  import shutil
+  run = tmp_path / 'run'
+  shutil.copytree(straight, run)
+  os.remove(run / 'summary.json')
+  assert flip_bytes(run / 'checkpoints' / '40' / 'state')
+  damaged = f'the checkpoint {run}/checkpoints/40 is damaged'
+
+  ev = _tool('eval', f'--workdir={run}', '--documents=2', '--page_documents=0')
+  assert ev.returncode == 0, ev.stderr[-3000:]
+  assert damaged in ev.stderr and _caught(ev.stderr)
+  ev = _tool('eval', f'--workdir={run}', '--step=40')
+  assert ev.returncode == 2 and ev.stderr.strip().count('\n') == 0, ev.stderr
+  assert f'--step=40: the checkpoint {run}/checkpoints/40' in ev.stderr
+  hf = _tool('convert', f'--workdir={run}', f'--to_hf={tmp_path / "hf"}')
+  assert hf.returncode == 0 and damaged in hf.stderr, hf.stderr[-3000:]
+
+  out = _run(run)  # the run resumes from step 20: the losses of the straight run
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert damaged in out.stdout and 'resumed from the checkpoint at step 20' in out.stdout
+  assert _strip(RunDir(run).read_metrics()) == _strip(RunDir(straight).read_metrics())
+
+  for step in (20, 40):  # every checkpoint damaged: refused, nothing trained
+    assert flip_bytes(run / 'checkpoints' / str(step) / 'state')
+  os.remove(run / 'summary.json')
+  ev = _tool('eval', f'--workdir={run}')  # each damaged checkpoint named, then the error
+  assert ev.returncode == 2, ev.stderr
+  error = ev.stderr.strip().splitlines()[-1]
+  assert error.startswith('error: ') and 'no checkpoint can be read' in error, ev.stderr
+  assert 'checkpoints/20 (' in error and _caught(error)
+  out = _run(run)
+  assert out.returncode == 2 and 'no checkpoint could be restored' in out.stderr, out.stderr
 
 
 def test_incompatible_resume_is_refused_and_touches_nothing(straight, tmp_path):

@@ -2,6 +2,7 @@
 `run(main)`, which makes an entry point's `main` one library call whose LmjaxError becomes its
 one line on stderr and its exit code (lmjax/core/errors.py), and flags and config files that
 fail in one line with exit status 2."""
+import os
 import sys
 
 from absl import app, flags
@@ -16,7 +17,10 @@ class ConfigFileError(LmjaxError, ValueError):
 
 def fail(message, code=EXIT_USAGE, label='error'):
   """Prints `label: message` on stderr and exits with `code` (2: a bad flag or config)."""
-  print(f'{label}: {message}' if label else message, file=sys.stderr)
+  print(f'{label}: {message}' if label else message, file=sys.stderr, flush=True)
+  # The line is the last word: what threads print as the interpreter shuts down (tensorstore's
+  # callbacks into an event loop closed by a failed read) goes nowhere.
+  os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
   sys.exit(code)
 
 

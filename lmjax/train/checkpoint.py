@@ -8,12 +8,18 @@ A checkpoint `workdir/checkpoints/<step>/` holds three items, saved and restored
   (lmjax/data/pipeline.py), so one state serves all processes.
 Orbax writes into a temporary directory and renames it when every item is complete (with
 asynchronous saves, after training goes on), so a killed save leaves no checkpoint a restore would
-pick. A checkpoint damaged afterwards (files truncated or removed) fails to restore; the caller
-then falls back to the previous one (`restore_latest`).
+pick. A checkpoint damaged afterwards is caught when read: `meta` holds a digest of every array
+of the state (lmjax/train/digests.py) and of itself, checked by every restore (the whole state,
+the params alone, the metadata alone), so changed bytes are found even where the file still
+parses. A damaged checkpoint is named and the caller falls back to the previous one
+(`restore_latest` for training; lmjax/train/trained.py for eval, sample and convert).
+Checkpoints saved before digests existed are read unchecked.
 """
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import os
 import time
 from typing import Any, NamedTuple
@@ -25,6 +31,7 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from lmjax.core.errors import LmjaxError, one_line
 from lmjax.core.rundir import RunDir
+from lmjax.train import digests
 
 
 class CheckpointError(LmjaxError, RuntimeError):
@@ -80,9 +87,16 @@ class Checkpoints:
   def steps(self):
     return sorted(self.manager.all_steps())
 
+  def path(self, step) -> str:
+    """The directory of the checkpoint of `step`, for messages."""
+    return os.path.join(self.directory, str(step))
+
   def save(self, step, state, data_iterator, meta, force=False) -> bool:
     # repr/literal_eval, not JSON lists: grain's state holds tuples and compares them as such.
-    meta = dict(meta, data=repr(data_iterator.get_state()) if data_iterator is not None else None)
+    meta = dict(meta, data=repr(data_iterator.get_state()) if data_iterator is not None else None,
+                digests=digests.digests(state))
+    meta = json.loads(json.dumps(meta))  # as it will read back (tuples become lists)
+    meta['meta_digest'] = _meta_digest(meta)
     items = {'state': ocp.args.StandardSave(state), 'meta': ocp.args.JsonSave(meta)}
     return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
@@ -93,6 +107,8 @@ class Checkpoints:
     """(state, meta) of `step`; the data iterator is set to its saved position."""
     items = {'state': ocp.args.StandardRestore(abstract_state), 'meta': ocp.args.JsonRestore()}
     out = self.manager.restore(step, args=ocp.args.Composite(**items))
+    _verify_meta(out['meta'])
+    digests.verify(out['state'], out['meta'].get('digests', {}))
     if data_iterator is not None:
       data_iterator.set_state(ast.literal_eval(out['meta']['data']))
     return out['state'], out['meta']
@@ -105,11 +121,18 @@ class Checkpoints:
         abstract_params)
     args = ocp.args.PyTreeRestore(item={'params': abstract_params},
                                   restore_args={'params': restore_args}, partial_restore=True)
-    return self.manager.restore(step, args=ocp.args.Composite(state=args))['state']['params']
+    out = self.manager.restore(step, args=ocp.args.Composite(state=args,
+                                                             meta=ocp.args.JsonRestore()))
+    _verify_meta(out['meta'])
+    params = out['state']['params']
+    digests.verify(params, out['meta'].get('digests', {}), prefix='params/')
+    return params
 
   def meta(self, step) -> dict:
     """The metadata of `step` alone (its config, data position), without the state."""
-    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    _verify_meta(meta)
+    return meta
 
   def restore_latest(self, abstract_state, make_data_iterator, step=None, log=print):
     """Restores the newest checkpoint that restores cleanly (or exactly `step`).
@@ -136,7 +159,8 @@ class Checkpoints:
         state, meta = self.restore(s, abstract_state, data_iterator)
       except Exception as e:  # orbax, tensorstore and grain raise many types for damaged files
         errors.append(f'step {s}: {one_line(e, 200)}')
-        log(f'checkpoint at step {s} is damaged ({errors[-1]}); trying the previous one')
+        log(f'the checkpoint {self.path(s)} is damaged ({one_line(e, 200)}); '
+            + ('trying the previous one' if s != candidates[0] else 'no earlier one'))
         damaged.append(s)
         continue
       self._set_aside(damaged, log)
@@ -159,6 +183,17 @@ class Checkpoints:
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _meta_digest(meta) -> str:
+  rest = {k: v for k, v in meta.items() if k != 'meta_digest'}
+  return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _verify_meta(meta):
+  """Raises DigestMismatch when a checkpoint's metadata is not what was saved."""
+  if 'meta_digest' in meta and meta['meta_digest'] != _meta_digest(meta):
+    raise digests.DigestMismatch('checksum mismatch in its metadata (meta/)')
 
 
 # What a read-only manager needs of config.checkpoint (it keeps and deletes nothing).

@@ -3,12 +3,15 @@
 `load(workdir, step=None)` reads the run's resolved config (its config.json, else a
 checkpoint's), builds the model for this machine's mesh (`config.mesh`, as training does) and
 restores only the params of the newest checkpoint, or of `step`, onto their shardings: the
-optimizer state is never read. `params_path` instead names params written by
+optimizer state is never read. The params are checked against the digests saved with them
+(lmjax/train/digests.py): a damaged checkpoint is named and the one before it used, unless
+`step` asked for it. `params_path` instead names params written by
 `checkpoint.export_params`. Every problem is a `RunError` whose message names the flag.
 """
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, NamedTuple
 
 import jax
@@ -48,9 +51,14 @@ def read_config(workdir) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(saved)
 
 
-def load(workdir, step=None, params_path=None, mesh_override=None) -> Trained:
-  """The run in `workdir` at `step` (default: its newest checkpoint), or with the params at
-  `params_path`. `mesh_override` (a config.mesh-like dict) replaces the run's mesh."""
+def _stderr(message):
+  print(message, file=sys.stderr)
+
+
+def load(workdir, step=None, params_path=None, mesh_override=None, log=_stderr) -> Trained:
+  """The run in `workdir` at `step` (default: its newest checkpoint that reads back intact,
+  each damaged one named through `log`), or with the params at `params_path`. `mesh_override`
+  (a config.mesh-like dict) replaces the run's mesh."""
   config = read_config(workdir)
   if mesh_override:
     config.mesh.update(mesh_override)
@@ -74,11 +82,11 @@ def load(workdir, step=None, params_path=None, mesh_override=None) -> Trained:
       raise RunError(f'--params={params_path}: not params of this run\'s model '
                      f'({one_line(e, 160)})') from None
     return Trained(config, model, params, -1, mesh, shardings, workdir)
-  return Trained(config, model, *_restore(workdir, config, abstract, step), mesh, shardings,
-                 workdir)
+  return Trained(config, model, *_restore(workdir, config, abstract, step, log), mesh,
+                 shardings, workdir)
 
 
-def _restore(workdir, config, abstract_params, step):
+def _restore(workdir, config, abstract_params, step, log):
   try:
     ckpts = checkpoint.Checkpoints(workdir, config.checkpoint, read_only=True)
   except checkpoint.CheckpointError as e:
@@ -86,15 +94,21 @@ def _restore(workdir, config, abstract_params, step):
   have = ckpts.steps()
   if not have:
     raise RunError(f'--workdir={workdir}: no checkpoint yet')
-  if step is None:
-    step = have[-1]
-  elif step not in have:
+  if step is not None and step not in have:
+    ckpts.close()
     raise RunError(f'--step={step}: no checkpoint at that step (have {have})')
-  try:
-    params = ckpts.restore_params(step, abstract_params)
-  except Exception as e:  # noqa: BLE001
-    raise RunError(f'--step={step}: the checkpoint of {workdir} at step {step} cannot be read '
-                   f'({one_line(e, 160)})') from None
+  errors = []
+  try:  # --step: that checkpoint or an error; else the newest that reads back intact
+    for s in [step] if step is not None else reversed(have):
+      try:
+        return ckpts.restore_params(s, abstract_params), s
+      except Exception as e:  # noqa: BLE001  (orbax raises many types for damaged files)
+        errors.append(f'{ckpts.path(s)} ({one_line(e, 160)})')
+        if step is None and s != have[0]:
+          log(f'the checkpoint {ckpts.path(s)} is damaged ({one_line(e, 160)}); trying the '
+              'previous one')
   finally:
     ckpts.close()
-  return params, step
+  if step is not None:
+    raise RunError(f'--step={step}: the checkpoint {errors[0]} cannot be read')
+  raise RunError(f'--workdir={workdir}: no checkpoint can be read: {"; ".join(errors)}')
