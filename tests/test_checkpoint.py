@@ -12,6 +12,7 @@ import pytest
 
 from lmjax.core.errors import EXIT_NONFINITE, EXIT_PREEMPTED
 from lmjax.core.rundir import RunDir
+from tests.damage import flip_bytes
 
 pytestmark = pytest.mark.slow  # launch.train subprocesses: kills, resumes, damaged checkpoints
 
@@ -153,26 +154,6 @@ def test_damaged_latest_checkpoint_falls_back_and_metrics_are_cut(straight, tmp_
   assert 'resumed from the checkpoint at step 20' in out.stdout
   assert _strip(RunDir(run).read_metrics()) == _strip(
       RunDir(straight).read_metrics())
-
-
-def flip_bytes(state_dir):
-  """Changes 8 bytes in the middle of every data file of a checkpoint's `state/` that holds
-  arrays (as bit rot or a torn upload would): the files keep their sizes and still parse, the
-  values change. Returns how many files were changed."""
-  changed = 0
-  for root, _, files in os.walk(state_dir):
-    for name in files:
-      path = os.path.join(root, name)
-      size = os.path.getsize(path)
-      if os.path.basename(root) != 'd' or size < 65536:  # the arrays' data, not the indexes
-        continue
-      with open(path, 'r+b') as f:
-        f.seek(size // 2)
-        old = f.read(8)
-        f.seek(size // 2)
-        f.write(bytes(b ^ 0x5A for b in old))
-      changed += 1
-  return changed
 
 
 def _caught(text):

@@ -5,11 +5,13 @@
 - atomic.py: atomic file writes, the one way lmjax writes a file another process may read;
 - rundir.py: a run directory's layout (config.json, metrics.jsonl, summary.json, checkpoints/,
   tb/, eval/, samples/, its lock), owned here alone;
+- storage.py: paths that may be on object storage (`gs://`, `memory://` through fsspec):
+  reading, writing whole, the start-up check of a bucket; `s3://` refused;
 - pyfile.py: importing a user's config or sweep file;
 - cli.py: what every entry point shares: `run(main)` (its LmjaxError one line and its exit
   code), flags and config files that fail in one line;
 - figures.py: matplotlib figures on the Agg canvas and their PNG bytes (no pyplot state).
 
-May import: the standard library, numpy, matplotlib and absl; nothing else of lmjax, and never
+May import: the standard library, numpy, matplotlib, absl and fsspec; nothing else of lmjax, and never
 JAX (import-linter, .importlinter).
 """

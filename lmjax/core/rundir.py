@@ -13,16 +13,20 @@ other module asks a `RunDir` for a path.
     RUN/../jax_cache/         the compilation cache that runs kept together share
 
 Rows of metrics.jsonl are appended with one `write` each (lmjax/train/metrics.py), so a crash
-leaves whole lines only; `read_metrics` also skips a torn last line. Jax-free: sweeps and
-notebooks read runs without JAX.
+leaves whole lines only; `read_metrics` also skips a torn last line. The path may be on object
+storage (`gs://bucket/run`, lmjax/core/storage.py): files are then read and written whole
+through fsspec, nothing is locked, and nothing needs making. Jax-free: sweeps and notebooks read
+runs without JAX.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 
-from lmjax.core.atomic import atomic_open, write_json
+from lmjax.core import storage
+from lmjax.core.atomic import write_json
 from lmjax.core.errors import LmjaxError
 
 CONFIG, METRICS, SUMMARY = 'config.json', 'metrics.jsonl', 'summary.json'
@@ -37,7 +41,7 @@ class RunDirError(LmjaxError, ValueError):
 def read_json(path):
   """The JSON in `path`, or None when it is missing or not valid JSON."""
   try:
-    with open(path) as f:
+    with storage.open_file(path) as f:
       return json.load(f)
   except (OSError, ValueError):
     return None
@@ -46,7 +50,7 @@ def read_json(path):
 def read_metrics(path) -> list[dict]:
   """All whole rows of a metrics.jsonl (a torn final line, if any, is skipped)."""
   rows = []
-  with open(path, 'rb') as f:
+  with storage.open_file(path, 'rb') as f:
     for line in f:
       if line.endswith(b'\n'):
         rows.append(json.loads(line))
@@ -58,7 +62,8 @@ class RunDir:
 
   def __init__(self, path):
     self.path = os.fspath(path)
-    join = lambda name: os.path.join(self.path, name)
+    self.remote = storage.is_remote(self.path)
+    join = lambda name: storage.join(self.path, name)
     self.config_path, self.metrics_path = join(CONFIG), join(METRICS)
     self.summary_path, self.lock_path = join(SUMMARY), join('.lock')
     self.checkpoints, self.damaged_checkpoints = join('checkpoints'), join('damaged_checkpoints')
@@ -71,45 +76,50 @@ class RunDir:
 
   def eval_stem(self, split_name, step_name):
     """eval/<split>-<step>: launch.eval adds .json, -reliability.png, ... to it."""
-    return os.path.join(self.path, 'eval', f'{split_name}-{step_name}')
+    return storage.join(self.path, 'eval', f'{split_name}-{step_name}')
 
   def samples_path(self, step_name, seed):
-    return os.path.join(self.path, 'samples', f'{step_name}-seed{seed}.jsonl')
+    return storage.join(self.path, 'samples', f'{step_name}-seed{seed}.jsonl')
 
   def checkpoint(self, step):
-    return os.path.join(self.checkpoints, str(step))
+    return storage.join(self.checkpoints, str(step))
 
   @property
   def shared_cache(self):
-    """jax_cache/ beside the run: the compilation cache of the runs kept together there."""
+    """jax_cache/ beside the run: the compilation cache of the runs kept together there (none
+    for a run on object storage: JAX's cache is a local directory)."""
+    if self.remote:
+      return None
     return os.path.join(os.path.dirname(os.path.abspath(self.path)), 'jax_cache')
 
   # State.
   def exists(self) -> bool:
-    return os.path.isdir(self.path)
+    return storage.isdir(self.path)
 
   def is_run(self) -> bool:
     """Whether a run was ever started here (config.json, metrics.jsonl or summary.json)."""
-    return any(os.path.exists(p) for p in (self.config_path, self.metrics_path,
+    return any(storage.exists(p) for p in (self.config_path, self.metrics_path,
                                           self.summary_path))
 
   def is_finished(self) -> bool:
-    return os.path.exists(self.summary_path)
+    return storage.exists(self.summary_path)
 
   def has_checkpoints(self) -> bool:
     """Whether the run has a checkpoints/ folder (launching it again resumes)."""
-    return os.path.isdir(self.checkpoints)
+    return storage.isdir(self.checkpoints)
 
   def has_checkpoint(self, step) -> bool:
     """Whether orbax finished writing the checkpoint of `step` (its commit marker is there)."""
     ckpt = self.checkpoint(step)
+    if self.remote:  # orbax marks a complete checkpoint on object storage with this file
+      return storage.exists(storage.join(ckpt, 'commit_success.txt'))
     return os.path.exists(os.path.join(ckpt, 'commit_success.txt')) or (
         os.path.isdir(ckpt) and os.path.exists(os.path.join(ckpt, '_CHECKPOINT_METADATA')))
 
   # Files.
   def read_config(self) -> dict | None:
     """config.json, or None when the run has none; RunDirError when it is unreadable."""
-    if not os.path.exists(self.config_path):
+    if not storage.exists(self.config_path):
       return None
     config = read_json(self.config_path)
     if not isinstance(config, dict):
@@ -117,7 +127,13 @@ class RunDir:
     return config
 
   def write_config(self, config: dict):
-    write_json(self.config_path, config, indent=2, sort_keys=True)
+    self._write_json(self.config_path, config)
+
+  def _write_json(self, path, obj):
+    if self.remote:
+      storage.write_text(path, json.dumps(obj, indent=2, sort_keys=True))
+    else:
+      write_json(path, obj, indent=2, sort_keys=True)
 
   def read_summary(self) -> dict | None:
     """summary.json (None when missing or unreadable), its parameter counts under the names of
@@ -131,25 +147,32 @@ class RunDir:
     return summary
 
   def write_summary(self, summary: dict):
-    write_json(self.summary_path, summary, indent=2, sort_keys=True)
+    self._write_json(self.summary_path, summary)
 
   def read_metrics(self) -> list[dict]:
     """metrics.jsonl's whole rows ([] when there is none yet)."""
-    return read_metrics(self.metrics_path) if os.path.isfile(self.metrics_path) else []
+    return read_metrics(self.metrics_path) if storage.isfile(self.metrics_path) else []
 
   def truncate_metrics(self, max_step) -> int:
     """Keeps the whole rows with step <= max_step (atomically); returns how many were dropped."""
-    if not os.path.exists(self.metrics_path):
+    if not storage.exists(self.metrics_path):
       return 0
     rows = read_metrics(self.metrics_path)
     keep = [r for r in rows if r['step'] <= max_step]
-    with atomic_open(self.metrics_path) as f:
-      f.writelines(json.dumps(r) + '\n' for r in keep)
+    if len(keep) < len(rows) or not self.remote:  # (locally, a torn last line goes too)
+      storage.write_text(self.metrics_path, ''.join(json.dumps(r) + '\n' for r in keep))
     return len(rows) - len(keep)
 
   # Creating and locking.
   def check_writable_path(self):
-    """RunDirError, naming the flag, when the path is a file or cannot be a directory."""
+    """RunDirError, naming the flag, when the path is a file or cannot be a directory, or
+    object storage that cannot be written (no such bucket, no credentials)."""
+    if self.remote:
+      try:
+        storage.check_usable(self.path)
+      except storage.StorageError as e:
+        raise RunDirError(str(e)) from None
+      return
     if os.path.exists(self.path) and not os.path.isdir(self.path):
       raise RunDirError(f'--workdir={self.path} is a file, not a directory')
 
@@ -157,6 +180,8 @@ class RunDir:
     """Makes the directory (and missing parents); returns the directories it made, deepest
     last, for `remove_created`. RunDirError in one line when it cannot be made."""
     self.check_writable_path()
+    if self.remote:
+      return []  # object storage has no directories to make
     try:
       return make_dirs(self.path)
     except OSError as e:
@@ -164,7 +189,10 @@ class RunDir:
 
   def lock(self):
     """An exclusive lock on the run (`.lock`, held while the returned file stays open): a
-    second writer stops at once instead of writing over the first."""
+    second writer stops at once instead of writing over the first. Object storage has no
+    locks: one writer per run there is the user's to keep."""
+    if self.remote:
+      return contextlib.nullcontext()
     handle = open(self.lock_path, 'w')  # noqa: SIM115  (kept open while the run goes on)
     try:
       fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

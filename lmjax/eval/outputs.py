@@ -5,12 +5,13 @@ Every bad input (run, step, params, split, flag) is an LmjaxError naming its fla
 anything is written."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
 import numpy as np
 
-from lmjax.core.atomic import write_bytes, write_json, write_text
+from lmjax.core import storage
 from lmjax.core.errors import LmjaxError
 from lmjax.core.rundir import RunDir
 from lmjax.data import datasets, loader
@@ -123,11 +124,12 @@ def evaluate_and_write(run, tokenizer, store, batches, split_name, page_document
   report.update(split=split_name, step=run.step, seconds=round(time.time() - t0, 1),
                 seq_len=run.config.data.seq_len, tokenizer=tokenizer.name)
   title = f'{os.path.basename(os.path.abspath(workdir))} step {step_name}, {split_name}'
-  os.makedirs(os.path.dirname(stem), exist_ok=True)
-  files = {'reliability': write_bytes(f'{stem}-reliability.png',
-                                      pages.reliability_png(report, title)),
-           'position': write_bytes(f'{stem}-position.png',
-                                   pages.position_png(report, title))}
+  if not storage.is_remote(stem):
+    os.makedirs(os.path.dirname(stem), exist_ok=True)
+  files = {'reliability': storage.write_bytes(f'{stem}-reliability.png',
+                                              pages.reliability_png(report, title)),
+           'position': storage.write_bytes(f'{stem}-position.png',
+                                           pages.position_png(report, title))}
   page = tally.page_tokens()
   if page:
     names = store.names()
@@ -137,9 +139,9 @@ def evaluate_and_write(run, tokenizer, store, batches, split_name, page_document
                                run.config.data.batch_size)
       other_title = f'{other.workdir} step {other.step}'
     html = pages.logprob_page(page, tokenizer.piece, names, title, other_nats, other_title)
-    files['logprobs'] = write_text(f'{stem}-logprobs.html', html)
+    files['logprobs'] = storage.write_text(f'{stem}-logprobs.html', html)
   report['files'] = files
-  path = write_json(f'{stem}.json', report, indent=1)
+  path = storage.write_text(f'{stem}.json', json.dumps(report, indent=1))
   _tensorboard(workdir, split_name, run.step, report)
   for k in HEADLINE:
     if report.get(k) is not None:
@@ -151,9 +153,8 @@ def evaluate_and_write(run, tokenizer, store, batches, split_name, page_document
 def _tensorboard(workdir, split_name, step, report):
   if step < 0:
     return
-  from lmjax.train.metrics import summary_writer
-  writer = summary_writer(RunDir(workdir).tensorboard)
-  for k in HEADLINE:
-    if report.get(k) is not None:
-      writer.add_scalar(f'eval_{split_name}/{k}', report[k], step)
+  from lmjax.train.metrics import MetricsWriter
+  writer = MetricsWriter(workdir, metrics=False)
+  writer.write({'step': step, **{f'eval_{split_name}/{k}': report[k] for k in HEADLINE
+                                  if report.get(k) is not None}})
   writer.close()

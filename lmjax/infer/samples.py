@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from lmjax.core.atomic import write_text
+from lmjax.core import storage
 from lmjax.core.errors import LmjaxError
 from lmjax.core.rundir import RunDir
 from lmjax.data import loader
@@ -121,8 +121,9 @@ def sample_run(workdir, prompts, *, output=None, seed=0, log=print, **settings) 
   for i, row in enumerate(rows):
     log(f'--- prompt {i}: {row["prompt"]!r}\n{row["prompt"]}{row["text"]}')
   try:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_text(path, ''.join(json.dumps(row) + '\n' for row in rows))
+    if not storage.is_remote(path):
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    storage.write_text(path, ''.join(json.dumps(row) + '\n' for row in rows))
   except OSError as e:
     raise SampleInputError(f'--output={path}: cannot write it ({e.strerror or e})') from None
   total = sum(len(row['tokens']) for row in rows)

@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 from ml_collections import ConfigDict
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from lmjax.core import storage
 from lmjax.core.errors import LmjaxError, one_line
 from lmjax.core.rundir import RunDir
 from lmjax.train import digests
@@ -75,8 +76,9 @@ class Checkpoints:
   def __init__(self, workdir, checkpoint_config, read_only=False):
     c = checkpoint_config
     self.run = RunDir(workdir)
-    self.directory = os.path.abspath(self.run.checkpoints)
-    if read_only and not os.path.isdir(self.directory):
+    self.directory = (self.run.checkpoints if self.run.remote
+                      else os.path.abspath(self.run.checkpoints))
+    if read_only and not storage.isdir(self.directory):
       raise CheckpointError(f'{workdir} has no checkpoints directory')
     options = ocp.CheckpointManagerOptions(
         preservation_policy=_preservation(c), read_only=read_only,
@@ -89,7 +91,7 @@ class Checkpoints:
 
   def path(self, step) -> str:
     """The directory of the checkpoint of `step`, for messages."""
-    return os.path.join(self.directory, str(step))
+    return storage.join(self.directory, str(step))
 
   def save(self, step, state, data_iterator, meta, force=False) -> bool:
     # repr/literal_eval, not JSON lists: grain's state holds tuples and compares them as such.
@@ -173,10 +175,9 @@ class Checkpoints:
     if not steps or jax.process_index() != 0:
       return
     target = self.run.damaged_checkpoints
-    os.makedirs(target, exist_ok=True)
     for s in steps:
-      dest = os.path.join(target, f'{s}-{int(time.time())}')
-      os.replace(os.path.join(self.directory, str(s)), dest)
+      dest = storage.join(target, f'{s}-{int(time.time())}')
+      storage.move_tree(self.path(s), dest)
       log(f'moved the damaged checkpoint of step {s} to {dest}')
     self.manager.reload()
 

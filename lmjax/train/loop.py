@@ -78,6 +78,7 @@ def train(config, workdir=None, writer=None, restore_step=None, notes=(),
   wall = time.time() - t_begin
   summary = _summary(config, setup, log, start, compiled, wall, log.final_eval(state.params))
   if workdir and primary:
+    log.writer.sync()
     RunDir(workdir).write_summary(summary)
   log.done(summary, wall)
   return summary, state
@@ -173,6 +174,7 @@ def _save(ckpt, config, step, state, iterator, log, force):
   if bad_step >= 0:
     raise NonFinite(bad_step, log.last_saved)
   ckpt.save(step, state, iterator, {'step': step, 'config': to_dict(config)}, force=force)
+  log.writer.sync()  # the metrics up to the checkpoint, durable with it
   log.last_saved = step
 
 

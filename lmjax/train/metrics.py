@@ -2,14 +2,20 @@
 
 Every metrics.jsonl row is one JSON object with `step`, written with a single `os.write` on an
 O_APPEND descriptor, so a crash leaves whole lines only (lmjax/core/rundir.py reads them back).
+A run on object storage writes both into a local staging directory, uploaded whole by `sync`
+(at every checkpoint, and when the writer closes): after a crash the run directory holds the
+rows up to the last checkpoint, which is where a resumed run cuts metrics.jsonl back to anyway.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 
+from lmjax.core import storage
 from lmjax.core.rundir import RunDir
 
 
@@ -38,21 +44,33 @@ def summary_writer(logdir, **kwargs):
 
 
 class MetricsWriter:
-  """Appends rows to a run directory's metrics.jsonl and TensorBoard events; prints to the
-  terminal. Without a `workdir`, it only prints."""
+  """Appends rows to a run directory's metrics.jsonl (unless `metrics` is False: TensorBoard
+  alone, as launch.eval writes) and TensorBoard events; prints to the terminal. Without a
+  `workdir`, it only prints."""
 
-  def __init__(self, workdir, tensorboard=True, stream=None, purge_step=None):
+  def __init__(self, workdir, tensorboard=True, stream=None, purge_step=None, metrics=True):
     self.stream = stream or sys.stdout
     self.tty = self.stream.isatty()
     self._live = False
     self.fd = None
     self.tb = None
+    self.run = self.staging = None
     if workdir:
-      run = RunDir(workdir)
-      self.fd = os.open(run.metrics_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+      self.run = run = RunDir(workdir)
+      metrics, events = run.metrics_path, run.tensorboard
+      if run.remote:
+        self.staging = tempfile.mkdtemp(prefix='lmjax-staging-')
+        metrics, events = os.path.join(self.staging, 'metrics.jsonl'), os.path.join(
+            self.staging, 'tb')
+        if metrics and storage.isfile(run.metrics_path):
+          with storage.open_file(run.metrics_path, 'rb') as src, open(metrics, 'wb') as dst:
+            shutil.copyfileobj(src, dst)
+      self.metrics_file, self.events_dir = metrics, events
+      if metrics:
+        self.fd = os.open(metrics, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
       if tensorboard:
         # purge_step: a resumed run hides the events it is about to write again.
-        self.tb = summary_writer(run.tensorboard, purge_step=purge_step)
+        self.tb = summary_writer(events, purge_step=purge_step)
 
   def write(self, row: dict):
     row = {k: _clean(v) for k, v in row.items()}
@@ -81,14 +99,29 @@ class MetricsWriter:
     if self.tb is not None:
       self.tb.flush()
 
+  def sync(self):
+    """Makes what was written durable: fsync, or, for a run on object storage, uploads
+    metrics.jsonl and the TensorBoard events whole."""
+    self.flush()
+    if self.staging is None:
+      return
+    if self.fd is not None:
+      with open(self.metrics_file, 'rb') as f:
+        storage.write_bytes(self.run.metrics_path, f.read())
+    if os.path.isdir(self.events_dir):
+      storage.put_tree(self.events_dir, self.run.tensorboard)
+
   def close(self):
     if self._live:
       self.stream.write('\n')
       self._live = False
-    if self.fd is not None:
-      os.fsync(self.fd)
-      os.close(self.fd)
-      self.fd = None
     if self.tb is not None:
       self.tb.close()
-      self.tb = None
+    self.sync()
+    if self.fd is not None:
+      os.close(self.fd)
+      self.fd = None
+    self.tb = None
+    if self.staging is not None:
+      shutil.rmtree(self.staging, ignore_errors=True)
+      self.staging = None

@@ -18,6 +18,7 @@ import jax
 import ml_collections
 
 from lmjax.config import ConfigError
+from lmjax.core import storage
 from lmjax.core.errors import LmjaxError, one_line
 from lmjax.core.rundir import RunDirError
 from lmjax.train import checkpoint, sharding, steps
@@ -39,7 +40,7 @@ class Trained(NamedTuple):
 
 def read_config(workdir) -> ml_collections.ConfigDict:
   """The run's resolved config (config.json, else its newest checkpoint's)."""
-  if not os.path.isdir(workdir):
+  if not storage.isdir(workdir):
     raise RunError(f'--workdir={workdir}: no such directory')
   try:
     saved = checkpoint.saved_config(workdir)
