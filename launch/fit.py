@@ -9,10 +9,10 @@ header; the Epoch AI Chinchilla file gets Besiroglu et al. 2024's conventions (D
 status 2 and a one-line error, and writes nothing. The fitting is lmjax/scaling/fit.py.
 """
 import dataclasses
-import os
 
 from absl import flags
 
+from lmjax.core import storage
 from lmjax.core.cli import fail, run
 from lmjax.scaling import fit, table
 from lmjax.scaling.options import CHOICES, LAWS, PREDICT_C, PREDICT_ND, FitOptions, parse_pairs
@@ -87,7 +87,7 @@ def main():
   columns = parse_pairs(_COLUMNS.value, 'columns')
   out = _OUT.value
   if out is None and _SWEEP_DIR.value:
-    out = os.path.join(_SWEEP_DIR.value, 'fits')
+    out = storage.join(_SWEEP_DIR.value, 'fits')
   fit.check_out_dir(out)
   t = (collect.collect_to_csv(_SWEEP_DIR.value) if _SWEEP_DIR.value
        else table.load_runs(_RUNS.value, columns or None))

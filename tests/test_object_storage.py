@@ -4,6 +4,7 @@ losses of an uninterrupted local run, bit for bit; a damaged checkpoint there is
 fallen back from; a bad bucket, an unreachable endpoint and s3:// stop in one line, writing
 nothing. RunDir itself on `memory://`."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -108,6 +109,59 @@ def test_bad_object_storage_paths_fail_in_one_line_writing_nothing(gcs, tmp_path
     assert lines[0].startswith(f'error: --workdir={workdir}'), lines[0]
     assert os.listdir(tmp_path) == [], os.listdir(tmp_path)  # nothing written locally
   assert 'is not supported' in lines[0]
+
+
+SWEEP = """
+from lmjax import sweeps
+BASE = 'experiments/configs/tiny.py'
+
+def get_sweep():
+  recipe = sweeps.Recipe(batch_size=8, seq_len=32, lr=3e-3, warmup_steps=2, checkpoints=2)
+  shapes = sweeps.ladder([4e3, 1.5e4], BASE, aspect=24, head_dim=8, seq_len=32)
+  runs = sweeps.grid(shapes, [1e4, 2e4], recipe=recipe, base_config=BASE)
+  return sweeps.Sweep(name='ongcs', base_config=BASE, runs=tuple(runs))
+"""
+
+
+@pytest.mark.slow
+@needs_emulator
+def test_sweep_directory_on_gs_runs_collects_and_fits(gcs, tmp_path):
+  """launch.sweep and launch.fit on gs://: sweep.json, status, runs, logs, runs.csv and fits
+  in the bucket; the launcher's lock, logs and cache in its local directory ($XDG_CACHE_HOME);
+  the SLURM backend refused in one line."""
+  _, fs = gcs
+  sweep_file = tmp_path / 'ongcs.py'
+  sweep_file.write_text(SWEEP)
+  env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / 'cache'))
+  sweep = [sys.executable, '-m', 'launch.sweep', f'--sweep={sweep_file}',
+           '--workdir=gs://lmjax-runs/sweep']
+  out = subprocess.run([*sweep, '--parallel=2'], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  assert '4/4 done' in out.stdout
+  status = subprocess.run([*sweep, '--status'], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+  assert status.returncode == 0 and status.stdout.count(' done ') == 4, status.stdout
+  names = fs.ls('lmjax-runs/sweep/runs')
+  assert len(names) == 4 and all(fs.exists(f'{n}/summary.json') for n in names)
+  assert len(fs.ls('lmjax-runs/sweep/logs')) == 4 and len(fs.ls('lmjax-runs/sweep/status')) == 4
+  assert os.listdir(tmp_path / 'cache' / 'lmjax' / 'sweeps')  # the launcher's own things
+
+  fit = subprocess.run([sys.executable, '-m', 'launch.fit', '--sweep_dir=gs://lmjax-runs/sweep',
+                        '--law=kaplan_n', '--nokaplan_frontier', '--bootstrap=0'], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)
+  assert fit.returncode == 0, fit.stdout[-3000:] + fit.stderr[-3000:]
+  assert 'collected 4 finished runs' in fit.stdout
+  assert fs.cat('lmjax-runs/sweep/runs.csv').decode().count('\n') == 5
+  fits = json.loads(fs.cat('lmjax-runs/sweep/fits/fits.json'))
+  params = fits['fits']['N']['kaplan_n']['params']
+  assert params and all(math.isfinite(v) for v in params.values()), params
+  assert any(p.endswith('.png') for p in fs.ls('lmjax-runs/sweep/fits'))
+
+  slurm = subprocess.run([*sweep, '--backend=slurm'], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+  assert slurm.returncode == 2 and slurm.stderr.count('\n') == 1, slurm.stderr
+  assert "shared file system" in slurm.stderr
 
 
 def test_run_dir_on_memory_storage():

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from lmjax.core import atomic
+from lmjax.core import atomic, storage
 from lmjax.core.errors import LmjaxError
 from lmjax.scaling import bootstrap, envelope, isoflop, laws, parametric, predict, table
 from lmjax.scaling.options import FitOptions, FitOptionsError
@@ -314,7 +314,10 @@ def write_report(report: FitReport, out_dir: str, *, plots=True, flags=None) -> 
   """Writes fits.json and (with `plots`) the PNG plots into out_dir, all or nothing: everything is
   made in a temporary directory inside it first and renamed into place, fits.json last; on an
   error nothing is left behind (out_dir too, when this call created it). Returns the plots'
-  file names."""
+  file names. On object storage (gs://) the files are made in a local temporary directory and
+  uploaded, fits.json last."""
+  if storage.is_remote(out_dir):
+    return _upload_report(report, out_dir, plots, flags)
   created = not os.path.exists(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix='.fit-', dir=out_dir)
@@ -333,4 +336,13 @@ def write_report(report: FitReport, out_dir: str, *, plots=True, flags=None) -> 
     shutil.rmtree(tmp, ignore_errors=True)
     if not done and created:
       shutil.rmtree(out_dir, ignore_errors=True)
+  return names
+
+
+def _upload_report(report, out_dir, plots, flags) -> list:
+  with tempfile.TemporaryDirectory(prefix='lmjax-fit-') as tmp:
+    names = write_report(report, tmp, plots=plots, flags=flags)
+    for name in [*names, 'fits.json']:
+      with open(os.path.join(tmp, name), 'rb') as f:
+        storage.write_bytes(storage.join(out_dir, name), f.read())
   return names

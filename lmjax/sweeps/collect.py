@@ -15,10 +15,9 @@ import csv
 import hashlib
 import json
 import math
-import os
 from typing import NamedTuple
 
-from lmjax.core.atomic import atomic_open
+from lmjax.core import storage
 from lmjax.core.errors import EXIT_NONFINITE, EXIT_PREEMPTED, LmjaxError
 from lmjax.core.rundir import read_json
 from lmjax.scaling.table import FIELDS, RunsTable, TableError, from_columns
@@ -57,10 +56,8 @@ def _finite(value) -> bool:
 def _last_line(sweep_dir: SweepDir, name, status) -> str:
   text = status.get('log_tail') or ''
   if not text.strip():
-    try:
-      with open(sweep_dir.log_path(name), errors='replace') as f:
-        text = f.read()[-4096:]
-    except OSError:
+    text = sweep_dir.read_log(name)
+    if not text:
       return '(no log)'
   lines = [line.strip() for line in str(text).splitlines() if line.strip()]
   return lines[-1][:300] if lines else '(empty log)'
@@ -157,16 +154,17 @@ def collect_to_csv(sweep_dir: str, log=print) -> RunsTable:
   table, left_out = collect(sweep_dir)
   for item in left_out:
     log(f'left out {item["name"]}: {item["reason"]}')
-  path = write_csv(table, os.path.join(sweep_dir, 'runs.csv'))
+  path = write_csv(table, storage.join(sweep_dir, 'runs.csv'))
   log(f'collected {len(table)} finished runs of {sweep_dir} into {path}')
   return table
 
 
 def write_csv(table: RunsTable, path: str) -> str:
-  """Writes the table as CSV (floats exact) atomically; table.load_runs reads it back."""
+  """Writes the table as CSV (floats exact) atomically (or in one upload); table.load_runs
+  reads it back."""
   fields = [f for f in FIELDS if f != 'N_no_emb' or table.N_no_emb is not None]
   header = fields + list(table.tags)
-  with atomic_open(path, newline='') as f:
+  with storage.text_writer(path) as f:
     writer = csv.writer(f)
     writer.writerow(header)
     for i in range(len(table)):

@@ -15,9 +15,10 @@ import os
 import shlex
 import sys
 
+from lmjax.core import storage
 from lmjax.core.errors import EXIT_FAILED, EXIT_OK, LmjaxError
 from lmjax.sweeps import local, slurm
-from lmjax.sweeps.sweepdir import SweepDir, log_tail
+from lmjax.sweeps.sweepdir import SweepDir
 from lmjax.sweeps.sweepfile import load_sweep
 
 BACKENDS = ('local', 'slurm')
@@ -61,6 +62,10 @@ class SweepOptions:
 def run_sweep(sweep_file: str, workdir: str, options: SweepOptions, stream=sys.stdout) -> int:
   """launch.sweep (module doc); LmjaxError for a bad option, sweep file or directory."""
   options.check()
+  if options.backend == 'slurm' and storage.is_remote(workdir) and not options.status:
+    raise SweepOptionsError(f'--backend=slurm with --workdir={workdir}: SLURM tasks write '
+                            'their logs and status files with the shell; put the sweep '
+                            'directory on the cluster\'s shared file system')
   sweep = load_sweep(sweep_file)
   read_only = options.status or options.dry_run
   sweep_dir = SweepDir.open(workdir, sweep, create=not read_only)
@@ -96,7 +101,7 @@ def print_status(sweep_dir: SweepDir, jobs: dict, stream=sys.stdout, queued=None
     detail = ''
     if state in ('failed', 'diverged'):
       s = sweep_dir.status(name)
-      tail = (s.get('log_tail') or log_tail(sweep_dir.log_path(name))).strip()
+      tail = (s.get('log_tail') or sweep_dir.read_log(name)).strip()
       detail = f'exit {s.get("exit_code")}: {tail.rsplit(chr(10), 1)[-1][:100]}'
     elif state == 'pending' and run.branch_of and not sweep_dir.ready(run):
       detail = f'waits for {run.branch_of} step {run.branch_step}'

@@ -114,6 +114,7 @@ class _Pool:
   def _finish(self, name, code):
     sweep_dir, progress = self.sweep_dir, self.progress
     self.procs.pop(name).log.close()
+    sweep_dir.upload_log(name)
     if code == 0 and sweep_dir.is_done(name):
       sweep_dir.set_status(name, state='done', exit_code=EXIT_OK, log_tail='')
       progress.flops_done += sweep_dir.spent(sweep_dir.runs[name])

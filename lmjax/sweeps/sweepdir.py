@@ -12,14 +12,23 @@ SweepDir is the one owner of this layout: every other module asks it for a path 
 RunDir for the paths inside a run). A run is done when it has finished (launch.train writes its
 summary last, atomically), so the state survives any crash of the launcher; status files only
 add why a run is not done. Every file is written atomically (lmjax.core.atomic).
+
+DIR may be on object storage (`gs://bucket/sweep`, lmjax/core/storage.py): sweep.json, the
+status files and the runs live there (each run a gs:// run directory); what belongs to the
+launcher's machine, the lock, the compilation cache and the logs as they are written, is kept
+in a local directory named for the URL (`local`, under ~/.cache/lmjax/sweeps), each log
+uploaded to DIR/logs/ when its run ends. Such a sweep runs with the local backend (SLURM tasks
+write their logs and status with the shell, on a shared file system).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
 
-from lmjax.core import atomic
+from lmjax.core import atomic, storage
 from lmjax.core.errors import EXIT_NONFINITE, EXIT_PREEMPTED, LmjaxError
 from lmjax.core.rundir import RunDir, read_json
 from lmjax.sweeps.configs import PlanError, load_config, repo_path, resolve_overrides
@@ -32,7 +41,9 @@ class SweepDirError(LmjaxError, ValueError):
 
 
 def write_json(path, obj):
-  """The sweep directory's JSON files: atomic, indent=1."""
+  """The sweep directory's JSON files: atomic (or one upload), indent=1."""
+  if storage.is_remote(path):
+    return storage.write_text(path, json.dumps(obj, indent=1))
   return atomic.write_json(path, obj, indent=1)
 
 
@@ -50,7 +61,17 @@ def log_tail(path, lines=20):
 
 def run_dir(sweep_path, name):
   """DIR/runs/NAME: a run's launch.train workdir (also for plan-time checks of branches)."""
-  return os.path.join(sweep_path, 'runs', name)
+  return storage.join(sweep_path, 'runs', name)
+
+
+def local_dir(path) -> str:
+  """Where the launcher keeps what is its machine's: DIR itself, or for a sweep on object
+  storage $XDG_CACHE_HOME/lmjax/sweeps/<digest of the URL> (~/.cache by default)."""
+  if not storage.is_remote(path):
+    return path
+  key = hashlib.sha256(path.rstrip('/').encode()).hexdigest()[:16]
+  cache = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(cache, 'lmjax', 'sweeps', key)
 
 
 class SweepDir:
@@ -59,6 +80,8 @@ class SweepDir:
 
   def __init__(self, path, sweep: Sweep):
     self.path = path
+    self.remote = storage.is_remote(path)
+    self.local = local_dir(path)
     self.sweep = sweep
     self.runs = {r.name: r for r in sweep.runs}
 
@@ -67,22 +90,27 @@ class SweepDir:
     """Opens (or, with `create`, creates) `path` for `sweep`; refuses a directory of another
     sweep, or one whose runs this sweep would change. A sweep that only adds runs is accepted.
     Without `create` nothing is written (a dry run, a status query)."""
-    sweep_dir = cls(os.path.abspath(path), sweep)
-    if os.path.exists(path) and not os.path.isdir(path):
+    try:
+      storage.check_usable(path) if create else storage.check_scheme(path)
+    except storage.StorageError as e:
+      raise SweepDirError(str(e)) from None
+    sweep_dir = cls(path if storage.is_remote(path) else os.path.abspath(path), sweep)
+    if not sweep_dir.remote and os.path.exists(path) and not os.path.isdir(path):
       raise SweepDirError(f'--workdir={path} is a file, not a directory')
     saved_path = sweep_dir.sweep_json_path()
     saved = read_json(saved_path)
-    if os.path.exists(saved_path) and saved is None:
+    if storage.exists(saved_path) and saved is None:
       raise SweepDirError(f'--workdir={path}: sweep.json is unreadable')
     if saved is None:
-      if os.path.isdir(path) and os.listdir(path):
+      if storage.listdir(path):
         raise SweepDirError(f'--workdir={path} is not empty and holds no sweep.json; use a new '
                             'or empty directory')
     else:
       sweep_dir._check_same(saved)
     if create:
       for sub in ('runs', 'logs', 'status', 'jax_cache'):
-        os.makedirs(os.path.join(sweep_dir.path, sub), exist_ok=True)
+        if not sweep_dir.remote or sub in ('logs', 'jax_cache'):
+          os.makedirs(os.path.join(sweep_dir.local, sub), exist_ok=True)
       if saved is None or saved.get('fingerprint') != sweep.fingerprint():
         write_json(saved_path, {**sweep.to_json(), 'fingerprint': sweep.fingerprint()})
     return sweep_dir
@@ -91,8 +119,8 @@ class SweepDir:
   def read(cls, path):
     """The sweep directory at `path` (as given, relative or not) with the sweep its sweep.json
     holds; writes nothing (collecting, reporting). Raises SweepDirError."""
-    saved_path = os.path.join(path, 'sweep.json')
-    if not os.path.isfile(saved_path):
+    saved_path = storage.join(path, 'sweep.json')
+    if not storage.isfile(saved_path):
       raise SweepDirError(f'{path}: no sweep.json (not a sweep directory?)')
     doc = read_json(saved_path)
     if doc is None:
@@ -122,7 +150,7 @@ class SweepDir:
 
   # Paths.
   def sweep_json_path(self):
-    return os.path.join(self.path, 'sweep.json')
+    return storage.join(self.path, 'sweep.json')
 
   def run_dir(self, name):
     return run_dir(self.path, name)
@@ -132,16 +160,34 @@ class SweepDir:
     return RunDir(self.run_dir(name))
 
   def log_path(self, name):
-    return os.path.join(self.path, 'logs', f'{name}.log')
+    """The log a run's output is appended to (on this machine: `local`)."""
+    return os.path.join(self.local, 'logs', f'{name}.log')
+
+  def upload_log(self, name):
+    """For a sweep on object storage: the run's log copied to DIR/logs/ (whole)."""
+    if self.remote and os.path.exists(self.log_path(name)):
+      with open(self.log_path(name), 'rb') as f:
+        storage.write_bytes(storage.join(self.path, 'logs', f'{name}.log'), f.read())
+
+  def read_log(self, name) -> str:
+    """The end of a run's log: on this machine, else (a sweep on object storage, read from
+    elsewhere) the copy uploaded to DIR/logs/; '' when there is none."""
+    if os.path.exists(self.log_path(name)) or not self.remote:
+      return log_tail(self.log_path(name), lines=200)
+    try:
+      with storage.open_file(storage.join(self.path, 'logs', f'{name}.log'), 'rb') as f:
+        return f.read()[-8192:].decode(errors='replace')
+    except OSError:
+      return ''
 
   def status_path(self, name):
-    return os.path.join(self.path, 'status', f'{name}.json')
+    return storage.join(self.path, 'status', f'{name}.json')
 
   def jax_cache(self):
-    return os.path.join(self.path, 'jax_cache')
+    return os.path.join(self.local, 'jax_cache')
 
   def lock_path(self):
-    return os.path.join(self.path, '.lock')
+    return os.path.join(self.local, '.lock')
 
   def slurm_dir(self):
     return os.path.join(self.path, 'slurm')
@@ -160,8 +206,7 @@ class SweepDir:
 
   def run_names_on_disk(self):
     """The names under runs/ (planned or not)."""
-    runs = os.path.join(self.path, 'runs')
-    return set(os.listdir(runs)) if os.path.isdir(runs) else set()
+    return set(storage.listdir(storage.join(self.path, 'runs')))
 
   # State.
   def status(self, name):
