@@ -221,9 +221,12 @@ def test_incompatible_resume_is_refused_and_touches_nothing(straight, tmp_path):
 
 def test_nonfinite_loss_stops_naming_the_step(tmp_path):
   out = _run(tmp_path, '--config.optim.lr=1e30', '--config.optim.grad_clip=0',
-             '--config.optim.warmup_steps=0', '--config.model.dropout=0')
+             '--config.optim.warmup_steps=0', '--config.model.dropout=0',
+             '--config.checkpoint.every_steps=1')
   assert out.returncode == EXIT_NONFINITE, out.stderr[-2000:]
   assert 'not finite at step 2' in out.stderr
+  # The message names the checkpoint to go back to, by its path.
+  assert f'the last good checkpoint (step 1, {tmp_path}/checkpoints/1) is intact' in out.stderr
   assert not (tmp_path / 'checkpoints' / '20').exists()
   out = _run(tmp_path / 'skip', '--config.optim.lr=1e30', '--config.optim.grad_clip=0',
              '--config.optim.warmup_steps=0', '--config.model.dropout=0',

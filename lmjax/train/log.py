@@ -23,8 +23,9 @@ class NonFinite(LmjaxError):
   checkpoint is saved."""
   exit_code = EXIT_NONFINITE
 
-  def __init__(self, step, last_good):
-    where = f'the last good checkpoint (step {last_good}) is intact' if last_good else (
+  def __init__(self, step, last_good, path=None):
+    named = f'step {last_good}, {path}' if path else f'step {last_good}'
+    where = f'the last good checkpoint ({named}) is intact' if last_good else (
         'no checkpoint was saved before it')
     super().__init__(f'the loss or gradient norm was not finite at step {step}; stopped, {where}')
     self.step = step
@@ -45,7 +46,8 @@ def fmt_time(s):
 
 class TrainLog:
   """Owns a run's deferred metrics, its evaluations and the timing of its steps; writes rows to
-  a lmjax.train.metrics.MetricsWriter. `last_saved` is the newest checkpoint step (for errors)."""
+  a lmjax.train.metrics.MetricsWriter. `last_saved` is the newest checkpoint step, saved or
+  restored (verified against its digests), for errors."""
 
   def __init__(self, config, setup, writer, start_step):
     self.config, self.setup, self.writer = config, setup, writer
@@ -66,6 +68,7 @@ class TrainLog:
     self.pending = None  # (step, metrics on the device) of the last log step, not yet read
     self.last_row = self.last_eval = None
     self.last_saved = start_step or None
+    self.checkpoint_path = None  # step -> the directory of its checkpoint (set by the loop)
     self.clock = (time.time(), start_step)  # (time, step) the next row's rate is counted from
 
   def banner(self, messages):
@@ -109,6 +112,12 @@ class TrainLog:
   def defer(self, step, metrics):
     self.pending = (step, metrics)
 
+  def last_saved_path(self):
+    """The checkpoint the run last saved or resumed from, for messages (None: none)."""
+    if self.last_saved and self.checkpoint_path:
+      return self.checkpoint_path(self.last_saved)
+    return None
+
   def flush(self):
     """Reads, writes and prints the deferred metrics, if any (waits for their step)."""
     if self.pending is None:
@@ -119,7 +128,7 @@ class TrainLog:
     dt, n_steps = now - self.clock[0], step - self.clock[1]
     self.clock = (now, step)
     if int(m['bad_step']) >= 0:
-      raise NonFinite(int(m['bad_step']), self.last_saved)
+      raise NonFinite(int(m['bad_step']), self.last_saved, self.last_saved_path())
     tps = n_steps * self.tokens_per_step / dt
     row = {'step': step, 'loss': float(m['loss']), 'lr': float(m['lr']),
            'grad_norm': float(m['grad_norm']), 'tokens': step * self.tokens_per_step,

@@ -59,6 +59,7 @@ def train(config, workdir=None, writer=None, restore_step=None, notes=(),
   primary = jax.process_index() == 0  # only process 0 writes logs, metrics and summaries
   writer, opened = _open_run(config, workdir, start.step, writer, primary)
   log = TrainLog(config, setup, writer, start.step)
+  log.checkpoint_path = ckpt.path if ckpt is not None else None
   log.banner((*notes, *([f'resuming with changed fields: {", ".join(changed)}'] if changed else []),
               *start.messages, *opened))
   # A finished run (resumed to evaluate) still needs a batch to compile the step with.
@@ -172,7 +173,7 @@ def _save(ckpt, config, step, state, iterator, log, force):
   """Saves a checkpoint of `step`, unless the loss guard has tripped (then raises NonFinite)."""
   bad_step = int(jax.device_get(state.bad_step))
   if bad_step >= 0:
-    raise NonFinite(bad_step, log.last_saved)
+    raise NonFinite(bad_step, log.last_saved, log.last_saved_path())
   ckpt.save(step, state, iterator, {'step': step, 'config': to_dict(config)}, force=force)
   log.writer.sync()  # the metrics up to the checkpoint, durable with it
   log.last_saved = step

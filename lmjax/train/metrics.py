@@ -57,17 +57,17 @@ class MetricsWriter:
     self.run = self.staging = None
     if workdir:
       self.run = run = RunDir(workdir)
-      metrics, events = run.metrics_path, run.tensorboard
+      rows, events = run.metrics_path, run.tensorboard
       if run.remote:
         self.staging = tempfile.mkdtemp(prefix='lmjax-staging-')
-        metrics, events = os.path.join(self.staging, 'metrics.jsonl'), os.path.join(
-            self.staging, 'tb')
+        rows, events = (os.path.join(self.staging, 'metrics.jsonl'),
+                        os.path.join(self.staging, 'tb'))
         if metrics and storage.isfile(run.metrics_path):
-          with storage.open_file(run.metrics_path, 'rb') as src, open(metrics, 'wb') as dst:
+          with storage.open_file(run.metrics_path, 'rb') as src, open(rows, 'wb') as dst:
             shutil.copyfileobj(src, dst)
-      self.metrics_file, self.events_dir = metrics, events
+      self.metrics_file, self.events_dir = rows, events
       if metrics:
-        self.fd = os.open(metrics, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.fd = os.open(rows, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
       if tensorboard:
         # purge_step: a resumed run hides the events it is about to write again.
         self.tb = summary_writer(events, purge_step=purge_step)
