@@ -60,11 +60,6 @@ def join(path, *names) -> str:
   return posixpath.join(path, *names) if is_remote(path) else os.path.join(path, *names)
 
 
-def dirname(path) -> str:
-  path = os.fspath(path)
-  return posixpath.dirname(path.rstrip('/')) if is_remote(path) else os.path.dirname(path)
-
-
 def exists(path) -> bool:
   return _fs(path).exists(path) if is_remote(path) else os.path.exists(path)
 
@@ -114,13 +109,6 @@ def text_writer(path):
   buffer = io.StringIO()
   yield buffer
   write_text(path, buffer.getvalue())
-
-
-def remove(path):
-  if is_remote(path):
-    _fs(path).rm_file(path)
-  else:
-    os.remove(path)
 
 
 def move_tree(source, dest):
