@@ -47,7 +47,7 @@ JobCompType=jobcomp/filetxt
 JobCompLoc={root}/jobcomp.txt
 MpiDefault=none
 ReturnToService=2
-KillWait=5
+KillWait=30
 MinJobAge=300
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
