@@ -116,12 +116,12 @@ class MetricsWriter:
       self.stream.write('\n')
       self._live = False
     if self.tb is not None:
-      self.tb.close()
+      self.tb.close()  # its events written; sync uploads them (a run on object storage)
+      self.tb = None
     self.sync()
     if self.fd is not None:
       os.close(self.fd)
       self.fd = None
-    self.tb = None
     if self.staging is not None:
       shutil.rmtree(self.staging, ignore_errors=True)
       self.staging = None
