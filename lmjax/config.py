@@ -46,6 +46,7 @@ CHOICES = {
     'model.remat': ('none', 'full', 'dots', 'minimal', 'save_qkv_proj', 'save_out_proj',
                     'save_attention', 'offload_qkv_proj',
                     'offload_attention'),  # lmjax/model/remat.py
+    'model.parametrization': ('sp', 'mup'),  # lmjax/model/spec.py, Mup
     'model.attention_impl': ('auto', 'blocked', 'xla', 'cudnn', 'splash',
                              'pallas_gpu'),  # lmjax/model/attention.py
     'optim.schedule': ('cosine', 'linear', 'constant', 'wsd'),
@@ -102,6 +103,14 @@ def _model() -> ConfigDict:
   m.attention_block = 64                # blocked kernel: query rows per block (0: one block)
   m.remat = 'none'                      # recomputation policy per block by name (model/remat.py)
   m.scan_layers = False                 # nn.scan over stacked layers (fast compiles when deep)
+  # How init, multipliers and per-parameter learning rates change with width and depth
+  # (lmjax/model/spec.py, Mup): sp, or mup (μP, Yang et al. 2022, with CompleteP's depth rules,
+  # Dey et al. 2025). At the base shape mup is sp exactly; 0: the model's own value (its base).
+  m.parametrization = 'sp'              # sp | mup
+  m.mup_base_d_model = 0                # mup: the width whose tuned hyperparameters transfer
+  m.mup_base_head_dim = 0               # mup: attention is sqrt(base)/head_dim (1/sqrt(E) at it)
+  m.mup_base_n_layers = 0               # mup: the depth of the base (0: no depth transfer)
+  m.mup_depth_alpha = 1.0               # mup: residual branches × (base/depth)^α; 1 CompleteP
   return m
 
 
@@ -365,6 +374,7 @@ def _validate(c):
     _fail('model.rope_scaling_factor', m.rope_scaling_factor, 'with rope_scaling=llama3: '
           'factor > 0, 0 < rope_low_freq_factor < rope_high_freq_factor, '
           'rope_original_max_len > 0')
+  _validate_mup(c)
   if not m.norm_eps > 0:
     _fail('model.norm_eps', m.norm_eps, 'a number > 0')
   if not 0 <= m.dropout < 1:
@@ -402,6 +412,21 @@ def _validate(c):
   if t.init_from and not 0 <= t.init_step < t.steps:
     _fail('train.init_step', t.init_step, f'a step in [0, train.steps={t.steps}) with '
           'train.init_from (0: an imported model, launch.convert)')
+
+
+def _validate_mup(c):
+  m = c.model
+  for field in ('mup_base_d_model', 'mup_base_head_dim', 'mup_base_n_layers'):
+    value = m[field]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+      _fail(f'model.{field}', value, '0 (the model\'s own) or a positive integer')
+    if value and m.parametrization != 'mup':
+      _fail(f'model.{field}', value, '0 unless model.parametrization=mup')
+  alpha = m.mup_depth_alpha
+  if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0.5 <= alpha <= 1:
+    _fail('model.mup_depth_alpha', alpha, 'a number in [0.5, 1] (1: CompleteP, 0.5: depth-μP)')
+  if alpha != 1 and m.parametrization != 'mup':
+    _fail('model.mup_depth_alpha', alpha, '1 unless model.parametrization=mup')
 
 
 MESH_AXES = ('data', 'fsdp', 'tensor')

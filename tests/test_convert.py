@@ -128,6 +128,30 @@ def test_exported_lmjax_models_load_in_transformers_with_lmjax_logits(preset, tm
     assert c.model[k] == v or (k == 'head_dim' and v == 0), k
 
 
+@pytest.mark.parametrize('preset', ['llama', 'gpt2'])
+def test_exported_mup_models_fold_their_multipliers(preset, tmp_path):
+  """μP's attention, residual and output multipliers (spec.Mup) folded into the exported weights:
+  transformers' logits equal lmjax's; a tied embedding at a width other than the base's cannot
+  take the output multiplier and is refused in one line."""
+  fields = dict(preset=preset, d_model=64, n_layers=2, n_heads=4, vocab_size=96,
+                max_seq_len=64, init_std=0.1, parametrization='mup', mup_base_d_model=16,
+                mup_base_head_dim=4, mup_base_n_layers=1, tie_embeddings=False)
+  if preset == 'gpt2':  # tied, as GPT-2 is: only the base width exports
+    fields.update(tie_embeddings=True, mup_base_d_model=64)
+  model, c = lmjax_model(fields, 64)
+  params = jax.tree_util.tree_map(np.asarray, init_params(model, c, jax.random.PRNGKey(3)))
+  convert.write(str(tmp_path / 'out'), *convert.from_lmjax(c.model.to_dict(), params))
+  hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'out')).eval()
+  tokens = np.random.default_rng(1).integers(0, 96, (2, 64))
+  ours = np.asarray(model.apply({'params': params}, tokens), np.float64)
+  np.testing.assert_allclose(hf_logits(hf, tokens), ours, rtol=0, atol=1e-4)
+  if preset == 'gpt2':
+    wide = c.model.to_dict() | {'mup_base_d_model': 16}
+    with pytest.raises(convert.ConvertError, match=r'^model.parametrization=mup: the output '
+                       r'multiplier 0.25 \(base width / width\) cannot be folded into tied'):
+      convert.from_lmjax(wide, params)
+
+
 def test_models_neither_form_covers_are_refused(tmp_path):
   model, c = lmjax_model(dict(preset='vaswani', d_model=32, n_heads=4, vocab_size=96), 64)
   with pytest.raises(convert.ConvertError, match='model.norm=.layernorm.: Hugging Face export'):

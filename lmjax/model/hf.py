@@ -282,10 +282,45 @@ EXPORTS = {
 }
 
 
+def fold_mup(model_fields: dict, params) -> dict:
+  """The standard-parametrization weights that compute what a mup model computes (spec.Mup):
+  the attention factor folded into the query projection, the residual-branch factor into the
+  two projections that write into the residual stream, the output multiplier into the
+  unembedding. A tied embedding cannot take the output multiplier without changing the input:
+  ConvertError unless it is 1 (the base width)."""
+  from lmjax.model.spec import ModelConfig
+  cfg = ModelConfig.from_config(model_fields)
+  mup = cfg.mup
+  if cfg.tie_embeddings and mup.logits != 1:
+    raise ConvertError(f'model.parametrization=mup: the output multiplier {mup.logits:g} (base '
+                       'width / width) cannot be folded into tied embeddings; export needs '
+                       'model.tie_embeddings=False or the base width')
+  scaled = lambda x, f: x if f == 1 else _np(x) * np.float32(f)
+  out = dict(params)
+  for i in range(cfg.n_layers):
+    block = dict(out[f'block_{i}'])
+    attn, mlp = dict(block['attn']), dict(block['mlp'])
+    for name in ('query', 'query_bias'):
+      if name in attn:
+        attn[name] = scaled(attn[name], mup.attention)
+    for layer, names in ((attn, ('out', 'out_bias')), (mlp, ('wo', 'wo_bias'))):
+      for name in names:
+        if name in layer:
+          layer[name] = scaled(layer[name], mup.residual)
+    block.update(attn=attn, mlp=mlp)
+    out[f'block_{i}'] = block
+  if 'unembed' in out:
+    out['unembed'] = scaled(out['unembed'], mup.logits)
+  return out
+
+
 def from_lmjax(model_fields: dict, params) -> tuple[dict, dict]:
-  """(HF config dict, {tensor name: array}) of an lmjax llama-style or gpt2-style model; raises
-  ConvertError naming the first field that neither form has."""
+  """(HF config dict, {tensor name: array}) of an lmjax llama-style or gpt2-style model (a mup
+  model's multipliers folded into its weights, `fold_mup`); raises ConvertError naming the
+  first field that neither form has."""
   m = dict(model_fields)
+  if m.get('parametrization') == 'mup' and not m.get('scan_layers'):
+    params = fold_mup(m, params)
   for kind, (fn, needs) in EXPORTS.items():
     if all(m.get(k) == v for k, v in needs.items()):
       if kind == 'gpt2' and (m['n_kv_heads'] != m['n_heads'] or m.get('head_dim')):

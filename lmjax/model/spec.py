@@ -4,6 +4,7 @@ for sweeps and notebooks without JAX; the model itself is lmjax/model/transforme
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from lmjax.config import ConfigError, default_config
 
@@ -44,6 +45,11 @@ class ModelConfig:
   attention_impl: str
   remat: str
   scan_layers: bool
+  parametrization: str       # sp | mup (Mup below)
+  mup_base_d_model: int      # 0: d_model
+  mup_base_head_dim: int     # 0: head_dim
+  mup_base_n_layers: int     # 0: n_layers
+  mup_depth_alpha: float
   platform: str = ''        # where the model runs: cpu | gpu | tpu; '' = jax.default_backend()
 
   @classmethod
@@ -71,3 +77,85 @@ class ModelConfig:
   def __post_init__(self):
     if not self.head_dim:
       object.__setattr__(self, 'head_dim', self.d_model // self.n_heads)
+
+  @property
+  def mup(self) -> Mup:
+    """The multipliers of this model's parametrization (all 1 under sp and at the base shape)."""
+    if self.parametrization != 'mup':
+      return Mup()
+    return Mup(width=self.d_model / (self.mup_base_d_model or self.d_model),
+               head=self.head_dim / (self.mup_base_head_dim or self.head_dim),
+               depth=self.n_layers / (self.mup_base_n_layers or self.n_layers),
+               alpha=float(self.mup_depth_alpha), base_layers=self.mup_base_n_layers or
+               self.n_layers)
+
+  @property
+  def residual_init_std(self) -> float:
+    """The init std of the two projections that write into the residual stream: GPT-2's
+    init_std / sqrt(2·L); under mup L is the base depth (CompleteP's init does not change with
+    depth) and the hidden-width factor applies."""
+    if self.parametrization != 'mup':
+      return self.init_std / math.sqrt(2 * self.n_layers)
+    m = self.mup
+    return self.init_std / math.sqrt(2 * m.base_layers) * m.hidden_std
+
+
+@dataclasses.dataclass(frozen=True)
+class Mup:
+  """μP (Yang et al. 2022, "Tensor Programs V", Table 3, Adam) with CompleteP's depth rules
+  (Dey et al. 2025, "Don't be lazy: CompleteP enables compute-efficient deep transformers",
+  Table 1), as multipliers of the standard parametrization's values. m_N = width / base width
+  (the ratio of every hidden fan-in, the model's widths scaling together), m_L = depth / base
+  depth, α the depth exponent (1: CompleteP). Every factor is exactly 1 at the base shape, so
+  there mup computes what sp does, bit for bit.
+
+  Model: hidden matrices (q, k, v, attention out, MLP in and out) init std × m_N^-1/2;
+  attention logits × (E / E_base)^-1/2, i.e. sqrt(E_base)/E in place of 1/sqrt(E); output logits
+  × 1/m_N; residual branches × m_L^-α; sinusoidal embeddings × sqrt(base width) in place of
+  sqrt(width); embeddings, norms and biases as in sp.
+  Optimizer (AdamW): hidden matrices lr × m_N^-1 · m_L^(α-1) and weight decay × m_N (so that
+  lr·decay does not change with width); the blocks' vectors (norm scales, biases)
+  lr × m_L^(α-1); embeddings, unembedding and the final norm as in sp; Adam's ε × m_N^-1 ·
+  m_L^-α for every parameter (CompleteP; the nanoGPT-mup reference implementation)."""
+  width: float = 1.0
+  head: float = 1.0
+  depth: float = 1.0
+  alpha: float = 1.0
+  base_layers: int = 0
+
+  @property
+  def hidden_std(self) -> float:
+    return self.width ** -0.5
+
+  @property
+  def attention(self) -> float:
+    return self.head ** -0.5
+
+  @property
+  def logits(self) -> float:
+    return 1.0 / self.width
+
+  @property
+  def residual(self) -> float:
+    return self.depth ** -self.alpha
+
+  @property
+  def embedding(self) -> float:
+    """Of sinusoidal positions' sqrt(d_model) embedding scale (Vaswani et al. 2017)."""
+    return self.width ** -0.5
+
+  @property
+  def hidden_lr(self) -> float:
+    return 1.0 / self.width * self.depth ** (self.alpha - 1)
+
+  @property
+  def vector_lr(self) -> float:
+    return self.depth ** (self.alpha - 1)
+
+  @property
+  def hidden_decay(self) -> float:
+    return self.width
+
+  @property
+  def eps(self) -> float:
+    return 1.0 / self.width * self.depth ** -self.alpha

@@ -17,7 +17,9 @@ Rematerialisation policies name what they keep by the `checkpoint_name` tags bel
 
 Initialisation (GPT-2, Radford et al. 2019, as in nanoGPT): weights and embeddings ~ N(0, σ²) with
 σ = `init_std` (0.02); the two projections that write into the residual stream (attention output,
-MLP output) use σ / sqrt(2·L); biases zero; norm scales one.
+MLP output) use σ / sqrt(2·L); biases zero; norm scales one. `parametrization=mup` changes init
+and multipliers with width and depth (μP and CompleteP; lmjax/model/spec.py, Mup), and is this
+model exactly at its base shape.
 """
 from __future__ import annotations
 
@@ -188,7 +190,7 @@ class Attention(Sharded):
     values written in)."""
     cfg = self.cfg
     (b, t), h, k, e = positions_BxT.shape, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    d, std = cfg.d_model, cfg.init_std
+    d, std = cfg.d_model, cfg.init_std * cfg.mup.hidden_std
     heads = (('query', h, 'heads'), ('key', k, 'kv_heads'), ('value', k, 'kv_heads'))
     pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
     # Weights, then biases, in the same order for both forms below (the init's rng follows it).
@@ -219,7 +221,8 @@ class Attention(Sharded):
     if cfg.position == 'rope':
       q_BxTxHxE = rope(q_BxTxHxE, positions_BxT, cfg.rope_theta, cfg.rope_scaling_args)
       k_BxSxKxE = rope(k_BxSxKxE, positions_BxT, cfg.rope_theta, cfg.rope_scaling_args)
-    q_BxTxHxE = q_BxTxHxE * jnp.asarray(e ** -0.5, q_BxTxHxE.dtype)
+    # 1/sqrt(E) (Vaswani et al. 2017); μP's sqrt(E_base)/E (spec.Mup) where E differs from it.
+    q_BxTxHxE = q_BxTxHxE * jnp.asarray(e ** -0.5 * cfg.mup.attention, q_BxTxHxE.dtype)
     if kv is not None:
       kv = kv.write(k_BxSxKxE, v_BxSxKxE)
       out_BxTxHxE = kv.attend(q_BxTxHxE)
@@ -233,7 +236,7 @@ class Attention(Sharded):
     out_BxTxHxE = checkpoint_name(self.constrain(out_BxTxHxE, *heads_axes('act_heads')),
                                   'attention_out')
     out = _dense(self, out_BxTxHxE.reshape(b * t, h * e), 'out', (h, e, d),
-                 ('heads', 'head_dim', 'embed'), std / math.sqrt(2 * cfg.n_layers), ('embed',))
+                 ('heads', 'head_dim', 'embed'), cfg.residual_init_std, ('embed',))
     out = checkpoint_name(out, 'out_proj')
     return out if kv is None else (out, kv)
 
@@ -258,7 +261,7 @@ class Mlp(Sharded):
   @nn.compact
   def __call__(self, x_NxD, in_scale=None):
     cfg = self.cfg
-    d, f, std = cfg.d_model, cfg.d_ff, cfg.init_std
+    d, f, std = cfg.d_model, cfg.d_ff, cfg.init_std * cfg.mup.hidden_std
     act = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu, 'silu': jax.nn.silu,
            'swiglu': jax.nn.silu, 'geglu': jax.nn.gelu}[cfg.activation]
     up = lambda name: self.constrain(checkpoint_name(
@@ -267,8 +270,8 @@ class Mlp(Sharded):
     h_NxF = act(up('wi'))
     if cfg.activation in GATED:
       h_NxF = h_NxF * up('wi_gate')
-    out_NxD = _dense(self, h_NxF, 'wo', (f, d), ('mlp', 'embed'),
-                     std / math.sqrt(2 * cfg.n_layers), ('embed',))
+    out_NxD = _dense(self, h_NxF, 'wo', (f, d), ('mlp', 'embed'), cfg.residual_init_std,
+                     ('embed',))
     return checkpoint_name(out_NxD, 'mlp_out')
 
 
@@ -303,6 +306,9 @@ class Block(Sharded):
 def _block_body(cfg, x_NxD, positions_BxT, segment_ids_BxT, deterministic, drop, attn, mlp,
                 constrain):
   residual = lambda x: constrain(x, 'act_batch', 'act_embed')
+  branch_scale = cfg.mup.residual  # CompleteP's m_L^-α (spec.Mup); 1 under sp
+  if branch_scale != 1:
+    drop = lambda y, drop=drop: drop(y) * jnp.asarray(branch_scale, y.dtype)
   x_NxD = residual(x_NxD)
   if cfg.norm_position == 'pre' and _foldable(cfg):
     # The norm scales fold into the q/k/v and MLP input weights (Norm's docstring).
@@ -370,7 +376,7 @@ class Transformer(Sharded):
     x_NxD = jnp.take(embed_VxD, tokens_BxT.reshape(-1), axis=0).astype(cfg.dtype)
     if cfg.position == 'sinusoidal':
       # Vaswani et al. 2017, Sec. 3.4: embeddings are scaled by sqrt(d_model).
-      x_NxD = x_NxD * math.sqrt(d) + sinusoids(positions_BxT, d).reshape(b * t, d).astype(
+      x_NxD = x_NxD * (math.sqrt(d) * cfg.mup.embedding) + sinusoids(positions_BxT, d).reshape(b * t, d).astype(
           cfg.dtype)
     elif cfg.position == 'learned':
       pos_TxD = _param(self, 'pos_embed', (cfg.max_seq_len, d), (None, 'embed'), cfg.init_std,
@@ -407,6 +413,8 @@ class Transformer(Sharded):
       w_DxV = _param(self, 'unembed', (d, v), ('embed', 'vocab'), cfg.init_std, pdt)
     if scale is not None:
       w_DxV = w_DxV * scale[:, None]
+    if cfg.mup.logits != 1:  # μP's output multiplier base_width / width (spec.Mup)
+      w_DxV = w_DxV * jnp.asarray(cfg.mup.logits, w_DxV.dtype)
     bias_V = None
     if cfg.use_bias and not cfg.tie_embeddings:
       bias_V = _param(self, 'unembed_bias', (v,), ('vocab',), 0, pdt).astype(jnp.float32)

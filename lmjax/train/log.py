@@ -15,6 +15,7 @@ from lmjax.core.errors import EXIT_NONFINITE, LmjaxError
 from lmjax.data import loader
 from lmjax.model import flops
 from lmjax.model.spec import ModelConfig
+from lmjax.train import optim
 from lmjax.train.steps import evaluate, make_eval_step, token_bytes_table
 
 
@@ -90,6 +91,8 @@ class TrainLog:
               f'{self.device.device_kind})')
     else:
       w.print(f'warning: {self.peak_source}')
+    if config.model.parametrization == 'mup':
+      w.print(optim.describe(config.model, config.optim))
     stats = setup.dataset.stats
     if stats:
       st = stats['train']

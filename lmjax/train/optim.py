@@ -8,6 +8,10 @@ Schedules: linear warmup from 0 to `lr` over `warmup_steps`, then
   steps·(1 - decay_fraction), then down to min_lr at `steps` with `decay_shape` linear, cosine or
   1-sqrt (Hägele et al. 2024, Eq. 1: lr·(1 - sqrt(x)), x the fraction of the cooldown done).
 min_lr = min_lr_ratio · lr. Step s of the loop uses schedule(s), s counted from 0.
+
+Under `model.parametrization=mup` the parameters fall in three groups (`param_group`) whose
+learning rate, weight decay and Adam ε are the config's times μP's and CompleteP's factors
+(lmjax/model/spec.py, Mup), through optax.multi_transform: one AdamW per group.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from lmjax.model.spec import ModelConfig
 
 
 def schedule(optim_config, steps: int):
@@ -105,13 +111,61 @@ def decay_mask(params, optim_config):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def optimizer(optim_config, steps: int, lr=None) -> optax.GradientTransformation:
+# μP's groups: the matrices inside the blocks are its hidden weights; the blocks' other
+# parameters (norm scales, biases) are vectors; the rest are the input and output layers.
+HIDDEN = ('query', 'key', 'value', 'out', 'wi', 'wi_gate', 'wo')
+GROUPS = ('io', 'hidden', 'block_vector')
+
+
+def param_group(path) -> str:
+  """io | hidden | block_vector for the parameter at a tree path (module doc)."""
+  names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+  if not any(n.startswith('block') for n in names[:-1]):
+    return 'io'
+  return 'hidden' if names[-1] in HIDDEN else 'block_vector'
+
+
+def group_factors(model_config) -> dict:
+  """{group: (lr factor, weight-decay factor)} of a model's parametrization (all 1 under sp)."""
+  m = ModelConfig.from_config(model_config).mup
+  return {'io': (1.0, 1.0), 'hidden': (m.hidden_lr, m.hidden_decay),
+          'block_vector': (m.vector_lr, 1.0)}
+
+
+def describe(model_config, optim_config) -> str:
+  """The banner's line of a mup model: each group's peak learning rate by parameter name."""
+  cfg = ModelConfig.from_config(model_config)
+  m, o, f = cfg.mup, optim_config, group_factors(model_config)
+  base = (f'base d_model {cfg.mup_base_d_model or cfg.d_model}, head_dim '
+          f'{cfg.mup_base_head_dim or cfg.head_dim}, n_layers {m.base_layers}')
+  return (f'μP ({base}; m_N = {m.width:g}, m_L = {m.depth:g}, α = {m.alpha:g}): peak lr '
+          f'{o.lr:.3g} for embed, pos_embed, unembed, final_norm; '
+          f'{o.lr * f["hidden"][0]:.3g} for {", ".join(HIDDEN)} (weight decay '
+          f'{o.weight_decay * f["hidden"][1]:.3g}); {o.lr * f["block_vector"][0]:.3g} for the '
+          f'blocks\' norms and biases; Adam eps {o.eps * m.eps:.3g}; output logits × '
+          f'{m.logits:.3g}, residual branches × {m.residual:.3g}, attention '
+          f'{m.attention * cfg.head_dim ** -0.5:.3g} (sqrt(E_base)/E)')
+
+
+def optimizer(optim_config, steps: int, lr=None, model_config=None
+              ) -> optax.GradientTransformation:
   """AdamW with clipping; `lr` (a function of the update count) replaces the config's
-  schedule, e.g. `lambda c: lr_at(c, params)` inside a traced train step."""
+  schedule, e.g. `lambda c: lr_at(c, params)` inside a traced train step. A mup
+  `model_config` gives each parameter group its own AdamW (module doc)."""
   o = optim_config
-  adamw = optax.adamw(lr or schedule(o, steps), b1=o.b1, b2=o.b2, eps=o.eps,
-                      weight_decay=o.weight_decay,
-                      mask=lambda p: decay_mask(p, o))
+  lr = lr or schedule(o, steps)
+  if model_config is None or model_config.parametrization != 'mup':
+    adamw = optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
+                        mask=lambda p: decay_mask(p, o))
+  else:
+    eps = o.eps * ModelConfig.from_config(model_config).mup.eps
+    adamw = optax.multi_transform(
+        {group: optax.adamw(lambda count, f=lr_f: lr(count) * f, b1=o.b1, b2=o.b2, eps=eps,
+                            weight_decay=o.weight_decay * wd_f,
+                            mask=lambda p: decay_mask(p, o))
+         for group, (lr_f, wd_f) in group_factors(model_config).items()},
+        lambda params: jax.tree_util.tree_map_with_path(lambda path, _: param_group(path),
+                                                        params))
   if o.grad_clip > 0:
     return optax.chain(optax.clip_by_global_norm(o.grad_clip), adamw)
   return adamw

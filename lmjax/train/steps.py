@@ -42,7 +42,8 @@ def build_model(config, mesh=None) -> Transformer:
 
 def build_model_and_optimizer(config, mesh=None):
   """(model, optimizer) for a resolved config (see `build_model`)."""
-  return build_model(config, mesh), optim.optimizer(config.optim, config.train.steps)
+  return build_model(config, mesh), optim.optimizer(config.optim, config.train.steps,
+                                                    model_config=config.model)
 
 
 def _initialiser(model):
@@ -132,7 +133,7 @@ def make_train_step(model, tx, config, mesh=None, shardings=None):
 
   def step_fn(state, batch, schedule):
     lr = lambda count: optim.lr_at(count, schedule)
-    tx = optim.optimizer(config.optim, config.train.steps, lr)
+    tx = optim.optimizer(config.optim, config.train.steps, lr, config.model)
     rng = jax.random.fold_in(base_rng, state.step)
     if accum == 1:
       (nats, count), grads = sum_and_grad(state.params, batch, rng)
