@@ -223,6 +223,9 @@ class Attention(Sharded):
       k_BxSxKxE = rope(k_BxSxKxE, positions_BxT, cfg.rope_theta, cfg.rope_scaling_args)
     # 1/sqrt(E) (Vaswani et al. 2017); μP's sqrt(E_base)/E (spec.Mup) where E differs from it.
     q_BxTxHxE = q_BxTxHxE * jnp.asarray(e ** -0.5 * cfg.mup.attention, q_BxTxHxE.dtype)
+    if self.is_mutable_collection('intermediates'):  # the coordinate check (train/coordcheck.py)
+      self.sow('intermediates', 'attention_logits_rms',
+               _causal_logits_rms(q_BxTxHxE, k_BxSxKxE, segment_ids_BxT))
     if kv is not None:
       kv = kv.write(k_BxSxKxE, v_BxSxKxE)
       out_BxTxHxE = kv.attend(q_BxTxHxE)
@@ -253,6 +256,16 @@ class Attention(Sharded):
     probs_BxKxGxTxS = nn.Dropout(cfg.dropout)(probs_BxKxGxTxS, deterministic=False)
     out_BxKxGxTxE = jnp.einsum('bkgts,bske->bkgte', probs_BxKxGxTxS, v_BxSxKxE)
     return out_BxKxGxTxE.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
+
+
+def _causal_logits_rms(q_BxTxHxE, k_BxSxKxE, segment_ids_BxT):
+  """The root mean square of the attention logits the causal (and document) mask keeps."""
+  (b, t, h, e), k = q_BxTxHxE.shape, k_BxSxKxE.shape[2]
+  q_BxKxGxTxE = q_BxTxHxE.reshape(b, t, k, h // k, e).transpose(0, 2, 3, 1, 4)
+  logits_BxKxGxTxS = jnp.einsum('bkgte,bske->bkgts', q_BxKxGxTxE, k_BxSxKxE,
+                                preferred_element_type=jnp.float32)
+  keep = jnp.broadcast_to(dense_mask(t, segment_ids_BxT), logits_BxKxGxTxS.shape)
+  return jnp.sqrt(jnp.sum(jnp.where(keep, logits_BxKxGxTxS ** 2, 0.0)) / jnp.sum(keep))
 
 
 class Mlp(Sharded):
@@ -384,6 +397,9 @@ class Transformer(Sharded):
       x_NxD = x_NxD + jnp.take(pos_TxD, positions_BxT.reshape(-1), axis=0).astype(cfg.dtype)
     if cfg.dropout:
       x_NxD = nn.Dropout(cfg.dropout)(x_NxD, deterministic=deterministic)
+    if self.is_mutable_collection('intermediates'):  # the coordinate check (train/coordcheck.py)
+      self.sow('intermediates', 'embedding_rms', jnp.sqrt(jnp.mean(
+          x_NxD.astype(jnp.float32) ** 2)))
     if cfg.scan_layers:
       # One traced block scanned over stacked parameters (a leading `layers` axis): compile
       # time stays flat in depth; the arithmetic is that of the unrolled loop.
