@@ -1,5 +1,10 @@
 """Fit scaling laws to a runs table: python -m launch.fit --runs=TABLE [--law=...] [--out=DIR].
 
+--law=hparams fits the optimal learning rate and batch size of each budget against C, N and D
+(DeepSeek-AI 2024; lmjax/scaling/hparams.py) from the table's lr and batch_size columns (a
+sweeps.hparams sweep collects them); its laws go into fits.json, where sweeps.fitted_lr reads
+the lr law back as a recipe's learning rate.
+
 Reads a CSV/TSV/JSON runs table (lmjax/scaling/table.py: columns N, D and/or C, loss, optional
 N_no_emb, any other column a tag), fits the laws asked for, bootstraps them over runs, prints a
 table of fitted values with standard errors and percentile intervals, and with --out writes
@@ -24,7 +29,9 @@ _SWEEP_DIR = flags.DEFINE_string('sweep_dir', None, 'A launch.sweep directory in
                                  'its finished runs become the table (written to '
                                  'DIR/runs.csv); --out defaults to DIR/fits.')
 _LAW = flags.DEFINE_list('law', list(_D.laws), f'Laws to fit: {", ".join(LAWS)} or all (all: '
-                         'every law the table supports; approach1 only with --run_tags).')
+                         'every law the table supports but hparams; approach1 only with '
+                         '--run_tags). hparams: the optimal lr and batch size per budget and '
+                         'their power laws in C, N, D (needs lr and budget columns).')
 _OUT = flags.DEFINE_string('out', None, 'Directory for fits.json and the plots (none: print '
                            'only).')
 _BOOTSTRAP = flags.DEFINE_integer('bootstrap', _D.bootstrap, 'Bootstrap replicates (0: none).')

@@ -91,3 +91,28 @@ def test_a_run_directory_and_a_directory_of_runs(tmp_path):
     with pytest.raises(analysis.AnalysisError) as e:
       analysis.load(str(bad))
     assert '\n' not in str(e.value)
+
+
+def test_hyperparameter_laws_and_lr_shift_from_dataframes():
+  import pandas as pd
+
+  from tests.test_scaling_hparams import lr_sweep, synthetic
+  t = synthetic()
+  # The names analysis.load gives the config's fields.
+  runs = pd.DataFrame({'N': t.N, 'D': t.D, 'C': t.C, 'loss': t.loss, 'design': 'hparams',
+                       'optim.lr': t.tags['lr'].astype(float),
+                       'data.batch_size': t.tags['batch_size'].astype(float),
+                       'budget': t.tags['budget'].astype(float)})
+  fit = analysis.fit_hparams(runs, bootstrap=20, predict_c=[1e21])
+  assert fit.columns == {'lr': 'optim.lr', 'batch_size': 'data.batch_size'}
+  assert fit.law('lr').b == pytest.approx(-0.125, abs=0.02)
+  assert analysis.figures.png(analysis.figures.hparams(fit))[:4] == b'\x89PNG'  # it draws
+  with pytest.raises(analysis.AnalysisError, match='no learning-rate column'):
+    analysis.fit_hparams(runs.drop(columns='optim.lr'))
+  rows = pd.DataFrame(lr_sweep(-1.0) + lr_sweep(0.0, seed=1)).rename(columns={
+      'width': 'model.d_model', 'lr': 'optim.lr', 'parametrization': 'model.parametrization'})
+  shifts = analysis.lr_shift(rows, by='model.parametrization', bootstrap=20, boot_seed=3)
+  assert shifts['sp'].slope == pytest.approx(-1, abs=0.05)
+  assert analysis.figures.png(analysis.figures.lr_shift(shifts))[:4] == b'\x89PNG'
+  with pytest.raises(analysis.AnalysisError, match="no 'model.d_model'"):
+    analysis.lr_shift(rows.drop(columns='model.d_model'))

@@ -67,6 +67,10 @@ def test_fits_prints_and_writes(tmp_path):
     ('N,D,loss\n1e8,1e9,3.0\n', ['--bootstrap=-1'], '--bootstrap=-1'),
     ('N,D,loss\n1e8,1e9,3.0\n', ['--columns=n=size'], "no column 'size'"),
     ('N,D,loss\n1e8,1e9,3.0\n', ['--where=run=a'], "no tag column 'run'"),
+    ('N,D,loss\n1e8,1e9,3.0\n', ['--law=hparams'], 'no learning-rate column (looked for lr'),
+    ('N,D,loss,lr,budget\n' + ''.join(f'1e8,1e9,{3 + (i - 2) ** 2 / 100},{10 ** (i - 4)},6e17\n'
+                                      for i in range(5)), ['--law=hparams'],
+     '1 budget(s) of 1 with a measured optimum'),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, body, args, expect):
   runs = tmp_path / 'runs.csv'
@@ -98,3 +102,23 @@ def test_epoch_file(tmp_path):
   assert chin['n_starts'] == 4500 and chin['params']['E'] == pytest.approx(1.817, abs=0.005)
   assert doc['fits']['N']['isoflop']['n_budgets_used'] >= 5
   assert len(doc['plots']) == 6 and all((out / p).stat().st_size > 10_000 for p in doc['plots'])
+
+
+def test_hparams_law_prints_writes_and_feeds_a_recipe(tmp_path):
+  from lmjax import sweeps
+  from lmjax.sweeps import collect
+  from tests.test_scaling_hparams import synthetic
+  runs = collect.write_csv(synthetic(), str(tmp_path / 'runs.csv'))
+  out = tmp_path / 'out'
+  r = _fit(f'--runs={runs}', '--law=hparams', '--bootstrap=30', f'--out={out}',
+           '--predict_c=1e22')
+  assert r.returncode == 0, r.stderr
+  assert 'lr_opt = a·C^b' in r.stdout and 'batch_size_opt = a·C^b' in r.stdout
+  doc = json.loads((out / 'fits.json').read_text())
+  fit = doc['fits']['N']['hparams']
+  assert set(fit['laws']) == {'lr', 'batch_size'} and set(fit['laws']['lr']) == {'C', 'N', 'D'}
+  lo, hi = fit['laws']['lr']['C']['b_interval']
+  assert lo <= -0.125 <= hi and fit['predictions'][0]['c'] == 1e22
+  assert doc['plots'] == ['hparams.png'] and (out / 'hparams.png').stat().st_size > 10_000
+  law = sweeps.fitted_lr(str(out))
+  assert law.lr(C=1e18) == pytest.approx(fit['laws']['lr']['C']['a'] * 1e18 ** law.b)

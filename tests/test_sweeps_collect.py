@@ -76,6 +76,10 @@ def test_table_and_report(tmp_path, sweep):
   assert list(t.tags['schedule']) == ['cosine'] * 3 + ['wsd']
   assert list(t.tags['cooldown_branch']) == ['no'] * 3 + ['yes']
   assert list(t.tags['seed']) == ['0'] * 4
+  # What scaling.hparams and lr_transfer read: each run's lr, batch size and width.
+  assert list(t.tags['lr']) == ['0.003'] * 4 and list(t.tags['batch_size']) == ['4'] * 4
+  assert list(t.tags['d_model']) == [str(r.overrides['model.d_model']) for r in done]
+  assert len(set(t.tags['d_model'])) == 3
   assert list(t.tags['budget'])[:3] == ['2000000000.0'] * 3 and t.tags['budget'][3] == 'nan'
   assert len(set(t.tags['config_hash'])) == 4 and t.derived == ()
   assert t.meta['budgets'] == [2e9] and t.meta['budget_rtol'] == sweeps.BUDGET_RTOL

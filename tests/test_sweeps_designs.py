@@ -1,6 +1,7 @@
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 
 from lmjax import sweeps
@@ -111,3 +112,62 @@ def test_isoflop_leaves_out_budgets_past_max_tokens_per_param(shapes):
       (r.N_no_emb, r.budget) for r in capped}
   with pytest.raises(sweeps.PlanError, match='max_tokens_per_param'):
     sweeps.isoflop(shapes, budgets, recipe=RECIPE, base_config=TINY, max_tokens_per_param=1e-9)
+
+
+def test_hparams_grid_at_each_budget(shapes):
+  budgets, lrs, batch_sizes = [1e9, 2e9], [1e-3, 3e-3, 1e-2], [4, 8]
+  runs = sweeps.hparams(shapes[1], budgets, lrs, batch_sizes, recipe=RECIPE, base_config=TINY,
+                        seeds=(0, 1))
+  assert len(runs) == 2 * 3 * 2 * 2 and len({r.name for r in runs}) == len(runs)
+  assert {r.design for r in runs} == {'hparams'} and {r.budget for r in runs} == set(budgets)
+  for r in runs:
+    b, lr = r.overrides['data.batch_size'], r.overrides['optim.lr']
+    assert (lr in lrs and b in batch_sizes and r.name.endswith(f'_lr{lr:.0e}_B{b}'.replace(
+        'e-0', 'e-')))
+    assert abs(r.C / r.budget - 1) <= sweeps.BUDGET_RTOL
+    assert r.D == r.steps * b * RECIPE.seq_len
+    assert r.overrides['optim.warmup_steps'] == RECIPE.warmup(r.steps)
+  steps = {(r.budget, r.overrides['data.batch_size']): r.steps for r in runs}
+  assert steps[1e9, 8] == round(steps[1e9, 4] / 2) and steps[2e9, 4] == 2 * steps[1e9, 4]
+  resolved = sweeps.resolve_run(TINY, runs[-1])
+  assert (resolved.optim.lr, resolved.data.batch_size) == (1e-2, 8)
+  per_budget = sweeps.hparams({2e9: shapes[2], 1e9: shapes[0]}, budgets, [1e-3], [4],
+                              recipe=RECIPE, base_config=TINY, tag='x')
+  assert [r.N_no_emb for r in per_budget] == [
+      r.N_no_emb for r in sweeps.l_of_n(shapes[::2], 1e4, recipe=RECIPE, base_config=TINY)]
+  assert all(r.name.endswith('_B4_x') for r in per_budget)
+  assert '2 shapes for 3 budgets' in one_line_error(lambda: sweeps.hparams(
+      shapes[:2], [1e9, 2e9, 4e9], lrs, [4], recipe=RECIPE, base_config=TINY))
+  assert 'batch_sizes [4, 0.5]' in one_line_error(lambda: sweeps.hparams(
+      shapes[0], budgets, lrs, [4, 0.5], recipe=RECIPE, base_config=TINY))
+  assert 'less than one step' in one_line_error(lambda: sweeps.hparams(
+      shapes[0], [1e6], lrs, [4], recipe=RECIPE, base_config=TINY))
+
+
+def test_fitted_lr_from_launch_fits_json_sets_each_runs_lr(shapes, tmp_path):
+  from lmjax.scaling import fit as scaling_fit
+  from lmjax.scaling import table
+  from lmjax.scaling.options import FitOptions
+  rows = {k: [] for k in ('N', 'D', 'C', 'loss', 'lr', 'budget')}
+  for c in (1e8, 1e9, 1e10):  # lr* = 0.3·C^-0.125 exactly, on a grid around it
+    eta = 0.3 * c ** -0.125
+    for lr in eta * 2.0 ** np.arange(-2.3, 2.5):
+      for k, v in zip(rows, (1e4, c / 6e4, c, 3 + 0.05 * np.log2(lr / eta) ** 2, lr, c)):
+        rows[k].append(v)
+  report = scaling_fit.fit_runs(table.from_columns(rows), FitOptions(laws=('hparams',),
+                                                                     bootstrap=0))
+  scaling_fit.write_report(report, str(tmp_path / 'fits'), plots=False)
+  law = sweeps.fitted_lr(str(tmp_path / 'fits'))
+  assert (law.a, law.b, law.against) == (pytest.approx(0.3), pytest.approx(-0.125), 'C')
+  recipe = dataclasses.replace(RECIPE, lr=law)
+  for run in sweeps.isoflop(shapes, [1e9, 2e9], recipe=recipe, base_config=TINY):
+    assert run.overrides['optim.lr'] == pytest.approx(0.3 * run.C ** -0.125, rel=1e-9)
+  by_n = dataclasses.replace(RECIPE, lr=sweeps.FittedLr(1e-2, -0.5, 'N_no_emb'))
+  run = sweeps.l_of_n(shapes[:1], 1e4, recipe=by_n, base_config=TINY)[0]
+  assert run.overrides['optim.lr'] == pytest.approx(1e-2 / math.sqrt(run.N_no_emb))
+  assert 'no such file' in one_line_error(lambda: sweeps.fitted_lr(str(tmp_path)))
+  assert 'no lr law against N (N takes one value across the budgets)' in one_line_error(
+      lambda: sweeps.fitted_lr(str(tmp_path / 'fits'), against='N'))
+  assert 'no hparams fit with N counted as N_no_emb' in one_line_error(
+      lambda: sweeps.fitted_lr(str(tmp_path / 'fits'), against='N_no_emb'))
+  assert "against='E'" in one_line_error(lambda: sweeps.FittedLr(1.0, 1.0, 'E'))

@@ -14,6 +14,11 @@
   fit = analysis.fit_law(law, r.runs, bootstrap=500)      # any runs column is an input
   print(fit.text()); fit.predict(dict(N=[1e7]))
 
+  hp = analysis.fit_hparams('runs/hparams_sweep', bootstrap=500)   # lr_opt(C), B_opt(C)
+  print(hp.text()); analysis.show(analysis.figures.hparams(hp))
+  shift = analysis.lr_shift(r.runs, by='model.parametrization')  # lr* per width doubling
+  analysis.show(analysis.figures.lr_shift(shift))
+
   m = analysis.compute_multiplier(runs_a, runs_b, names=('gpt2', 'llama'))
   print(m.text()); analysis.show(analysis.figures.multiplier(m))
 
@@ -23,19 +28,21 @@
 Modules: runs.py (loading), fitting.py (fits on DataFrames), figures.py (matplotlib figures and
 `show`), inspect_run.py (evaluation and samples). The fitting itself lives in lmjax.scaling:
 userlaw.py (laws of the user's form), law_examples.py (published laws written that way),
-multiplier.py (compute multipliers), fit.py (the built-in laws).
+multiplier.py (compute multipliers), fit.py (the built-in laws), hparams.py and lr_transfer.py
+(hyperparameter laws, the lr shift with width).
 
 The top room: it may import every other (import-linter, .importlinter), JAX only when a call
 needs a model (evaluate, sample), and nothing imports it.
 """
 from lmjax.analysis import figures
 from lmjax.analysis.figures import show
-from lmjax.analysis.fitting import compute_multiplier, finished, fit, fit_law
+from lmjax.analysis.fitting import (compute_multiplier, finished, fit, fit_hparams, fit_law,
+                                    lr_shift)
 from lmjax.analysis.inspect_run import eval_tables, evaluate, sample
 from lmjax.analysis.runs import AnalysisError, Runs, fit_table, load
 from lmjax.scaling import law_examples
 from lmjax.scaling.userlaw import Law, LawFit, Param
 
 __all__ = ['AnalysisError', 'Law', 'LawFit', 'Param', 'Runs', 'compute_multiplier', 'eval_tables',
-           'evaluate', 'figures', 'finished', 'fit', 'fit_law', 'fit_table', 'law_examples',
-           'load', 'sample', 'show']
+           'evaluate', 'figures', 'finished', 'fit', 'fit_hparams', 'fit_law', 'fit_table',
+           'law_examples', 'load', 'lr_shift', 'sample', 'show']

@@ -1,5 +1,6 @@
 """Figures for notebooks: learning curves with the compute-optimal frontier, a user law's fit,
-a compute multiplier; and `show`, which puts figures, PNG files or PNG bytes into a notebook.
+a compute multiplier, hyperparameter laws (`hparams`) and the lr shift with width (`lr_shift`);
+and `show`, which puts figures, PNG files or PNG bytes into a notebook.
 
 Every function returns a matplotlib Figure on the Agg canvas (no pyplot state), so they work
 the same in Colab, headless CI and scripts; `fig.savefig(path)` writes one.
@@ -14,7 +15,7 @@ from matplotlib.ticker import NullFormatter
 
 from lmjax.core import figures
 from lmjax.core.figures import figure
-from lmjax.scaling import envelope
+from lmjax.scaling import envelope, plots
 
 X_LABELS = {'flops': 'training FLOPs C', 'tokens': 'tokens D', 'step': 'step'}
 
@@ -146,6 +147,49 @@ def multiplier(m, losses=None, title=''):
   a2.set_ylabel('compute multiplier M(L)')
   a2.legend(fontsize=8)
   fig.suptitle(title or f'compute multiplier of {names[1]} over {names[0]}', fontsize=10)
+  return fig
+
+
+def hparams(fit, title=''):
+  """A fit_hparams result: loss against lr per budget with the optima, then lr_opt(C) and
+  B_opt(C) with their laws and bootstrap bands (the PNG launch.fit --law=hparams writes)."""
+  return plots.hparams_figure(fit, title)
+
+
+def lr_shift(shifts, title=''):
+  """An lr_shift result (or {family: result}): per family, the seed-mean loss against lr at each
+  width with its optimum (hollow: at the grid's edge, not in the slope); then the optima
+  against width with each family's fitted line."""
+  shifts = shifts if isinstance(shifts, dict) else {'': shifts}
+  fig, axes = figure(len(shifts) + 1, width=4.6, height=4.2)
+  cmap = colormaps['viridis']
+  for k, (ax, (name, s)) in enumerate(zip(axes, shifts.items())):
+    for i, (w, (lrs, losses), o, used) in enumerate(zip(s.widths, s.curves, s.optima, s.used)):
+      color = cmap(i / max(len(s.widths) - 1, 1))
+      ax.plot(lrs, losses, 'o-', ms=3, lw=1, color=color, label=f'width {w:g}')
+      ax.scatter([o.x], [o.loss], marker='*', s=90, zorder=5, edgecolor='k',
+                 facecolor=color if used else 'none', linewidths=0.8)
+    ax.set_xscale('log')
+    ax.set_xlabel('learning rate')
+    ax.set_ylabel('loss (mean over seeds)')
+    ax.set_title((f'{name}: ' if name else '') + 'loss against lr', fontsize=10)
+    ax.legend(fontsize=7)
+    last = axes[-1]
+    color = colormaps['tab10'](k % 10)
+    opt = np.array([o.x for o in s.optima])
+    last.scatter(s.widths[s.used], opt[s.used], color=color, zorder=3)
+    last.scatter(s.widths[~s.used], opt[~s.used], facecolor='none', edgecolor=color, zorder=3)
+    iv = '' if s.samples is None else f' [{s.interval[0]:+.2f}, {s.interval[1]:+.2f}]'
+    last.plot(s.widths, s.predict(s.widths), color=color,
+              label=f'{name + ": " if name else ""}{s.slope:+.2f}{iv} octaves per doubling')
+  last.set_xscale('log', base=2)
+  last.set_yscale('log', base=2)
+  last.set_xlabel('width (d_model)')
+  last.set_ylabel('optimal learning rate')
+  last.set_title('optimal lr against width', fontsize=10)
+  last.legend(fontsize=7)
+  if title:
+    fig.suptitle(title, fontsize=10)
   return fig
 
 

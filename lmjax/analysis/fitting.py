@@ -7,6 +7,10 @@ and compute multipliers on DataFrames.
 - `fit_law(law, runs, inputs=..., **options)`: a userlaw.Law fitted to a DataFrame's columns
   (N, D, C or any other; `inputs` maps the law's input names to columns).
 - `compute_multiplier(runs_a, runs_b, ...)`: scaling.multiplier on two DataFrames' C and loss.
+- `fit_hparams(source, **options)`: the optimal lr and batch size per budget and their laws
+  against C, N, D (scaling.hparams.fit_laws, launch.fit --law=hparams); `figures.hparams` draws it.
+- `lr_shift(runs, ...)`: the optimal lr's shift per doubling of width (scaling.lr_transfer), per
+  parametrization with `by`; `figures.lr_shift` draws it.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import pandas as pd
 
 from lmjax.analysis.runs import AnalysisError, fit_table
 from lmjax.scaling import fit as scaling_fit
-from lmjax.scaling import multiplier, userlaw
+from lmjax.scaling import hparams, multiplier, userlaw
 from lmjax.scaling.options import FitOptions, FitOptionsError
 from lmjax.scaling.parametric import FitError
 
@@ -32,19 +36,57 @@ def fit(source, **options) -> scaling_fit.FitReport:
         from None
   except FitOptionsError as e:
     raise AnalysisError(str(e)) from None
-  if isinstance(source, (str, os.PathLike)):
-    from lmjax.sweeps import collect
-    try:
-      table = collect.collect(os.fspath(source)).table
-    except collect.CollectError as e:
-      raise AnalysisError(str(e)) from None
-  elif isinstance(source, pd.DataFrame):
-    table = fit_table(source)
-  else:
-    raise AnalysisError(f'fit: give a sweep directory or a runs DataFrame, not {type(source)}')
+  table = _table(source, 'fit')
   try:
     return scaling_fit.fit_runs(table, opts)
   except (FitOptionsError, scaling_fit.CannotFitError) as e:
+    raise AnalysisError(str(e)) from None
+
+
+def _table(source, what):
+  """The runs table of a sweep directory (as launch.fit --sweep_dir collects it) or of a runs
+  DataFrame (fit_table)."""
+  if isinstance(source, (str, os.PathLike)):
+    from lmjax.sweeps import collect
+    try:
+      return collect.collect(os.fspath(source)).table
+    except collect.CollectError as e:
+      raise AnalysisError(str(e)) from None
+  if isinstance(source, pd.DataFrame):
+    return fit_table(source)
+  raise AnalysisError(f'{what}: give a sweep directory or a runs DataFrame, not {type(source)}')
+
+
+def fit_hparams(source, **options) -> hparams.HparamFit:
+  """scaling.hparams.fit_laws on `source` (a sweep directory or a runs DataFrame: its lr and
+  batch size columns are `lr`/`batch_size` or the config's `optim.lr`/`data.batch_size`);
+  options are fit_laws' (bootstrap, level, budgets, rtol, min_budgets, predict_c, ...)."""
+  table = _table(source, 'fit_hparams')
+  try:
+    return hparams.fit_laws(table, **options)
+  except TypeError as e:
+    raise AnalysisError(f'fit_hparams: {e}') from None
+  except hparams.HparamsError as e:
+    raise AnalysisError(str(e)) from None
+
+
+def lr_shift(runs: pd.DataFrame, width='model.d_model', lr='optim.lr', seed='seed', loss='loss',
+             by: str | None = None, **options):
+  """scaling.lr_transfer.lr_shift of the finished runs of a runs DataFrame (analysis.load),
+  the columns named; with `by` (e.g. a tag of the parametrization), {value: LrShift}. options:
+  bootstrap, seed (of the bootstrap: `boot_seed` here, as `seed` names the column), level,
+  points."""
+  rows = finished(runs)
+  if rows.empty:
+    raise AnalysisError('lr_shift: no finished runs')
+  keys = dict(width=width, lr=lr, seed=seed, loss=loss)
+  if 'boot_seed' in options:
+    options['seed'] = options.pop('boot_seed')
+  try:
+    if by is None:
+      return hparams.lr_shift(rows, keys=keys, **options)
+    return hparams.lr_shifts(rows, by, keys=keys, **options)
+  except hparams.HparamsError as e:
     raise AnalysisError(str(e)) from None
 
 

@@ -11,6 +11,9 @@ Modules (pure float64 numpy; no JAX, so the float32 training code is untouched):
 - bootstrap.py: resampling runs, standard errors, percentile intervals;
 - predict.py: loss and compute-optimal N, D for new budgets, with intervals;
 - plots.py: PNG plots;
+- optimum.py: the optimum of a loss over a log-spaced grid of learning rates and batch sizes;
+- hparams.py: the optimal lr and batch size against C, N, D (DeepSeek-AI 2024), with intervals;
+- lr_transfer.py: the optimal lr's shift per doubling of width (an lr-transfer study);
 - options.py: FitOptions, every option of a fit, checked once;
 - fit.py: fit_runs(table, options), the whole fit as one call, and write_report.
 The command line is `python -m launch.fit`.

@@ -6,8 +6,10 @@
 
 `fit_runs` keeps the rows asked for (`where`, `drop_highest_loss`), fits each law with each
 parameter count (N, and N without embeddings when the table has it), bootstraps every fit over
-runs and predicts at new budgets. The report holds the fits as JSON, the laws skipped and why, and
-the fitted objects for the plots. `python -m launch.fit` is this call behind flags.
+runs and predicts at new budgets. The report holds the fits as JSON, the laws skipped and why,
+and the fitted objects for the plots. `python -m launch.fit` is this call behind flags.
+`hparams`, fitted only when asked for by name, is the optimal learning rate and batch size
+against C, N and D (hparams.py); sweeps.fitted_lr reads its JSON back.
 """
 from __future__ import annotations
 
@@ -24,11 +26,12 @@ import numpy as np
 
 from lmjax.core import atomic, storage
 from lmjax.core.errors import LmjaxError
-from lmjax.scaling import bootstrap, envelope, isoflop, laws, parametric, predict, table
+from lmjax.scaling import (bootstrap, envelope, hparams, isoflop, laws, parametric, predict,
+                           table)
 from lmjax.scaling.options import FitOptions, FitOptionsError
 
 _FIT_ERRORS = (parametric.FitError, isoflop.IsoflopError, envelope.EnvelopeError,
-               table.TableError)
+               hparams.HparamsError, table.TableError)
 # The 72 coarse Chinchilla starts [a, b, α, β, e]: α = β, a subset of Hoffmann's grid's values.
 COARSE_STARTS = np.array([[a, b, s, s, e] for a in (0, 10, 20) for b in (0, 10, 20)
                           for s in (0, .5, 1, 2) for e in (-1, 0, 1)], float)
@@ -76,6 +79,11 @@ def fit_law(t: table.RunsTable, law: str, o: FitOptions):
     return parametric.fit_kaplan(t, law, irreducible=o.kaplan_irreducible,
                                  frontier=o.kaplan_frontier, delta=o.huber_delta,
                                  objective=o.objective, reduction=o.reduction)
+  if law == 'hparams':
+    return hparams.fit_laws(t, budgets=o.budgets or t.meta.get('budgets'),
+                            rtol=o.budget_rtol or t.meta.get('budget_rtol', 0.1),
+                            bootstrap=o.bootstrap, seed=o.seed, level=o.level,
+                            predict_c=o.predict_c)
   if law == 'isoflop':
     return isoflop.fit_isoflop(t, budgets=o.budgets or t.meta.get('budgets'),
                                rtol=o.budget_rtol or t.meta.get('budget_rtol', 0.1),
@@ -85,9 +93,10 @@ def fit_law(t: table.RunsTable, law: str, o: FitOptions):
 
 
 def _bootstrap(t, law, fit, o: FitOptions):
-  """(replicates, their JSON summary), or (None, None) without bootstrap or for Approach 1."""
+  """(replicates, their JSON summary), or (None, None) without bootstrap, for Approach 1, or for
+  hparams (its fit resamples runs within each budget itself)."""
   reps = o.bootstrap
-  if not reps or law == 'approach1':
+  if not reps or law in ('approach1', 'hparams'):
     return None, None
   if law == 'isoflop':
     boot = bootstrap.bootstrap_isoflop(t, fit, reps, o.seed)
@@ -203,8 +212,9 @@ class FitReport:
     lines = [self.source_line()]
     pct = f'{100 * self.options.level:g}% interval'
     for count, fits in self.fits.items():
-      lines += [f'\nN counted as {COUNTED[count]}',
-                f'  {"law":<11}{"quantity":<10}{"value":>12}{"spread":>12}   {pct}']
+      lines.append(f'\nN counted as {COUNTED[count]}')
+      if any(law != 'hparams' for law in fits):  # hparams' lines are its own (hparams.py)
+        lines.append(f'  {"law":<11}{"quantity":<10}{"value":>12}{"spread":>12}   {pct}')
       for law, out in fits.items():
         lines += _law_lines(law, out)
       lines += [f'  {law:<11}skipped: {reason}' for law, reason in self.skipped[count].items()]
@@ -241,6 +251,9 @@ SPREAD_NOTE = ('spread: half the central 68% bootstrap interval (a standard erro
 
 def _law_lines(law, out) -> list:
   """One law's rows of the text table: each quantity, then its convergence or budgets."""
+  if law == 'hparams':
+    return [f'  {law if i == 0 else "":<11}{line}' for i, line in
+            enumerate(hparams.text_lines(out))]
   summary = out.get('bootstrap', {}).get('summary', {})
   if law in ('isoflop', 'approach1'):
     values = dict(a=out['a'], b=out['b'], n_opt_coef=out['n_opt_coef'])
@@ -275,6 +288,9 @@ def _plots(tmp, t, objs, suffix) -> list:
   iso, iso_boot = objs.get('isoflop', (None, None))
   a1, _ = objs.get('approach1', (None, None))
   written = []
+  if 'hparams' in objs:
+    path = os.path.join(tmp, f'hparams{suffix}.png')
+    written.append(plots.hparams(objs['hparams'][0], path))
   if chin is not None:
     written.append(plots.chinchilla(t, chin, os.path.join(tmp, f'chinchilla{suffix}.png')))
   for law in ('kaplan_n', 'kaplan_d', 'kaplan_c'):

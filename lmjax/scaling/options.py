@@ -11,7 +11,8 @@ import math
 
 from lmjax.core.errors import LmjaxError
 
-LAWS = ('chinchilla', 'isoflop', 'kaplan_n', 'kaplan_d', 'kaplan_c', 'approach1')
+LAWS = ('chinchilla', 'isoflop', 'kaplan_n', 'kaplan_d', 'kaplan_c', 'approach1', 'hparams')
+BY_NAME_ONLY = ('hparams',)  # laws that 'all' leaves out: they need columns of their own
 PREDICT_C = ('1e21', '1e22', '1e23', '5.76e23', '1e24', '1e25')  # 5.76e23: Chinchilla's budget
 PREDICT_ND = ('7e10:1.4e12',)  # Chinchilla's N and D (Hoffmann et al. 2022, Table 1)
 CHOICES = dict(objective=('huber', 'huber_nll'), reduction=('sum', 'mean'),
@@ -63,7 +64,7 @@ def _nd_pairs(values) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class FitOptions:
-  laws: tuple = ('all',)           # names in LAWS, or 'all': every law the table supports
+  laws: tuple = ('all',)           # names in LAWS, or 'all': every law but BY_NAME_ONLY
   bootstrap: int = 1000            # replicates over runs (0: none)
   bootstrap_starts: int = 4        # starts per replicate: the best optima of the full fit
   seed: int = 0
@@ -123,10 +124,12 @@ class FitOptions:
         raise FitOptionsError(name, f'--{name}={getattr(self, name)}: {why}')
 
   def law_list(self) -> list:
-    """The laws to fit, in order, without repeats; 'all' expands (approach1 with run_tags)."""
+    """The laws to fit, in order, without repeats; 'all' expands (approach1 with run_tags; not
+    the laws of BY_NAME_ONLY)."""
     out = []
     for law in self.laws:
-      out += [l for l in LAWS if l != 'approach1' or self.run_tags] if law == 'all' else [law]
+      out += [l for l in LAWS if (l != 'approach1' or self.run_tags) and l not in BY_NAME_ONLY
+              ] if law == 'all' else [law]
     return list(dict.fromkeys(out))
 
   @property

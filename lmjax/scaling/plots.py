@@ -9,6 +9,8 @@
   (Approach 3, Hoffmann et al. 2022, App. D.2) and Kaplan (Kaplan et al. 2020, Table 6) lines for
   reference (Hoffmann et al. 2022, Fig. 1 style).
 - `chinchilla(...)`: observed against fitted loss, and the log-space residuals against N.
+- `hparams(...)`: loss against lr per budget with each optimum, and lr_opt(C), B_opt(C) with
+  their power laws (DeepSeek-AI 2024, Fig. 3 style; hparams.py).
 Bands are the 2.5-97.5 percentiles of the curve over bootstrap replicates.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from matplotlib import colormaps, ticker
 
 from lmjax.core.figures import figure
+from lmjax.scaling import hparams as hparams_lib
 from lmjax.scaling import laws, predict
 
 _X = {'kaplan_n': ('N', 'parameters N'), 'kaplan_d': ('D', 'tokens D'),
@@ -204,4 +207,68 @@ def chinchilla(table, fit, path):
   ax2.set_ylabel('log L − log L̂')
   ax2.set_title(f'residuals (median |r| = {np.median(np.abs(resid)):.3g})')
   fig.savefig(path, dpi=120)
+  return path
+
+
+def hparams_figure(fit, title=''):
+  """A hparams.HparamFit: loss against lr at each budget (the batch size nearest its B*; stars:
+  optima, hollow when at the grid's edge), then lr_opt and B_opt against C with their laws and
+  bootstrap bands; DeepSeek's lr law for reference (its B is in tokens, so not drawn)."""
+  fig, axes = figure(3, width=4.8, height=4.4)
+  cmap = colormaps['viridis']
+  lr, batch, loss = fit.runs['lr'], fit.runs['batch_size'], fit.runs['loss']
+  for i, b in enumerate(fit.budgets):
+    color = cmap(i / max(len(fit.budgets) - 1, 1))
+    rows = b.rows[np.isfinite(loss[b.rows])]
+    if not rows.size:
+      continue
+    sizes = np.unique(batch[rows])
+    near = sizes[np.argmin(np.abs(np.log(sizes) - np.log(b.batch_size)))] if np.isfinite(
+        b.batch_size) else sizes[0]
+    rows = rows[batch[rows] == near]
+    xs = np.unique(lr[rows])
+    axes[0].plot(xs, [loss[rows][lr[rows] == x].mean() for x in xs], 'o-', color=color, ms=3,
+                 lw=1, label=f'C={b.c:.3g}, B={near:.3g}')
+    if np.isfinite(b.lr):
+      axes[0].scatter([b.lr], [b.loss], marker='*', s=90, zorder=5, edgecolor='k',
+                      facecolor='none' if b.flags else color, linewidths=0.8)
+  axes[0].set_xscale('log')
+  axes[0].set_xlabel('learning rate')
+  axes[0].set_ylabel('loss')
+  axes[0].set_title('loss against lr (stars: optima)', fontsize=10)
+  axes[0].legend(fontsize=6)
+  cs = np.array([b.c for b in fit.budgets])
+  grid = _span(cs, 0.7, 1.4)
+  for ax, q, label in ((axes[1], 'lr', 'lr_opt'), (axes[2], 'batch_size', 'B_opt')):
+    values = np.array([getattr(b, q) for b in fit.budgets])
+    used = np.array([b.usable(q) for b in fit.budgets])
+    ax.scatter(cs[used], values[used], c='tab:blue', zorder=3, label='optima used')
+    if (~used & np.isfinite(values)).any():
+      ax.scatter(cs[~used], values[~used], facecolor='none', edgecolor='tab:blue', zorder=3,
+                 label='at an edge, not used')
+    if (q, 'C') in fit.laws:
+      law = fit.laws[q, 'C']
+      ax.plot(grid, law.predict(grid), c='tab:red', label=f'{label} = {law.a:.3g}·C^{law.b:.3f}')
+      if law.samples is not None:
+        lo, hi = law.band(grid, fit.settings['level'])
+        ax.fill_between(grid, lo, hi, color='tab:red', alpha=0.2, lw=0,
+                        label=f'{100 * fit.settings["level"]:g}% bootstrap band')
+    if q == 'lr':
+      a, b = hparams_lib.DEEPSEEK_2024['lr']
+      ax.plot(grid, a * grid ** b, c='k', ls='--', lw=1, label=f'DeepSeek 2024: {a}·C^{b}')
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.set_xlabel('training FLOPs C')
+    ax.set_ylabel(label + (' (sequences)' if q == 'batch_size' else ''))
+    ax.legend(fontsize=7)
+  axes[1].set_title('optimal learning rate', fontsize=10)
+  axes[2].set_title('optimal batch size', fontsize=10)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def hparams(fit, path):
+  """hparams_figure written as a PNG; returns the path."""
+  hparams_figure(fit).savefig(path, dpi=120)
   return path

@@ -6,8 +6,10 @@ status file ({"state": "running"|"done"|"failed", "exit_code", "log_tail", ...})
 
 A row is a data-point run that finished with a finite eval_loss: N (all parameters), N_no_emb
 (Kaplan et al. 2020, Sec. 2.1), D (tokens trained), C = D · flops_per_token (the exact count of
-lmjax.model.flops, as planned), loss (the final eval loss), and tags. Every other run of the
-sweep is in the report with its reason; none is dropped silently.
+lmjax.model.flops, as planned), loss (the final eval loss), and tags (`TAGS`: among them the
+run's lr, batch_size, d_model and parametrization as its config.json has them, for
+lmjax.scaling.hparams and lr_transfer). Every other run of the sweep is in the report with its
+reason; none is dropped silently.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from lmjax.sweeps.runs import Run
 from lmjax.sweeps.sweepdir import SweepDir, SweepDirError
 
 SUMMARY_KEYS = ('eval_loss', 'N', 'N_no_emb', 'tokens', 'flops_per_token')
-TAGS = ('name', 'design', 'config_hash', 'schedule', 'lr', 'cooldown_branch', 'seed', 'budget')
+TAGS = ('name', 'design', 'config_hash', 'schedule', 'lr', 'batch_size', 'd_model',
+        'parametrization', 'cooldown_branch', 'seed', 'budget')
 
 
 class CollectError(LmjaxError, ValueError):
@@ -107,12 +110,17 @@ def _row(sweep_dir: SweepDir, run: Run) -> dict:
   """The table row of a finished data-point run."""
   s = sweep_dir.summary(run.name)
   config_path = sweep_dir.run(run.name).config_path
-  optim = (read_json(config_path) or {}).get('optim', {})
+  config = read_json(config_path) or {}
+  optim = config.get('optim', {})
+  field = lambda section, name: config.get(section, {}).get(
+      name, run.overrides.get(f'{section}.{name}', ''))
   return {'N': s['N'], 'N_no_emb': s['N_no_emb'], 'D': s['tokens'],
           'C': s['tokens'] * s['flops_per_token'], 'loss': s['eval_loss'], 'name': run.name,
           'design': run.design, 'config_hash': config_hash(config_path),
           'schedule': optim.get('schedule', run.overrides.get('optim.schedule', '')),
           'lr': repr(float(optim.get('lr', run.overrides.get('optim.lr', math.nan)))),
+          'batch_size': field('data', 'batch_size'), 'd_model': field('model', 'd_model'),
+          'parametrization': field('model', 'parametrization'),
           'cooldown_branch': 'yes' if run.branch_of else 'no', 'seed': run.seed,
           'budget': repr(float(run.budget)) if run.budget is not None else 'nan'}
 

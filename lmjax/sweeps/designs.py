@@ -1,6 +1,7 @@
 """Designs, each a list of runs: `isoflop` (Hoffmann et al. 2022, Approach 2: several N per
 budget, D = C / FLOPs per token), `l_of_n` (many N at one D), `l_of_d` (one N at many D), `grid`
-(every N with every D); and `compute`, the FLOPs a plan spends and saves.
+(every N with every D), `hparams` (every learning rate and batch size at each budget, DeepSeek-AI
+2024, Sec. 3.1); and `compute`, the FLOPs a plan spends and saves.
 
 Cooldown branches (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed
 Training Durations", Sec. 4): with `cooldown=f`, each shape and seed trains ONE 'stable' run at
@@ -13,13 +14,15 @@ stands for, at the cost of its cooldown only (`compute`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 from typing import NamedTuple
 
 from ml_collections import ConfigDict
 
 from lmjax.sweeps.configs import Counts, PlanError, load_config, measure, resolve_run
-from lmjax.sweeps.runs import Recipe, Run, check_unique, run_name
+from lmjax.sweeps.runs import Recipe, Run, check_unique, run_name, short_number
 from lmjax.sweeps.shapes import Shape
 
 # Stands for a branch's stable run directory when the branch is checked at plan time.
@@ -53,7 +56,8 @@ def _run(base, shape: Prepared, recipe, steps, seed, design, *, warmup, schedule
   d = steps * recipe.tokens_per_step
   overrides = {**shape.model, 'data.batch_size': recipe.batch_size,
                'data.seq_len': recipe.seq_len, 'train.steps': steps,
-               'optim.lr': recipe.peak_lr(n_no_emb), 'optim.warmup_steps': warmup,
+               'optim.lr': recipe.peak_lr(n_no_emb, N=n, D=d, C=d * fpt),
+               'optim.warmup_steps': warmup,
                'optim.schedule': schedule, 'seed': seed,
                'checkpoint.every_steps': max(1, math.ceil(steps / max(recipe.checkpoints, 1)))}
   if schedule == 'wsd':
@@ -137,11 +141,75 @@ def isoflop(shapes, budgets, *, recipe: Recipe, base_config, cooldown: float | N
       else:
         runs += [_independent(base, shape, recipe, b / fpt, seed, 'isoflop', float(b), tag)
                  for b in mine]
+  return _within_budgets(runs, 'isoflop')
+
+
+def _within_budgets(runs, design) -> list[Run]:
+  """The runs, each checked to have C within BUDGET_RTOL of its budget, and unique names."""
   for run in runs:
     if run.budget is not None and abs(run.C / run.budget - 1) > BUDGET_RTOL:
-      raise PlanError(f'isoflop: run {run.name} has C {run.C:.3g}, more than '
+      raise PlanError(f'{design}: run {run.name} has C {run.C:.3g}, more than '
                       f'{BUDGET_RTOL:.0%} from its budget {run.budget:.3g} ({run.steps} steps)')
   return check_unique(runs)
+
+
+def _shape_per_budget(shapes, budgets) -> list:
+  """One shape per budget, from one shape (a Shape or a dict of model fields), a list of shapes
+  in the order of `budgets`, or a dict {budget: shape}."""
+  if isinstance(shapes, Shape) or (isinstance(shapes, dict) and not all(
+      isinstance(k, numbers.Real) for k in shapes)):
+    return [shapes] * len(budgets)
+  if isinstance(shapes, dict):
+    missing = [b for b in budgets if b not in shapes]
+    if missing:
+      raise PlanError(f'hparams: no shape for budget {missing[0]:.3g} (shapes are given for '
+                      f'{", ".join(f"{b:.3g}" for b in shapes)})')
+    return [shapes[b] for b in budgets]
+  shapes = list(shapes)
+  if len(shapes) != len(budgets):
+    raise PlanError(f'hparams: {len(shapes)} shapes for {len(budgets)} budgets; give one shape, '
+                    'one per budget, or a dict {budget: shape}')
+  return shapes
+
+
+def _positive(values, what, kind=float) -> list:
+  """The values as `kind`, each checked positive (and whole, for int); PlanError naming them."""
+  out = list(values)
+  if not out or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                        and math.isfinite(v) and v > 0 and kind(v) == v for v in out):
+    raise PlanError(f'hparams: {what} {out}: give positive '
+                    + ('integers' if kind is int else 'numbers'))
+  return [kind(v) for v in out]
+
+
+def hparams(shapes, budgets, lrs, batch_sizes, *, recipe: Recipe, base_config, seeds=(0,),
+            tag: str = '') -> list[Run]:
+  """Every (learning rate, batch size) pair at every budget C, for hyperparameter scaling laws
+  (DeepSeek-AI 2024, Sec. 3.1; lmjax.scaling.hparams fits them). `shapes`: one shape for every
+  budget, one per budget (a list in the order of `budgets`), or a dict {budget: shape}. Each
+  run trains D = C / FLOPs per token in steps = round(D / (B · seq_len)) steps, so the batch
+  size B trades steps for tokens per step at the same C (within BUDGET_RTOL); its warmup is the
+  recipe's rule of its steps. The recipe's lr and batch_size are replaced by the grid's; names
+  end in lr<lr>_B<B>."""
+  base = load_config(base_config)
+  lrs, batch_sizes = _positive(lrs, 'lrs'), _positive(batch_sizes, 'batch_sizes', int)
+  per_budget = _shape_per_budget(shapes, budgets)
+  prepared = {}
+  runs = []
+  for budget, given in zip(budgets, per_budget):
+    key = repr(given)
+    if key not in prepared:
+      prepared[key] = _prepare(base, given, recipe)
+    shape = prepared[key]
+    d = budget / shape.counts.flops_per_token
+    for b in batch_sizes:
+      for lr in lrs:
+        cell = dataclasses.replace(recipe, batch_size=b, lr=lr)
+        steps = _steps(cell, d, f'hparams C={budget:.3g} B={b}: ')
+        runs += [_run(base, shape, cell, steps, seed, 'hparams', warmup=cell.warmup(steps),
+                      schedule=cell.schedule, budget=float(budget),
+                      suffix=f'lr{short_number(lr)}_B{b}', tag=tag) for seed in seeds]
+  return _within_budgets(runs, 'hparams')
 
 
 def l_of_n(shapes, d, *, recipe: Recipe, base_config, seeds=(0,), tag: str = '') -> list[Run]:

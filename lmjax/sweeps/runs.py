@@ -4,7 +4,8 @@ a design trains its runs), run names and the --config flags of a run.
 Conventions:
 - N counts every parameter, N_no_emb all but the embeddings (Kaplan et al. 2020, Sec. 2.1);
   both exact, from lmjax.model.flops on the resolved config. A recipe's lr(N) and a ladder's
-  targets are in N_no_emb, as Kaplan et al.'s laws are.
+  targets are in N_no_emb, as Kaplan et al.'s laws are; a recipe's lr may also be a law fitted by
+  `launch.fit --law=hparams` (`fitted_lr`), against the run's C, D, N or N_no_emb.
 - D = steps · batch_size · seq_len, the tokens a run trains on: a design asks for D, trains
   steps = round(D / tokens per step) and reports the D of those steps.
 - C = D · training FLOPs per token (lmjax.model.flops.exact_flops_per_token), not 6ND.
@@ -17,14 +18,15 @@ import re
 from collections.abc import Callable
 
 from lmjax.core.errors import one_line
+from lmjax.scaling import hparams
 from lmjax.sweeps.configs import PlanError
 
 LEGACY_FIELDS = {'n': 'N_no_emb', 'n_total': 'N', 'd': 'D', 'c': 'C'}
-DESIGNS = ('isoflop', 'l_of_n', 'l_of_d', 'grid', 'stable')
+DESIGNS = ('isoflop', 'l_of_n', 'l_of_d', 'grid', 'hparams', 'stable')
 SAFE_NAME = re.compile(r'[A-Za-z0-9._-]+')  # run and sweep names: file names on every system
 
 
-def _short(x: float) -> str:
+def short_number(x: float) -> str:
   """3 significant digits, filesystem-safe: 123456 -> 1.23e5, 4.1e6 -> 4.1e6, 3000 -> 3e3."""
   mantissa, exponent = f'{x:.2e}'.split('e')
   return f'{mantissa.rstrip("0").rstrip(".")}e{int(exponent)}'
@@ -32,7 +34,7 @@ def _short(x: float) -> str:
 
 def run_name(n: float, d: float, c: float, seed: int, suffix: str = '') -> str:
   """N1.23e5_D4.1e6_C3.02e12_s0[_suffix]."""
-  name = f'N{_short(n)}_D{_short(d)}_C{_short(c)}_s{seed}'
+  name = f'N{short_number(n)}_D{short_number(d)}_C{short_number(c)}_s{seed}'
   return f'{name}_{suffix}' if suffix else name
 
 
@@ -68,7 +70,7 @@ class Run:
   flops_per_token: float
   seed: int
   design: str               # one of DESIGNS; 'stable' is a cooldown trunk, not a data point
-  budget: float | None = None       # isoflop: the budget C it belongs to
+  budget: float | None = None       # isoflop, hparams: the budget C it belongs to
   branch_of: str | None = None      # a cooldown branch: the stable run it starts from
   branch_step: int | None = None    # ... at this checkpoint step
 
@@ -127,12 +129,50 @@ def check_unique(runs) -> list[Run]:
   return list(runs)
 
 
+COUNTS = ('C', 'D', 'N', 'N_no_emb')  # what a fitted lr can be a law against
+
+
+@dataclasses.dataclass(frozen=True)
+class FittedLr:
+  """A learning rate rule fitted by `launch.fit --law=hparams`: lr = a·X^b, X the run's C, D, N
+  or N_no_emb (`against`); `source` names the fits file it came from."""
+  a: float
+  b: float
+  against: str = 'C'
+  source: str = ''
+
+  def __post_init__(self):
+    if self.against not in COUNTS:
+      raise PlanError(f'fitted lr {self.source}: against={self.against!r}; allowed '
+                      f'{", ".join(COUNTS)}')
+
+  def lr(self, **counts) -> float:
+    """a·X^b at the run's counts (N_no_emb=, N=, D=, C=); PlanError when X is not among them."""
+    x = counts.get(self.against)
+    if x is None:
+      raise PlanError(f'recipe: the lr is a law against {self.against} ({self.source}); this '
+                      f'design gives the run\'s {", ".join(k for k, v in counts.items() if v)}')
+    return float(self.a * float(x) ** self.b)
+
+
+def fitted_lr(path: str, against: str = 'C') -> FittedLr:
+  """The lr law against `against` (C, D, N or N_no_emb) that `launch.fit --law=hparams
+  --out=DIR` wrote to DIR/fits.json (`path`: the file or DIR), as a recipe's lr:
+  `Recipe(..., lr=sweeps.fitted_lr('fits'))`. A missing or bad file is a one-line PlanError."""
+  try:
+    law = hparams.read_law(path, 'lr', against)
+  except hparams.HparamsError as e:
+    raise PlanError(f'fitted_lr: {e}') from None
+  return FittedLr(law.a, law.b, against, str(path))
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
   """How the runs of a design are trained, as rules of their N and steps."""
   batch_size: int
   seq_len: int
-  lr: float | Callable[[int], float]  # peak lr, or a function of the non-embedding N
+  # The peak lr: a number, a function of the non-embedding N, or a law of C, D or N (fitted_lr).
+  lr: float | Callable[[int], float] | FittedLr
   warmup_steps: int = 0               # warmup = min(warmup_steps, floor(warmup_fraction · steps))
   warmup_fraction: float = 0.1
   schedule: str = 'cosine'            # runs trained on their own; cooldown branches use wsd
@@ -147,8 +187,13 @@ class Recipe:
   def warmup(self, steps: int) -> int:
     return min(self.warmup_steps, int(self.warmup_fraction * steps))
 
-  def peak_lr(self, n: int) -> float:
-    lr = float(self.lr(n) if callable(self.lr) else self.lr)
+  def peak_lr(self, n: int, *, N=None, D=None, C=None) -> float:
+    """The peak lr of a run of non-embedding size `n` (and, for a FittedLr against them, its
+    N, D or C)."""
+    if isinstance(self.lr, FittedLr):
+      lr = self.lr.lr(N_no_emb=n, N=N, D=D, C=C)
+    else:
+      lr = float(self.lr(n) if callable(self.lr) else self.lr)
     if not (math.isfinite(lr) and lr > 0):
       raise PlanError(f'recipe: lr at N={n:.3g} is {lr!r}; it must be a positive number')
     return lr
