@@ -166,3 +166,21 @@ def test_the_banner_names_each_groups_learning_rate():
   assert 'm_N = 4' in line and 'peak lr 0.003 for embed' in line
   assert '0.00075 for query, key, value, out, wi, wi_gate, wo (weight decay 0.4)' in line
   assert 'output logits × 0.25' in line
+
+
+def test_a_mup_state_shards_and_restores_like_sp():
+  """μP's optimizer state (one AdamW per group, optax.multi_transform) gets shardings, an
+  abstract state for restores, and trains a step on a mesh."""
+  from lmjax.train import sharding
+  from lmjax.train.steps import build_train_step
+  c = _mup(d_model=64, n_heads=4, mup_base_d_model=32, mup_base_head_dim=8)
+  mesh = sharding.make_mesh(c)
+  step = build_train_step(c, mesh)
+  abstract = step.abstract_state()
+  state = step.init_state()
+  assert jax.tree_util.tree_structure(abstract) == jax.tree_util.tree_structure(state)
+  batch = {k: jnp.zeros((4, 32), jnp.int32) for k in ('inputs', 'targets', 'positions',
+                                                       'segment_ids')}
+  batch['weights'] = jnp.ones((4, 32), jnp.float32)
+  state, metrics = step.fn(state, batch, step.schedule())
+  assert np.isfinite(float(metrics['loss']))

@@ -19,6 +19,7 @@ import math
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lmjax.core.errors import LmjaxError
@@ -87,9 +88,18 @@ def rules(config):
 
 
 def logical_shardings(boxed_tree, mesh, config):
-  """NamedShardings for a pytree whose leaves are nn.Partitioned (or plain: replicated)."""
+  """NamedShardings for a pytree whose leaves are nn.Partitioned (or plain: replicated). The
+  empty placeholders of optax's masked and multi_transform states (μP's groups; boxed when the
+  state is made from boxed params) stay bare placeholders: a PartitionSpec is a tuple, and so
+  is their empty NamedTuple."""
+  placeholder = lambda x: isinstance(x, optax.MaskedNode)
+  boxed = lambda x: isinstance(x, nn.Partitioned)
+  boxed_tree = jax.tree_util.tree_map(lambda x: x.value if boxed(x) and placeholder(x.value)
+                                      else x, boxed_tree, is_leaf=boxed)
   specs = nn.get_partition_spec(boxed_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules(config))
+  return jax.tree_util.tree_map(
+      lambda s: s if placeholder(s) else nn.logical_to_mesh_sharding(s, mesh, rules(config)),
+      specs, is_leaf=lambda x: placeholder(x) or isinstance(x, P))
 
 
 def batch_sharding(mesh) -> NamedSharding:
