@@ -73,6 +73,10 @@ def _curves_figure(runs, shifts):
   return fig
 
 
+def _jsonable(x):
+  return x.tolist() if hasattr(x, 'tolist') else float(x)
+
+
 def analyse(workdir, bootstrap=1000) -> str:
   """Fits, figures and WORKDIR/results/results.md; returns the markdown. A fit that the runs
   cannot support (an optimum at the grid's edge) is reported as such, not an error."""
@@ -98,7 +102,7 @@ def analyse(workdir, bootstrap=1000) -> str:
   atomic.write_json(os.path.join(out, 'results.json'),
                     {'lr_shift': {p: s.to_json() for p, s in shifts.items()},
                      'lr_shift_problems': problems, 'hparam_laws': laws_json},
-                    indent=1, default=float)
+                    indent=1, default=_jsonable)
   lrs = sorted(runs['optim.lr'].unique())
   lines = ['## Loss against learning rate (mean over seeds; * the lowest)', '',
            '| parametrization | d_model | ' + ' | '.join(f'{lr:.3g}' for lr in lrs) + ' |',
