@@ -152,6 +152,25 @@ def test_exported_mup_models_fold_their_multipliers(preset, tmp_path):
       convert.from_lmjax(wide, params)
 
 
+def test_a_sliding_window_shorter_than_the_context_is_refused(tmp_path):
+  """A Mistral whose sliding_window (32) is shorter than its context would import and give logits
+  up to 0.7 away from transformers' past 32 positions: refused in one line. Without a window (or
+  one as long as the context) it imports as a llama-style model."""
+  fields = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+  for window in (32, None, 128):
+    path = tmp_path / f'w{window}'
+    cfg = transformers.MistralConfig(**fields, sliding_window=window)
+    transformers.MistralForCausalLM(cfg).save_pretrained(str(path), safe_serialization=True)
+    if window == 32:
+      with pytest.raises(convert.ConvertError, match=r'^config.json: sliding_window=32 is '
+                         r'shorter than max_position_embeddings=128; lmjax has no sliding-window'):
+        convert.to_lmjax(*convert.read(str(path)))
+    else:
+      fields_back, _ = convert.to_lmjax(*convert.read(str(path)))
+      assert fields_back['d_model'] == 64
+
+
 def test_models_neither_form_covers_are_refused(tmp_path):
   model, c = lmjax_model(dict(preset='vaswani', d_model=32, n_heads=4, vocab_size=96), 64)
   with pytest.raises(convert.ConvertError, match='model.norm=.layernorm.: Hugging Face export'):

@@ -126,6 +126,13 @@ def llama_to_lmjax(hf: dict, tensors: dict) -> tuple[dict, dict]:
   if attn_bias or mlp_bias:
     raise ConvertError('config.json: attention_bias / mlp_bias are not supported (lmjax has '
                        'biases on every projection or none)')
+  window, longest = hf.get('sliding_window'), hf.get('max_position_embeddings', 2048)
+  if window and hf.get('use_sliding_window', True) and window < longest:
+    # Mistral's local attention: a query sees only the last `window` keys. lmjax attends to the
+    # whole causal prefix, so past `window` positions its logits would differ; refused.
+    raise ConvertError(f'config.json: sliding_window={window} is shorter than '
+                       f'max_position_embeddings={longest}; lmjax has no sliding-window '
+                       'attention (set sliding_window to null only if no sequence is longer)')
   tied = bool(hf.get('tie_word_embeddings', False))
   model = dict(preset='llama', d_model=d, n_layers=n_layers, n_heads=h, n_kv_heads=k, d_ff=f,
                vocab_size=v, max_seq_len=hf.get('max_position_embeddings', 2048),
