@@ -66,8 +66,11 @@ def _order(name):
 
 
 def _sizes(text, what):
+  """Sizes from '32,64' or a sequence of ints; ConfigError in one line."""
   if not text:
     return ()
+  if not isinstance(text, str):
+    text = ','.join(map(str, text))
   try:
     sizes = tuple(int(x) for x in str(text).split(','))
   except ValueError:
@@ -142,10 +145,7 @@ def coord_check(config: ConfigDict, widths='', depths='', steps=5,
                 parametrizations=('sp', 'mup'), log=print) -> CoordCheck:
   """The check over `widths` (d_model, at the config's depth) and `depths` (n_layers, at the
   config's width), each a comma-separated list or sequence of sizes; ConfigError in one line."""
-  widths = _sizes(','.join(map(str, widths)) if not isinstance(widths, str) else widths,
-                  'widths')
-  depths = _sizes(','.join(map(str, depths)) if not isinstance(depths, str) else depths,
-                  'depths')
+  widths, depths = _sizes(widths, 'widths'), _sizes(depths, 'depths')
   if not widths and not depths:
     raise ConfigError('--widths or --depths: give at least one of them')
   if not isinstance(steps, int) or steps < 1:
