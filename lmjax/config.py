@@ -47,6 +47,8 @@ CHOICES = {
                     'save_attention', 'offload_qkv_proj',
                     'offload_attention'),  # lmjax/model/remat.py
     'model.parametrization': ('sp', 'mup'),  # lmjax/model/spec.py, Mup
+    'model.moe_router': ('mixtral', 'switch', 'deepseek'),  # lmjax/model/moe.py
+    'model.moe_impl': ('auto', 'ragged', 'blocked'),
     'model.attention_impl': ('auto', 'blocked', 'xla', 'cudnn', 'splash',
                              'pallas_gpu'),  # lmjax/model/attention.py
     'optim.schedule': ('cosine', 'linear', 'constant', 'wsd'),
@@ -111,6 +113,20 @@ def _model() -> ConfigDict:
   m.mup_base_head_dim = 0               # mup: attention is sqrt(base)/head_dim (1/sqrt(E) at it)
   m.mup_base_n_layers = 0               # mup: the depth of the base (0: no depth transfer)
   m.mup_depth_alpha = 1.0               # mup: residual branches × (base/depth)^α; 1 CompleteP
+  # Mixture of experts (lmjax/model/moe.py): the MLP of every `moe_every`-th layer becomes
+  # `moe_experts` experts of width `moe_d_ff`, `moe_top_k` of them per token. 0 experts: dense.
+  m.moe_experts = 0                     # E routed experts; 0: a dense MLP in every layer
+  m.moe_top_k = 2                       # experts per token
+  m.moe_d_ff = 0                        # each expert's hidden width; 0: d_ff
+  m.moe_shared_experts = 0              # experts every token uses (DeepSeekMoE), width moe_d_ff
+  m.moe_every = 1                       # layers i with (i + 1) % moe_every == 0 are MoE
+  m.moe_router = 'mixtral'              # mixtral | switch | deepseek (moe.py, route)
+  m.moe_capacity_factor = 0.0           # 0: dropless; > 0: each expert takes at most
+                                        # ceil(factor · tokens · top_k / E) tokens, drops the rest
+  m.moe_impl = 'auto'                   # dropless grouped matmul: auto | ragged | blocked
+  m.moe_lb_loss = 0.01                  # weight of the load-balancing loss (Switch form)
+  m.moe_z_loss = 0.001                  # weight of the router z-loss (ST-MoE)
+  m.moe_bias_rate = 0.001               # deepseek: the balancing bias's step per update
   return m
 
 
@@ -213,18 +229,20 @@ RESUME_MAY_DIFFER = ('train.steps', 'train.log_every', 'train.eval_every', 'trai
                      'train.skip_nonfinite', 'checkpoint.', 'data.eval_batches',
                      'data.data_dir', 'mesh.', 'train.init_from', 'train.init_step',
                      'model.attention_impl', 'model.attention_block', 'model.remat',
-                     'train.loss_chunk', 'train.compile_cache', 'train.profile_start',
-                     'train.profile_steps')
+                     'model.moe_impl', 'train.loss_chunk', 'train.compile_cache',
+                     'train.profile_start', 'train.profile_steps')
 # A cooldown branch (Hägele et al. 2024) may also change its schedule, but not the model, data
 # or the rest of the optimizer of the run it starts from.
 BRANCH_MAY_DIFFER = ('train.', 'checkpoint.', 'optim.schedule', 'optim.decay_fraction',
                      'optim.decay_shape', 'optim.min_lr_ratio', 'data.eval_batches',
                      'data.data_dir', 'mesh.', 'model.attention_impl',
-                     'model.attention_block', 'model.remat')
+                     'model.attention_block', 'model.remat', 'model.moe_impl')
 # An imported checkpoint (launch.convert --from_hf) may be trained on anything, any way: only the
 # model must be the one imported (how its arithmetic runs may change).
 IMPORT_MAY_DIFFER = ('seed', 'data.', 'optim.', 'train.', 'checkpoint.', 'mesh.',
                      'model.attention_impl', 'model.attention_block', 'model.remat',
+                     'model.moe_impl', 'model.moe_lb_loss', 'model.moe_z_loss',
+                     'model.moe_bias_rate', 'model.moe_capacity_factor',
                      'model.dropout', 'model.dtype', 'model.init_std', 'model.preset')
 
 
@@ -375,6 +393,7 @@ def _validate(c):
           'factor > 0, 0 < rope_low_freq_factor < rope_high_freq_factor, '
           'rope_original_max_len > 0')
   _validate_mup(c)
+  _validate_moe(c)
   if not m.norm_eps > 0:
     _fail('model.norm_eps', m.norm_eps, 'a number > 0')
   if not 0 <= m.dropout < 1:
@@ -427,6 +446,31 @@ def _validate_mup(c):
     _fail('model.mup_depth_alpha', alpha, 'a number in [0.5, 1] (1: CompleteP, 0.5: depth-μP)')
   if alpha != 1 and m.parametrization != 'mup':
     _fail('model.mup_depth_alpha', alpha, '1 unless model.parametrization=mup')
+
+
+def _validate_moe(c):
+  m = c.model
+  for field in ('moe_experts', 'moe_top_k', 'moe_d_ff', 'moe_shared_experts', 'moe_every'):
+    value = m[field]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+      _fail(f'model.{field}', value, 'an integer >= 0')
+  _positive(c, 'model.moe_capacity_factor', 'model.moe_lb_loss', 'model.moe_z_loss',
+            'model.moe_bias_rate', allow_zero=True)
+  if not m.moe_experts:
+    return
+  if not 1 <= m.moe_top_k <= m.moe_experts:
+    _fail('model.moe_top_k', m.moe_top_k, f'an integer in [1, model.moe_experts='
+          f'{m.moe_experts}]')
+  if not 1 <= m.moe_every <= m.n_layers:
+    _fail('model.moe_every', m.moe_every, f'an integer in [1, model.n_layers={m.n_layers}]')
+  if m.scan_layers and m.moe_every != 1:
+    _fail('model.moe_every', m.moe_every, '1 with model.scan_layers (scanned layers are alike)')
+  if m.parametrization == 'mup':
+    _fail('model.parametrization', m.parametrization, 'sp with model.moe_experts > 0 (μP for '
+          'experts and routers is not defined in lmjax)')
+  if m.moe_router == 'deepseek' and m.moe_top_k == m.moe_experts:
+    _fail('model.moe_top_k', m.moe_top_k, f'below model.moe_experts={m.moe_experts} with '
+          'moe_router=deepseek (its bias only changes which experts are chosen)')
 
 
 MESH_AXES = ('data', 'fsdp', 'tensor')

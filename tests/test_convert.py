@@ -236,7 +236,7 @@ def test_an_imported_run_trains_on_from_its_eval_loss(tmp_path, corpus):
   _, params = convert.to_lmjax(*convert.read(str(tmp_path / 'hf')))
   model, _ = steps.build_model_and_optimizer(c)
   batch = next(loader.train_iterator(loader.load(c), c))
-  _, (nats, count) = steps.loss_sums(params, model, batch)
+  _, (nats, count, _) = steps.loss_sums(params, model, batch)
   assert first['step'] == 1 and first['loss'] == pytest.approx(float(nats / count), rel=1e-5)
   # Export the imported run: the HF tensors come back.
   out = _run('launch.convert', f'--to_hf={tmp_path}/back', f'--workdir={tmp_path}/imported')

@@ -43,5 +43,6 @@ def test_counts_is_named():
   resolved = sweeps.resolve_run(TINY, sweeps.Run('r', {}, 1, 1, 1, 1.0, 1.0, 0, 'grid'))
   counts = sweeps.counts(resolved)
   assert counts == (counts.N, counts.N_no_emb, counts.flops_per_token,
-                    counts.flops_per_token_causal)
+                    counts.flops_per_token_causal, counts.N_active, counts.N_active_no_emb)
+  assert (counts.N_active, counts.N_active_no_emb) == (counts.N, counts.N_no_emb)  # dense
   assert 0 < counts.N_no_emb < counts.N and counts.flops_per_token > 6 * counts.N_no_emb

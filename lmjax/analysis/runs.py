@@ -7,7 +7,8 @@ yet; a torn last line of metrics.jsonl is skipped), failed or diverged.
 
 The runs table has, per run: name, path, status, every resolved config field flattened to a
 column ('model.d_model', 'optim.lr', ...), N (all parameters), N_no_emb (without embeddings, Kaplan
-et al. 2020, Sec. 2.1), D (tokens trained so far), C = D · flops_per_token (lmjax.model.flops' exact
+et al. 2020, Sec. 2.1), N_active (the parameters a token uses: a mixture of experts' router, top-k
+and shared experts; N for dense models), D (tokens trained so far), C = D · flops_per_token (lmjax.model.flops' exact
 count, as launch.fit's tables), loss (the final eval loss; NaN until the run has finished),
 eval_bpb, eval_ppl, final_train_loss, step (the last logged), steps (planned), where it ran
 ('machine.cpu', 'machine.jaxlib', ...; lmjax/train/machine.py: results differ across CPUs); and for
@@ -62,7 +63,8 @@ def _model_numbers(config: dict) -> dict:
     counts = flops.config_counts(config)
   except Exception:  # noqa: BLE001  (an unreadable or foreign config: the columns stay empty)
     return {}
-  return dict(N=counts.N, N_no_emb=counts.N_no_emb, flops_per_token=counts.flops_per_token)
+  return dict(N=counts.N, N_no_emb=counts.N_no_emb, N_active=counts.N_active,
+              flops_per_token=counts.flops_per_token)
 
 
 def _curve(run: RunDir, flops_per_token) -> pd.DataFrame:
@@ -95,6 +97,8 @@ def read_run(path: str, name: str | None = None, status: str | None = None) -> t
   if isinstance(summary, dict):
     numbers = dict(N=summary.get('N', numbers.get('N')),
                    N_no_emb=summary.get('N_no_emb', numbers.get('N_no_emb')),
+                   N_active=summary.get('N_active', numbers.get('N_active',
+                                                                summary.get('N'))),
                    flops_per_token=summary.get('flops_per_token', numbers.get('flops_per_token')))
   curve = _curve(run, numbers.get('flops_per_token'))
   last = curve.iloc[-1] if len(curve) else {}
@@ -107,6 +111,7 @@ def read_run(path: str, name: str | None = None, status: str | None = None) -> t
                         'running or stopped' if len(curve) else
                         'started' if config else 'not started'),
       N=numbers.get('N', np.nan), N_no_emb=numbers.get('N_no_emb', np.nan),
+      N_active=numbers.get('N_active', numbers.get('N', np.nan)),
       D=np.nan if tokens is None else float(tokens),
       C=np.nan if tokens is None or not fpt else float(tokens) * fpt,
       flops_per_token=np.nan if not fpt else float(fpt),

@@ -8,6 +8,9 @@ Definitions:
   positional embeddings; an untied output projection is a vocabulary matrix too and is excluded.
 - `kaplan_approx` is N ≈ 12·n_layers·d_model² (Kaplan et al. 2020, Eq. 2.1, d_attn = d_model,
   d_ff = 4·d_model).
+- A mixture of experts (lmjax/model/moe.py) has `N` (every parameter) and `N_active` (those one
+  token uses: the router, top_k of the E experts, the shared experts); FLOPs per token count the
+  active ones, so a sweep's C is active compute. Dense models have N_active = N.
 - Training FLOPs per token: `kaplan_flops_per_token` = 6N + 12·n_layers·d_model·T (Kaplan et al.
   2020, Sec. 2.1; N non-embedding), and `exact_flops_per_token`, which counts every matmul of the
   forward pass at 2 FLOPs per multiply-add (QKV, attention scores, attention-weighted values,
@@ -40,6 +43,25 @@ class ParamCounts(NamedTuple):
   position: int       # learned positions
   unembedding: int    # an untied output projection and its bias
   kaplan_approx: int  # 12·n_layers·d_model²
+  N_active: int       # the parameters one token uses: N less the experts it is not routed to
+  N_active_no_emb: int  # ... without embeddings
+
+
+def _mlp_params(cfg: ModelConfig, width: int) -> int:
+  """One MLP (or expert) of hidden `width`: its matrices and biases."""
+  n_in = 2 if cfg.activation in GATED else 1
+  return (n_in + 1) * cfg.d_model * width + (cfg.use_bias and n_in * width + cfg.d_model)
+
+
+def moe_layer_params(cfg: ModelConfig) -> tuple[int, int]:
+  """(every parameter, the active ones) of a mixture-of-experts layer's MLP: the router (and
+  deepseek's bias), E experts of which top_k are active, the shared experts."""
+  router = cfg.d_model * cfg.moe_experts + (cfg.moe_router == 'deepseek' and cfg.moe_experts)
+  expert = _mlp_params(cfg, cfg.moe_d_ff)
+  shared = _mlp_params(cfg, cfg.moe_shared_experts * cfg.moe_d_ff) if (
+      cfg.moe_shared_experts) else 0
+  return (router + cfg.moe_experts * expert + shared,
+          router + cfg.moe_top_k * expert + shared)
 
 
 def param_counts(cfg: ModelConfig) -> ParamCounts:
@@ -47,22 +69,27 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
                       cfg.head_dim)
   bias = cfg.use_bias
   attn = d * (h + 2 * k) * e + h * e * d + (bias and (h + 2 * k) * e + d)
-  n_in = 2 if cfg.activation in GATED else 1
-  mlp = (n_in + 1) * d * f + (bias and n_in * f + d)
+  mlp = _mlp_params(cfg, f)
   norm = d * (2 if (cfg.norm == 'layernorm' and bias) else 1)
-  layer = attn + mlp + 2 * norm
+  n_moe = cfg.moe_layers
+  moe_total, moe_active = moe_layer_params(cfg) if n_moe else (0, 0)
+  dense_layers = (cfg.n_layers - n_moe) * (attn + mlp + 2 * norm)
   final_norm = norm if cfg.norm_position == 'pre' else 0
   embed = v * d
   pos = cfg.max_seq_len * d if cfg.position == 'learned' else 0
   unembed = 0 if cfg.tie_embeddings else d * v + (v if bias else 0)
-  no_emb = cfg.n_layers * layer + final_norm
-  return ParamCounts(N=no_emb + embed + pos + unembed, N_no_emb=no_emb, embedding=embed,
-                     position=pos, unembedding=unembed, kaplan_approx=12 * cfg.n_layers * d * d)
+  no_emb = dense_layers + n_moe * (attn + moe_total + 2 * norm) + final_norm
+  active_no_emb = no_emb - n_moe * (moe_total - moe_active)
+  emb = embed + pos + unembed
+  return ParamCounts(N=no_emb + emb, N_no_emb=no_emb, embedding=embed,
+                     position=pos, unembedding=unembed, kaplan_approx=12 * cfg.n_layers * d * d,
+                     N_active=active_no_emb + emb, N_active_no_emb=active_no_emb)
 
 
 def kaplan_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-  """6N + 12·n_layers·d_model·T training FLOPs per token (Kaplan et al. 2020, Sec. 2.1)."""
-  return 6 * param_counts(cfg).N_no_emb + 12 * cfg.n_layers * cfg.d_model * seq_len
+  """6N + 12·n_layers·d_model·T training FLOPs per token (Kaplan et al. 2020, Sec. 2.1), N the
+  active non-embedding parameters (all of them for a dense model)."""
+  return 6 * param_counts(cfg).N_active_no_emb + 12 * cfg.n_layers * cfg.d_model * seq_len
 
 
 def attention_context(cfg: ModelConfig, seq_len: int, attention='dense') -> float:
@@ -88,8 +115,14 @@ def forward_matmul_flops_per_token(cfg: ModelConfig, seq_len: int, attention='de
                       cfg.head_dim)
   qkv_out = 2 * d * (h + 2 * k) * e + 2 * h * e * d
   scores_values = 2 * 2 * h * e * attention_context(cfg, seq_len, attention)
-  mlp = 2 * d * f * (3 if cfg.activation in GATED else 2)
-  return cfg.n_layers * (qkv_out + scores_values + mlp) + 2 * d * v
+  matrices = 3 if cfg.activation in GATED else 2
+  mlp = 2 * d * f * matrices
+  n_moe = cfg.moe_layers
+  # A MoE layer: the router, top_k experts and the shared experts per token.
+  moe = 2 * d * cfg.moe_experts + 2 * d * cfg.moe_d_ff * matrices * (
+      cfg.moe_top_k + cfg.moe_shared_experts)
+  return (cfg.n_layers * (qkv_out + scores_values) + (cfg.n_layers - n_moe) * mlp
+          + n_moe * moe + 2 * d * v)
 
 
 def exact_flops_per_token(cfg: ModelConfig, seq_len: int, attention='dense') -> float:
@@ -181,11 +214,14 @@ def mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float | None,
 
 class ConfigCounts(NamedTuple):
   """What a resolved config measures: the one computation of counts of a config, for the
-  sweeps' plans, a run's banner and summary, memory planning and lmjax.analysis."""
+  sweeps' plans, a run's banner and summary, memory planning and lmjax.analysis. FLOPs are the
+  active ones (a token's top_k experts), so C = D · flops_per_token is active compute."""
   N: int                        # every parameter
   N_no_emb: int                 # without embeddings (Kaplan et al. 2020, Sec. 2.1)
   flops_per_token: float        # training FLOPs per token at data.seq_len, attention dense
   flops_per_token_causal: float  # ... attention over the pairs the causal mask keeps (MFU's)
+  N_active: int                 # the parameters a token uses (N for a dense model)
+  N_active_no_emb: int
 
 
 def config_counts(config) -> ConfigCounts:
@@ -193,7 +229,8 @@ def config_counts(config) -> ConfigCounts:
   model, seq_len = ModelConfig.from_config(config['model']), config['data']['seq_len']
   counts = param_counts(model)
   return ConfigCounts(counts.N, counts.N_no_emb, exact_flops_per_token(model, seq_len),
-                      exact_flops_per_token(model, seq_len, attention='causal'))
+                      exact_flops_per_token(model, seq_len, attention='causal'),
+                      counts.N_active, counts.N_active_no_emb)
 
 
 def count_tree(tree) -> int:

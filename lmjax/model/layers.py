@@ -13,6 +13,10 @@ from jax.ad_checkpoint import checkpoint_name
 from lmjax.config import GATED
 from lmjax.model.spec import ModelConfig
 
+# The MLP's nonlinearity by `model.activation` (gated units apply it to their first projection).
+ACTIVATIONS = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu, 'silu': jax.nn.silu,
+               'swiglu': jax.nn.silu, 'geglu': jax.nn.gelu}
+
 
 def param(module, name, shape, axes, std, dtype):
   """A parameter with logical axes `axes`, initialised N(0, std²); std 0: zeros, None: ones."""
@@ -90,8 +94,7 @@ class Mlp(Sharded):
   def __call__(self, x_NxD, in_scale=None):
     cfg = self.cfg
     d, f, std = cfg.d_model, cfg.d_ff, cfg.init_std * cfg.mup.hidden_std
-    act = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu, 'silu': jax.nn.silu,
-           'swiglu': jax.nn.silu, 'geglu': jax.nn.gelu}[cfg.activation]
+    act = ACTIVATIONS[cfg.activation]
     up = lambda name: self.constrain(checkpoint_name(
         dense(self, x_NxD, name, (d, f), ('embed', 'mlp'), std, ('mlp',), in_scale), name),
         'act_batch', 'act_mlp')

@@ -50,6 +50,17 @@ class ModelConfig:
   mup_base_head_dim: int     # 0: head_dim
   mup_base_n_layers: int     # 0: n_layers
   mup_depth_alpha: float
+  moe_experts: int           # 0: dense (lmjax/model/moe.py)
+  moe_top_k: int
+  moe_d_ff: int              # 0: d_ff (set in __post_init__)
+  moe_shared_experts: int
+  moe_every: int
+  moe_router: str            # mixtral | switch | deepseek
+  moe_capacity_factor: float  # 0: dropless
+  moe_impl: str              # auto | ragged | blocked
+  moe_lb_loss: float
+  moe_z_loss: float
+  moe_bias_rate: float
   platform: str = ''        # where the model runs: cpu | gpu | tpu; '' = jax.default_backend()
 
   @classmethod
@@ -77,6 +88,16 @@ class ModelConfig:
   def __post_init__(self):
     if not self.head_dim:
       object.__setattr__(self, 'head_dim', self.d_model // self.n_heads)
+    if not self.moe_d_ff:
+      object.__setattr__(self, 'moe_d_ff', self.d_ff)
+
+  def moe_layer(self, i: int) -> bool:
+    """Whether layer i (from 0) has a mixture of experts in place of its MLP."""
+    return bool(self.moe_experts) and (i + 1) % self.moe_every == 0
+
+  @property
+  def moe_layers(self) -> int:
+    return sum(self.moe_layer(i) for i in range(self.n_layers))
 
   @property
   def mup(self) -> Mup:

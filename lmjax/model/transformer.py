@@ -29,14 +29,16 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
 from jax.ad_checkpoint import checkpoint_name
 
 from lmjax.config import ConfigError
 from lmjax.model import attention, remat
-from lmjax.model.layers import Mlp, Sharded, dense as _dense, matmul, param as _param
-from lmjax.model.spec import ModelConfig
 from lmjax.model.blocked_attention import dense_mask
+from lmjax.model.layers import Mlp, Sharded, matmul
+from lmjax.model.layers import dense as _dense
+from lmjax.model.layers import param as _param
+from lmjax.model.moe import MoeMlp
+from lmjax.model.spec import ModelConfig
 
 
 def model_config(config, platform: str) -> ModelConfig:
@@ -206,6 +208,8 @@ def _foldable(cfg):
 
 
 class Block(Sharded):
+  """Attention and an MLP, or with `moe` a mixture of experts (lmjax/model/moe.py)."""
+  moe: bool = False
 
   @nn.compact
   def __call__(self, x_NxD, positions_BxT, segment_ids_BxT, deterministic, kv=None):
@@ -213,7 +217,7 @@ class Block(Sharded):
     cfg = self.cfg
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic) if cfg.dropout else y
     module = Attention(cfg, self.mesh, self.rules, name='attn')
-    mlp = Mlp(cfg, self.mesh, self.rules, name='mlp')
+    mlp = (MoeMlp if self.moe else Mlp)(cfg, self.mesh, self.rules, name='mlp')
     new_kv = []
 
     def attn(*args):
@@ -267,7 +271,8 @@ class _ScannedBlock(Sharded):
 
   @nn.compact
   def __call__(self, x_NxD, positions_BxT, segment_ids_BxT, kv=None):
-    block = _block_class(self.cfg)(self.cfg, self.mesh, self.rules, name='block')
+    block = _block_class(self.cfg)(self.cfg, self.mesh, self.rules,
+                                   moe=self.cfg.moe_layer(0), name='block')
     if kv is None:
       return block(x_NxD, positions_BxT, segment_ids_BxT, self.deterministic), None
     return block(x_NxD, positions_BxT, segment_ids_BxT, self.deterministic, kv)
@@ -315,7 +320,7 @@ class Transformer(Sharded):
     if cfg.scan_layers:
       # One traced block scanned over stacked parameters (a leading `layers` axis): compile
       # time stays flat in depth; the arithmetic is that of the unrolled loop.
-      scanned = nn.scan(_ScannedBlock, variable_axes={'params': 0},
+      scanned = nn.scan(_ScannedBlock, variable_axes={'params': 0, 'moe': 0},
                         split_rngs={'params': True, 'dropout': True},
                         in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.n_layers,
                         metadata_params={nn.PARTITION_NAME: 'layers'})
@@ -324,7 +329,7 @@ class Transformer(Sharded):
     else:
       block, layers = _block_class(cfg), []
       for i in range(cfg.n_layers):
-        x_NxD = block(cfg, self.mesh, self.rules, name=f'block_{i}')(
+        x_NxD = block(cfg, self.mesh, self.rules, moe=cfg.moe_layer(i), name=f'block_{i}')(
             x_NxD, positions_BxT, segment_ids_BxT, deterministic,
             *(() if kv is None else (kv.layer(i),)))
         if kv is not None:

@@ -8,7 +8,8 @@ A row is a data-point run that finished with a finite eval_loss: N (all paramete
 (Kaplan et al. 2020, Sec. 2.1), D (tokens trained), C = D · flops_per_token (the exact count of
 lmjax.model.flops, as planned), loss (the final eval loss), and tags (`TAGS`: among them the
 run's lr, batch_size, d_model and parametrization as its config.json has them, for
-lmjax.scaling.hparams and lr_transfer). Every other run of the sweep is in the report with its
+lmjax.scaling.hparams and lr_transfer; a mixture of experts' moe_experts and N_active, the
+parameters a token uses; C is active compute, lmjax/model/flops.py). Every other run of the sweep is in the report with its
 reason; none is dropped silently.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from lmjax.sweeps.sweepdir import SweepDir, SweepDirError
 
 SUMMARY_KEYS = ('eval_loss', 'N', 'N_no_emb', 'tokens', 'flops_per_token')
 TAGS = ('name', 'design', 'config_hash', 'schedule', 'lr', 'batch_size', 'd_model',
-        'parametrization', 'cooldown_branch', 'seed', 'budget')
+        'parametrization', 'moe_experts', 'N_active', 'cooldown_branch', 'seed', 'budget')
 
 
 class CollectError(LmjaxError, ValueError):
@@ -121,6 +122,8 @@ def _row(sweep_dir: SweepDir, run: Run) -> dict:
           'lr': repr(float(optim.get('lr', run.overrides.get('optim.lr', math.nan)))),
           'batch_size': field('data', 'batch_size'), 'd_model': field('model', 'd_model'),
           'parametrization': field('model', 'parametrization'),
+          'moe_experts': field('model', 'moe_experts') or 0,
+          'N_active': s.get('N_active', s['N']),  # a mixture of experts' (dense: N)
           'cooldown_branch': 'yes' if run.branch_of else 'no', 'seed': run.seed,
           'budget': repr(float(run.budget)) if run.budget is not None else 'nan'}
 

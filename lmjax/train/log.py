@@ -13,7 +13,7 @@ import jax
 
 from lmjax.core.errors import EXIT_NONFINITE, LmjaxError
 from lmjax.data import loader
-from lmjax.model import flops
+from lmjax.model import flops, moe
 from lmjax.model.spec import ModelConfig
 from lmjax.train import optim
 from lmjax.train.steps import evaluate, make_eval_step, token_bytes_table
@@ -68,6 +68,7 @@ class TrainLog:
         setup.mesh, setup.shardings.params, config.train.loss_chunk)
     self.pending = None  # (step, metrics on the device) of the last log step, not yet read
     self.last_row = self.last_eval = None
+    self.moe_load = None  # the (MoE layers, experts) load table of the last logged step
     self.last_saved = start_step or None
     self.checkpoint_path = None  # step -> the directory of its checkpoint (set by the loop)
     self.clock = (time.time(), start_step)  # (time, step) the next row's rate is counted from
@@ -93,6 +94,8 @@ class TrainLog:
       w.print(f'warning: {self.peak_source}')
     if config.model.parametrization == 'mup':
       w.print(optim.describe(config.model, config.optim))
+    if config.model.moe_experts:
+      w.print(moe.describe(self.model_config, counts))
     stats = setup.dataset.stats
     if stats:
       st = stats['train']
@@ -140,10 +143,20 @@ class TrainLog:
            'epoch': loader.epochs_seen(self.setup.dataset, self.config, step)}
     if self.config.train.skip_nonfinite:
       row['skipped_updates'] = int(m['skipped'])
+    moe = ''
+    if 'moe_load' in m:  # a mixture of experts (lmjax/model/moe.py)
+      self.moe_load = m['moe_load'].tolist()
+      row.update({k: float(v) for k, v in m.items() if k.startswith('moe_') and k != 'moe_load'})
+      if not self.config.model.moe_capacity_factor:
+        del row['moe_dropped']
+      e = self.config.model.moe_experts
+      moe = (f'load {row["moe_load_min"] * e:.2f}-{row["moe_load_max"] * e:.2f} '
+             f'lb {row["moe_lb_loss"]:.3f} ')
     self.writer.write(row)
     steps = self.config.train.steps
     self.writer.print(f'step {step}/{steps} loss {row["loss"]:.4f} lr {row["lr"]:.2e} '
-                      f'gnorm {row["grad_norm"]:.3f} {tps:,.0f} tok/s mfu {_percent(row["mfu"])} '
+                      f'gnorm {row["grad_norm"]:.3f} {moe}{tps:,.0f} tok/s '
+                      f'mfu {_percent(row["mfu"])} '
                       f'eta {fmt_time((steps - step) * dt / n_steps)}', live=True)
     self.last_row = row
 

@@ -103,7 +103,8 @@ def _open_run(config, workdir, start_step, writer, primary):
 
 def _summary(config, setup, log, start, compiled, wall, final) -> dict:
   return {'steps': config.train.steps, 'tokens': config.train.steps * log.tokens_per_step,
-          'N': log.counts.N, 'N_no_emb': log.counts.N_no_emb,
+          'N': log.counts.N, 'N_no_emb': log.counts.N_no_emb, 'N_active': log.counts.N_active,
+          'N_active_no_emb': log.counts.N_active_no_emb,
           'flops_per_token': log.flops_per_token,
           'flops_per_token_causal': log.flops_per_token_causal,
           'final_loss': log.last_row and log.last_row['loss'], 'compile_s': compiled.seconds,
@@ -113,6 +114,7 @@ def _summary(config, setup, log, start, compiled, wall, final) -> dict:
           'unigram_bits_per_byte': setup.dataset.stats.get('eval', {}).get(
               'unigram_bits_per_byte'),
           'machine': machine.describe(),
+          **({'moe_load': log.moe_load} if log.moe_load is not None else {}),
           **{k: v for k, v in final.items() if k != 'step'}}
 
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lmjax.model import moe
 from lmjax.model.transformer import Transformer, model_config
 from lmjax.train import loss, optim, sharding
 from lmjax.train.checkpoint import abstract_like
@@ -89,23 +90,33 @@ def init_state(model, tx, config, shardings=None) -> TrainState:
 
 
 def loss_sums(params, model, batch, rng=None, chunk=0, z_loss=0.0):
-  """(objective, (Σ token cross-entropies in nats, number of target tokens)), the cross-entropy
-  from float32 logits, whole or `chunk` tokens at a time (lmjax/train/loss.py); the objective
-  adds the z-loss, z_loss · Σ log²Z, to the nats."""
+  """(objective, (Σ token cross-entropies in nats, number of target tokens, the MoE layers'
+  sown 'moe' collection, {} for a dense model)), the cross-entropy from float32 logits, whole or
+  `chunk` tokens at a time (lmjax/train/loss.py); the objective adds the z-loss,
+  z_loss · Σ log²Z, and a mixture of experts' auxiliary losses (lmjax/model/moe.py, per token
+  so that they enter the mean objective with their weights) to the nats."""
+  cfg = model.cfg
   apply = functools.partial(model.apply, {'params': params}, batch['inputs'],
                             batch.get('positions'), batch.get('segment_ids'),
                             deterministic=rng is None,
-                            rngs=None if rng is None else {'dropout': rng})
+                            rngs=None if rng is None else {'dropout': rng},
+                            mutable=['moe'] if cfg.moe_experts else False)
   targets_N = batch['targets'].reshape(-1)
+  unpack = (lambda out: out) if cfg.moe_experts else (lambda out: (out, {}))
   if chunk and chunk < targets_N.shape[0]:
-    nats_N, lse_N = loss.cross_entropy_chunked(*apply(return_head=True), targets_N, chunk)
+    head, sown = unpack(apply(return_head=True))
+    nats_N, lse_N = loss.cross_entropy_chunked(*head, targets_N, chunk)
   else:
-    logits_BxTxV = apply()
+    logits_BxTxV, sown = unpack(apply())
     nats_N, lse_N = loss.cross_entropy(logits_BxTxV.reshape(targets_N.shape[0], -1), targets_N)
+  sown = sown.get('moe', {})
   weights_N = batch['weights'].reshape(-1) if 'weights' in batch else jnp.ones_like(nats_N)
-  nats = (nats_N * weights_N).sum()
+  nats, count = (nats_N * weights_N).sum(), weights_N.sum()
   objective = nats + z_loss * (lse_N * lse_N * weights_N).sum() if z_loss else nats
-  return objective, (nats, weights_N.sum())
+  if sown:
+    lb, z = moe.aux_losses(sown)
+    objective = objective + count * (cfg.moe_lb_loss * lb + cfg.moe_z_loss * z)
+  return objective, (nats, count, sown)
 
 
 def schedule_arg(config):
@@ -125,6 +136,9 @@ def make_train_step(model, tx, config, mesh=None, shardings=None):
   skip_nonfinite = config.train.skip_nonfinite
 
   chunk, z_loss = config.train.loss_chunk, config.train.z_loss
+  moe_bias_rate = config.model.moe_bias_rate if (
+      config.model.moe_experts and config.model.moe_router == 'deepseek') else 0.0
+  batch_shape = lambda micro: jax.tree_util.tree_map(lambda x: x[0], micro)
 
   def sum_and_grad(params, batch, rng):
     fn = lambda p: loss_sums(p, model, batch, rng if use_rng else None, chunk, z_loss)
@@ -136,22 +150,24 @@ def make_train_step(model, tx, config, mesh=None, shardings=None):
     tx = optim.optimizer(config.optim, config.train.steps, lr, config.model)
     rng = jax.random.fold_in(base_rng, state.step)
     if accum == 1:
-      (nats, count), grads = sum_and_grad(state.params, batch, rng)
+      (nats, count, sown), grads = sum_and_grad(state.params, batch, rng)
     else:
       micro = jax.tree_util.tree_map(
           lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
 
       def body(carry, xs):
         i, mb = xs
-        (n, c), g = sum_and_grad(state.params, mb, jax.random.fold_in(rng, i))
-        return jax.tree_util.tree_map(jnp.add, carry, (n, c, g)), None
+        sums, g = sum_and_grad(state.params, mb, jax.random.fold_in(rng, i))
+        return jax.tree_util.tree_map(jnp.add, carry, (sums, g)), None
 
-      zeros = (jnp.zeros(()), jnp.zeros(()),
-               jax.tree_util.tree_map(jnp.zeros_like, state.params))
-      (nats, count, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+      sums, grads = jax.eval_shape(sum_and_grad, state.params, batch_shape(micro), rng)
+      zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), (sums, grads))
+      ((nats, count, sown), grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
     grads = jax.tree_util.tree_map(lambda g: g / count, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if moe_bias_rate:  # deepseek routers' balancing bias (lmjax/model/moe.py)
+      params = moe.update_bias(params, sown, moe_bias_rate)
     loss, grad_norm = nats / count, optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     bad_run, skipped = state.bad_run, state.skipped
@@ -166,7 +182,8 @@ def make_train_step(model, tx, config, mesh=None, shardings=None):
       failed = ~finite
     bad_step = jnp.where((state.bad_step < 0) & failed, state.step + 1, state.bad_step)
     metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': lr(state.step),
-               'bad_step': bad_step, 'skipped': skipped}
+               'bad_step': bad_step, 'skipped': skipped,
+               **(moe.metrics(sown, accum) if sown else {})}
     return TrainState(state.step + 1, params, opt_state, bad_step, bad_run, skipped), metrics
 
   if mesh is None:
@@ -234,7 +251,7 @@ def make_eval_step(model, token_bytes, mesh=None, param_shardings=None, chunk=0)
   bytes_per_token = jnp.asarray(token_bytes, jnp.float32)
 
   def eval_fn(params, batch):
-    _, (nats, count) = loss_sums(params, model, batch, chunk=chunk)
+    _, (nats, count, _) = loss_sums(params, model, batch, chunk=chunk)
     weights = batch.get('weights', jnp.ones(batch['targets'].shape, jnp.float32))
     return {'nats': nats, 'tokens': count,
             'bytes': (bytes_per_token[batch['targets']] * weights).sum()}
