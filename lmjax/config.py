@@ -207,7 +207,7 @@ def _mesh() -> ConfigDict:
               ['head_dim', None], ['norm', None], ['layers', None],
               ['act_batch', ['data', 'fsdp']], ['act_length', None], ['act_embed', None],
               ['act_heads', 'tensor'], ['act_kv_heads', 'tensor'], ['act_mlp', 'tensor'],
-              ['act_vocab', 'tensor']]
+              ['act_vocab', 'tensor'], ['expert', None]]
   return ms
 
 

@@ -6,7 +6,11 @@ of the devices). The model names every parameter dimension with a logical axis
 the Flax lm1b example and MaxText. Defaults: the batch over (data, fsdp); `embed` over fsdp
 (ZeRO-3-like: parameters and optimizer state are split over fsdp and gathered per layer by XLA);
 `mlp`, `heads`, `kv_heads` and `vocab` over tensor (Megatron-style tensor parallelism); everything
-else replicated.
+else replicated. A mixture of experts' weights (E, D, F) carry the logical axis `expert` (rule
+default None): they are split like a dense MLP's, over fsdp along D and tensor along F, and every
+device holds a slice of every expert. The rule ['expert', 'fsdp'] placed before ['embed', 'fsdp']
+splits the experts themselves over fsdp instead (expert parallelism, E divisible by fsdp; the
+partitioner moves the tokens, since the dispatch is written for the global batch).
 
 State is created already sharded (`jax.jit` of the initialiser with `out_shardings`), never whole
 on one device first. On several hosts each process feeds only its rows of the global batch
@@ -61,6 +65,17 @@ def check_mesh(config, shape):
       raise MeshError(f'config.mesh.tensor={tensor} does not divide config.{name}={value}')
   if m.d_model % fsdp:
     raise MeshError(f'config.mesh.fsdp={fsdp} does not divide config.model.d_model={m.d_model}')
+  if m.moe_experts:
+    if (m.moe_d_ff or m.d_ff) % tensor:
+      raise MeshError(f'config.mesh.tensor={tensor} does not divide the experts\' width '
+                      f'config.model.moe_d_ff={m.moe_d_ff or m.d_ff}')
+    sizes = dict(zip(AXES, shape))
+    for name, axes in rules(config):
+      over = math.prod(sizes.get(a, 1) for a in (axes if isinstance(axes, tuple) else (axes,))
+                       if a)
+      if name == 'expert' and m.moe_experts % over:
+        raise MeshError(f'config.mesh.rules puts experts over {axes} of size {over}, which does '
+                        f'not divide config.model.moe_experts={m.moe_experts}')
   per_step = d.batch_size // config.train.grad_accum
   if per_step % (data * fsdp):
     raise MeshError(f'config.data.batch_size={d.batch_size} (micro-batches of {per_step}) is '
