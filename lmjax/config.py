@@ -81,6 +81,7 @@ def _model() -> ConfigDict:
   m.position = placeholder(str)         # sinusoidal|learned|rope|none (None: from preset)
   m.tie_embeddings = placeholder(bool)  # (None: from preset)
   m.use_bias = placeholder(bool)        # biases in projections and LayerNorm (None: preset)
+  m.qkv_bias = False                    # biases on the q, k, v projections alone (Qwen2)
   m.rope_theta = 10000.0
   m.rope_scaling = 'none'               # none | llama3 (LLaMA 3.1's long-context frequencies)
   m.rope_scaling_factor = 8.0           # llama3: the factor, low and high frequency factors
@@ -394,6 +395,10 @@ def _validate(c):
           'rope_original_max_len > 0')
   _validate_mup(c)
   _validate_moe(c)
+  if not isinstance(m.qkv_bias, bool):
+    _fail('model.qkv_bias', m.qkv_bias, 'true or false')
+  if m.qkv_bias and m.use_bias:
+    _fail('model.qkv_bias', m.qkv_bias, 'false with model.use_bias=True (which has them already)')
   if not m.norm_eps > 0:
     _fail('model.norm_eps', m.norm_eps, 'a number > 0')
   if not 0 <= m.dropout < 1:

@@ -37,6 +37,33 @@ def tiny_llama3(path):
       'high_freq_factor': 4.0, 'original_max_position_embeddings': 64})
 
 
+def tiny_mixtral(path):
+  """4 experts, 2 per token, GQA, untied, no sliding window."""
+  torch.manual_seed(0)
+  cfg = transformers.MixtralConfig(
+      vocab_size=96, hidden_size=64, intermediate_size=48, num_hidden_layers=2,
+      num_attention_heads=8, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+      max_position_embeddings=1024, sliding_window=None, rms_norm_eps=1e-6,
+      initializer_range=0.1, tie_word_embeddings=False)
+  model = transformers.MixtralForCausalLM(cfg).eval()
+  _randomise_norms(model)
+  model.save_pretrained(path)
+  return model
+
+
+def tiny_qwen2(path):
+  """Biases on q, k and v (none on o or the MLP), tied embeddings as the small Qwen2s."""
+  torch.manual_seed(0)
+  cfg = transformers.Qwen2Config(
+      vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
+      num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=1024,
+      rms_norm_eps=1e-6, initializer_range=0.1, tie_word_embeddings=True)
+  model = transformers.Qwen2ForCausalLM(cfg).eval()
+  _randomise_norms(model)
+  model.save_pretrained(path)
+  return model
+
+
 def tiny_gpt2(path):
   torch.manual_seed(0)
   cfg = transformers.GPT2Config(vocab_size=96, n_embd=64, n_layer=2, n_head=4, n_positions=1024,
@@ -69,7 +96,8 @@ def hf_logits(model, tokens):
     return model(torch.as_tensor(tokens)).logits.double().numpy()
 
 
-@pytest.mark.parametrize('build', [tiny_llama, tiny_llama3, tiny_gpt2])
+@pytest.mark.parametrize('build', [tiny_llama, tiny_llama3, tiny_gpt2, tiny_mixtral,
+                                   tiny_qwen2])
 def test_imported_logits_equal_transformers(build, tmp_path):
   hf = build(tmp_path / 'hf')
   fields, params = convert.to_lmjax(*convert.read(str(tmp_path / 'hf')))
@@ -104,11 +132,15 @@ def test_malformed_directories_name_the_file_or_tensor(tmp_path):
     convert.to_lmjax({'architectures': ['BertModel'], 'model_type': 'bert'}, tensors)
 
 
-@pytest.mark.parametrize('preset', ['llama', 'gpt2'])
+@pytest.mark.parametrize('preset', ['llama', 'gpt2', 'mixtral', 'qwen2'])
 def test_exported_lmjax_models_load_in_transformers_with_lmjax_logits(preset, tmp_path):
   fields = dict(preset=preset, d_model=64, n_layers=2, n_heads=4, vocab_size=96,
                 max_seq_len=256, init_std=0.1, rope_theta=20000.0)
-  if preset == 'llama':
+  if preset == 'mixtral':  # a llama-style mixture of experts exports as MixtralForCausalLM
+    fields.update(preset='llama', moe_experts=4, moe_top_k=2, moe_d_ff=48)
+  if preset == 'qwen2':  # q, k, v biases export as Qwen2ForCausalLM
+    fields.update(preset='llama', qkv_bias=True)
+  if fields['preset'] == 'llama':
     fields.update(n_kv_heads=2, norm_eps=1e-6)
   model, c = lmjax_model(fields, 256)
   params = jax.tree_util.tree_map(np.asarray, init_params(model, c, jax.random.PRNGKey(3)))
@@ -125,7 +157,9 @@ def test_exported_lmjax_models_load_in_transformers_with_lmjax_logits(preset, tm
   fields_back, params_back = convert.to_lmjax(*convert.read(str(tmp_path / 'out')))
   assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, params_back, params))
   for k, v in fields_back.items():
-    assert c.model[k] == v or (k == 'head_dim' and v == 0), k
+    # head_dim 0 means d_model // n_heads; a Mixtral's d_ff (no dense MLP left) is its experts'.
+    assert c.model[k] == v or (k == 'head_dim' and v == 0) or (
+        k == 'd_ff' and preset == 'mixtral'), k
 
 
 @pytest.mark.parametrize('preset', ['llama', 'gpt2'])
@@ -175,9 +209,18 @@ def test_models_neither_form_covers_are_refused(tmp_path):
   model, c = lmjax_model(dict(preset='vaswani', d_model=32, n_heads=4, vocab_size=96), 64)
   with pytest.raises(convert.ConvertError, match='model.norm=.layernorm.: Hugging Face export'):
     convert.from_lmjax(c.model.to_dict(), {})
+  moe = dict(preset='llama', d_model=32, n_heads=4, vocab_size=96, moe_experts=4)
+  for field, value in (('moe_router', 'deepseek'), ('moe_capacity_factor', 1.25)):
+    _, c = lmjax_model({**moe, field: value}, 64)
+    with pytest.raises(convert.ConvertError, match=rf'^model.{field}=.*exports as Mixtral, '
+                       'which needs moe_router=mixtral'):
+      convert.from_lmjax(c.model.to_dict(), {'embed': None, 'final_norm': {'scale': None}})
+  _, c = lmjax_model(dict(moe, preset='gpt2'), 64)
+  with pytest.raises(convert.ConvertError, match='^model.moe_experts: a mixture of experts'):
+    convert.from_lmjax(c.model.to_dict(), {})
 
 
-@pytest.mark.parametrize('build', [tiny_llama, tiny_gpt2])
+@pytest.mark.parametrize('build', [tiny_llama, tiny_gpt2, tiny_mixtral, tiny_qwen2])
 def test_greedy_generation_equals_transformers_generate(build, tmp_path):
   from lmjax.infer import decode
   hf = build(tmp_path / 'hf')

@@ -68,7 +68,8 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
   d, f, v, h, k, e = (cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads, cfg.n_kv_heads,
                       cfg.head_dim)
   bias = cfg.use_bias
-  attn = d * (h + 2 * k) * e + h * e * d + (bias and (h + 2 * k) * e + d)
+  attn = (d * (h + 2 * k) * e + h * e * d + ((bias or cfg.qkv_bias) and (h + 2 * k) * e)
+          + (bias and d))
   mlp = _mlp_params(cfg, f)
   norm = d * (2 if (cfg.norm == 'layernorm' and bias) else 1)
   n_moe = cfg.moe_layers

@@ -1,5 +1,7 @@
 """Hugging Face checkpoints in and out: LLaMA-family (`LlamaForCausalLM`, Mistral-style GQA
-included) and GPT-2 (`GPT2LMHeadModel`) directories of config.json and safetensors.
+included), Qwen2 (`Qwen2ForCausalLM`, a LLaMA with biases on q, k and v: model.qkv_bias),
+Mixtral (`MixtralForCausalLM`, a LLaMA whose MLPs are mixtures of experts) and GPT-2
+(`GPT2LMHeadModel`) directories of config.json and safetensors.
 
 `read(directory)` gives (the HF config, every tensor as a NumPy array): one model.safetensors,
 or the shards its model.safetensors.index.json names, read with the `safetensors` package (no
@@ -13,6 +15,9 @@ to the two halves of each head (HF's `rotate_half`, the GPT-NeoX form lmjax.mode
 uses), so no permutation is needed. `rope_theta` and LLaMA 3.1's rope scaling come from
 `rope_parameters` (transformers 5) or the top level and `rope_scaling` (4.x); other scaling
 types are refused, as are biases on only some of the projections (lmjax has one `use_bias`).
+Mixtral: `block_sparse_moe.gate` is the router (E, D) and experts.j.w1 / w3 / w2 expert j's
+gate, up and down projections, stacked into lmjax's (E, ...) `wi`, `wi_gate`, `wo`
+(lmjax/model/moe.py, moe_router=mixtral).
 
 GPT-2: Conv1D weights are already (in, out); `c_attn` splits into q, k and v; learned positions
 (`wpe`), LayerNorm with biases and `layer_norm_epsilon`, the tanh GELU (`gelu_new`, which
@@ -35,6 +40,7 @@ class ConvertError(LmjaxError, ValueError):
 
 
 ARCHITECTURES = {'LlamaForCausalLM': 'llama', 'MistralForCausalLM': 'llama',
+                 'MixtralForCausalLM': 'llama', 'Qwen2ForCausalLM': 'llama',
                  'GPT2LMHeadModel': 'gpt2'}
 
 
@@ -73,7 +79,7 @@ def architecture(hf_config: dict) -> str:
   for name in names:
     if name in ARCHITECTURES:
       return ARCHITECTURES[name]
-  if model_type in ('llama', 'mistral', 'gpt2'):
+  if model_type in ('llama', 'mistral', 'mixtral', 'qwen2', 'gpt2'):
     return 'gpt2' if model_type == 'gpt2' else 'llama'
   raise ConvertError(f'config.json: architecture {names or model_type!r} is not one of '
                      f'{", ".join(ARCHITECTURES)}')
@@ -134,12 +140,18 @@ def llama_to_lmjax(hf: dict, tensors: dict) -> tuple[dict, dict]:
                        f'max_position_embeddings={longest}; lmjax has no sliding-window '
                        'attention (set sliding_window to null only if no sequence is longer)')
   tied = bool(hf.get('tie_word_embeddings', False))
+  qwen2 = 'Qwen2ForCausalLM' in (hf.get('architectures') or []) or hf.get('model_type') == 'qwen2'
   model = dict(preset='llama', d_model=d, n_layers=n_layers, n_heads=h, n_kv_heads=k, d_ff=f,
                vocab_size=v, max_seq_len=hf.get('max_position_embeddings', 2048),
                **_rope(hf), norm_eps=float(hf.get('rms_norm_eps', 1e-6)),
-               head_dim=0 if e * h == d else e, tie_embeddings=tied)
+               head_dim=0 if e * h == d else e, tie_embeddings=tied, **_mixtral_fields(hf),
+               **({'qkv_bias': True} if qwen2 else {}))
   t = _Tensors(tensors, 'model.')
   linear = lambda name, out, inp: t.take(name, (out, inp)).T   # (out, in) -> (in, out)
+  mlp = lambda p: (_mixtral_experts(model, linear, p) if model.get('moe_experts') else
+                   {'wi': linear(p + 'mlp.gate_proj.weight', f, d),
+                    'wi_gate': linear(p + 'mlp.up_proj.weight', f, d),
+                    'wo': linear(p + 'mlp.down_proj.weight', d, f)})
   params = {'embed': t.take('embed_tokens.weight', (v, d)),
             'final_norm': {'scale': t.take('norm.weight', (d,))}}
   for i in range(n_layers):
@@ -148,16 +160,41 @@ def llama_to_lmjax(hf: dict, tensors: dict) -> tuple[dict, dict]:
         'attn': {'query': linear(p + 'self_attn.q_proj.weight', h * e, d).reshape(d, h, e),
                  'key': linear(p + 'self_attn.k_proj.weight', k * e, d).reshape(d, k, e),
                  'value': linear(p + 'self_attn.v_proj.weight', k * e, d).reshape(d, k, e),
-                 'out': linear(p + 'self_attn.o_proj.weight', d, h * e).reshape(h, e, d)},
+                 'out': linear(p + 'self_attn.o_proj.weight', d, h * e).reshape(h, e, d),
+                 **({f'{ours}_bias': t.take(f'{p}self_attn.{theirs}_proj.bias', (n * e,))
+                     .reshape(n, e) for ours, theirs, n in (('query', 'q', h), ('key', 'k', k),
+                                                            ('value', 'v', k))}
+                    if qwen2 else {})},
         'attn_norm': {'scale': t.take(p + 'input_layernorm.weight', (d,))},
         'mlp_norm': {'scale': t.take(p + 'post_attention_layernorm.weight', (d,))},
-        'mlp': {'wi': linear(p + 'mlp.gate_proj.weight', f, d),
-                'wi_gate': linear(p + 'mlp.up_proj.weight', f, d),
-                'wo': linear(p + 'mlp.down_proj.weight', d, f)}}
+        'mlp': mlp(p)}
   if not tied:
     head = _Tensors(tensors)
     params['unembed'] = head.take('lm_head.weight', (v, d)).T
   return model, params
+
+
+def _mixtral_fields(hf: dict) -> dict:
+  """A Mixtral's mixture-of-experts fields (lmjax/model/moe.py): every layer's MLP is
+  `num_local_experts` experts of `intermediate_size`, `num_experts_per_tok` per token, routed by
+  softmax renormalised over the chosen (moe_router=mixtral). transformers' load-balancing loss
+  sums over the k choices, k times lmjax's (moe.py): its coefficient is multiplied by k."""
+  experts = hf.get('num_local_experts')
+  if not experts:
+    return {}
+  k = hf.get('num_experts_per_tok', 2)
+  return dict(moe_experts=experts, moe_top_k=k, moe_d_ff=hf['intermediate_size'],
+              moe_router='mixtral', moe_lb_loss=float(hf.get('router_aux_loss_coef', 0.001)) * k)
+
+
+def _mixtral_experts(model: dict, linear, p: str) -> dict:
+  d, f, e = model['d_model'], model['moe_d_ff'], model['moe_experts']
+  q = p + 'block_sparse_moe.'
+  stack = lambda w, out, inp: np.stack([linear(f'{q}experts.{j}.{w}.weight', out, inp)
+                                        for j in range(e)])
+  # w1 is the activated (gate) projection, w3 the up projection, w2 the down projection.
+  return {'router': linear(q + 'gate.weight', e, d), 'wi': stack('w1', f, d),
+          'wi_gate': stack('w3', f, d), 'wo': stack('w2', d, f)}
 
 
 def gpt2_to_lmjax(hf: dict, tensors: dict) -> tuple[dict, dict]:
@@ -233,6 +270,14 @@ def llama_from_lmjax(m: dict, params) -> tuple[dict, dict]:
         'torch_dtype': 'float32', 'bos_token_id': None, 'eos_token_id': None}
   t = {'model.embed_tokens.weight': _np(params['embed']),
        'model.norm.weight': _np(params['final_norm']['scale'])}
+  if m.get('moe_experts'):
+    if m.get('qkv_bias'):
+      raise ConvertError('model.qkv_bias=True: a mixture of experts exports as Mixtral, which '
+                         'has no q, k, v biases')
+    hf.update(_mixtral_config(m))
+  if m.get('qkv_bias'):  # Qwen2: a llama with biases on q, k and v
+    hf.update(architectures=['Qwen2ForCausalLM'], model_type='qwen2', use_sliding_window=False,
+              sliding_window=None)
   for i in range(n):
     b, p = params[f'block_{i}'], f'model.layers.{i}.'
     a = b['attn']
@@ -240,14 +285,43 @@ def llama_from_lmjax(m: dict, params) -> tuple[dict, dict]:
     t[p + 'self_attn.k_proj.weight'] = _np(a['key']).reshape(d, k * e).T
     t[p + 'self_attn.v_proj.weight'] = _np(a['value']).reshape(d, k * e).T
     t[p + 'self_attn.o_proj.weight'] = _np(a['out']).reshape(h * e, d).T
+    if m.get('qkv_bias'):
+      for ours, theirs in (('query', 'q'), ('key', 'k'), ('value', 'v')):
+        t[f'{p}self_attn.{theirs}_proj.bias'] = _np(a[f'{ours}_bias']).reshape(-1)
     t[p + 'input_layernorm.weight'] = _np(b['attn_norm']['scale'])
     t[p + 'post_attention_layernorm.weight'] = _np(b['mlp_norm']['scale'])
-    t[p + 'mlp.gate_proj.weight'] = _np(b['mlp']['wi']).T
-    t[p + 'mlp.up_proj.weight'] = _np(b['mlp']['wi_gate']).T
-    t[p + 'mlp.down_proj.weight'] = _np(b['mlp']['wo']).T
+    mlp = b['mlp']
+    if m.get('moe_experts'):
+      q = p + 'block_sparse_moe.'
+      t[q + 'gate.weight'] = _np(mlp['router']).T
+      for j in range(m['moe_experts']):
+        for ours, theirs in (('wi', 'w1'), ('wi_gate', 'w3'), ('wo', 'w2')):
+          t[f'{q}experts.{j}.{theirs}.weight'] = _np(mlp[ours][j]).T
+      continue
+    t[p + 'mlp.gate_proj.weight'] = _np(mlp['wi']).T
+    t[p + 'mlp.up_proj.weight'] = _np(mlp['wi_gate']).T
+    t[p + 'mlp.down_proj.weight'] = _np(mlp['wo']).T
   if not m['tie_embeddings']:
     t['lm_head.weight'] = _np(params['unembed']).T
   return hf, t
+
+
+# A mixture of experts exports as Mixtral: these fields must have Mixtral's values.
+MIXTRAL = dict(moe_router='mixtral', moe_every=1, moe_shared_experts=0, moe_capacity_factor=0.0)
+
+
+def _mixtral_config(m: dict) -> dict:
+  """The MixtralForCausalLM fields of an lmjax mixture of experts (ConvertError for a field
+  Mixtral does not have)."""
+  for field, value in MIXTRAL.items():
+    if m.get(field, value) != value:
+      raise ConvertError(f'model.{field}={m[field]!r}: a mixture of experts exports as Mixtral, '
+                         f'which needs {", ".join(f"{k}={v}" for k, v in MIXTRAL.items())}')
+  return {'architectures': ['MixtralForCausalLM'], 'model_type': 'mixtral',
+          'intermediate_size': m['moe_d_ff'] or m['d_ff'], 'num_local_experts': m['moe_experts'],
+          'num_experts_per_tok': m['moe_top_k'], 'sliding_window': None,
+          'router_aux_loss_coef': m.get('moe_lb_loss', 0.01) / m['moe_top_k'],
+          'router_jitter_noise': 0.0, 'output_router_logits': False}
 
 
 def gpt2_from_lmjax(m: dict, params) -> tuple[dict, dict]:
@@ -330,6 +404,9 @@ def from_lmjax(model_fields: dict, params) -> tuple[dict, dict]:
     params = fold_mup(m, params)
   for kind, (fn, needs) in EXPORTS.items():
     if all(m.get(k) == v for k, v in needs.items()):
+      if kind == 'gpt2' and m.get('moe_experts'):
+        raise ConvertError('model.moe_experts: a mixture of experts exports as Mixtral, '
+                           'llama-style (GPT-2 has no experts)')
       if kind == 'gpt2' and (m['n_kv_heads'] != m['n_heads'] or m.get('head_dim')):
         raise ConvertError('model.n_kv_heads / head_dim: GPT-2 has neither GQA nor its own '
                            'head_dim')

@@ -37,6 +37,7 @@ class ModelConfig:
   rope_original_max_len: int
   tie_embeddings: bool
   use_bias: bool
+  qkv_bias: bool             # biases on q, k, v alone (Qwen2)
   dropout: float
   dtype: str
   param_dtype: str

@@ -133,7 +133,7 @@ class Attention(Sharded):
     if in_scale is not None:
       ws = [w * in_scale[:, None] for w in ws]
     biases = [_param(self, name + '_bias', (n, e), (axis, 'head_dim'), 0, pdt).reshape(n * e)
-              for name, n, axis in heads] if cfg.use_bias else []
+              for name, n, axis in heads] if cfg.use_bias or cfg.qkv_bias else []
     if self.tensor_parallel:
       # Three matmuls: concatenating weights sharded over `tensor` would cost collectives.
       q, kk, v = (matmul(x_NxD, w.astype(dt), platform=cfg.platform) for w in ws)
