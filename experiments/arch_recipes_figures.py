@@ -1,6 +1,6 @@
-"""The arch-recipes study's own figures (the multiplier figures are lmjax.analysis.figures'):
-every run's loss against compute with each preset's fitted L(C), the seeds at fixed (N, D), and
-the lr sweep."""
+"""The figures of the arch-recipes and MoE studies (the multiplier figures are
+lmjax.analysis.figures'): every run's loss against compute with each group's fitted L(C), the
+seeds at fixed (N, D), and the lr sweep. `groups`: experiments/sweeps/arch_recipes.py, Groups."""
 from __future__ import annotations
 
 import math
@@ -12,21 +12,21 @@ from matplotlib.ticker import NullFormatter
 from lmjax.core.figures import figure
 from lmjax.scaling.multiplier import frontier_mask
 
-COLORS = {'vaswani': 0, 'gpt2': 1, 'llama': 2}
+def _color(groups, name):
+  """A group's colour: tab10 in the order of groups.names (the presets: vaswani, gpt2, llama)."""
+  names = list(groups.names)
+  return colormaps['tab10'](names.index(name) if name in names else len(names))
 
 
-def _color(preset):
-  return colormaps['tab10'](COLORS.get(preset, 3))
-
-
-def loss_vs_compute(done, fits):
-  """Every finished run (seed 0 filled, other seeds hollow), the frontier of each preset, and
-  L(C) from the fits: each non-reference preset's own, vaswani's from its fit with llama."""
+def loss_vs_compute(done, fits, groups):
+  """Every finished run (seed 0 filled, other seeds hollow), the frontier of each group, and
+  L(C) from the fits: each non-reference group's own, the reference's from its fit with the
+  last group (llama for the presets)."""
   fig, (ax,) = figure()
-  for preset, g in done.groupby('model.preset'):
+  for preset, g in done.groupby('group'):
     c, loss = g['C'].to_numpy(float), g['loss'].to_numpy(float)
     first = g['seed'].to_numpy() == 0
-    color = _color(preset)
+    color = _color(groups, preset)
     ax.scatter(c[first], loss[first], s=14, color=color, alpha=0.5, label=f'{preset} runs')
     ax.scatter(c[~first], loss[~first], s=14, facecolors='none', edgecolors=color, alpha=0.7)
     on, _ = frontier_mask(c, loss)
@@ -34,11 +34,11 @@ def loss_vs_compute(done, fits):
     ax.plot(c[on][order], loss[on][order], ':', color=color, lw=0.8)
   grid = np.geomspace(done['C'].min() / 1.5, done['C'].max() * 1.5, 200)
   curves = {}
-  for _, m in sorted(fits.items(), key=lambda kv: kv[0] != 'llama'):
+  for _, m in sorted(fits.items(), key=lambda kv: kv[0] != groups.names[-1]):
     for name, p in m.params().items():
-      curves.setdefault(name, p)  # vaswani: from the first fit (llama's, when it is there)
+      curves.setdefault(name, p)  # the reference: from the first fit (the last group's)
   for name, p in curves.items():
-    ax.plot(grid, p['E'] + p['A'] * grid ** (-p['alpha']), color=_color(name), lw=1.5,
+    ax.plot(grid, p['E'] + p['A'] * grid ** (-p['alpha']), color=_color(groups, name), lw=1.5,
             label=f'{name} L(C), α={p["alpha"]:.3f}')
   ax.set_xscale('log')
   ax.set_yscale('log')
@@ -51,42 +51,43 @@ def loss_vs_compute(done, fits):
   return fig
 
 
-def seed_spread(seeds):
-  """At each seeded (size, budget): each preset's seeds (dots), mean (bar) and sd."""
+def seed_spread(seeds, groups):
+  """At each seeded (size, budget): each group's seeds (dots), mean (bar) and sd."""
   fig, (ax,) = figure(width=7.2)
   cells = sorted({(r['n_layers'], r['d_model'], r['budget']) for r in seeds},
                  key=lambda k: (k[2], k[0] * k[1]))
-  width = 0.8 / max(1, len(COLORS))
+  names = list(groups.names)
+  width = 0.8 / max(1, len(names))
   for r in seeds:
     x = cells.index((r['n_layers'], r['d_model'], r['budget'])) + \
-        (COLORS.get(r['preset'], 3) - 1) * width
-    color = _color(r['preset'])
+        (names.index(r['preset']) - 1) * width
+    color = _color(groups, r['preset'])
     ax.plot([x - width / 3, x + width / 3], [r['mean']] * 2, color=color, lw=2)
     ax.errorbar([x], [r['mean']], yerr=[r['sd']], color=color, capsize=3, lw=0.8)
     ax.scatter(np.full(len(r['losses']), x), r['losses'], s=10, color=color)
-  for p in COLORS:
-    ax.plot([], [], color=_color(p), lw=2, label=p)
+  for p in names:
+    ax.plot([], [], color=_color(groups, p), lw=2, label=p)
   ax.set_xticks(range(len(cells)))
   ax.set_xticklabels([f'{l}×{d}\nC={b:.2g}' for l, d, b in cells], fontsize=8)
   ax.set_ylabel('final eval loss: each seed, mean ± sd')
   ax.legend(fontsize=8)
-  ax.set_title('Run-to-run noise at fixed (N, D) next to the differences between presets',
+  ax.set_title(f'Run-to-run noise at fixed (N, D) next to the differences between {groups.word}s',
                fontsize=9)
   return fig
 
 
-def lr_sweep(lr_rows):
-  """Final loss against learning rate per preset; the chosen lr circled, diverged runs marked."""
+def lr_sweep(lr_rows, groups):
+  """Final loss against learning rate per group; the chosen lr circled, diverged runs marked."""
   fig, (ax,) = figure()
   finite = [r['loss'] for r in lr_rows if math.isfinite(r['loss'])]
   top = max(finite) * 1.05 if finite else 1.0
-  for p in COLORS:
+  for p in groups.names:
     mine = sorted((r for r in lr_rows if r['preset'] == p), key=lambda r: r['lr'])
     if not mine:
       continue
     lr = np.array([r['lr'] for r in mine])
     loss = np.array([r['loss'] if math.isfinite(r['loss']) else np.nan for r in mine])
-    color = _color(p)
+    color = _color(groups, p)
     ax.plot(lr, loss, 'o-', color=color, label=p)
     for r in mine:
       if not math.isfinite(r['loss']):

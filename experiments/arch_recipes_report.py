@@ -1,5 +1,7 @@
 """The arch-recipes study's analysis, with lmjax.analysis: what experiments/arch_recipes.py
-prints and writes to WORKDIR/results (results.md, results.json and the figures).
+prints and writes to WORKDIR/results (results.md, results.json and the figures). The MoE study
+(experiments/moe_vs_dense.py) runs the same analysis over its own groups (`analyse(groups=)`);
+below, "preset" is a group and "vaswani" the reference.
 
 - the lr sweep: each preset's final loss at each learning rate, the one chosen, and whether it
   lies at the edge of the grid (the best lr may then lie beyond it);
@@ -27,7 +29,6 @@ from lmjax import analysis
 from lmjax.core.atomic import atomic_open, write_text
 from lmjax.core.errors import LmjaxError
 
-REFERENCE = 'vaswani'
 SHAPE = ('model.n_layers', 'model.d_model')
 
 
@@ -35,16 +36,11 @@ class ReportError(LmjaxError, ValueError):
   """The study's runs cannot be analysed; one line."""
 
 
-def _presets():
-  from experiments.sweeps.arch_recipes import PRESETS
-  return PRESETS
-
-
 def seed_table(done) -> list:
   """One row per preset and (size, budget) with more than one seed."""
   rows = []
   keys = [*SHAPE, 'budget']
-  for (preset, *key), g in done.groupby(['model.preset', *keys], sort=True):
+  for (preset, *key), g in done.groupby(['group', *keys], sort=True):
     if len(g) < 2:
       continue
     loss = g['loss'].to_numpy(float)
@@ -61,7 +57,7 @@ def isoflop_table(done) -> list:
   inside the sizes trained at it (not at the smallest or largest)."""
   rows = []
   first = done[done['seed'] == 0]
-  for (preset, budget), g in first.groupby(['model.preset', 'budget'], sort=True):
+  for (preset, budget), g in first.groupby(['group', 'budget'], sort=True):
     g = g.sort_values('N_no_emb')
     losses = g['loss'].to_numpy(float)
     best = int(np.argmin(losses))
@@ -72,14 +68,15 @@ def isoflop_table(done) -> list:
   return rows
 
 
-def differences(seeds) -> list:
-  """Each preset's mean minus vaswani's at each seeded (size, budget), with its standard error."""
+def differences(seeds, reference) -> list:
+  """Each group's mean minus the reference's at each seeded (size, budget), with its standard
+  error."""
   ref = {(r['n_layers'], r['d_model'], r['budget']): r for r in seeds
-         if r['preset'] == REFERENCE}
+         if r['preset'] == reference}
   out = []
   for r in seeds:
     a = ref.get((r['n_layers'], r['d_model'], r['budget']))
-    if r['preset'] == REFERENCE or a is None:
+    if r['preset'] == reference or a is None:
       continue
     se = math.sqrt(r['sd'] ** 2 / r['seeds'] + a['sd'] ** 2 / a['seeds'])
     diff = r['mean'] - a['mean']
@@ -88,13 +85,14 @@ def differences(seeds) -> list:
   return out
 
 
-def lr_table(lr_rows) -> list:
-  """The lr sweep's rows by preset and multiplier, marked with the sweep file's own choice
+def lr_table(lr_rows, groups=None) -> list:
+  """The lr sweep's rows by group and multiplier, marked with the sweep file's own choice
   (choose_multipliers) and whether it lies at the edge of the grid."""
-  from experiments.sweeps.arch_recipes import choose_multipliers
-  chosen = choose_multipliers(lr_rows)
+  from experiments.sweeps.arch_recipes import ARCH, choose_multipliers
+  groups = groups or ARCH
+  chosen = choose_multipliers(lr_rows, groups)
   out = []
-  for p in _presets():
+  for p in groups.names:
     mine = sorted((r for r in lr_rows if r['preset'] == p), key=lambda r: r['mult'])
     for r in mine:
       pick = r['mult'] == chosen[p]
@@ -119,39 +117,40 @@ def machines(done) -> list:
           for key, n in counts]
 
 
-def markdown(res) -> str:
+def markdown(res, groups) -> str:
+  word, ref = groups.word, groups.reference
   where = '; '.join(f'{m["cpu"] or "not recorded"} ({m["cpu_isa"] or "?"}, jaxlib '
                     f'{m["jaxlib"] or "?"}): {m["runs"]} runs' for m in res.get('machines', []))
   lines = [f'Ran on: {where}.', '', '## Learning rates (one size, one budget)', '',
-           '| preset | lr multiplier | lr | final loss | |', '|---|---|---|---|---|']
+           f'| {word} | lr multiplier | lr | final loss | |', '|---|---|---|---|---|']
   for r in res['lr']:
     mark = 'chosen' + (' (edge of the grid)' if r['edge'] else '') if r['chosen'] else ''
     loss = 'diverged' if r['state'] == 'diverged' else _fmt(r['loss'])
     lines.append(f'| {r["preset"]} | {r["mult"]:g} | {r["lr"]:.3g} | {loss} | {mark} |')
   lines += ['', '## IsoFLOP curves (seed 0): loss at each N, smallest N first', '',
-            '| preset | budget C | losses | best N | minimum inside the sizes |',
+            f'| {word} | budget C | losses | best N | minimum inside the sizes |',
             '|---|---|---|---|---|']
   for r in res['isoflop']:
     losses = ', '.join(f'{n:,}: {l:.3f}' for n, l in zip(r['N_no_emb'], r['loss']))
     lines.append(f'| {r["preset"]} | {r["budget"]:.3g} | {losses} | {r["best_N_no_emb"]:,} | '
                  f'{"yes" if r["inside"] else "no"} |')
   lines += ['', '## Run-to-run noise (seeds at fixed N, D)', '',
-            '| preset | layers × d_model | N | budget C | seeds | mean loss | sd | range |',
+            f'| {word} | layers × d_model | N | budget C | seeds | mean loss | sd | range |',
             '|---|---|---|---|---|---|---|---|']
   for r in res['seeds']:
     lines.append(f'| {r["preset"]} | {r["n_layers"]} × {r["d_model"]} | {r["N_no_emb"]:,} | '
                  f'{r["budget"]:.3g} | {r["seeds"]} | {r["mean"]:.4f} | {r["sd"]:.4f} | '
                  f'{r["min"]:.4f}–{r["max"]:.4f} |')
-  lines += ['', f'Pooled seed sd: {res["pooled_sd"]:.4f} (all presets and cells).', '',
-            '| preset − vaswani | layers × d_model | budget C | Δ mean loss | se | Δ/se |',
+  lines += ['', f'Pooled seed sd: {res["pooled_sd"]:.4f} (all {word}s and cells).', '',
+            f'| {word} − {ref} | layers × d_model | budget C | Δ mean loss | se | Δ/se |',
             '|---|---|---|---|---|---|']
   for r in res['differences']:
     lines.append(f'| {r["preset"]} | {r["n_layers"]} × {r["d_model"]} | {r["budget"]:.3g} | '
                  f'{r["diff"]:+.4f} | {r["se"]:.4f} | {r["z"]:+.1f} |')
   level = f'{100 * res["level"]:g}%'
-  lines += ['', f'## Compute multipliers M = C_vaswani(L) / C_preset(L) ({level} bootstrap '
+  lines += ['', f'## Compute multipliers M = C_{ref}(L) / C_{word}(L) ({level} bootstrap '
             'intervals over runs, seeds included)', '',
-            '| preset | loss L | C_preset(L) | C_vaswani(L) | M | interval |',
+            f'| {word} | loss L | C_{word}(L) | C_{ref}(L) | M | interval |',
             '|---|---|---|---|---|---|']
   for p, m in res['multipliers'].items():
     for r in m['at']:
@@ -159,14 +158,14 @@ def markdown(res) -> str:
                    f'{_fmt(r["m"], 3)} | [{_fmt(r.get("lo"), 3)}, {_fmt(r.get("hi"), 3)}] |')
   gaps = [p for p, m in res['multipliers'].items() if m['extrapolated']]
   if gaps:
-    lines += ['', f'Extrapolated: the frontiers of {" and ".join(gaps)} and vaswani share no '
+    lines += ['', f'Extrapolated: the frontiers of {" and ".join(gaps)} and {ref} share no '
               'loss, so their multipliers are stated in the gap between them, where at least one '
               'fitted L(C) runs past the compute it was measured at.']
-  lines += ['', '## L(C) = E + A·C^(−α) on each frontier (joint with vaswani, one E)', '',
+  lines += ['', f'## L(C) = E + A·C^(−α) on each frontier (joint with {ref}, one E)', '',
             '| fit | group | E | A | α | frontier runs |', '|---|---|---|---|---|---|']
   for p, m in res['multipliers'].items():
     for g, q in m['params'].items():
-      lines.append(f'| {p} vs vaswani | {g} | {q["E"]:.4g} | {q["A"]:.4g} | {q["alpha"]:.4g} | '
+      lines.append(f'| {p} vs {ref} | {g} | {q["E"]:.4g} | {q["A"]:.4g} | {q["alpha"]:.4g} | '
                    f'{m["frontier_runs"][g]} of {m["runs"][g]} |')
     b = m['bootstrap']
     if b:
@@ -175,41 +174,48 @@ def markdown(res) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def analyse(workdir, scale, lr_rows, bootstrap=1000, seed=0, level=0.95) -> dict:
-  """Writes WORKDIR/results and returns the results (with 'markdown')."""
+def analyse(workdir, scale, lr_rows, bootstrap=1000, seed=0, level=0.95, groups=None) -> dict:
+  """Writes WORKDIR/results and returns the results (with 'markdown'). `groups`: the models
+  compared (experiments/sweeps/arch_recipes.py, Groups; default the three presets)."""
+  from experiments.sweeps.arch_recipes import ARCH
+  groups = groups or ARCH
+  reference = groups.reference
   try:
     done = analysis.finished(analysis.load(os.path.join(workdir, 'study')).runs)
   except analysis.AnalysisError as e:
     raise ReportError(str(e)) from None
-  missing = [p for p in _presets() if not (done['model.preset'] == p).any()]
+  if groups.column not in done:
+    raise ReportError(f'{workdir}/study: its runs table has no column {groups.column}')
+  done = done.assign(group=groups.of_frame(done))
+  missing = [p for p in groups.names if not (done['group'] == p).any()]
   if missing:
     raise ReportError(f'no finished runs of {", ".join(missing)} in {workdir}/study')
   seeds = seed_table(done)
   sds = np.array([r['sd'] for r in seeds])
   dof = np.array([r['seeds'] - 1 for r in seeds])
-  res = dict(lr=lr_table(lr_rows), isoflop=isoflop_table(done), seeds=seeds,
-             differences=differences(seeds),
+  res = dict(lr=lr_table(lr_rows, groups), isoflop=isoflop_table(done), seeds=seeds,
+             differences=differences(seeds, reference),
              pooled_sd=float(np.sqrt(np.sum(dof * sds ** 2) / np.sum(dof))) if seeds else math.nan,
              level=level, multipliers={}, runs=int(len(done)), machines=machines(done))
   fits = {}
-  for p in _presets():
-    if p == REFERENCE:
+  for p in groups.names:
+    if p == reference:
       continue
-    a, b = done[done['model.preset'] == p], done[done['model.preset'] == REFERENCE]
+    a, b = done[done['group'] == p], done[done['group'] == reference]
     try:  # stated at the losses both frontiers reach (multiplier.stated_losses)
-      m = analysis.compute_multiplier(a, b, names=(p, REFERENCE), bootstrap=bootstrap,
+      m = analysis.compute_multiplier(a, b, names=(p, reference), bootstrap=bootstrap,
                                       seed=seed, level=level)
     except analysis.AnalysisError as e:
-      raise ReportError(f'{p} vs {REFERENCE}: {e}') from None
+      raise ReportError(f'{p} vs {reference}: {e}') from None
     fits[p] = m
     j = m.to_json()
     res['multipliers'][p] = dict(at=j['at'], params=j['params'], frontier_runs=j['frontier_runs'],
-                                 runs={p: len(a), REFERENCE: len(b)}, bootstrap=j['bootstrap'],
+                                 runs={p: len(a), reference: len(b)}, bootstrap=j['bootstrap'],
                                  extrapolated=m.extrapolated)
-  res['markdown'] = markdown(res)
+  res['markdown'] = markdown(res, groups)
   out = os.path.join(workdir, 'results')
   os.makedirs(out, exist_ok=True)
-  _figures(out, done, res, fits)
+  _figures(out, done, res, fits, groups)
   write_text(os.path.join(out, 'results.md'), res['markdown'])
   with atomic_open(os.path.join(out, 'results.json')) as f:
     json.dump(res, f, indent=1, default=float)
@@ -221,10 +227,10 @@ def _save(fig, path):
     f.write(analysis.figures.png(fig))
 
 
-def _figures(out, done, res, fits):
+def _figures(out, done, res, fits, groups):
   from experiments.arch_recipes_figures import loss_vs_compute, lr_sweep, seed_spread
   for p, m in fits.items():
     _save(analysis.figures.multiplier(m), os.path.join(out, f'multiplier_{p}.png'))
-  _save(loss_vs_compute(done, fits), os.path.join(out, 'loss_vs_compute.png'))
-  _save(seed_spread(res['seeds']), os.path.join(out, 'seeds.png'))
-  _save(lr_sweep(res['lr']), os.path.join(out, 'lr_sweep.png'))
+  _save(loss_vs_compute(done, fits, groups), os.path.join(out, 'loss_vs_compute.png'))
+  _save(seed_spread(res['seeds'], groups), os.path.join(out, 'seeds.png'))
+  _save(lr_sweep(res['lr'], groups), os.path.join(out, 'lr_sweep.png'))

@@ -38,6 +38,29 @@ PUBLISHED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
                          'results', 'arch_recipes', 'results.json')  # the first full run
 
 
+@dataclasses.dataclass(frozen=True)
+class Groups:
+  """The models a study compares (the presets here; dense and MoE models in
+  experiments/sweeps/moe_vs_dense.py): their names, the one the others are measured against, and
+  how a run's group is read from its overrides and from the runs table (lmjax.analysis). Rows of
+  the lr sweep and the report name a run's group under the key 'preset'."""
+  names: tuple
+  reference: str
+  column: str                 # the config field (and runs-table column) that tells them apart
+  by_value: tuple = ()        # ((field value, group name), ...); () : the value is the name
+  word: str = 'preset'        # what the report's tables call a group
+
+  def of_value(self, value) -> str:
+    return dict(self.by_value).get(value, value) if self.by_value else value
+
+  def of_overrides(self, overrides) -> str:
+    return self.of_value(overrides[self.column])
+
+  def of_frame(self, frame):
+    """The group of every row of a runs DataFrame."""
+    return frame[self.column].map(self.of_value)
+
+
 def kaplan_lr(n):
   """Kaplan et al. 2020, Eq. D.1: LR(N) = 0.003239 − 0.0001395 log N."""
   return 0.003239 - 0.0001395 * math.log(n)
@@ -79,6 +102,9 @@ SCALES = {
                   lr_budget=3e8, lr_grid=(1, 4), seed_targets=(2e3,), seeds=(1,), aspect=16,
                   head_dim=8, checkpoints=2),
 }
+
+
+ARCH = Groups(PRESETS, 'vaswani', 'model.preset')
 
 
 def scale_of(name: str) -> Scale:
@@ -137,9 +163,10 @@ def study_sweep(scale: Scale, lr_mults: dict) -> sweeps.Sweep:
                             f'{", ".join(f"{p} {lr_mults[p]:g}" for p in PRESETS)}')
 
 
-def lr_results(lr_dir: str, sweep: sweeps.Sweep) -> list[dict]:
-  """One row per run of the lr sweep in `lr_dir`: preset, mult, lr, loss (inf: diverged or
-  non-finite), state. PlanError when the directory is not that sweep's or a run is unfinished."""
+def lr_results(lr_dir: str, sweep: sweeps.Sweep, groups: Groups = ARCH) -> list[dict]:
+  """One row per run of the lr sweep in `lr_dir`: preset (the run's group), mult, lr, loss (inf:
+  diverged or non-finite), state. PlanError when the directory is not that sweep's or a run is
+  unfinished."""
   from lmjax.sweeps.sweepdir import SweepDir, SweepDirError
   try:
     sweep_dir = SweepDir.open(lr_dir, sweep, create=False)
@@ -151,20 +178,20 @@ def lr_results(lr_dir: str, sweep: sweeps.Sweep) -> list[dict]:
     if state not in ('done', 'diverged'):
       raise sweeps.PlanError(
           f'the lr sweep in {lr_dir}: run {run.name} is {state}; the study\'s learning rates '
-          'come from it (python -m experiments.arch_recipes runs it first)')
+          'come from it (the study\'s command runs it first)')
     loss = (sweep_dir.summary(run.name) or {}).get('eval_loss') if state == 'done' else None
     loss = float(loss) if isinstance(loss, (int, float)) and math.isfinite(loss) else math.inf
-    preset = run.overrides['model.preset']
+    preset = groups.of_overrides(run.overrides)
     rows.append(dict(run=run.name, preset=preset, N_no_emb=run.N_no_emb, C=run.C,
                      lr=run.overrides['optim.lr'], mult=float(run.name.rsplit('_lr', 1)[1]),
                      loss=loss, state=state))
   return rows
 
 
-def choose_multipliers(rows) -> dict:
-  """{preset: the lr multiplier of its lowest final loss}; PlanError if a preset has none."""
+def choose_multipliers(rows, groups: Groups = ARCH) -> dict:
+  """{group: the lr multiplier of its lowest final loss}; PlanError if a group has none."""
   out = {}
-  for preset in PRESETS:
+  for preset in groups.names:
     mine = [r for r in rows if r['preset'] == preset and math.isfinite(r['loss'])]
     if not mine:
       raise sweeps.PlanError(f'the lr sweep: every run of {preset} diverged; widen lr_grid down')
