@@ -85,10 +85,28 @@ class MemoryPlan(NamedTuple):
         f'  activations {gb(est.activations)}  (Korthikanti et al. 2022, no recomputation)',
         f'state: XLA arguments / analytic params+moments = '
         f'{mem.argument_size_in_bytes / state:.3f}',
+        self._flops_line(),
         f'verdict: needs {est.needed / 1e9:.2f} GB (arguments + temporaries) of '
         f'{self.target.memory / 1e9:.2f} GB per device ({self.target.memory_from}): '
         f'{"fits" if self.fits else "does NOT fit"}']
     return '\n'.join(lines)
+
+
+  def _flops_line(self) -> str:
+    """The compiler's FLOPs of one step per device beside lmjax's analytic count (matmuls,
+    attention over the causal pairs; a mixture of experts' active ones, lmjax/model/flops.py)."""
+    from lmjax.model import flops
+    from lmjax.model.spec import ModelConfig
+    from lmjax.train.steps import xla_flops
+    c = self.config
+    per_token = flops.exact_flops_per_token(ModelConfig.from_config(c.model), c.data.seq_len,
+                                            attention='causal')
+    analytic = per_token * c.data.batch_size * c.data.seq_len / self.mesh.size
+    loops = (' (a loop body once: scanned layers, micro-batches)'
+             if c.model.scan_layers or c.train.grad_accum > 1 else '')
+    return (f'flops: the compiler counts {xla_flops(self.estimate.executable) / 1e12:.2f} '
+            f'TFLOPs per device per step{loops}; analytic {analytic / 1e12:.2f} (matmuls, '
+            'causal attention, active parameters)')
 
 
 def plan(raw_config, mesh_text: str, topology: str | None = None,
