@@ -238,3 +238,24 @@ def test_kv_cache_decoding_of_a_moe_model_equals_decoding_without_a_cache():
   uncached = decode.Decoder(model, 12, greedy, cache=False)(params, prompts)
   np.testing.assert_array_equal(cached.tokens, uncached.tokens)
   np.testing.assert_allclose(cached.logprobs, uncached.logprobs, atol=1e-4)
+
+
+@pytest.mark.parametrize('how', [dict(remat='full'), dict(remat='minimal'), dict(chunk=128)])
+def test_remat_and_the_chunked_loss_leave_a_moe_step_unchanged(how):
+  from lmjax.train.steps import loss_sums
+  plain = _config(moe_experts=4, moe_router='switch')
+  other = _config(moe_experts=4, moe_router='switch', remat=how.get('remat', 'none'))
+  params = init_params(build_model(plain), plain, jax.random.PRNGKey(0))
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 65), 0, 257)
+  batch = {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:]}
+
+  def grads(config, chunk=0):
+    fn = lambda p: loss_sums(p, build_model(config), batch, chunk=chunk)
+    return jax.jit(jax.value_and_grad(fn, has_aux=True))(params)
+
+  (want, (_, _, sown_a)), g_want = grads(plain)
+  (got, (_, _, sown_b)), g_got = grads(other, how.get('chunk', 0))
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  for a, b in zip(jax.tree_util.tree_leaves(g_got), jax.tree_util.tree_leaves(g_want)):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+  np.testing.assert_array_equal(moe.metrics(sown_a)['moe_load'], moe.metrics(sown_b)['moe_load'])
