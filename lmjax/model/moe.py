@@ -28,7 +28,9 @@ How tokens reach their experts:
 - capacity (`moe_capacity_factor` c > 0): each expert has ceil(c·A/E) slots, filled by every
   token's first choice before any second choice, in token order within a choice (GShard,
   Lepikhin et al. 2021); an assignment past its expert's slots is dropped (its share of the
-  output is zero; the token goes on through the residual).
+  output is zero; the token goes on through the residual). The capacity applies to every forward
+  pass, evaluation and decoding included, counted over the tokens of that pass: a decoding step
+  of a few rows drops otherwise than a training batch. Dropless routing is per token.
 
 Auxiliary losses of a layer, averaged over the MoE layers and added to the objective with
 `moe_lb_loss` and `moe_z_loss` (lmjax/train/steps.py), sown into the 'moe' collection with the
