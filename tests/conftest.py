@@ -7,6 +7,10 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # gcsfs reads this when imported: off, it does not first ask a bucket's type over gRPC, which
 # the tests' Cloud Storage emulator does not speak (tests/gcs_emulator.py).
 os.environ.setdefault('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT', 'false')
+# One JAX compilation cache for the session's processes (set before pytest-xdist starts its
+# workers, which inherit it): launch.train subprocesses ('auto': $JAX_COMPILATION_CACHE_DIR) and
+# JAX itself load a program another test compiled. test_launch_train's cache test removes it.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='lmjax-tests-jax-'))
 # One TFDS data dir for the whole session (python_stdlib is prepared once), never the user's.
 os.environ['TFDS_DATA_DIR'] = tempfile.mkdtemp(prefix='lmjax-tests-tfds-')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -116,3 +116,24 @@ def test_hyperparameter_laws_and_lr_shift_from_dataframes():
   assert analysis.figures.png(analysis.figures.lr_shift(shifts))[:4] == b'\x89PNG'
   with pytest.raises(analysis.AnalysisError, match="no 'model.d_model'"):
     analysis.lr_shift(rows.drop(columns='model.d_model'))
+
+
+def test_learning_curves_give_a_few_model_sizes_one_discrete_colour_each():
+  import pandas as pd
+  from matplotlib import colors as mcolors
+  sizes = {'a': 32, 'b': 64, 'c': 128, 'd': 64}
+  runs = pd.DataFrame({'name': list(sizes), 'model.d_model': list(sizes.values())})
+  curves = pd.DataFrame([dict(name=n, tokens=t, loss=3.0 - t / 1e4 - sizes[n] / 1e3)
+                         for n in sizes for t in (100, 1000, 5000)])
+  fig = analysis.figures.curves(runs, curves, x='tokens', y='loss', color='model.d_model')
+  ax = fig.axes[0]
+  assert len(fig.axes) == 1  # a legend, not a colour bar
+  labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert labels[-3:] == ['model.d_model=32', 'model.d_model=64', 'model.d_model=128']
+  by_run = {n: mcolors.to_hex(line.get_color()) for n, line in zip(sizes, ax.lines)}
+  assert by_run['b'] == by_run['d'] and len({by_run['a'], by_run['b'], by_run['c']}) == 3
+  many = pd.DataFrame({'name': [f'r{i}' for i in range(12)], 'model.d_model': range(1, 13)})
+  many_curves = pd.DataFrame([dict(name=f'r{i}', tokens=t, loss=2.0) for i in range(12)
+                              for t in (10, 100)])
+  fig = analysis.figures.curves(many, many_curves, x='tokens', y='loss', color='model.d_model')
+  assert len(fig.axes) == 2  # more than 10 values: a colour scale

@@ -1,4 +1,4 @@
-"""A mixture of experts on 8 simulated CPU devices: the losses, MoE metrics and parameters of 4
+"""A mixture of experts on 8 simulated CPU devices: the losses, MoE metrics and parameters of 3
 steps equal one device's, with the experts split like dense MLPs (the default rules) and split over
 fsdp (expert parallelism), for the blocked and ragged dropless forms.
 
@@ -15,8 +15,10 @@ from lmjax.config import default_config, resolve
 from lmjax.train.sharding import MeshError, check_mesh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The one-device reference is blocked; ragged equals blocked on one device (tests/test_moe.py,
+# both against the per-expert loop), so ragged runs on the 2×2×2 mesh only.
 CASES = [('blocked', (1, 1, 1), False), ('blocked', (2, 2, 2), False),
-         ('blocked', (2, 4, 1), True), ('ragged', (1, 1, 1), False), ('ragged', (2, 2, 2), False)]
+         ('blocked', (2, 4, 1), True), ('ragged', (2, 2, 2), False)]
 
 
 def _config(impl, mesh, expert_parallel=False):
@@ -45,7 +47,7 @@ def _steps():
     state, schedule = step.init_state(), step.schedule()
     it = loader.train_iterator(loader.load(config), config)
     rows = []
-    for _ in range(4):
+    for _ in range(3):
       state, m = step.fn(state, sharding.put_batch(next(it), sharding.batch_sharding(mesh)),
                          schedule)
       rows.append({k: np.asarray(v).tolist() for k, v in m.items()})
@@ -69,9 +71,9 @@ def results():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('impl,mesh,ep', CASES[1:3] + CASES[4:])
+@pytest.mark.parametrize('impl,mesh,ep', CASES[1:])
 def test_moe_steps_on_8_devices_equal_one_device(results, impl, mesh, ep):
-  one, many = results[f'{impl}/(1, 1, 1)/False'], results[f'{impl}/{mesh}/{ep}']
+  one, many = results['blocked/(1, 1, 1)/False'], results[f'{impl}/{mesh}/{ep}']
   for a, b in zip(one['rows'], many['rows']):
     for key in ('loss', 'grad_norm', 'moe_lb_loss', 'moe_z_loss'):
       assert abs(a[key] - b[key]) <= 2e-5 * abs(a[key]), (key, a[key], b[key])
@@ -82,12 +84,6 @@ def test_moe_steps_on_8_devices_equal_one_device(results, impl, mesh, ep):
   # Experts split like a dense MLP by default, over fsdp with the expert rule.
   assert many['wi_spec'][:3] == (['fsdp', None, 'tensor'] if ep else
                                  [None, 'fsdp', 'tensor'])
-
-
-def test_ragged_and_blocked_agree(results):
-  a, b = results['blocked/(1, 1, 1)/False'], results['ragged/(1, 1, 1)/False']
-  for ra, rb in zip(a['rows'], b['rows']):
-    assert abs(ra['loss'] - rb['loss']) <= 2e-5 * ra['loss']
 
 
 @pytest.mark.parametrize('overrides,message', [

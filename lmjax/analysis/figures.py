@@ -34,21 +34,32 @@ def frontier(x, y):
 def curves(runs: pd.DataFrame, curves: pd.DataFrame, x='flops', y='eval_loss',
            color='model.d_model', show_frontier=True, title=''):
   """Every run's learning curve of `y` against `x` ('flops', 'tokens' or 'step') on log axes,
-  coloured by a runs-table column (numbers on a colour scale, anything else by category), with
-  the compute-optimal frontier: the lowest loss any run reached at each x."""
+  coloured by a runs-table column (up to 10 distinct numbers, such as a sweep's model sizes, one
+  colour each in order; more on a colour scale; anything else by category), with the
+  compute-optimal frontier: the lowest loss any run reached at each x. Train-loss curves are
+  the logged window means (metrics.jsonl's `loss`; older runs logged the last step's)."""
   fig, (ax,) = figure()
   data = curves[np.isfinite(curves[y].astype(float))] if y in curves else curves.iloc[:0]
   values = runs.set_index('name', drop=False)[color] if color in runs else pd.Series(dtype=float)
   numeric = pd.api.types.is_numeric_dtype(values) and values.notna().any()
-  if numeric:
+  distinct = sorted(values.dropna().unique()) if numeric else []
+  if numeric and len(distinct) <= 10:  # a handful of sizes: discrete colours, in the legend
+    palette = colormaps['viridis'](np.linspace(0, 0.9, len(distinct)))
+    cats = [f'{v:g}' for v in distinct]
+    cmap = lambda i: palette[i]
+    pick = lambda name: palette[distinct.index(values[name])] if name in values and \
+        values[name] in distinct else '0.5'
+    numeric = False
+  elif numeric:
     norm = colors.LogNorm(values.min(), values.max()) if values.min() > 0 and \
         values.max() > values.min() else colors.Normalize(values.min(), values.max() + 1e-12)
     cmap = colormaps['viridis']
     pick = lambda name: cmap(norm(values.get(name, np.nan)))
   else:
     cats = list(dict.fromkeys(values.astype(str)))
-    cmap = colormaps['tab10']
-    pick = lambda name: cmap(cats.index(str(values.get(name))) % 10) if name in values else '0.5'
+    tab = colormaps['tab10']
+    cmap = lambda i: tab(i % 10)
+    pick = lambda name: cmap(cats.index(str(values.get(name)))) if name in values else '0.5'
   for name, c in data.groupby('name', sort=False):
     c = c.sort_values(x)
     ax.plot(c[x], c[y].astype(float), color=pick(name), lw=1.2, alpha=0.85,
@@ -66,7 +77,7 @@ def curves(runs: pd.DataFrame, curves: pd.DataFrame, x='flops', y='eval_loss',
     fig.colorbar(_mappable(norm, cmap), ax=ax, label=color)
   elif cats:
     for i, cat in enumerate(cats):
-      ax.plot([], [], color=cmap(i % 10), label=f'{color}={cat}')
+      ax.plot([], [], color=cmap(i), label=f'{color}={cat}')
     ax.legend(loc='upper right', fontsize=8)
   return fig
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import jax
+import jax.numpy as jnp
 
 from lmjax.core.errors import EXIT_NONFINITE, LmjaxError
 from lmjax.data import loader
@@ -50,7 +51,7 @@ class TrainLog:
   a lmjax.train.metrics.MetricsWriter. `last_saved` is the newest checkpoint step, saved or
   restored (verified against its digests), for errors."""
 
-  def __init__(self, config, setup, writer, start_step):
+  def __init__(self, config, setup, writer, start_step, loss_window=(0.0, 0)):
     self.config, self.setup, self.writer = config, setup, writer
     self.model_config = ModelConfig.from_config(config.model)
     self.counts = flops.config_counts(config)  # as the sweeps planned them
@@ -72,6 +73,10 @@ class TrainLog:
     self.last_saved = start_step or None
     self.checkpoint_path = None  # step -> the directory of its checkpoint (set by the loop)
     self.clock = (time.time(), start_step)  # (time, step) the next row's rate is counted from
+    # The train loss summed over the steps since the last log step, on the device (no waiting);
+    # a resumed run starts from the window its checkpoint cut (window_state, in the meta).
+    total, steps = loss_window
+    self.window = (jnp.asarray(total, jnp.float32), int(steps)) if steps else (None, 0)
 
   def banner(self, messages):
     """The lines before compiling: what resumed or branched, the mesh, model and data."""
@@ -115,8 +120,20 @@ class TrainLog:
                       f'count of the matmuls it runs {computed / 1e6:.2f}')
     self.clock = (time.time(), self.clock[1])
 
+  def accumulate(self, metrics):
+    """Adds a step's loss to the log window's sum (a device op: nothing waits for the step)."""
+    total, steps = self.window
+    self.window = (metrics['loss'] if total is None else total + metrics['loss'], steps + 1)
+
   def defer(self, step, metrics):
-    self.pending = (step, metrics)
+    """Step `step` is a log step: its row (the window's mean loss) is written by `flush`."""
+    self.pending = (step, metrics, self.window)
+    self.window = (None, 0)
+
+  def window_state(self) -> list:
+    """[Σ loss, steps] of the window under way, for a checkpoint's meta (waits for it)."""
+    total, steps = self.window
+    return [float(jax.device_get(total)), steps] if steps else [0.0, 0]
 
   def last_saved_path(self):
     """The checkpoint the run last saved or resumed from, for messages (None: none)."""
@@ -128,15 +145,18 @@ class TrainLog:
     """Reads, writes and prints the deferred metrics, if any (waits for their step)."""
     if self.pending is None:
       return
-    (step, m), self.pending = self.pending, None
-    m = jax.device_get(m)  # waits for the step: the time below is the step's
+    (step, m, (total, steps)), self.pending = self.pending, None
+    m, total = jax.device_get((m, total))  # waits for the step: the time below is the step's
     now = time.time()
     dt, n_steps = now - self.clock[0], step - self.clock[1]
     self.clock = (now, step)
     if int(m['bad_step']) >= 0:
       raise NonFinite(int(m['bad_step']), self.last_saved, self.last_saved_path())
     tps = n_steps * self.tokens_per_step / dt
-    row = {'step': step, 'loss': float(m['loss']), 'lr': float(m['lr']),
+    # `loss`: the mean train loss of the window's steps (one batch each, from the last log
+    # step's exclusive); `loss_last`: the log step's own batch.
+    row = {'step': step, 'loss': float(total) / steps, 'loss_last': float(m['loss']),
+           'lr': float(m['lr']),
            'grad_norm': float(m['grad_norm']), 'tokens': step * self.tokens_per_step,
            'tokens_per_s': tps, 'step_time_s': dt / n_steps,
            'mfu': flops.mfu(self.flops_per_token_causal, tps, self.peak, jax.device_count()),

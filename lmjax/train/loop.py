@@ -58,7 +58,7 @@ def train(config, workdir=None, writer=None, restore_step=None, notes=(),
   start = start_state(config, setup, ckpt, restore_step)
   primary = jax.process_index() == 0  # only process 0 writes logs, metrics and summaries
   writer, opened = _open_run(config, workdir, start.step, writer, primary)
-  log = TrainLog(config, setup, writer, start.step)
+  log = TrainLog(config, setup, writer, start.step, start.loss_window)
   log.checkpoint_path = ckpt.path if ckpt is not None else None
   log.banner((*notes, *([f'resuming with changed fields: {", ".join(changed)}'] if changed else []),
               *start.messages, *opened))
@@ -147,6 +147,7 @@ def _run_steps(config, compiled, start, iterator, batch, log, ckpt, profile):
       if step > start.step + 1:
         batch = next(iterator)
       state, metrics = profile.run(step, compiled.step, state, batch, compiled.schedule)
+      log.accumulate(metrics)
       log.flush()  # the previous log step's metrics, read now that this step is dispatched
       if step % config.train.log_every == 0 or step == steps:
         log.defer(step, metrics)
@@ -176,7 +177,8 @@ def _save(ckpt, config, step, state, iterator, log, force):
   bad_step = int(jax.device_get(state.bad_step))
   if bad_step >= 0:
     raise NonFinite(bad_step, log.last_saved, log.last_saved_path())
-  ckpt.save(step, state, iterator, {'step': step, 'config': to_dict(config)}, force=force)
+  ckpt.save(step, state, iterator, {'step': step, 'config': to_dict(config),
+                                    'loss_window': log.window_state()}, force=force)
   log.writer.sync()  # the metrics up to the checkpoint, durable with it
   log.last_saved = step
 

@@ -94,6 +94,7 @@ class Start(NamedTuple):
   step: int
   how: str                      # 'fresh', 'resumed' or 'branched'
   messages: tuple
+  loss_window: tuple = (0.0, 0)  # (Σ train loss, steps) of the log window the checkpoint cut
 
 
 def start_state(config, setup: Setup, ckpt: Checkpoints | None, restore_step=None) -> Start:
@@ -106,7 +107,7 @@ def start_state(config, setup: Setup, ckpt: Checkpoints | None, restore_step=Non
   if restored:
     messages.append(f'resumed from the checkpoint at step {restored.step}')
     return Start(restored.state, restored.data_iterator, restored.step, 'resumed',
-                 tuple(messages))
+                 tuple(messages), tuple(restored.meta.get('loss_window', (0.0, 0))))
   if config.train.init_from:
     state, iterator, what = _branch(config, setup, abstract)
     messages.append(f'started from {config.train.init_from} at step {config.train.init_step} '
