@@ -10,26 +10,15 @@
 
 Run again, it does only what is missing (experiments/study.py, which the MoE study shares).
 """
-from absl import flags
-
+from experiments import study
 from lmjax.core.cli import run
 
-_WORKDIR = flags.DEFINE_string('workdir', 'runs/arch_recipes', 'The study\'s directory: lr/, '
-                               'study/ and results/.')
-_SCALE = flags.DEFINE_enum('scale', 'full', ['full', 'mini'], 'full: the study; mini: a few '
-                           'tiny runs per preset through the same code (its test).')
-_PARALLEL = flags.DEFINE_integer('parallel', 2, 'Runs at once.')
-_CPUS = flags.DEFINE_integer('cpus_per_run', 1, 'Pin each run to this many CPU cores (0: no '
-                             'pinning).')
-_BOOTSTRAP = flags.DEFINE_integer('bootstrap', 1000, 'Bootstrap replicates of each fit (0: '
-                                  'none).')
+FLAGS = study.define_flags('runs/arch_recipes', 'preset')
 
 
 def main():
-  from experiments.study import run_study
   from experiments.sweeps import arch_recipes as plan
-  run_study(plan, plan.ARCH, plan.scale_of(_SCALE.value), _WORKDIR.value, _PARALLEL.value,
-            _CPUS.value, _BOOTSTRAP.value)
+  study.main(plan, plan.ARCH, FLAGS)
 
 
 if __name__ == '__main__':

@@ -12,26 +12,15 @@
 
 Run again, it does only what is missing (experiments/study.py).
 """
-from absl import flags
-
+from experiments import study
 from lmjax.core.cli import run
 
-_WORKDIR = flags.DEFINE_string('workdir', 'runs/moe_vs_dense', 'The study\'s directory: lr/, '
-                               'study/ and results/.')
-_SCALE = flags.DEFINE_enum('scale', 'full', ['full', 'mini'], 'full: the study; mini: a few '
-                           'tiny runs per model through the same code (its test).')
-_PARALLEL = flags.DEFINE_integer('parallel', 2, 'Runs at once.')
-_CPUS = flags.DEFINE_integer('cpus_per_run', 1, 'Pin each run to this many CPU cores (0: no '
-                             'pinning).')
-_BOOTSTRAP = flags.DEFINE_integer('bootstrap', 1000, 'Bootstrap replicates of each fit (0: '
-                                  'none).')
+FLAGS = study.define_flags('runs/moe_vs_dense', 'model')
 
 
 def main():
-  from experiments.study import run_study
   from experiments.sweeps import moe_vs_dense as plan
-  run_study(plan, plan.GROUPS, plan.scale_of(_SCALE.value), _WORKDIR.value, _PARALLEL.value,
-            _CPUS.value, _BOOTSTRAP.value)
+  study.main(plan, plan.GROUPS, FLAGS)
 
 
 if __name__ == '__main__':

@@ -7,9 +7,40 @@ SIGTERM/SIGINT with every run saved. A diverged lr-sweep run is a result (that l
 not a failure."""
 import os
 import sys
+from typing import NamedTuple
+
+from absl import flags
 
 from lmjax.core.cli import fail
 from lmjax.core.errors import EXIT_FAILED, EXIT_OK
+
+
+class Flags(NamedTuple):
+  workdir: flags.FlagHolder
+  scale: flags.FlagHolder
+  parallel: flags.FlagHolder
+  cpus_per_run: flags.FlagHolder
+  bootstrap: flags.FlagHolder
+
+
+def define_flags(workdir: str, groups: str) -> Flags:
+  """A study command's flags (call once, at its module's import); `groups` names what it
+  compares, for the help text."""
+  return Flags(
+      flags.DEFINE_string('workdir', workdir, 'The study\'s directory: lr/, study/ and '
+                          'results/.'),
+      flags.DEFINE_enum('scale', 'full', ['full', 'mini'], 'full: the study; mini: a few tiny '
+                        f'runs per {groups} through the same code (its test).'),
+      flags.DEFINE_integer('parallel', 2, 'Runs at once.'),
+      flags.DEFINE_integer('cpus_per_run', 1, 'Pin each run to this many CPU cores (0: no '
+                           'pinning).'),
+      flags.DEFINE_integer('bootstrap', 1000, 'Bootstrap replicates of each fit (0: none).'))
+
+
+def main(plan, groups, f: Flags):
+  """A study command's main: `run_study` with its flags' values."""
+  run_study(plan, groups, plan.scale_of(f.scale.value), f.workdir.value, f.parallel.value,
+            f.cpus_per_run.value, f.bootstrap.value)
 
 
 def check_flags(parallel, cpus_per_run, bootstrap):

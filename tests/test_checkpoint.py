@@ -76,16 +76,22 @@ def straight(tmp_path_factory):
   return workdir
 
 
-def test_resume_after_sigkill_is_bitwise_identical(straight, tmp_path):
-  proc = _start(tmp_path)
-  _wait_for(lambda: _complete(tmp_path, 20))
+def killed_and_resumed(workdir, *flags):
+  """Starts the run, SIGKILLs it soon after its step-20 checkpoint is complete, and runs the
+  same command again, which must resume from step 20 and finish."""
+  proc = _start(workdir, *flags)
+  _wait_for(lambda: _complete(workdir, 20))
   time.sleep(random.uniform(0, 0.5))
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert not (tmp_path / 'summary.json').exists()
-  out = _run(tmp_path)
+  assert not (workdir / 'summary.json').exists()
+  out = _run(workdir, *flags)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'resumed from the checkpoint at step 20' in out.stdout
+
+
+def test_resume_after_sigkill_is_bitwise_identical(straight, tmp_path):
+  killed_and_resumed(tmp_path)
   a = RunDir(straight).read_metrics()
   b = RunDir(tmp_path).read_metrics()
   assert [r['step'] for r in b] == [r['step'] for r in a]  # no duplicate, no orphan

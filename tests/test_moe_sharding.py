@@ -4,9 +4,6 @@ fsdp (expert parallelism), for the blocked and ragged dropless forms.
 
 As tests/test_sharding.py, the steps run in a subprocess started with 8 host devices."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +11,6 @@ import pytest
 from lmjax.config import default_config, resolve
 from lmjax.train.sharding import MeshError, check_mesh
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The one-device reference is blocked; ragged equals blocked on one device (tests/test_moe.py,
 # both against the per-expert loop), so ragged runs on the 2×2×2 mesh only.
 CASES = [('blocked', (1, 1, 1), False), ('blocked', (2, 2, 2), False),
@@ -62,12 +58,8 @@ def _steps():
 
 @pytest.fixture(scope='module')
 def results():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=900)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  from tests.test_sharding import on_eight_devices
+  return on_eight_devices(__file__)
 
 
 @pytest.mark.slow

@@ -3,12 +3,11 @@ every expert stays in use, and a resume after SIGKILL gives the losses of the ru
 killed, bit for bit (the deepseek router's balancing bias and two micro-batches included)."""
 import json
 import os
-import signal
 
 import pytest
 
 from lmjax.core.rundir import RunDir
-from tests.test_checkpoint import _complete, _strip, _wait_for
+from tests.test_checkpoint import _strip, killed_and_resumed
 
 pytestmark = pytest.mark.slow  # launch.train subprocesses
 
@@ -47,15 +46,7 @@ def test_a_small_moe_learns_and_uses_every_expert(straight):
 
 
 def test_moe_resume_after_sigkill_is_bitwise_identical(straight, tmp_path):
-  from tests import test_checkpoint
-  proc = test_checkpoint._start(tmp_path, *MOE)
-  _wait_for(lambda: _complete(tmp_path, 20))
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert not (tmp_path / 'summary.json').exists()
-  out = _run(tmp_path)
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert 'resumed from the checkpoint at step 20' in out.stdout
+  killed_and_resumed(tmp_path, *MOE)
   a, b = RunDir(straight[0]).read_metrics(), RunDir(tmp_path).read_metrics()
   assert [r['step'] for r in b] == [r['step'] for r in a]
   assert _strip(a) == _strip(b)  # losses and the MoE metrics, bitwise

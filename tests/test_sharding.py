@@ -59,14 +59,20 @@ def _losses_on_meshes():
   return out
 
 
-@pytest.fixture(scope='module')
-def results():  # the tests using it are marked slow: 8 simulated devices in a subprocess
+def on_eight_devices(script):
+  """The JSON that `script` (a test file whose __main__ prints it last) prints when run with 8
+  simulated CPU devices."""
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env, capture_output=True,
+  out = subprocess.run([sys.executable, script], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope='module')
+def results():  # the tests using it are marked slow: 8 simulated devices in a subprocess
+  return on_eight_devices(__file__)
 
 
 @pytest.mark.slow
