@@ -16,17 +16,25 @@ from lmjax.train.steps import build_model_and_optimizer, init_params  # noqa: E4
 pytestmark = pytest.mark.slow  # builds models with transformers
 
 
-def tiny_llama(path, **extra):
+# The llama family's tiny sizes: 2 layers of 64, 8 heads over 2 kv heads, 96 tokens.
+LLAMA_LIKE = dict(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
+                  num_key_value_heads=2, max_position_embeddings=1024, rms_norm_eps=1e-6,
+                  initializer_range=0.1)
+
+
+def _saved(config_class, model_class, path, **fields):
+  """A random transformers model (seed 0), its norms and biases moved off 1 and 0, saved."""
   torch.manual_seed(0)
-  fields = dict(vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
-                num_attention_heads=8, num_key_value_heads=2, rope_theta=50000.0,
-                max_position_embeddings=1024, tie_word_embeddings=False, rms_norm_eps=1e-6,
-                initializer_range=0.1)
-  cfg = transformers.LlamaConfig(**{**fields, **extra})
-  model = transformers.LlamaForCausalLM(cfg).eval()
+  model = model_class(config_class(**fields)).eval()
   _randomise_norms(model)
   model.save_pretrained(path)
   return model
+
+
+def tiny_llama(path, **extra):
+  return _saved(transformers.LlamaConfig, transformers.LlamaForCausalLM, path,
+                **{**LLAMA_LIKE, 'intermediate_size': 112, 'rope_theta': 50000.0,
+                   'tie_word_embeddings': False, **extra})
 
 
 def tiny_llama3(path):
@@ -39,39 +47,21 @@ def tiny_llama3(path):
 
 def tiny_mixtral(path):
   """4 experts, 2 per token, GQA, untied, no sliding window."""
-  torch.manual_seed(0)
-  cfg = transformers.MixtralConfig(
-      vocab_size=96, hidden_size=64, intermediate_size=48, num_hidden_layers=2,
-      num_attention_heads=8, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
-      max_position_embeddings=1024, sliding_window=None, rms_norm_eps=1e-6,
-      initializer_range=0.1, tie_word_embeddings=False)
-  model = transformers.MixtralForCausalLM(cfg).eval()
-  _randomise_norms(model)
-  model.save_pretrained(path)
-  return model
+  return _saved(transformers.MixtralConfig, transformers.MixtralForCausalLM, path, **LLAMA_LIKE,
+                intermediate_size=48, num_local_experts=4, num_experts_per_tok=2,
+                sliding_window=None, tie_word_embeddings=False)
 
 
 def tiny_qwen2(path):
   """Biases on q, k and v (none on o or the MLP), tied embeddings as the small Qwen2s."""
-  torch.manual_seed(0)
-  cfg = transformers.Qwen2Config(
-      vocab_size=96, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
-      num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=1024,
-      rms_norm_eps=1e-6, initializer_range=0.1, tie_word_embeddings=True)
-  model = transformers.Qwen2ForCausalLM(cfg).eval()
-  _randomise_norms(model)
-  model.save_pretrained(path)
-  return model
+  return _saved(transformers.Qwen2Config, transformers.Qwen2ForCausalLM, path, **LLAMA_LIKE,
+                intermediate_size=112, tie_word_embeddings=True)
 
 
 def tiny_gpt2(path):
-  torch.manual_seed(0)
-  cfg = transformers.GPT2Config(vocab_size=96, n_embd=64, n_layer=2, n_head=4, n_positions=1024,
-                                bos_token_id=0, eos_token_id=0, initializer_range=0.1)
-  model = transformers.GPT2LMHeadModel(cfg).eval()
-  _randomise_norms(model)
-  model.save_pretrained(path)
-  return model
+  return _saved(transformers.GPT2Config, transformers.GPT2LMHeadModel, path, vocab_size=96,
+                n_embd=64, n_layer=2, n_head=4, n_positions=1024, bos_token_id=0,
+                eos_token_id=0, initializer_range=0.1)
 
 
 def _randomise_norms(model):
