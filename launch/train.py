@@ -14,7 +14,8 @@ environment); elsewhere `--distributed` (JAX detects TPU pods and other clusters
 
 Exit status (lmjax/core/errors.py): 0 done; 2 bad flag, config or data, or a refused resume; 3
 the loss went non-finite; 75 preempted by SIGTERM/SIGINT after saving a checkpoint: run the same
-command again to continue. The work is lmjax/train/run.py.
+command again to continue. The work is lmjax/train/run.py, called through
+lmjax/eval/training_tasks.py, which adds config.eval's downstream tasks to its evaluations.
 """
 from absl import flags, logging
 from ml_collections import config_flags
@@ -22,7 +23,7 @@ from ml_collections import config_flags
 from lmjax.config import resolve
 from lmjax.core.cli import config_value, run
 from lmjax.train import platform_flags
-from lmjax.train.run import run as train_run
+from lmjax.eval.training_tasks import run as train_run
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
                                           lock_config=False)

@@ -68,6 +68,7 @@ def default_config() -> ConfigDict:
   c.seed = 0
   c.model, c.data, c.optim = _model(), _data(), _optim()
   c.train, c.mesh, c.checkpoint = _train(), _mesh(), _checkpoint()
+  c.eval = _eval()
   return c
 
 
@@ -195,6 +196,20 @@ def _train() -> ConfigDict:
   return t
 
 
+def _eval() -> ConfigDict:
+  """config.eval: downstream tasks evaluated during training, at evaluation steps, through
+  lm-evaluation-harness (lmjax/eval/harness.py; the `harness` extra)."""
+  e = ConfigDict()
+  e.tasks = ''                          # comma-separated task names ('': none), e.g.
+                                        # stdlib_next_line,stdlib_identifier,stdlib_bpb
+  e.every = 0                           # at evaluation steps that are multiples of this, and
+                                        # at the last step (0: the last step only)
+  e.limit = 200                         # documents per task (0: all)
+  e.include_path = ''                   # a directory of your own task YAML files
+  e.batch_size = 32                     # requests per batch
+  return e
+
+
 def _mesh() -> ConfigDict:
   """config.mesh: the device mesh and the logical-axis rules (lmjax/train/sharding.py)."""
   ms = ConfigDict()
@@ -231,16 +246,16 @@ RESUME_MAY_DIFFER = ('train.steps', 'train.log_every', 'train.eval_every', 'trai
                      'data.data_dir', 'mesh.', 'train.init_from', 'train.init_step',
                      'model.attention_impl', 'model.attention_block', 'model.remat',
                      'model.moe_impl', 'train.loss_chunk', 'train.compile_cache',
-                     'train.profile_start', 'train.profile_steps')
+                     'train.profile_start', 'train.profile_steps', 'eval.')
 # A cooldown branch (Hägele et al. 2024) may also change its schedule, but not the model, data
 # or the rest of the optimizer of the run it starts from.
-BRANCH_MAY_DIFFER = ('train.', 'checkpoint.', 'optim.schedule', 'optim.decay_fraction',
+BRANCH_MAY_DIFFER = ('train.', 'checkpoint.', 'eval.', 'optim.schedule', 'optim.decay_fraction',
                      'optim.decay_shape', 'optim.min_lr_ratio', 'data.eval_batches',
                      'data.data_dir', 'mesh.', 'model.attention_impl',
                      'model.attention_block', 'model.remat', 'model.moe_impl')
 # An imported checkpoint (launch.convert --from_hf) may be trained on anything, any way: only the
 # model must be the one imported (how its arithmetic runs may change).
-IMPORT_MAY_DIFFER = ('seed', 'data.', 'optim.', 'train.', 'checkpoint.', 'mesh.',
+IMPORT_MAY_DIFFER = ('seed', 'data.', 'optim.', 'train.', 'checkpoint.', 'mesh.', 'eval.',
                      'model.attention_impl', 'model.attention_block', 'model.remat',
                      'model.moe_impl', 'model.moe_lb_loss', 'model.moe_z_loss',
                      'model.moe_bias_rate', 'model.moe_capacity_factor',
@@ -369,7 +384,11 @@ def _validate(c):
             'train.skip_nonfinite', 'checkpoint.max_to_keep',
             'checkpoint.keep_every', 'train.loss_chunk', 'train.z_loss', 'train.profile_start',
             allow_zero=True)
-  _positive(c, 'train.profile_steps')
+  _positive(c, 'train.profile_steps', 'eval.batch_size')
+  _positive(c, 'eval.every', 'eval.limit', allow_zero=True)
+  for field in ('eval.tasks', 'eval.include_path'):
+    if not isinstance(_get(c, field), str):
+      _fail(field, _get(c, field), 'a string')
   if not isinstance(t.compile_cache, str) or not t.compile_cache:
     _fail('train.compile_cache', t.compile_cache, "'auto', 'none' or a directory")
   micro_tokens = data.batch_size // t.grad_accum * data.seq_len

@@ -11,6 +11,12 @@ os.environ.setdefault('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT', 'false')
 # workers, which inherit it): launch.train subprocesses ('auto': $JAX_COMPILATION_CACHE_DIR) and
 # JAX itself load a program another test compiled. test_launch_train's cache test removes it.
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='lmjax-tests-jax-'))
+# LLVM's optimisations off in every test process and the subprocesses they start (tests/xla.py).
+os.environ['XLA_FLAGS'] = ' '.join(f for f in (os.environ.get('XLA_FLAGS', ''),
+                                               '--xla_backend_optimization_level=0') if f)
+# lmjax's corpus tasks for lm-evaluation-harness, written once for the session, never the user's.
+os.environ['LMJAX_TASKS_DIR'] = tempfile.mkdtemp(prefix='lmjax-tests-tasks-')
+os.environ.setdefault('HF_DATASETS_OFFLINE', '1')  # the tests' tasks read local JSONL only
 # One TFDS data dir for the whole session (python_stdlib is prepared once), never the user's.
 os.environ['TFDS_DATA_DIR'] = tempfile.mkdtemp(prefix='lmjax-tests-tfds-')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

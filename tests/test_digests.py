@@ -13,6 +13,7 @@ import pytest
 
 from lmjax.train import checkpoint, digests
 from lmjax.train.checkpoint import READ_ONLY, Checkpoints
+from tests import xla
 
 
 def _tree(seed=0):
@@ -38,7 +39,7 @@ def test_digests_do_not_depend_on_sharding():
   """On 8 simulated devices, four shardings of one array: one digest, the one-device one."""
   out = subprocess.run([sys.executable, '-c', SHARDED], capture_output=True, text=True,
                        check=True, env=dict(os.environ, JAX_PLATFORMS='cpu',
-                                            XLA_FLAGS='--xla_force_host_platform_device_count=8'))
+                                            XLA_FLAGS=xla.flags(8)))
   one = digests.digests({'w': _tree()['params']['w']})['w']
   assert out.stdout.split() == [one] * 4
   assert set(digests.digests(_tree())) == {'params/w', 'params/h', 'step', 'flag', 'count'}

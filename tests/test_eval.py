@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lmjax.eval import per_token
+from tests import xla
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -178,7 +179,7 @@ def test_a_notebooks_matplotlib_backend_is_left_as_it_was(run):
 @pytest.mark.slow
 def test_a_sharded_evaluation_gives_the_unsharded_numbers(run):
   reports = []
-  for mesh, env in ((None, {}), ('1,2,1', {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'})):
+  for mesh, env in ((None, {}), ('1,2,1', {'XLA_FLAGS': xla.flags(2)})):
     out = subprocess.run([sys.executable, '-m', 'launch.eval', f'--workdir={run}',
                           '--documents=4', '--page_documents=0',
                           *([f'--mesh={mesh}'] if mesh else [])],

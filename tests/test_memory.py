@@ -11,6 +11,7 @@ import pytest
 from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec as P
 
 from lmjax.train import memory, topology
+from tests import xla
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,8 +44,7 @@ def _on_eight_devices():
 
 @pytest.mark.slow
 def test_per_device_bytes_on_eight_simulated_devices():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
+  env = dict(os.environ, XLA_FLAGS=xla.flags(8), JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
   out = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from lmjax.core.rundir import RunDir
+from tests import xla
 
 pytestmark = pytest.mark.slow  # two training processes and one of eight devices
 
@@ -19,8 +20,7 @@ FLAGS = ['--config=experiments/configs/tiny.py', '--config.train.steps=8', '--co
 
 
 def _env(devices):
-  return dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-              JAX_PLATFORMS='cpu')
+  return xla.optimized_env(devices, JAX_PLATFORMS='cpu')
 
 
 def _free_port():

@@ -12,6 +12,7 @@ import pytest
 
 from lmjax.config import default_config, resolve
 from lmjax.train.sharding import MeshError, check_mesh, mesh_shape
+from tests import xla
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MESHES = [(8, 1, 1), (1, 8, 1), (1, 1, 8), (2, 2, 2)]
@@ -62,8 +63,7 @@ def _losses_on_meshes():
 def on_eight_devices(script):
   """The JSON that `script` (a test file whose __main__ prints it last) prints when run with 8
   simulated CPU devices."""
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
+  env = dict(os.environ, XLA_FLAGS=xla.flags(8), JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
   out = subprocess.run([sys.executable, script], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from lmjax.core.rundir import RunDir
-from tests import slurm_cluster
+from tests import slurm_cluster, xla
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(slurm_cluster.skip_reason() is not None,
@@ -209,13 +209,13 @@ def test_srun_two_tasks_train_like_one_process(cluster, tmp_path):
   one = tmp_path / 'one'
   script = tmp_path / 'one.sbatch'
   script.write_text(f'#!/bin/bash\n#SBATCH --ntasks=2\n#SBATCH --output={tmp_path}/one.out\n'
-                    f'cd {ROOT}\nexport XLA_FLAGS=--xla_force_host_platform_device_count=8\n'
+                    f'cd {ROOT}\nexport XLA_FLAGS="{xla.flags(8)}"\n'
                     f'{sys.executable} {" ".join(TRAIN)} --workdir={one}\n')
   cluster.run('sbatch', str(script), env=env)
   two = subprocess.run(['srun', '--ntasks=2', '--kill-on-bad-exit=1', sys.executable, *TRAIN,
                         f'--workdir={tmp_path / "two"}'], cwd=ROOT, capture_output=True,
                        text=True, timeout=600,
-                       env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'))
+                       env=dict(env, XLA_FLAGS=xla.flags(4)))
   assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
   assert 'over 8 devices, 2 process(es)' in two.stdout
   cluster.wait_idle()

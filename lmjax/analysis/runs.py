@@ -121,6 +121,7 @@ def read_run(path: str, name: str | None = None, status: str | None = None) -> t
       steps=config.get('train', {}).get('steps', np.nan),
       wall_s=_num(summary, 'wall_s'))
   machine = summary.get('machine') if isinstance(summary, dict) else None
+  row.update(run.task_metrics())  # tasks/<task>/<metric>: config.eval.tasks or launch.harness
   row.update(flatten(config))
   row.update(flatten(machine if isinstance(machine, dict) else {}, 'machine.'))
   curve.insert(0, 'name', row['name'])

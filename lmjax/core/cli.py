@@ -3,12 +3,14 @@
 one line on stderr and its exit code (lmjax/core/errors.py), and flags and config files that
 fail in one line with exit status 2."""
 import os
+import signal
 import sys
 
 from absl import app, flags
 
 from lmjax.core import pyfile
-from lmjax.core.errors import EXIT_OK, EXIT_USAGE, LmjaxError, first_line, one_line
+from lmjax.core.errors import (EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, LmjaxError, first_line,
+                               one_line)
 
 
 class ConfigFileError(LmjaxError, ValueError):
@@ -35,6 +37,9 @@ def run(main):
     try:
       return main() or EXIT_OK
     except LmjaxError as e:
+      if e.exit_code == EXIT_PREEMPTED:  # saved and leaving: a repeated SIGTERM (srun forwards
+        for sig in (signal.SIGTERM, signal.SIGINT):  # the one SLURM sent its step) must not
+          signal.signal(sig, signal.SIG_IGN)  # turn exit 75 into a death by signal (143)
       fail(e.one_line(), e.exit_code, e.label)
   app.run(absl_main, flags_parser=parse_flags)
 

@@ -8,6 +8,7 @@ other module asks a `RunDir` for a path.
     RUN/damaged_checkpoints/  checkpoints that failed to restore, set aside, never deleted
     RUN/tb/                   TensorBoard events and profiler traces
     RUN/eval/, RUN/samples/   what launch.eval and launch.sample write
+    RUN/harness/<step>.json   what launch.harness writes (downstream tasks)
     RUN/.lock                 held by the one launch.train writing the run
     RUN/tokenizer.json, RUN/lmjax_config.py   an imported Hugging Face model's (launch.convert)
     RUN/../jax_cache/         the compilation cache that runs kept together share
@@ -83,6 +84,32 @@ class RunDir:
 
   def checkpoint(self, step):
     return storage.join(self.checkpoints, str(step))
+
+  def harness_path(self, step):
+    return storage.join(self.path, 'harness', f'{step}.json')
+
+  def write_harness(self, step, results: dict, path=None) -> str:
+    """launch.harness's results for `step` (or to `path`), whole or not at all."""
+    path = path or self.harness_path(step)
+    if not storage.is_remote(path):
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    self._write_json(path, results)
+    return path
+
+  def task_metrics(self) -> dict:
+    """{'tasks/<task>/<metric>': value} of the finished run: its last evaluation's
+    (config.eval.tasks), else what launch.harness wrote for its last step; {} if neither."""
+    summary = self.read_summary() or {}
+    found = {k: v for k, v in summary.items()
+             if k.startswith('tasks/') and isinstance(v, (int, float))}
+    if found or 'steps' not in summary:
+      return found
+    saved = read_json(self.harness_path(summary['steps']))
+    tasks = saved.get('tasks') if isinstance(saved, dict) else None
+    if not isinstance(tasks, dict):
+      return {}
+    return {f'tasks/{task}/{metric}': float(value) for task, row in tasks.items()
+            for metric, value in row.items() if isinstance(value, (int, float))}
 
   @property
   def shared_cache(self):

@@ -211,3 +211,22 @@ class HFTokenizer:
 
   def token_bytes(self) -> np.ndarray:
     return np.asarray([len(self.piece(i)) for i in range(self.vocab_size)], np.int32)
+
+
+BYTE_SEP_TOKEN = '<sep>'  # the byte tokenizer's separator (id 256) in its tokenizer.json
+
+
+def byte_tokenizer_json() -> str:
+  """The byte tokenizer as a Hugging Face tokenizer.json: byte-level BPE with no merges, so each
+  byte is its own token and its id is the byte's value; '<sep>' (256) is a special token that
+  encoding with special tokens puts first, as every lmjax document starts with it."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+  vocab = {char: b for char, b in byte_level_alphabet().items()}
+  tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.add_special_tokens([BYTE_SEP_TOKEN])
+  tok.post_processor = processors.TemplateProcessing(
+      single=f'{BYTE_SEP_TOKEN} $A', pair=f'{BYTE_SEP_TOKEN} $A {BYTE_SEP_TOKEN} $B',
+      special_tokens=[(BYTE_SEP_TOKEN, ByteTokenizer.sep_id)])
+  return tok.to_str()

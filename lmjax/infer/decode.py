@@ -111,13 +111,14 @@ class Generated(NamedTuple):
   lengths: np.ndarray    # (B,) tokens generated per row (its end token included)
 
 
-def pad_prompts(prompts) -> tuple[np.ndarray, np.ndarray]:
-  """(B, P) int32 prompts padded on the right with 0, and their lengths (B,)."""
+def pad_prompts(prompts, width=None) -> tuple[np.ndarray, np.ndarray]:
+  """(B, P) int32 prompts padded on the right with 0, and their lengths (B,); P is the longest
+  prompt's length, or `width` where that is more (a fixed shape: one compiled program)."""
   if not len(prompts) or any(len(p) == 0 for p in prompts):
     raise DecodeError('every prompt needs at least one token (the separator that starts a '
                      'document)')
   lengths = np.asarray([len(p) for p in prompts], np.int32)
-  out = np.zeros((len(prompts), lengths.max()), np.int32)
+  out = np.zeros((len(prompts), max(lengths.max(), width or 0)), np.int32)
   for i, p in enumerate(prompts):
     out[i, :len(p)] = p
   return out, lengths
@@ -142,8 +143,8 @@ class Decoder:
     self.end_id = -1 if end_id is None else int(end_id)
     self._run = jax.jit(self._cached if cache else self._uncached)
 
-  def __call__(self, params, prompts, seed: int = 0) -> Generated:
-    tokens_BxP, lengths_B = pad_prompts(prompts)
+  def __call__(self, params, prompts, seed: int = 0, width=None) -> Generated:
+    tokens_BxP, lengths_B = pad_prompts(prompts, width)
     _check_length(self.model, tokens_BxP.shape[1], self.max_new)
     out = self._run(params, tokens_BxP, lengths_B, jax.random.PRNGKey(seed))
     return Generated(*jax.device_get(out))

@@ -133,7 +133,7 @@ def collect(sweep_dir: str) -> Collected:
   sweep_dir = read_sweep_dir(sweep_dir)
   sweep = sweep_dir.sweep
   columns = {k: [] for k in (*FIELDS, *TAGS)}
-  report = []
+  report, tasks = [], []
   for run in sweep.runs:
     reason = reason_left_out(sweep_dir, run)
     if reason:
@@ -141,6 +141,9 @@ def collect(sweep_dir: str) -> Collected:
       continue
     for k, v in _row(sweep_dir, run).items():
       columns[k].append(v)
+    tasks.append(sweep_dir.run(run.name).task_metrics())
+  for key in sorted(set().union(*tasks)):  # downstream tasks' metrics, where runs have them
+    columns[key] = [repr(float(t.get(key, math.nan))) for t in tasks]
   extra = sorted(sweep_dir.run_names_on_disk() - set(sweep_dir.runs))
   report += [{'name': name, 'design': '', 'reason': 'not in sweep.json'} for name in extra]
   if not columns['loss']:

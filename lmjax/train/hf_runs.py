@@ -9,7 +9,8 @@
   must stay, lmjax/config.py IMPORT_MAY_DIFFER). The directory is built beside its place and
   renamed into it, so a failure leaves nothing.
 - `export_hf(workdir, hf_dir)`: a llama-style or gpt2-style run's params (newest checkpoint or
-  `step`) as config.json and model.safetensors, which transformers' from_pretrained loads.
+  `step`) as config.json and model.safetensors, which transformers' from_pretrained loads, and
+  its tokenizer (byte or tokenizer.json) for AutoTokenizer, the separator as BOS and EOS.
 Every bad input is an LmjaxError naming its flag.
 """
 from __future__ import annotations
@@ -149,6 +150,32 @@ def export_hf(workdir: str, hf_dir: str, step=None, log=print) -> str:
   except hf.ConvertError as e:
     raise HFRunError(str(e)) from None
   hf.write(hf_dir, hf_config, tensors)
-  log(f'wrote {hf_dir}: config.json and model.safetensors ({len(tensors)} tensors, '
-      f'{hf_config["architectures"][0]}) from step {run.step}')
+  written = _write_tokenizer(run.config, hf_dir)
+  log(f'wrote {hf_dir}: config.json, model.safetensors ({len(tensors)} tensors, '
+      f'{hf_config["architectures"][0]}){written} from step {run.step}')
   return hf_dir
+
+
+def _write_tokenizer(config, hf_dir) -> str:
+  """The run's tokenizer beside the model, for transformers' AutoTokenizer: the byte
+  tokenizer as a tokenizer.json (lmjax.data.tokenizers.byte_tokenizer_json), a tokenizer.json
+  as it is; with tokenizer_config.json naming the separator as BOS and EOS. A SentencePiece
+  model is not written. Returns what was written, for the log line."""
+  import json
+
+  from lmjax.data import loader, tokenizers
+  kind = config.data.tokenizer
+  if kind == 'sentencepiece':
+    return ' (no tokenizer: SentencePiece models are not exported)'
+  tok = loader.load_tokenizer(config)
+  if kind == 'byte':
+    text, sep = tokenizers.byte_tokenizer_json(), tokenizers.BYTE_SEP_TOKEN
+  else:
+    with open(config.data.hf_tokenizer, encoding='utf-8') as f:
+      text = f.read()
+    sep = tok.tok.id_to_token(tok.sep_id)
+  write_text(os.path.join(hf_dir, 'tokenizer.json'), text)
+  write_text(os.path.join(hf_dir, 'tokenizer_config.json'), json.dumps({
+      'tokenizer_class': 'PreTrainedTokenizerFast', 'bos_token': sep, 'eos_token': sep,
+      'model_max_length': int(config.data.seq_len)}, indent=1))
+  return ', tokenizer.json and tokenizer_config.json'

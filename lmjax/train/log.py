@@ -51,8 +51,8 @@ class TrainLog:
   a lmjax.train.metrics.MetricsWriter. `last_saved` is the newest checkpoint step, saved or
   restored (verified against its digests), for errors."""
 
-  def __init__(self, config, setup, writer, start_step, loss_window=(0.0, 0)):
-    self.config, self.setup, self.writer = config, setup, writer
+  def __init__(self, config, setup, writer, start_step, loss_window=(0.0, 0), on_eval=None):
+    self.config, self.setup, self.writer, self.on_eval = config, setup, writer, on_eval
     self.model_config = ModelConfig.from_config(config.model)
     self.counts = flops.config_counts(config)  # as the sweeps planned them
     self.tokens_per_step = config.data.batch_size * config.data.seq_len
@@ -183,10 +183,13 @@ class TrainLog:
   def evaluate(self, step, params):
     """Evaluates, writes and prints; the time it takes is not counted as steps."""
     self.last_eval = {'step': step, **evaluate(self.eval_step, params, self.setup.eval_set)}
+    more = self.on_eval(step, params, self.setup) if self.on_eval else {}
+    self.last_eval.update(more)
     self.writer.write(self.last_eval)
     self.writer.print(f'eval step {step}: loss {self.last_eval["eval_loss"]:.4f} '
                       f'ppl {self.last_eval["eval_ppl"]:.2f} '
-                      f'bpb {self.last_eval["eval_bpb"]:.4f}')
+                      f'bpb {self.last_eval["eval_bpb"]:.4f}'
+                      + ''.join(f'; {k} {v:.4f}' for k, v in more.items()))
     self.clock = (time.time(), self.clock[1])
 
   def final_eval(self, params) -> dict:

@@ -45,10 +45,11 @@ class Preempted(LmjaxError):
 
 
 def train(config, workdir=None, writer=None, restore_step=None, notes=(),
-          resume_changes=None) -> tuple[dict, TrainState]:
+          resume_changes=None, on_eval=None) -> tuple[dict, TrainState]:
   """Trains a resolved config (fresh, resumed or branched); returns (summary, final state). The
   summary is also written to the run directory; `notes` are printed with the banner.
-  `resume_changes`: what check_resume returned, when the caller checked already (train/run.py)."""
+  `resume_changes`: what check_resume returned, when the caller checked already (train/run.py).
+  `on_eval(step, params, setup)`: more numbers for each evaluation's row (train/run.py)."""
   t_begin = time.time()
   changed = resume_changes
   if changed is None:
@@ -58,7 +59,7 @@ def train(config, workdir=None, writer=None, restore_step=None, notes=(),
   start = start_state(config, setup, ckpt, restore_step)
   primary = jax.process_index() == 0  # only process 0 writes logs, metrics and summaries
   writer, opened = _open_run(config, workdir, start.step, writer, primary)
-  log = TrainLog(config, setup, writer, start.step, start.loss_window)
+  log = TrainLog(config, setup, writer, start.step, start.loss_window, on_eval)
   log.checkpoint_path = ckpt.path if ckpt is not None else None
   log.banner((*notes, *([f'resuming with changed fields: {", ".join(changed)}'] if changed else []),
               *start.messages, *opened))
@@ -66,14 +67,17 @@ def train(config, workdir=None, writer=None, restore_step=None, notes=(),
   batches = DevicePrefetch(start.data_iterator if start.step < config.train.steps
                            else setup.new_iterator(), setup.put_batch)
   profile = ProfileWindow(config, workdir, start.step)
-  try:
-    batch = next(batches)
-    compiled = _compile(setup, start.state, batch)
-    log.compiled(compiled.seconds, compiled.xla_flops, compiled.from_cache)
-    state = _run_steps(config, compiled, start, batches, batch, log, ckpt, profile)
-  finally:
-    profile.close()
-    batches.close()
+  # The signal guard also covers the teardown after a preemption: a repeated SIGTERM (srun
+  # forwards the one its step got from SLURM) must not kill a run that has saved and is leaving.
+  with _Signals() as signals:
+    try:
+      batch = next(batches)
+      compiled = _compile(setup, start.state, batch)
+      log.compiled(compiled.seconds, compiled.xla_flops, compiled.from_cache)
+      state = _run_steps(config, compiled, start, batches, batch, log, ckpt, profile, signals)
+    finally:
+      profile.close()
+      batches.close()
   if ckpt is not None:
     ckpt.close()
   wall = time.time() - t_begin
@@ -137,38 +141,38 @@ def _compile(setup, state, batch) -> Compiled:
   return Compiled(step, schedule, seconds, xla_flops(step), from_cache)
 
 
-def _run_steps(config, compiled, start, iterator, batch, log, ckpt, profile):
+def _run_steps(config, compiled, start, iterator, batch, log, ckpt, profile, signals):
   """Steps start.step + 1 ... train.steps; `batch` is the first step's, `iterator` hands out
-  the others (its position is what checkpoints save); returns the final state."""
+  the others (its position is what checkpoints save); returns the final state. Stops early,
+  saved, when `signals` (_Signals) has noted SIGTERM/SIGINT."""
   steps, state = config.train.steps, start.state
   keep_steps = set(config.checkpoint.keep_steps or ())
-  with _Signals() as signals:
-    for step in range(start.step + 1, steps + 1):
-      if step > start.step + 1:
-        batch = next(iterator)
-      state, metrics = profile.run(step, compiled.step, state, batch, compiled.schedule)
-      log.accumulate(metrics)
-      log.flush()  # the previous log step's metrics, read now that this step is dispatched
-      if step % config.train.log_every == 0 or step == steps:
-        log.defer(step, metrics)
-      evaluating = step % config.train.eval_every == 0 or step == steps
-      keep = step in keep_steps
-      saving = ckpt is not None and (step % config.checkpoint.every_steps == 0
-                                     or step == steps or keep)
-      if evaluating or saving:
-        log.flush()  # before an evaluation (not timed as steps) and before a checkpoint
-      if evaluating:
-        log.evaluate(step, state.params)
-      if saving:
-        _save(ckpt, config, step, state, iterator, log, force=step == steps or keep)
-      if step < steps and _preempt_now(signals, step):
-        log.flush()
-        if ckpt is not None:
-          if log.last_saved != step:
-            _save(ckpt, config, step, state, iterator, log, force=True)
-          ckpt.wait()
-        log.writer.close()
-        raise Preempted(step)
+  for step in range(start.step + 1, steps + 1):
+    if step > start.step + 1:
+      batch = next(iterator)
+    state, metrics = profile.run(step, compiled.step, state, batch, compiled.schedule)
+    log.accumulate(metrics)
+    log.flush()  # the previous log step's metrics, read now that this step is dispatched
+    if step % config.train.log_every == 0 or step == steps:
+      log.defer(step, metrics)
+    evaluating = step % config.train.eval_every == 0 or step == steps
+    keep = step in keep_steps
+    saving = ckpt is not None and (step % config.checkpoint.every_steps == 0
+                                   or step == steps or keep)
+    if evaluating or saving:
+      log.flush()  # before an evaluation (not timed as steps) and before a checkpoint
+    if evaluating:
+      log.evaluate(step, state.params)
+    if saving:
+      _save(ckpt, config, step, state, iterator, log, force=step == steps or keep)
+    if step < steps and _preempt_now(signals, step):
+      log.flush()
+      if ckpt is not None:
+        if log.last_saved != step:
+          _save(ckpt, config, step, state, iterator, log, force=True)
+        ckpt.wait()
+      log.writer.close()
+      raise Preempted(step)
   return state
 
 

@@ -59,9 +59,10 @@ def initialize_distributed(arguments: dict | None):
 
 
 def run(config, workdir: str, *, restore_step=None, xla_defaults='auto',
-        distributed: dict | None = None, log=print):
+        distributed: dict | None = None, log=print, on_eval=None):
   """Trains `config` (resolved) in `workdir` (module doc); returns the summary, or None when
-  the run had already finished."""
+  the run had already finished. `on_eval(step, params, setup)`, if given, is called at each
+  evaluation and returns more numbers for its metrics row (lmjax/eval/training_tasks.py)."""
   flags_line = platform_flags.describe(*platform_flags.apply(xla_defaults))
   initialize_distributed(distributed)
   run_dir = RunDir(workdir)
@@ -91,7 +92,7 @@ def run(config, workdir: str, *, restore_step=None, xla_defaults='auto',
                            f'{cache} ({e.strerror or e}); set another directory or none') from None
         notes.append(f'compilation cache: {cache}')
       summary, _ = loop.train(config, workdir, restore_step=restore_step, notes=notes,
-                              resume_changes=changed)
+                              resume_changes=changed, on_eval=on_eval)
       return summary
   except BaseException:
     if not run_dir.is_run():
