@@ -12,6 +12,10 @@ DIR/fits.json (atomically) and PNG plots. Known published files are recognised b
 header; the Epoch AI Chinchilla file gets Besiroglu et al. 2024's conventions (D = C/(6N), the
 5 highest losses dropped, Chinchilla's nine IsoFLOP budgets). A bad flag or table exits with
 status 2 and a one-line error, and writes nothing. The fitting is lmjax/scaling/fit.py.
+
+--accuracy=COLUMN fits downstream accuracy instead (lmjax/scaling/downstream.py): Gadre et al.
+2024's exponential and Llama 3's sigmoid against the loss, and the two-step prediction from C,
+each bootstrapped over runs; OUT/downstream.json.
 """
 import dataclasses
 
@@ -19,7 +23,7 @@ from absl import flags
 
 from lmjax.core import storage
 from lmjax.core.cli import fail, run
-from lmjax.scaling import fit, table
+from lmjax.scaling import downstream, fit, table
 from lmjax.scaling.options import CHOICES, LAWS, PREDICT_C, PREDICT_ND, FitOptions, parse_pairs
 from lmjax.sweeps import collect
 
@@ -79,6 +83,13 @@ _PREDICT_C = flags.DEFINE_list('predict_c', list(PREDICT_C), 'FLOP budgets at wh
 _PREDICT_ND = flags.DEFINE_list('predict_nd', list(PREDICT_ND), 'N:D pairs at which to predict '
                                 'the loss.')
 _PLOTS = flags.DEFINE_bool('plots', True, 'Write PNG plots into --out.')
+_ACCURACY = flags.DEFINE_list('accuracy', [], 'Instead of the loss laws: downstream accuracy '
+                              'columns (e.g. tasks/stdlib_next_line/acc, from config.eval.tasks '
+                              'or launch.harness) fitted against the loss by Gadre et al.\'s '
+                              'law and a sigmoid, and from C in two steps, predicted at '
+                              '--predict_c; written to OUT/downstream.json.')
+_CHANCE = flags.DEFINE_float('chance', None, '--accuracy: the sigmoid\'s floor, fixed (1/choices '
+                             'for multiple choice; default: fitted).')
 _ALL = (_RUNS, _SWEEP_DIR, _LAW, _OUT, _BOOTSTRAP, _BOOT_STARTS, _SEED, _LEVEL, _DELTA,
         _OBJECTIVE, _REDUCTION, _STARTS, _COLUMNS, _WHERE, _N_COUNT, _DROP, _IRREDUCIBLE,
         _FRONTIER, _BUDGETS, _BUDGET_RTOL, _MIN_POINTS, _NEAREST, _RUN_TAGS, _PREDICT_C,
@@ -98,6 +109,11 @@ def main():
   fit.check_out_dir(out)
   t = (collect.collect_to_csv(_SWEEP_DIR.value) if _SWEEP_DIR.value
        else table.load_runs(_RUNS.value, columns or None))
+  if _ACCURACY.value:
+    downstream.fit_and_write(t, _ACCURACY.value, out, chance=_CHANCE.value,
+                             predict_c=options.predict_c, bootstrap=options.bootstrap,
+                             seed=options.seed, level=options.level)
+    return
   fit.fit_and_write(t, options, out, plots=_PLOTS.value,
                     flags={**{h.name: h.value for h in _ALL}, 'out': out})
 

@@ -14,6 +14,8 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='lmja
 # LLVM's optimisations off in every test process and the subprocesses they start (tests/xla.py).
 os.environ['XLA_FLAGS'] = ' '.join(f for f in (os.environ.get('XLA_FLAGS', ''),
                                                '--xla_backend_optimization_level=0') if f)
+# lmjax's per-machine cache (the measured CPU peak, lmjax/model/flops.py), shared by the session.
+os.environ['LMJAX_CACHE_DIR'] = tempfile.mkdtemp(prefix='lmjax-tests-cache-')
 # lmjax's corpus tasks for lm-evaluation-harness, written once for the session, never the user's.
 os.environ['LMJAX_TASKS_DIR'] = tempfile.mkdtemp(prefix='lmjax-tests-tasks-')
 os.environ.setdefault('HF_DATASETS_OFFLINE', '1')  # the tests' tasks read local JSONL only

@@ -19,6 +19,9 @@
   shift = analysis.lr_shift(r.runs, by='model.parametrization')  # lr* per width doubling
   analysis.show(analysis.figures.lr_shift(shift))
 
+  acc = analysis.fit_accuracy(r.runs, 'tasks/stdlib_next_line/acc', chance=0.25)
+  analysis.show(analysis.figures.accuracy(acc))       # Gadre's law, the sigmoid, two steps
+
   m = analysis.compute_multiplier(runs_a, runs_b, names=('gpt2', 'llama'))
   print(m.text()); analysis.show(analysis.figures.multiplier(m))
 
@@ -36,13 +39,13 @@ needs a model (evaluate, sample), and nothing imports it.
 """
 from lmjax.analysis import figures
 from lmjax.analysis.figures import show
-from lmjax.analysis.fitting import (compute_multiplier, finished, fit, fit_hparams, fit_law,
-                                    lr_shift)
+from lmjax.analysis.fitting import (compute_multiplier, finished, fit, fit_accuracy, fit_hparams,
+                                    fit_law, lr_shift)
 from lmjax.analysis.inspect_run import eval_tables, evaluate, sample
 from lmjax.analysis.runs import AnalysisError, Runs, fit_table, load
 from lmjax.scaling import law_examples
 from lmjax.scaling.userlaw import Law, LawFit, Param
 
 __all__ = ['AnalysisError', 'Law', 'LawFit', 'Param', 'Runs', 'compute_multiplier', 'eval_tables',
-           'evaluate', 'figures', 'finished', 'fit', 'fit_hparams', 'fit_law', 'fit_table',
-           'law_examples', 'load', 'lr_shift', 'sample', 'show']
+           'evaluate', 'figures', 'finished', 'fit', 'fit_accuracy', 'fit_hparams', 'fit_law',
+           'fit_table', 'law_examples', 'load', 'lr_shift', 'sample', 'show']

@@ -204,6 +204,40 @@ def lr_shift(shifts, title=''):
   return fig
 
 
+def accuracy(result, title=''):
+  """A fit_accuracy result: accuracy against the loss with Gadre et al.'s law (as 1 − error) and
+  the sigmoid, each with its bootstrap band; then accuracy against C with the two-step
+  prediction and its paired band."""
+  fig, (a1, a2) = figure(2, width=4.8, height=4.2)
+  loss, acc, c = result['loss'], result['acc'], result['C']
+  grid = np.linspace(loss.min() - 0.1 * np.ptp(loss), loss.max() + 0.1 * np.ptp(loss), 200)
+  a1.scatter(loss, acc, s=18, color='k', zorder=3, label='runs')
+  for name, color, flip in (('gadre', 'tab:blue', True), ('sigmoid', 'tab:orange', False)):
+    p = result[name].predict({'L': grid})
+    f = (lambda v: 1 - v) if flip else (lambda v: v)
+    a1.plot(grid, f(p['value']), color=color, label=name)
+    if 'lo' in p:
+      a1.fill_between(grid, f(p['lo']), f(p['hi']), color=color, alpha=0.2, lw=0)
+  a1.set_xlabel(result['loss_column'])
+  a1.set_ylabel(result['column'])
+  a1.set_title('accuracy against loss', fontsize=10)
+  a1.legend(fontsize=8)
+  cs = np.geomspace(c.min() / 2, c.max() * 10, 200)
+  p = result['two_step'].predict(cs)
+  a2.scatter(c, acc, s=18, color='k', zorder=3, label='runs')
+  a2.plot(cs, p['value'], color='tab:green', label='two-step: C → loss → accuracy')
+  if 'lo' in p:
+    a2.fill_between(cs, p['lo'], p['hi'], color='tab:green', alpha=0.2, lw=0)
+  a2.set_xscale('log')
+  a2.set_xlabel('training FLOPs C')
+  a2.set_ylabel(result['column'])
+  a2.set_title('accuracy against compute', fontsize=10)
+  a2.legend(fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
 def png(item) -> bytes:
   """PNG bytes of a Figure, a PNG file path, or PNG bytes."""
   if isinstance(item, Figure):

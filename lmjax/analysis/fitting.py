@@ -11,6 +11,9 @@ and compute multipliers on DataFrames.
   against C, N, D (scaling.hparams.fit_laws, launch.fit --law=hparams); `figures.hparams` draws it.
 - `lr_shift(runs, ...)`: the optimal lr's shift per doubling of width (scaling.lr_transfer), per
   parametrization with `by`; `figures.lr_shift` draws it.
+- `fit_accuracy(runs, column, ...)`: a downstream task's accuracy against the loss (Gadre et al.'s
+  law, Llama 3's sigmoid) and from C in two steps (scaling.downstream, launch.fit --accuracy);
+  `figures.accuracy` draws it.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import pandas as pd
 
 from lmjax.analysis.runs import AnalysisError, fit_table
 from lmjax.scaling import fit as scaling_fit
-from lmjax.scaling import hparams, multiplier, userlaw
+from lmjax.scaling import downstream, hparams, multiplier, userlaw
 from lmjax.scaling.options import FitOptions, FitOptionsError
 from lmjax.scaling.parametric import FitError
 
@@ -135,3 +138,28 @@ def compute_multiplier(runs_a: pd.DataFrame, runs_b: pd.DataFrame, names=('a', '
                                          names=names, **options)
   except FitError as e:
     raise AnalysisError(str(e)) from None
+
+
+def fit_accuracy(runs: pd.DataFrame, column: str, loss='loss', chance=None, predict_c=(),
+                 **options) -> dict:
+  """scaling.downstream's fits of accuracy `column` of the finished runs against `loss` (any
+  column: the held-out loss, or a task's own such as tasks/stdlib_bpb/bits_per_byte) and C:
+  {'gadre', 'sigmoid', 'two_step'} fits, 'loss', 'acc', 'C' (the rows fitted), 'column', and
+  'predictions' at predict_c. options: bootstrap, seed, level."""
+  rows = finished(runs)
+  missing = [c for c in (column, loss) if c not in rows]
+  if missing:
+    raise AnalysisError(f'no column {missing[0]!r} in the runs table (task columns come from '
+                        'config.eval.tasks or launch.harness)')
+  keep = rows[[column, loss, 'C']].astype(float).dropna()
+  acc, x, c = (keep[k].to_numpy() for k in (column, loss, 'C'))
+  try:
+    out = dict(column=column, loss_column=loss, acc=acc, loss=x, C=c,
+               gadre=downstream.fit_accuracy('gadre', x, acc, **options),
+               sigmoid=downstream.fit_accuracy('sigmoid', x, acc, chance=chance, **options),
+               two_step=downstream.two_step(c, x, acc, chance=chance, **options))
+  except FitError as e:
+    raise AnalysisError(str(e)) from None
+  if len(predict_c):
+    out['predictions'] = out['two_step'].predict(np.asarray(predict_c, float))
+  return out

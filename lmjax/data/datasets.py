@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import sysconfig
 from typing import Any, NamedTuple
 
@@ -107,14 +108,51 @@ class PythonStdlib(LocalText):
   """The default corpus (registered as `python_stdlib`)."""
 
 
+def _glob_regex(pattern: str) -> re.Pattern:
+  """A glob pattern relative to the root as a regex over posix relative paths, with glob's
+  recursive meaning: '**/' any directories (none included), '*' and '?' within one name."""
+  out, i = [], 0
+  while i < len(pattern):
+    if pattern.startswith('**/', i):
+      out.append('(?:.*/)?')
+      i += 3
+    elif pattern.startswith('**', i):
+      out.append('.*')
+      i += 2
+    elif pattern[i] == '*':
+      out.append('[^/]*')
+      i += 1
+    elif pattern[i] == '?':
+      out.append('[^/]')
+      i += 1
+    else:
+      out.append(re.escape(pattern[i]))
+      i += 1
+  return re.compile(''.join(out) + r'\Z')
+
+
 def _list_files(settings):
   root = pathlib.Path(settings['root'])
   if not root.is_dir():
     raise DataError(f'config.data.paths: {root} is not a directory')
-  found = set()
-  for pattern in settings['patterns']:
-    found.update(glob.glob(os.path.join(str(root), pattern), recursive=True))
   excluded = set(settings['exclude_dirs'])
+  found = set()
+  if excluded and not any(c in p for p in settings['patterns'] for c in '[]'):
+    # Walk once, never entering an excluded directory (the stdlib's site-packages can hold ten
+    # times its files), matching each path as glob would.
+    regexes = [_glob_regex(p) for p in settings['patterns']]
+    for folder, dirs, names in os.walk(root):
+      dirs[:] = sorted(d for d in dirs if d not in excluded and not d.startswith('.'))
+      rel_folder = pathlib.Path(folder).relative_to(root).as_posix()
+      for name in names:
+        if name.startswith('.'):
+          continue
+        rel = name if rel_folder == '.' else f'{rel_folder}/{name}'
+        if any(r.match(rel) for r in regexes):
+          found.add(os.path.join(str(root), rel))
+  else:
+    for pattern in settings['patterns']:
+      found.update(glob.glob(os.path.join(str(root), pattern), recursive=True))
   files = []
   for name in sorted(found):
     path = pathlib.Path(name)

@@ -7,12 +7,16 @@ machine builds the same tasks each time. `task_dir()` writes them once as standa
 files (YAML over JSONL, with a two-line `utils.py` for the perplexity task) under
 $LMJAX_TASKS_DIR, else ~/.cache/lmjax/harness_tasks/<corpus name>; `--tasks` finds them by name.
 
-- `stdlib_next_line` (multiple choice, acc and acc_norm; chance 1/4): the up to CONTEXT bytes
-  before a line of code, and four candidate next lines: the true one and three lines of the same
-  indentation drawn from other held-out files.
+- `stdlib_next_line` (multiple choice; chance 1/4): the up to CONTEXT bytes before a line of
+  code, and four candidate next lines: the true one and three lines drawn from other held-out
+  files. Its headline metric is `acc_mutual_info`, the choice whose log-likelihood the context
+  raises most over the choice alone (Holtzman et al. 2021, "Surface form competition", PMI):
+  the plain `acc` (summed log-likelihood) and `acc_norm` (per byte) mostly measure which line is
+  the more common one, and stay at chance for the main job's models (0.22-0.25, where the
+  mutual-information choice goes from 0.30 to 0.50).
 - `stdlib_identifier` (multiple choice; chance 1/4): the text up to an identifier that appeared
   earlier in the same file (a cloze), and four candidates: it and three other identifiers of
-  that file.
+  that file; `acc` is its headline metric.
 - `stdlib_bpb` (loglikelihood_rolling: word_perplexity, byte_perplexity, bits_per_byte): the first
   BPB_BYTES bytes of each held-out file.
 Contexts are short (CONTEXT bytes) so that the main job's 128-byte models see most of them.
@@ -36,7 +40,7 @@ ITEMS = 500           # questions per multiple-choice task (fewer if the split h
 BPB_BYTES = 2048      # bytes of each held-out file in the perplexity task
 BPB_FILES = 100
 TASKS = ('stdlib_next_line', 'stdlib_identifier', 'stdlib_bpb')
-VERSION = 1           # bump when the tasks' construction changes (a new directory)
+VERSION = 3           # bump when the tasks' construction changes (a new directory)
 IDENT = re.compile(r'\b[A-Za-z_][A-Za-z0-9_]{3,}\b')
 KEYWORDS = frozenset('''False None True and assert async await break class continue def del
 elif else except finally for from global import lambda nonlocal pass raise return self try while
@@ -69,10 +73,6 @@ def _tail(text: str, n: int) -> str:
   return data.decode('utf-8', errors='ignore')
 
 
-def _indent(line: str) -> int:
-  return len(line) - len(line.lstrip(' '))
-
-
 def _code_line(line: str) -> bool:
   s = line.strip()
   return 8 <= len(s) <= 60 and not s.startswith(('#', '"', "'")) and s.isascii()
@@ -82,9 +82,6 @@ def next_line_items(docs, rng, n=ITEMS) -> list[dict]:
   """The `stdlib_next_line` questions (module doc)."""
   lines = [(i, j, line) for i, (_, text) in enumerate(docs)
            for j, line in enumerate(text.split('\n')) if _code_line(line)]
-  by_indent = {}
-  for i, _, line in lines:
-    by_indent.setdefault(_indent(line), []).append((i, line))
   items = []
   for k in rng.permutation(len(lines)):
     if len(items) == n:
@@ -92,15 +89,13 @@ def next_line_items(docs, rng, n=ITEMS) -> list[dict]:
     i, j, line = lines[k]
     text_lines = docs[i][1].split('\n')
     context = _tail('\n'.join(text_lines[:j]) + '\n', CONTEXT)
-    pool = [cand for f, cand in by_indent[_indent(line)] if f != i and cand != line]
-    if j < 3 or len(context) < CONTEXT // 2 or len(set(pool)) < 3:
+    if j < 3 or len(context) < CONTEXT // 2:
       continue
     picks = []
-    for m in rng.permutation(len(pool)):
-      if pool[m] not in picks:
-        picks.append(pool[m])
-      if len(picks) == 3:
-        break
+    while len(picks) < 3:  # lines of other files, any indentation
+      f, _, candidate = lines[int(rng.integers(len(lines)))]
+      if f != i and candidate != line and candidate not in picks:
+        picks.append(candidate)
     answer = int(rng.integers(4))
     choices = picks[:answer] + [line] + picks[answer:]
     items.append({'context': context, 'choices': choices, 'answer': answer,
@@ -174,6 +169,9 @@ metric_list:
   - metric: acc_norm
     aggregation: mean
     higher_is_better: true
+  - metric: acc_mutual_info
+    aggregation: mean
+    higher_is_better: true
 metadata:
   version: %d
 '''
@@ -183,8 +181,14 @@ doc_to_target: "{{text}}"
 process_results: !function utils.process_bpb
 metric_list:
   - metric: word_perplexity
+    aggregation: weighted_perplexity
+    higher_is_better: false
   - metric: byte_perplexity
+    aggregation: weighted_perplexity
+    higher_is_better: false
   - metric: bits_per_byte
+    aggregation: bits_per_byte
+    higher_is_better: false
 metadata:
   version: %d
 '''

@@ -25,7 +25,11 @@ Definitions:
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
+import os
+import platform
 import re
 import time
 from typing import NamedTuple
@@ -172,9 +176,53 @@ def table_peak(device_kind: str) -> Peak | None:
   return next((p for p in PEAKS if re.search(p.pattern, kind)), None)
 
 
+def _peak_cache_path():
+  root = os.environ.get('LMJAX_CACHE_DIR') or os.path.join(os.path.expanduser('~'), '.cache',
+                                                          'lmjax')
+  return os.path.join(root, 'cpu_peak.json')
+
+
+def _cpu_key(n, reps) -> str:
+  import jax
+  model = ''
+  with contextlib.suppress(OSError):
+    with open('/proc/cpuinfo') as f:
+      model = next((line.split(':', 1)[1].strip() for line in f
+                    if line.startswith('model name')), '')
+  return (f'{model or platform.processor()}|{os.cpu_count()} cpus|jax {jax.__version__}|'
+          f'{os.environ.get("XLA_FLAGS", "")}|n {n} reps {reps}')
+
+
 @functools.lru_cache(maxsize=None)
 def measured_matmul_peak(n: int = 2048, reps: int = 5) -> float:
-  """Best FLOP/s of an n×n float32 matmul on the default device (used as the CPU peak)."""
+  """Best FLOP/s of an n×n float32 matmul on the default device (used as the CPU peak), measured
+  once per machine (CPU model and count, jax version, XLA flags) and kept in
+  $LMJAX_CACHE_DIR/cpu_peak.json (default ~/.cache/lmjax/): the runs of a sweep share one MFU
+  denominator, and a run does not spend a second or two measuring it (delete the file to
+  measure again)."""
+  path, key = _peak_cache_path(), _cpu_key(n, reps)
+  with contextlib.suppress(OSError, ValueError):
+    with open(path) as f:
+      cached = json.load(f).get(key)
+    if isinstance(cached, (int, float)) and cached > 0:
+      return float(cached)
+  peak = _measure_matmul(n, reps)
+  with contextlib.suppress(OSError, ValueError):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+      with open(path) as f:
+        table = json.load(f)
+    except (OSError, ValueError):
+      table = {}
+    table[key] = peak
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+      json.dump(table, f, indent=1)
+    os.replace(tmp, path)
+  return peak
+
+
+def _measure_matmul(n, reps) -> float:
   import jax
   import jax.numpy as jnp
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)

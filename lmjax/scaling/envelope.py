@@ -7,8 +7,14 @@
   curve, interpolated linearly in log C, is evaluated on `n_grid` log-spaced FLOP values (they
   use 1,500); at each value the run with the lowest loss gives N_opt(C) and D_opt(C); then
   N_opt ∝ C^a and D_opt ∝ C^b by least squares in log-log space. Hoffmann et al. smooth the
-  curves first; here they are not smoothed. Intermediate checkpoints of a cosine schedule are
-  not compute-optimal runs at their own D (Hoffmann et al. 2022, Sec. 3.1; Li et al. 2025), so a table of checkpoints from one long schedule biases this towards small D.
+  curves first; here the losses are taken as the table gives them, so it matters which losses
+  those are: a sweep's table holds evaluation losses (each a mean over data.eval_batches held-out
+  batches), a notebook's learning curves the logged train loss, which is the mean over each
+  log window (metrics.jsonl `loss`; runs logged before that carried one batch's loss, whose
+  swings of about ±0.15 nats at the main job's sizes made the envelope follow noise).
+  Intermediate checkpoints of a cosine schedule are not compute-optimal runs at their own D
+  (Hoffmann et al. 2022, Sec. 3.1; Li et al. 2025), so a table of checkpoints from one long
+  schedule biases this towards small D.
 """
 from __future__ import annotations
 
