@@ -18,7 +18,7 @@ $LMJAX_TASKS_DIR, else ~/.cache/lmjax/harness_tasks/<corpus name>; `--tasks` fin
   earlier in the same file (a cloze), and four candidates: it and three other identifiers of
   that file; `acc` is its headline metric.
 - `stdlib_bpb` (loglikelihood_rolling: word_perplexity, byte_perplexity, bits_per_byte): the first
-  BPB_BYTES bytes of each held-out file.
+  BPB_BYTES bytes of each held-out file, at most BPB_FILES of them (88 for CPython 3.11.7).
 Contexts are short (CONTEXT bytes) so that the main job's 128-byte models see most of them.
 """
 from __future__ import annotations
