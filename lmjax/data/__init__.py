@@ -3,6 +3,7 @@ and the batches of a run as a pure function of (seed, step).
 
 - datasets.py: TFDS builders (`python_stdlib`, `local_text`) and catalogue datasets;
 - tokenizers.py: byte-level, SentencePiece and Hugging Face tokenizer.json tokenizers;
+- chat.py: supervised fine-tuning examples rendered to tokens with a loss mask;
 - token_store.py: a split tokenised once into array_record shards, with its statistics;
 - pipeline.py: windows under a per-epoch permutation, each process its rows of a step's batch;
 - loader.py: the seam: a config in, the tokenizer, train iterator and evaluation batches out;

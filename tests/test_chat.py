@@ -1,0 +1,76 @@
+"""SFT examples (lmjax/data/chat.py): the plain template, a loss mask on exactly the assistant's
+tokens and the token that ends each turn, prompt/completion pairs, and bad examples in one
+line."""
+import json
+
+import numpy as np
+import pytest
+
+from lmjax.data import chat
+from lmjax.data.tokenizers import ByteTokenizer
+
+TOK = ByteTokenizer()
+CHAT = {'messages': [{'role': 'system', 'content': 'Be brief.'},
+                     {'role': 'user', 'content': 'Add 2 and 3.'},
+                     {'role': 'assistant', 'content': '5'},
+                     {'role': 'user', 'content': 'Now é×2?'},
+                     {'role': 'assistant', 'content': '10 ✓'}]}
+
+
+def test_the_mask_is_exactly_the_assistant_turns_and_their_ends():
+  tokens, mask = chat.render(CHAT, TOK, seq_len=512)
+  text = ('<|system|>\nBe brief.\n<|user|>\nAdd 2 and 3.\n<|assistant|>\n5\n'
+          '<|user|>\nNow é×2?\n<|assistant|>\n10 ✓')
+  assert tokens[0] == TOK.sep_id and tokens[-1] == TOK.sep_id
+  assert bytes(tokens[1:-1].astype(np.uint8)).decode() == text
+  learned = tokens[mask == 1]
+  # '5' and its newline, '10 ✓' (6 bytes) and the separator that ends the document
+  assert bytes(learned[:-1].astype(np.uint8)).decode() == '5\n10 ✓' and learned[-1] == TOK.sep_id
+  assert mask.sum() == 2 + len('10 ✓'.encode()) + 1
+  assert mask[0] == 0 and len(mask) == len(tokens)
+
+
+def test_a_prompt_completion_pair_learns_the_completion_and_the_end():
+  tokens, mask = chat.render({'prompt': 'def f(x):\n', 'completion': '    return x\n'}, TOK, 64)
+  assert bytes(tokens[mask == 1][:-1].astype(np.uint8)).decode() == '    return x\n'
+  assert mask[:1 + len('def f(x):\n')].sum() == 0 and tokens[-1] == TOK.sep_id
+
+
+def test_a_long_example_is_cut_and_one_with_no_room_for_the_answer_is_refused():
+  tokens, mask = chat.render({'prompt': 'p' * 10, 'completion': 'c' * 100}, TOK, seq_len=32)
+  assert len(tokens) == 33 and mask[11:].all() and not mask[:11].any()
+  with pytest.raises(chat.ChatDataError, match='no room for the answer'):
+    chat.render({'prompt': 'p' * 40, 'completion': 'c'}, TOK, seq_len=32, where='x.jsonl line 3')
+
+
+@pytest.mark.parametrize('example, message', [
+    ({'messages': [{'role': 'robot', 'content': 'hi'}]},
+     "message 0 has role 'robot'; allowed: system, user, assistant"),
+    ({'messages': [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': ' '}]},
+     'message 1 (assistant) is empty; nothing to learn'),
+    ({'messages': [{'role': 'user', 'content': 'hi'}]}, 'no assistant message'),
+    ({'prompt': 'p', 'completion': ''}, 'the completion is empty'),
+    ({'text': 'x'}, 'expected "messages" or "prompt" and "completion"; has text'),
+])
+def test_bad_examples_are_one_line_naming_the_line(tmp_path, example, message):
+  path = tmp_path / 'sft.jsonl'
+  path.write_text(json.dumps(CHAT) + '\n\n' + json.dumps(example) + '\n')
+  with pytest.raises(chat.ChatDataError) as e:
+    chat.read_jsonl(str(path), TOK, 128)
+  assert str(e.value) == f'{path} line 3: {message}' or (
+      str(e.value).startswith(f'{path} line 3: ') and message in str(e.value))
+  assert '\n' not in str(e.value)
+
+
+def test_a_tokenizer_json_merging_across_the_boundary_gives_the_merged_token_to_the_answer(
+    tmp_path):
+  from tokenizers import Tokenizer, models
+  from lmjax.data.tokenizers import HFTokenizer
+  vocab = {c: i for i, c in enumerate(['<sep>', 'a', 'b', 'ab', 'c'])}
+  tok = Tokenizer(models.BPE(vocab=vocab, merges=[('a', 'b')]))
+  path = tmp_path / 'tokenizer.json'
+  path.write_text(tok.to_str())
+  hf = HFTokenizer(str(path), '<sep>')
+  tokens, mask = chat.render({'prompt': 'ca', 'completion': 'bc'}, hf, 16)
+  assert tokens.tolist() == [0, 4, 3, 4, 0]  # <sep> c ab c <sep>: 'a'+'b' merged
+  assert mask.tolist() == [0, 0, 0, 1, 1]  # the merged token keeps the prompt's side
