@@ -74,3 +74,60 @@ def test_a_tokenizer_json_merging_across_the_boundary_gives_the_merged_token_to_
   tokens, mask = chat.render({'prompt': 'ca', 'completion': 'bc'}, hf, 16)
   assert tokens.tolist() == [0, 4, 3, 4, 0]  # <sep> c ab c <sep>: 'a'+'b' merged
   assert mask.tolist() == [0, 0, 0, 1, 1]  # the merged token keeps the prompt's side
+
+
+def _examples():
+  rng = np.random.default_rng(0)
+  out = []
+  for i in range(12):
+    prompt = 'q' * int(rng.integers(1, 9)) + str(i)
+    out.append(chat.render({'prompt': prompt + ':', 'completion': 'a' * int(rng.integers(1, 7))},
+                           TOK, seq_len=64))
+  return out
+
+
+def test_packing_keeps_each_examples_mask_wherever_its_tokens_land():
+  from lmjax.data import pipeline
+  examples = _examples()
+  store = chat.to_store(examples)
+  assert store.n_documents == 12 and store.n_tokens == sum(len(t) for t, _ in examples)
+  windows = pipeline.Windows(store, seq_len=16, seed=3)
+  batches = pipeline.Batches(windows, batch_size=2)
+  for step in range(4):
+    batch = batches.batch(step)
+    for j in range(2):
+      start = windows.window(step * 2 + j) * windows.length
+      np.testing.assert_array_equal(batch['targets'][j], store.tokens[start + 1:start + 17])
+      # Weight 1 exactly on the learned targets that continue their input's document (a
+      # target that starts a document is its separator, never learned).
+      starts = set(store.starts.tolist())
+      expected = [store.mask[s] * (s not in starts) for s in range(start + 1, start + 17)]
+      np.testing.assert_array_equal(batch['weights'][j], expected)
+  assert store.mask.sum() > 0 and (store.mask == 0).sum() > 0
+
+
+def test_the_loss_ignores_the_prompt_targets_and_learns_the_answers():
+  """Changing a target the mask leaves out changes nothing in the objective (no gradient flows
+  from prompt positions); changing a learned one does."""
+  import jax
+
+  from lmjax.config import default_config, resolve
+  from lmjax.data import pipeline
+  from lmjax.train.steps import build_model_and_optimizer, init_params, loss_sums
+  c = default_config()
+  c.data.seq_len = 16
+  c = resolve(c)
+  model, _ = build_model_and_optimizer(c)
+  params = init_params(model, c, jax.random.PRNGKey(0))
+  store = chat.to_store(_examples())
+  batch = pipeline.Batches(pipeline.Windows(store, 16, seed=0), batch_size=2).batch(0)
+  objective = lambda b: float(loss_sums(params, model, b)[0])
+  base = objective(batch)
+  weights = batch['weights']
+  masked = np.argwhere(weights == 0)[0]
+  learned = np.argwhere(weights == 1)[0]
+  for (j, t), changes in ((masked, False), (learned, True)):
+    other = {k: v.copy() for k, v in batch.items()}
+    other['targets'][j, t] = (other['targets'][j, t] + 1) % 256
+    assert (objective(other) != base) == changes
+  assert 0 < weights.sum() < weights.size

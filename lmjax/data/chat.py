@@ -124,3 +124,15 @@ def read_jsonl(path, tokenizer, seq_len) -> list[tuple[np.ndarray, np.ndarray]]:
   if not out:
     raise ChatDataError(f'{path}: no examples')
   return out
+
+
+def to_store(examples):
+  """Rendered examples [(tokens, mask)] concatenated into one masked stream
+  (token_store.ArrayStore) that the pipeline packs like any other: each example a document."""
+  from lmjax.data.token_store import ArrayStore
+  if not examples:
+    raise ChatDataError('no examples')
+  lengths = np.asarray([len(t) for t, _ in examples])
+  starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+  return ArrayStore(np.concatenate([t for t, _ in examples]), starts,
+                    np.concatenate([m for _, m in examples]))

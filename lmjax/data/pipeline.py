@@ -12,7 +12,9 @@ A row of T+1 tokens gives inputs = row[:-1] and targets = row[1:], with segment 
 of the inputs from the store's document offsets: segment ids count the documents within the row
 from 1, positions restart at each document and at the row's start. The separator leads each
 document, so a target counts (weight 1) only inside its input's document: every token of a
-document is predicted from its own context and nothing across a boundary.
+document is predicted from its own context and nothing across a boundary. A store with a loss
+mask (`read_mask`: supervised fine-tuning, lmjax/data/chat.py) also zeroes the weight of every
+target its mask leaves out, wherever packing puts the document.
 """
 from __future__ import annotations
 
@@ -59,9 +61,13 @@ def stream_rows(store, starts, length: int) -> dict:
   tokens = np.empty((n, length), np.int32)
   segments = np.empty((n, length), np.int32)
   positions = np.empty((n, length), np.int32)
+  masks = np.ones((n, length), np.float32)
+  read_mask = getattr(store, 'read_mask', None)  # a loss mask (fine-tuning data), if any
   index = np.arange(length)
   for j, start in enumerate(starts):
     tokens[j] = store.read(start, length)
+    if read_mask is not None:
+      masks[j] = read_mask(start, length)
     begins = np.zeros(length, bool)
     begins[0] = True
     begins[store.document_starts(start, length)] = True
@@ -69,7 +75,7 @@ def stream_rows(store, starts, length: int) -> dict:
     positions[j] = index - np.maximum.accumulate(np.where(begins, index, 0))
   return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:], 'positions': positions[:, :-1],
           'segment_ids': segments[:, :-1],
-          'weights': (segments[:, 1:] == segments[:, :-1]).astype(np.float32)}
+          'weights': (segments[:, 1:] == segments[:, :-1]).astype(np.float32) * masks[:, 1:]}
 
 
 class Batches:

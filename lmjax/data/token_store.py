@@ -189,3 +189,44 @@ class TokenStore:
     """Offsets, relative to `start`, of the documents that begin in [start, start + length)."""
     lo, hi = np.searchsorted(self.starts, [start, start + length], side='left')
     return np.asarray(self.starts[lo:hi]) - start
+
+
+class ArrayStore:
+  """A token stream held in memory, with a loss mask per token: what supervised fine-tuning
+  packs (lmjax/data/chat.py). The interface of TokenStore that the pipeline reads (`read`,
+  `document_starts`, `starts`, `n_tokens`), and `read_mask`, which the pipeline multiplies into
+  the targets' weights."""
+
+  def __init__(self, tokens, starts, mask=None):
+    self.tokens = np.asarray(tokens, np.int32)
+    self.starts = np.asarray(starts, np.int64)
+    self.mask = None if mask is None else np.asarray(mask, np.float32)
+    self.n_tokens = len(self.tokens)
+    if self.mask is not None and self.mask.shape != self.tokens.shape:
+      raise ValueError(f'{self.mask.shape} mask values for {self.tokens.shape} tokens')
+
+  @property
+  def n_documents(self) -> int:
+    return len(self.starts)
+
+  def names(self):
+    return None
+
+  def _check(self, start, length):
+    if start < 0 or start + length > self.n_tokens:
+      raise IndexError(f'tokens [{start}, {start + length}) of a stream of {self.n_tokens}')
+
+  def read(self, start: int, length: int) -> np.ndarray:
+    self._check(start, length)
+    return self.tokens[start:start + length]
+
+  def read_mask(self, start: int, length: int) -> np.ndarray:
+    """The loss mask of tokens [start, start + length) (1 everywhere without one)."""
+    self._check(start, length)
+    if self.mask is None:
+      return np.ones(length, np.float32)
+    return self.mask[start:start + length]
+
+  def document_starts(self, start: int, length: int) -> np.ndarray:
+    lo, hi = np.searchsorted(self.starts, [start, start + length], side='left')
+    return self.starts[lo:hi] - start
