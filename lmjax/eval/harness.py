@@ -36,7 +36,8 @@ import numpy as np
 
 from lmjax.core.rundir import RunDir
 from lmjax.core.errors import LmjaxError, one_line
-from lmjax.eval.tasks import HarnessError, check_tasks, metrics, require_harness, task_manager
+from lmjax.eval.tasks import (HarnessError, check_tasks, metrics, split_names as task_names,
+                              require_harness, task_manager)
 from lmjax.infer.decode import Decoder, Sampler
 
 try:
@@ -222,7 +223,7 @@ def run_tasks(lm, tasks, *, limit=None, num_fewshot=None, include_path=None, see
   """lm_eval.simple_evaluate of `lm` on `tasks`; the harness's results dict. A task whose data
   cannot be read is a HarnessError naming it."""
   from lm_eval import simple_evaluate
-  names = [t.strip() for t in tasks if t.strip()]
+  names = task_names(tasks)
   manager = manager or task_manager(include_path, names)
   names = check_tasks(manager, names)
   if limit is not None and limit <= 0:
@@ -238,8 +239,6 @@ def run_tasks(lm, tasks, *, limit=None, num_fewshot=None, include_path=None, see
     raise _unreadable(names, e) from None
 
 
-
-
 def evaluate_run(workdir, tasks, *, step=None, limit=None, num_fewshot=None, include_path=None,
                  batch_size=16, max_length=0, output=None, log=print) -> str:
   """The run in `workdir` (at `step`, default its newest checkpoint) evaluated by the harness on
@@ -250,7 +249,7 @@ def evaluate_run(workdir, tasks, *, step=None, limit=None, num_fewshot=None, inc
     raise HarnessError(f'--batch_size={batch_size}: at least 1')
   from lmjax.train import trained
   trained.read_config(workdir)  # a directory that holds no run: one line, before the rest
-  names = [t.strip() for t in tasks if t.strip()]
+  names = task_names(tasks)
   manager = task_manager(include_path, names)
   load_tasks(manager, check_tasks(manager, names))  # their data, read before the run is
   t0 = time.time()

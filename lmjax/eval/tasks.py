@@ -37,19 +37,25 @@ def task_manager(include_path=None, names=()):
   return TaskManager(include_path=paths)
 
 
+def split_names(tasks) -> list[str]:
+  """Task names from a list or a comma-separated string, blanks dropped."""
+  items = tasks.split(',') if isinstance(tasks, str) else tasks
+  return [t.strip() for t in items if t.strip()]
+
+
 def check_tasks(manager, tasks, flag='--tasks'):
   """The task names, each one the harness knows; HarnessError naming the first it does not."""
-  names = [t.strip() for t in tasks if t.strip()]
-  if not names:
+  names_ = split_names(tasks)
+  if not names_:
     raise HarnessError(f'{flag} is empty: name tasks (lmjax\'s {", ".join(OWN)}, or the '
                        "harness's, listed by `lm_eval ls tasks`)")
   known = set(manager.all_tasks)
-  for name in names:
+  for name in names_:
     if name not in known:
       raise HarnessError(f'{flag}: unknown task {name!r}; lmjax\'s own are {", ".join(OWN)}, '
                          'the harness lists its own with `lm_eval ls tasks` (add yours with '
                          'an include path)')
-  return names
+  return names_
 
 
 def metrics(results) -> dict:

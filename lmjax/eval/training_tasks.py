@@ -17,7 +17,7 @@ from lmjax.train.run import run as train_run
 
 
 def task_names(config) -> list[str]:
-  return [t.strip() for t in config.eval.tasks.split(',') if t.strip()]
+  return tasks.split_names(config.eval.tasks)
 
 
 class TaskHook:
