@@ -57,6 +57,7 @@ CHOICES = {
     'data.sp_model': ('bpe', 'unigram'),
     'data.doc_per': ('file', 'line'),
     'data.non_utf8': ('skip', 'fail'),
+    'data.chat_template': ('auto', 'plain', 'tokenizer'),  # lmjax/data/chat.py
 }
 
 GATED = ('swiglu', 'geglu')  # gated linear units (Shazeer 2020): two input projections
@@ -135,9 +136,13 @@ def _model() -> ConfigDict:
 def _data() -> ConfigDict:
   """config.data: the corpus, tokenizer and batches (lmjax/data/)."""
   data = ConfigDict()
-  data.dataset = 'python_stdlib'        # python_stdlib | local_text | random | a TFDS name
+  data.dataset = 'python_stdlib'        # python_stdlib | local_text | chat_jsonl | random | TFDS
   data.data_dir = placeholder(str)      # TFDS data dir; None: $TFDS_DATA_DIR, ~/tensorflow_datasets
-  data.paths = ''                       # local_text: a directory or glob(s), comma-separated
+  data.paths = ''                       # local_text: a directory or glob(s), comma-separated;
+                                        # chat_jsonl: the training examples' JSONL file
+  data.eval_paths = ''                  # chat_jsonl: held-out examples ('': val_percent of paths')
+  data.chat_template = 'auto'           # chat_jsonl: plain | tokenizer (a tokenizer.json's own
+                                        # Jinja template) | auto (tokenizer's if it has one)
   data.doc_per = 'file'                 # local_text: one document per file | line
   data.non_utf8 = 'skip'                # local_text: skip (and count) | fail on non-UTF-8 files
   data.val_percent = 5                  # local builders: share of documents in validation
@@ -189,6 +194,8 @@ def _train() -> ConfigDict:
   t.z_loss = 0.0                        # weight of log²Z in the objective (PaLM: 1e-4); 0: off
   t.init_from = ''                      # start from another run's checkpoint (a run directory)
   t.init_step = 0                       # ... at this step (cooldown branches: lmjax/sweeps)
+  t.init_params = False                 # take init_from's params alone: a fresh optimizer, data
+                                        # from step 0 (fine-tuning); init_step -1: its newest
   t.compile_cache = 'auto'              # launch.train's compilation cache: auto | none | a dir
                                         # (auto: $JAX_COMPILATION_CACHE_DIR, else beside the run)
   t.profile_start = 0                   # first step of a jax.profiler trace in DIR/tb; 0: none
@@ -452,7 +459,20 @@ def _validate(c):
   keep = tuple(c.checkpoint.keep_steps or ())
   if not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= t.steps for s in keep):
     _fail('checkpoint.keep_steps', keep, f'a tuple of steps in [1, train.steps={t.steps}]')
-  if t.init_from and not 0 <= t.init_step < t.steps:
+  if data.dataset == 'chat_jsonl':
+    if not data.paths or ',' in data.paths:
+      _fail('data.paths', data.paths, 'one JSONL file of examples when data.dataset=chat_jsonl')
+    if data.tokenizer == 'sentencepiece':
+      _fail('data.tokenizer', data.tokenizer, 'byte or hf with data.dataset=chat_jsonl (a '
+            'SentencePiece model lives beside the corpus it was trained on)')
+  if not isinstance(t.init_params, bool):
+    _fail('train.init_params', t.init_params, 'true or false')
+  if t.init_params:
+    if not t.init_from:
+      _fail('train.init_params', t.init_params, 'false without train.init_from')
+    if not isinstance(t.init_step, int) or t.init_step < -1:
+      _fail('train.init_step', t.init_step, 'a step of train.init_from, or -1 (its newest)')
+  elif t.init_from and not 0 <= t.init_step < t.steps:
     _fail('train.init_step', t.init_step, f'a step in [0, train.steps={t.steps}) with '
           'train.init_from (0: an imported model, launch.convert)')
 

@@ -131,3 +131,58 @@ def test_the_loss_ignores_the_prompt_targets_and_learns_the_answers():
     other['targets'][j, t] = (other['targets'][j, t] + 1) % 256
     assert (objective(other) != base) == changes
   assert 0 < weights.sum() < weights.size
+
+
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + "
+          "'<|im_end|>' + '\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def _chatml_tokenizer(tmp_path):
+  """A byte-level tokenizer.json with ChatML's special tokens, its chat template in
+  tokenizer_config.json as transformers saves it."""
+  from tokenizers import Tokenizer
+
+  from lmjax.data.tokenizers import byte_tokenizer_json
+  tok = Tokenizer.from_str(byte_tokenizer_json())
+  tok.add_special_tokens(['<|im_start|>', '<|im_end|>', '<|endoftext|>'])
+  path = tmp_path / 'tokenizer.json'
+  path.write_text(tok.to_str())
+  (tmp_path / 'tokenizer_config.json').write_text(json.dumps(
+      {'chat_template': CHATML, 'eos_token': '<|endoftext|>', 'bos_token': None}))
+  return str(path)
+
+
+def test_a_tokenizers_own_chat_template_renders_as_transformers_and_masks_assistant_turns(
+    tmp_path):
+  """The template read from beside tokenizer.json renders every conversation exactly as
+  transformers' apply_chat_template does, and the learned tokens are each assistant message's
+  content and the `<|im_end|>` and newline that close its turn."""
+  transformers = pytest.importorskip('transformers')
+  from lmjax.data import chat_template
+  from lmjax.data.tokenizers import HFTokenizer
+  path = _chatml_tokenizer(tmp_path)
+  reference = transformers.PreTrainedTokenizerFast(tokenizer_file=path, chat_template=CHATML)
+  template = chat_template.load(path)
+  tok = HFTokenizer(path)
+  for messages in (CHAT['messages'], CHAT['messages'][1:3]):
+    for generation in (False, True):
+      assert template.render(messages, generation) == reference.apply_chat_template(
+          messages, tokenize=False, add_generation_prompt=generation)
+    tokens, mask = chat.render({'messages': messages}, tok, 256, template=template)
+    want = reference.apply_chat_template(messages, tokenize=True)
+    want = want['input_ids'] if hasattr(want, 'keys') else want
+    assert tokens[0] == tok.sep_id and list(tokens[1:]) == list(want)
+    learned = tok.decode(tokens[mask == 1])
+    assert learned == ''.join(m['content'] + '<|im_end|>\n' for m in messages
+                              if m['role'] == 'assistant')
+
+
+def test_a_template_that_does_not_extend_its_prefixes_is_refused(tmp_path):
+  from lmjax.data import chat_template
+  from lmjax.data.tokenizers import HFTokenizer
+  path = _chatml_tokenizer(tmp_path)
+  # Renders the number of messages first: a longer conversation is not an extension.
+  (tmp_path / 'chat_template.jinja').write_text('{{ messages|length }}' + CHATML)
+  with pytest.raises(chat_template.ChatTemplateError, match='message 2 as an extension'):
+    chat.render(CHAT, HFTokenizer(path), 256, 'line 1', chat_template.load(path))

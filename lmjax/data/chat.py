@@ -37,8 +37,10 @@ class ChatDataError(LmjaxError, ValueError):
   """An SFT example that cannot be used; one line naming it and what is allowed."""
 
 
-def _pieces(example, where):
-  """[(text or None for the separator, learned?)] of one example."""
+def _pieces(example, where, template=None):
+  """[(text or None for the separator, learned?)] of one example; under a tokenizer's chat
+  template (lmjax/data/chat_template.py) a prompt/completion pair is a user and an assistant
+  message."""
   if not isinstance(example, dict):
     raise ChatDataError(f'{where}: expected a JSON object with "messages" or "prompt" and '
                         '"completion"')
@@ -47,6 +49,7 @@ def _pieces(example, where):
     if not isinstance(messages, list) or not messages:
       raise ChatDataError(f'{where}: "messages" must be a non-empty list')
     out, last = [], len(messages) - 1
+    checked = []
     for i, m in enumerate(messages):
       role = m.get('role') if isinstance(m, dict) else None
       content = m.get('content') if isinstance(m, dict) else None
@@ -55,6 +58,7 @@ def _pieces(example, where):
                             f'{", ".join(ROLES)}')
       if not isinstance(content, str):
         raise ChatDataError(f'{where}: message {i} has no "content" string')
+      checked.append({'role': role, 'content': content})
       out.append((TEMPLATE.format(role=role), False))
       if role == 'assistant':
         if not content.strip():
@@ -65,22 +69,28 @@ def _pieces(example, where):
         out.append((content + '\n', False))
     if not any(learned for _, learned in out):
       raise ChatDataError(f'{where}: no assistant message; nothing to learn')
-    return out
+    return template.pieces(checked, where) if template is not None else out
   if 'prompt' in example or 'completion' in example:
     prompt, completion = example.get('prompt'), example.get('completion')
     if not isinstance(prompt, str) or not isinstance(completion, str):
       raise ChatDataError(f'{where}: "prompt" and "completion" must both be strings')
     if not completion.strip():
       raise ChatDataError(f'{where}: the completion is empty; nothing to learn')
+    if template is not None:
+      return _pieces({'messages': [{'role': 'user', 'content': prompt},
+                                   {'role': 'assistant', 'content': completion}]}, where,
+                     template)
     return [(prompt, False), (completion, True), (None, True)]
   raise ChatDataError(f'{where}: expected "messages" or "prompt" and "completion"; has '
                       f'{", ".join(sorted(example)) or "no fields"}')
 
 
-def render(example, tokenizer, seq_len, where='example') -> tuple[np.ndarray, np.ndarray]:
-  """(tokens int32, mask int8) of one example, the separator first (module doc)."""
+def render(example, tokenizer, seq_len, where='example',
+           template=None) -> tuple[np.ndarray, np.ndarray]:
+  """(tokens int32, mask int8) of one example, the separator first (module doc); `template`: a
+  tokenizer's chat template (chat_template.Template) instead of the plain one."""
   tokens, mask, text = [int(tokenizer.sep_id)], [0], ''
-  for piece, learned in _pieces(example, where):
+  for piece, learned in _pieces(example, where, template):
     if piece is None:
       tokens.append(int(tokenizer.sep_id))
       mask.append(int(learned))
@@ -104,7 +114,8 @@ def render(example, tokenizer, seq_len, where='example') -> tuple[np.ndarray, np
   return tokens[:seq_len + 1], mask[:seq_len + 1]
 
 
-def read_jsonl(path, tokenizer, seq_len) -> list[tuple[np.ndarray, np.ndarray]]:
+def read_jsonl(path, tokenizer, seq_len,
+               template=None) -> list[tuple[np.ndarray, np.ndarray]]:
   """Every example of a JSONL file rendered; ChatDataError naming the first bad line."""
   out = []
   try:
@@ -120,19 +131,74 @@ def read_jsonl(path, tokenizer, seq_len) -> list[tuple[np.ndarray, np.ndarray]]:
         example = json.loads(line)
       except ValueError:
         raise ChatDataError(f'{where}: not JSON') from None
-      out.append(render(example, tokenizer, seq_len, where))
+      out.append(render(example, tokenizer, seq_len, where, template))
   if not out:
     raise ChatDataError(f'{path}: no examples')
   return out
 
 
-def to_store(examples):
+def to_store(examples, tokenizer=None):
   """Rendered examples [(tokens, mask)] concatenated into one masked stream
-  (token_store.ArrayStore) that the pipeline packs like any other: each example a document."""
+  (token_store.ArrayStore) that the pipeline packs: each example a document. With the
+  tokenizer, the store's `stats` count the examples, their tokens and bytes, and the learned
+  (masked-in) tokens and their bytes."""
   from lmjax.data.token_store import ArrayStore
   if not examples:
     raise ChatDataError('no examples')
   lengths = np.asarray([len(t) for t, _ in examples])
   starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-  return ArrayStore(np.concatenate([t for t, _ in examples]), starts,
-                    np.concatenate([m for _, m in examples]))
+  store = ArrayStore(np.concatenate([t for t, _ in examples]), starts,
+                     np.concatenate([m for _, m in examples]))
+  if tokenizer is not None:
+    store.stats = _stats(store, tokenizer)
+  return store
+
+
+def _stats(store, tokenizer) -> dict:
+  """A split's statistics as token_store's (documents = examples; the unigram entropy of the
+  learned bytes) and the learned tokens and bytes."""
+  learned = store.tokens[store.mask > 0]
+  pieces = [tokenizer.piece(int(t)) for t in store.tokens]
+  text = b''.join(pieces)
+  learned_text = b''.join(p for p, m in zip(pieces, store.mask) if m > 0)
+  counts = np.bincount(np.frombuffer(learned_text, np.uint8), minlength=256)
+  p = counts[counts > 0] / max(counts.sum(), 1)
+  return {'documents': store.n_documents, 'bytes': len(text), 'tokens': store.n_tokens,
+          'tokens_per_byte': store.n_tokens / max(len(text), 1),
+          'learned_tokens': int(len(learned)), 'learned_bytes': len(learned_text),
+          'unigram_bits_per_byte': float(-(p * np.log2(p)).sum())}
+
+
+def split(examples, val_percent: float, seed: int = 0):
+  """(train, eval) of one list of examples: a seeded draw of ceil(val_percent %) of them (at
+  least one) held out, the same for every run."""
+  n = len(examples)
+  n_eval = max(1, int(np.ceil(n * val_percent / 100)))
+  if n_eval >= n:
+    raise ChatDataError(f'{n} examples cannot be split into train and evaluation sets by '
+                        f'data.val_percent={val_percent}; give data.eval_paths')
+  held = set(np.random.default_rng(seed).permutation(n)[:n_eval].tolist())
+  return ([e for i, e in enumerate(examples) if i not in held],
+          [e for i, e in enumerate(examples) if i in held])
+
+
+def load(data_config, tokenizer):
+  """(train store, eval store) of config.data for data.dataset=chat_jsonl: data.paths' JSONL,
+  evaluated on data.eval_paths' or on data.val_percent of it held out; the plain template, or
+  the tokenizer's own (data.chat_template)."""
+  template = None
+  if data_config.chat_template == 'tokenizer' or (
+      data_config.chat_template == 'auto' and data_config.tokenizer == 'hf'):
+    from lmjax.data import chat_template
+    if data_config.tokenizer != 'hf':
+      raise ChatDataError('config.data.chat_template=tokenizer needs data.tokenizer=hf (a '
+                          'tokenizer.json with its chat template); use plain')
+    if data_config.chat_template == 'tokenizer' or chat_template.find(data_config.hf_tokenizer):
+      template = chat_template.load(data_config.hf_tokenizer)
+  seq_len = data_config.seq_len
+  train = read_jsonl(data_config.paths, tokenizer, seq_len, template)
+  if data_config.eval_paths:
+    evaluation = read_jsonl(data_config.eval_paths, tokenizer, seq_len, template)
+  else:
+    train, evaluation = split(train, data_config.val_percent)
+  return to_store(train, tokenizer), to_store(evaluation, tokenizer)

@@ -9,7 +9,9 @@ each split's token store (lmjax/data/token_store.py, with the split's statistics
 config)` the fixed evaluation batches. A batch is a dict of numpy arrays (rows, seq_len):
 inputs, targets, positions, segment_ids, weights.
 
-`data.dataset=random` gives uniform random tokens with no file access (for benchmarks).
+`data.dataset=random` gives uniform random tokens with no file access (for benchmarks);
+`data.dataset=chat_jsonl` supervised fine-tuning examples with their loss masks (lmjax/data/
+chat.py), packed whole into rows.
 """
 from __future__ import annotations
 
@@ -110,6 +112,10 @@ def load(config) -> Data:
   data_config = config.data
   if data_config.dataset == 'random':
     return Data(tokenizer=tokenizers.ByteTokenizer())
+  if data_config.dataset == 'chat_jsonl':  # fine-tuning examples, held in memory
+    from lmjax.data import chat
+    tokenizer = load_tokenizer(data_config)
+    return Data(tokenizer, *chat.load(data_config, tokenizer))
   with datasets.preparing(data_config):
     prepared = datasets.prepare(data_config)
     tokenizer = _tokenizer(data_config, prepared)
@@ -145,7 +151,7 @@ def train_iterator(data: Data, config, process_index=0, process_count=1) -> pipe
   """This process's training batches from step 0 (`set_state` moves it to another step)."""
   if config.data.dataset == 'random':
     return RandomBatches(config, process_index, process_count)
-  windows = pipeline.Windows(data.train, config.data.seq_len, config.seed)
+  windows = pipeline.rows_of(data.train, config.data.seq_len, config.seed)
   if not windows.count:
     raise datasets.DataError(
         f'the train split of {config.data.dataset} holds {data.train.n_tokens} tokens, fewer '

@@ -57,25 +57,80 @@ class Windows:
 def stream_rows(store, starts, length: int) -> dict:
   """The model's batch of the stream's tokens [start, start + length) for each start (the
   module docstring: inputs, targets, positions, segment ids, weights)."""
-  n = len(starts)
+  read_mask = getattr(store, 'read_mask', None)  # a loss mask (fine-tuning data), if any
+  rows = []
+  for start in starts:
+    begins = np.zeros(length, bool)
+    begins[0] = True
+    begins[store.document_starts(start, length)] = True
+    rows.append((store.read(start, length), begins,
+                 read_mask(start, length) if read_mask is not None else None))
+  return _batch(rows, length)
+
+
+def _batch(rows, length) -> dict:
+  """The model's batch of rows [(tokens, where documents begin, loss mask or None)]."""
+  n = len(rows)
   tokens = np.empty((n, length), np.int32)
   segments = np.empty((n, length), np.int32)
   positions = np.empty((n, length), np.int32)
   masks = np.ones((n, length), np.float32)
-  read_mask = getattr(store, 'read_mask', None)  # a loss mask (fine-tuning data), if any
   index = np.arange(length)
-  for j, start in enumerate(starts):
-    tokens[j] = store.read(start, length)
-    if read_mask is not None:
-      masks[j] = read_mask(start, length)
-    begins = np.zeros(length, bool)
-    begins[0] = True
-    begins[store.document_starts(start, length)] = True
+  for j, (row, begins, mask) in enumerate(rows):
+    tokens[j] = row
+    if mask is not None:
+      masks[j] = mask
     segments[j] = np.cumsum(begins)
     positions[j] = index - np.maximum.accumulate(np.where(begins, index, 0))
   return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:], 'positions': positions[:, :-1],
           'segment_ids': segments[:, :-1],
           'weights': (segments[:, 1:] == segments[:, :-1]).astype(np.float32) * masks[:, 1:]}
+
+
+class Packed(Windows):
+  """Rows of whole documents (fine-tuning examples, each at most seq_len + 1 tokens): packed
+  greedily in order, as many as fit, the rest of a row padded with separators whose loss mask
+  is 0; row r of a run is packed row π_e(r mod W) as for windows. No example is cut, so every
+  learned token keeps its prompt in the same row."""
+
+  def __init__(self, store, seq_len: int, seed: int):
+    self.store, self.length, self.seed = store, seq_len + 1, seed
+    self._epoch_seeds = {}
+    bounds = np.append(store.starts, store.n_tokens)
+    self.packed, row, used = [], [], 0
+    for start, end in zip(bounds[:-1], bounds[1:]):
+      size = int(end - start)
+      if used + size > self.length and row:
+        self.packed.append(row)
+        row, used = [], 0
+      row.append((int(start), size))
+      used += size
+    if row:
+      self.packed.append(row)
+    self.count = len(self.packed)
+    self.pad_id = int(store.read(int(store.starts[0]), 1)[0])  # each document's separator
+
+  def rows(self, first: int, n: int) -> dict:
+    out = []
+    for j in range(n):
+      row = self.packed[self.window(first + j)]
+      offsets = np.cumsum([0] + [size for _, size in row])  # documents', then padding's start
+      pad = self.length - int(offsets[-1])
+      begins = np.zeros(self.length, bool)
+      begins[offsets[offsets < self.length]] = True  # the padding is a segment of its own
+      out.append((np.concatenate([self.store.read(s, k) for s, k in row]
+                                 + [np.full(pad, self.pad_id, np.int32)]),
+                  begins,
+                  np.concatenate([self.store.read_mask(s, k) for s, k in row]
+                                 + [np.zeros(pad, np.float32)])))
+    return _batch(out, self.length)
+
+
+def rows_of(store, seq_len: int, seed: int) -> Windows:
+  """Packed whole documents for a store that asks for them (fine-tuning examples), else windows
+  of the stream."""
+  kind = Packed if getattr(store, 'pack_documents', False) else Windows
+  return kind(store, seq_len, seed)
 
 
 class Batches:
@@ -114,7 +169,7 @@ EVAL_SEED = 0  # the evaluation set is the same for every run seed: losses stay 
 def eval_batches(store, data_config, process_index=0, process_count=1) -> list:
   """The first `eval_batches` global batches of the split under EVAL_SEED's permutation (fewer
   when the split holds fewer windows): the same batches for every call and every run."""
-  windows = Windows(store, data_config.seq_len, EVAL_SEED)
+  windows = rows_of(store, data_config.seq_len, EVAL_SEED)
   n = min(data_config.eval_batches, windows.count // data_config.batch_size)
   batches = Batches(windows, data_config.batch_size, process_index, process_count)
   return [batches.batch(step) for step in range(n)]

@@ -197,7 +197,10 @@ class ArrayStore:
   `document_starts`, `starts`, `n_tokens`), and `read_mask`, which the pipeline multiplies into
   the targets' weights."""
 
+  pack_documents = True  # the pipeline packs whole documents (pipeline.Packed)
+
   def __init__(self, tokens, starts, mask=None):
+    self.stats = {}
     self.tokens = np.asarray(tokens, np.int32)
     self.starts = np.asarray(starts, np.int64)
     self.mask = None if mask is None else np.asarray(mask, np.float32)

@@ -18,7 +18,6 @@ import dataclasses
 import os
 
 import jax
-import numpy as np
 from ml_collections import ConfigDict
 
 from lmjax.config import ConfigError, resolve

@@ -108,6 +108,10 @@ class TrainLog:
               f'{st["bytes"]:,} bytes, {st["tokens"]:,} tokens ({config.data.tokenizer}); '
               f'{len(setup.eval_set)} eval batches; unigram entropy of the eval text '
               f'{stats["eval"]["unigram_bits_per_byte"]:.3f} bits per byte')
+      if 'learned_tokens' in st:
+        w.print(f'fine-tuning: {st["learned_tokens"]:,} of the train tokens learned (the loss '
+                f'mask), {stats["eval"]["learned_tokens"]:,} of the eval tokens; eval loss, bits '
+                'per byte and accuracy are over the learned tokens')
 
   def compiled(self, compile_s, xla_flops, from_cache=False):
     """The compile line, XLA's FLOPs beside the analytic count; the step clock starts here."""
@@ -188,7 +192,8 @@ class TrainLog:
     self.writer.write(self.last_eval)
     self.writer.print(f'eval step {step}: loss {self.last_eval["eval_loss"]:.4f} '
                       f'ppl {self.last_eval["eval_ppl"]:.2f} '
-                      f'bpb {self.last_eval["eval_bpb"]:.4f}'
+                      f'bpb {self.last_eval["eval_bpb"]:.4f} '
+                      f'acc {self.last_eval["eval_accuracy"]:.4f}'
                       + ''.join(f'; {k} {v:.4f}' for k, v in more.items()))
     self.clock = (time.time(), self.clock[1])
 

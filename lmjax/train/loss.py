@@ -91,3 +91,11 @@ def _chunked_bwd(chunk, res, cotangents):
 
 
 cross_entropy_chunked.defvjp(_chunked_fwd, _chunked_bwd)
+
+
+def argmax_chunked(x_NxD, w_DxV, bias_V, chunk):
+  """The argmax of each token's logits x @ w + bias, formed `chunk` tokens at a time (evaluation
+  only: no gradient)."""
+  n = x_NxD.shape[0] // chunk
+  one = lambda _, x_CxD: (None, jnp.argmax(_logits(x_CxD, w_DxV, bias_V), -1))
+  return _unchunk(jax.lax.scan(one, None, _chunks(x_NxD, n))[1])

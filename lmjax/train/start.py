@@ -109,44 +109,50 @@ def start_state(config, setup: Setup, ckpt: Checkpoints | None, restore_step=Non
     return Start(restored.state, restored.data_iterator, restored.step, 'resumed',
                  tuple(messages), tuple(restored.meta.get('loss_window', (0.0, 0))))
   if config.train.init_from:
-    state, iterator, what = _branch(config, setup, abstract)
-    messages.append(f'started from {config.train.init_from} at step {config.train.init_step} '
-                    f'({what})')
-    return Start(state, iterator, config.train.init_step, 'branched', tuple(messages))
+    state, iterator, step, what = _branch(config, setup, abstract)
+    messages.append(f'started from {config.train.init_from} at its step {step} ({what})')
+    return Start(state, iterator, 0 if config.train.init_params else step, 'branched',
+                 tuple(messages))
   return Start(setup.train_step.init_state(), setup.new_iterator(), 0, 'fresh', tuple(messages))
 
 
-def branch_source(config) -> Checkpoints:
-  """The checkpoints of `train.init_from`, read-only, which hold `train.init_step`;
-  CheckpointError naming the field when they do not (checked before a run writes anything)."""
+def branch_source(config) -> tuple[Checkpoints, int]:
+  """The checkpoints of `train.init_from`, read-only, and the step to start from
+  (`train.init_step`, -1: the newest); CheckpointError naming the field when they do not hold
+  it (checked before a run writes anything)."""
   parent, step = config.train.init_from, config.train.init_step
   try:
     source = Checkpoints(parent, READ_ONLY, read_only=True)
   except CheckpointError:
     raise CheckpointError(f'config.train.init_from={parent}: no run with checkpoints there') \
         from None
+  if step == -1 and source.steps():
+    step = max(source.steps())
   if step not in source.steps():
     raise CheckpointError(f'config.train.init_from={parent}: no checkpoint at step {step} '
                           f'(has {source.steps()})')
-  return source
+  return source, step
 
 
 def check_branch_source(config):
   """Raises CheckpointError when `train.init_from` (if set) cannot be started from."""
   if config.train.init_from:
-    branch_source(config).close()
+    branch_source(config)[0].close()
 
 
 def _branch(config, setup: Setup, abstract):
-  """State and data iterator of `train.init_from`'s checkpoint at `train.init_step`, and what
-  it is: the branch continues that run's batches with its own schedule; an imported model's
-  checkpoint (launch.convert) gives its params to a fresh run."""
-  source = branch_source(config)
-  parent, step = config.train.init_from, config.train.init_step
+  """State and data iterator of `train.init_from`'s checkpoint at `train.init_step`, the step,
+  and what it is: the branch continues that run's batches with its own schedule; an imported
+  model's checkpoint (launch.convert), or any run's with `train.init_params`, gives its params
+  to a fresh run (fine-tuning)."""
+  source, step = branch_source(config)
+  parent = config.train.init_from
   meta = source.meta(step)
-  if meta.get('imported'):
-    return (*_from_imported(config, setup, source, step, meta, abstract),
-            f'params imported from {meta["imported"]}, a fresh optimizer')
+  if meta.get('imported') or config.train.init_params:
+    what = (f'params imported from {meta["imported"]}' if meta.get('imported') else
+            'its params')
+    return (*_from_imported(config, setup, source, step, meta, abstract), step,
+            f'{what}, a fresh optimizer, data from step 0')
   iterator = setup.new_iterator()
   state, meta = source.restore(step, abstract, iterator)
   source.close()
@@ -155,16 +161,23 @@ def _branch(config, setup: Setup, abstract):
     raise CheckpointError(f'config.train.init_from={parent}: that run differs in '
                           f'{", ".join(list(diff.refused)[:6])}; a branch may change only its '
                           'schedule')
-  return state, iterator, 'a cooldown branch'
+  return state, iterator, step, 'a cooldown branch'
 
 
 def _from_imported(config, setup: Setup, source, step, meta, abstract):
-  """A fresh run (optimizer state, data from step 0) whose params are an imported model's."""
+  """A fresh run (optimizer state, data from step 0) whose params are an imported model's or
+  another run's: the model must be that one, read by the same tokenizer."""
   diff = differences(meta['config'], to_dict(config), IMPORT_MAY_DIFFER)
+  parent = config.train.init_from
   if diff.refused:
-    raise CheckpointError(f'config.train.init_from={config.train.init_from}: the imported model '
-                          f'differs in {diff.describe()}; its model fields must stay as '
-                          'imported (its lmjax_config.py has them)')
+    what = 'the imported model' if meta.get('imported') else 'that run\'s model'
+    raise CheckpointError(f'config.train.init_from={parent}: {what} differs in '
+                          f'{diff.describe()}; its model fields must stay as they are (its '
+                          'config.json or lmjax_config.py has them)')
+  saved = meta['config'].get('data', {}).get('tokenizer', 'byte')
+  if saved != config.data.tokenizer:
+    raise CheckpointError(f'config.data.tokenizer={config.data.tokenizer}: the model of '
+                          f'train.init_from={parent} reads tokenizer {saved}')
   params = source.restore_params(step, abstract.params)
   source.close()
   return setup.train_step.init_state().replace(params=params), setup.new_iterator()

@@ -89,12 +89,13 @@ def init_state(model, tx, config, shardings=None) -> TrainState:
   return make() if shardings is None else jax.jit(make, out_shardings=shardings)()
 
 
-def loss_sums(params, model, batch, rng=None, chunk=0, z_loss=0.0):
+def loss_sums(params, model, batch, rng=None, chunk=0, z_loss=0.0, hits=False):
   """(objective, (Σ token cross-entropies in nats, number of target tokens, the MoE layers'
   sown 'moe' collection, {} for a dense model)), the cross-entropy from float32 logits, whole or
   `chunk` tokens at a time (lmjax/train/loss.py); the objective adds the z-loss,
   z_loss · Σ log²Z, and a mixture of experts' auxiliary losses (lmjax/model/moe.py, per token
-  so that they enter the mean objective with their weights) to the nats."""
+  so that they enter the mean objective with their weights) to the nats. `hits`: the aux also
+  holds the weighted count of targets that are the logits' argmax (evaluation's accuracy)."""
   cfg = model.cfg
   apply = functools.partial(model.apply, {'params': params}, batch['inputs'],
                             batch.get('positions'), batch.get('segment_ids'),
@@ -106,9 +107,12 @@ def loss_sums(params, model, batch, rng=None, chunk=0, z_loss=0.0):
   if chunk and chunk < targets_N.shape[0]:
     head, sown = unpack(apply(return_head=True))
     nats_N, lse_N = loss.cross_entropy_chunked(*head, targets_N, chunk)
+    hit_N = loss.argmax_chunked(*head, chunk) == targets_N if hits else None
   else:
     logits_BxTxV, sown = unpack(apply())
-    nats_N, lse_N = loss.cross_entropy(logits_BxTxV.reshape(targets_N.shape[0], -1), targets_N)
+    logits_NxV = logits_BxTxV.reshape(targets_N.shape[0], -1)
+    nats_N, lse_N = loss.cross_entropy(logits_NxV, targets_N)
+    hit_N = jnp.argmax(logits_NxV, -1) == targets_N if hits else None
   sown = sown.get('moe', {})
   weights_N = batch['weights'].reshape(-1) if 'weights' in batch else jnp.ones_like(nats_N)
   nats, count = (nats_N * weights_N).sum(), weights_N.sum()
@@ -116,6 +120,8 @@ def loss_sums(params, model, batch, rng=None, chunk=0, z_loss=0.0):
   if sown:
     lb, z = moe.aux_losses(sown)
     objective = objective + count * (cfg.moe_lb_loss * lb + cfg.moe_z_loss * z)
+  if hits:
+    return objective, (nats, count, sown, (hit_N * weights_N).sum())
   return objective, (nats, count, sown)
 
 
@@ -246,14 +252,16 @@ def build_train_step(config, mesh) -> TrainStep:
 
 
 def make_eval_step(model, token_bytes, mesh=None, param_shardings=None, chunk=0):
-  """params, batch -> summed nats, target tokens and their UTF-8 bytes (for bits per byte);
-  the loss `chunk` tokens at a time as in training (`train.loss_chunk`)."""
+  """params, batch -> summed nats, target tokens, the targets predicted by the argmax and the
+  targets' UTF-8 bytes (for bits per byte), over the weighted targets (a fine-tuning batch's:
+  its learned tokens alone); the loss `chunk` tokens at a time as in training
+  (`train.loss_chunk`)."""
   bytes_per_token = jnp.asarray(token_bytes, jnp.float32)
 
   def eval_fn(params, batch):
-    _, (nats, count, _) = loss_sums(params, model, batch, chunk=chunk)
+    _, (nats, count, _, hit) = loss_sums(params, model, batch, chunk=chunk, hits=True)
     weights = batch.get('weights', jnp.ones(batch['targets'].shape, jnp.float32))
-    return {'nats': nats, 'tokens': count,
+    return {'nats': nats, 'tokens': count, 'hits': hit,
             'bytes': (bytes_per_token[batch['targets']] * weights).sum()}
   if mesh is None:
     return jax.jit(eval_fn)
@@ -262,15 +270,17 @@ def make_eval_step(model, token_bytes, mesh=None, param_shardings=None, chunk=0)
 
 
 def evaluate(eval_step, params, batches) -> dict:
-  """Mean loss per token, perplexity and bits per byte over the evaluation batches."""
-  total = {'nats': 0.0, 'tokens': 0.0, 'bytes': 0.0}
+  """Mean loss per token, perplexity, bits per byte and next-token accuracy (argmax) over the
+  evaluation batches."""
+  total = {'nats': 0.0, 'tokens': 0.0, 'bytes': 0.0, 'hits': 0.0}
   for batch in batches:
     out = jax.device_get(eval_step(params, batch))
     for k in total:
       total[k] += float(out[k])
   loss = total['nats'] / total['tokens']
   bpb = total['nats'] / math.log(2) / total['bytes'] if total['bytes'] else float('nan')
-  return {'eval_loss': loss, 'eval_ppl': math.exp(min(loss, 700)), 'eval_bpb': bpb}
+  return {'eval_loss': loss, 'eval_ppl': math.exp(min(loss, 700)), 'eval_bpb': bpb,
+          'eval_accuracy': total['hits'] / total['tokens']}
 
 
 def token_bytes_table(tokenizer, vocab_size):
