@@ -8,6 +8,7 @@ message that names the field and what is allowed. Nothing touches the disk befor
 from __future__ import annotations
 
 import math
+import re
 from typing import NamedTuple
 
 from ml_collections import config_dict
@@ -130,6 +131,13 @@ def _model() -> ConfigDict:
   m.moe_lb_loss = 0.01                  # weight of the load-balancing loss (Switch form)
   m.moe_z_loss = 0.001                  # weight of the router z-loss (ST-MoE)
   m.moe_bias_rate = 0.001               # deepseek: the balancing bias's step per update
+  # Low-rank adapters (LoRA, lmjax/model/lora.py): W + (alpha/rank)·A·B on the targeted
+  # projections, the rest of the model frozen. 0: none.
+  m.lora_rank = 0
+  m.lora_alpha = 16.0
+  m.lora_dropout = 0.0                  # dropout on the adapters' input
+  m.lora_targets = 'query,value'        # names or regexes over attn/query|key|value|out,
+                                        # mlp/wi|wi_gate|wo (comma-separated)
   return m
 
 
@@ -266,7 +274,8 @@ IMPORT_MAY_DIFFER = ('seed', 'data.', 'optim.', 'train.', 'checkpoint.', 'mesh.'
                      'model.attention_impl', 'model.attention_block', 'model.remat',
                      'model.moe_impl', 'model.moe_lb_loss', 'model.moe_z_loss',
                      'model.moe_bias_rate', 'model.moe_capacity_factor',
-                     'model.dropout', 'model.dtype', 'model.init_std', 'model.preset')
+                     'model.dropout', 'model.dtype', 'model.init_std', 'model.preset',
+                     'model.lora_')
 
 
 def _as_json(value):
@@ -421,6 +430,7 @@ def _validate(c):
           'rope_original_max_len > 0')
   _validate_mup(c)
   _validate_moe(c)
+  _validate_lora(c)
   if not isinstance(m.qkv_bias, bool):
     _fail('model.qkv_bias', m.qkv_bias, 'true or false')
   if m.qkv_bias and m.use_bias:
@@ -515,6 +525,61 @@ def _validate_moe(c):
   if m.moe_router == 'deepseek' and m.moe_top_k == m.moe_experts:
     _fail('model.moe_top_k', m.moe_top_k, f'below model.moe_experts={m.moe_experts} with '
           'moe_router=deepseek (its bias only changes which experts are chosen)')
+
+
+# The projections low-rank adapters can target (lmjax/model/lora.py), as <module>/<name>.
+LORA_PROJECTIONS = ('attn/query', 'attn/key', 'attn/value', 'attn/out', 'mlp/wi', 'mlp/wi_gate',
+                    'mlp/wo')
+
+
+def lora_entries(targets: str) -> list:
+  return [t.strip() for t in targets.split(',') if t.strip()]
+
+
+def _lora_entry_matches(entry, path) -> bool:
+  """An entry names a projection ('query'), its path ('attn/query'), or is a regular expression
+  matched in full against the path."""
+  if entry in (path, path.split('/')[-1]):
+    return True
+  try:
+    return re.fullmatch(entry, path) is not None
+  except re.error:
+    return False
+
+
+def lora_matches(targets: str, path: str) -> bool:
+  """Whether projection `path` is one of model.lora_targets' (comma-separated)."""
+  return any(_lora_entry_matches(t, path) for t in lora_entries(targets))
+
+
+def lora_available(gated: bool, dense_mlp: bool) -> tuple:
+  """The projections a model has: wi_gate only with a gated activation; MLP projections only
+  where some layer has a dense MLP (experts are not targets)."""
+  return tuple(p for p in LORA_PROJECTIONS if (gated or p != 'mlp/wi_gate')
+               and (dense_mlp or not p.startswith('mlp/')))
+
+
+def _validate_lora(c):
+  m = c.model
+  if not isinstance(m.lora_rank, int) or isinstance(m.lora_rank, bool) or m.lora_rank < 0:
+    _fail('model.lora_rank', m.lora_rank, 'an integer >= 0 (0: no adapters)')
+  _positive(c, 'model.lora_alpha')
+  if not 0 <= m.lora_dropout < 1:
+    _fail('model.lora_dropout', m.lora_dropout, 'a number in [0, 1)')
+  if not m.lora_rank:
+    return
+  if m.parametrization == 'mup':
+    _fail('model.parametrization', m.parametrization, 'sp with model.lora_rank > 0 (adapters '
+          'have no μP rule in lmjax)')
+  dense_mlp = any(not (m.moe_experts and (i + 1) % m.moe_every == 0) for i in range(m.n_layers))
+  paths = lora_available(m.activation in GATED, dense_mlp)
+  if not isinstance(m.lora_targets, str):
+    _fail('model.lora_targets', m.lora_targets, 'a comma-separated string')
+  bad = [t for t in lora_entries(m.lora_targets)
+         if not any(_lora_entry_matches(t, p) for p in paths)]
+  if bad or not lora_entries(m.lora_targets):
+    _fail('model.lora_targets', m.lora_targets, f'names or regexes matching this model\'s '
+          f'projections ({", ".join(paths)}); {bad[0] if bad else "none given"!r} matches none')
 
 
 MESH_AXES = ('data', 'fsdp', 'tensor')

@@ -3,6 +3,7 @@ axes, the matmul (with XLA:CPU's faster weight gradient), a dense projection, th
 that pin activation shardings, and the position-wise MLP. Shape letters as in transformer.py."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -10,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from lmjax.config import GATED
+from lmjax.config import GATED, lora_matches
 from lmjax.model.spec import ModelConfig
 
 # The MLP's nonlinearity by `model.activation` (gated units apply it to their first projection).
@@ -53,9 +54,11 @@ def matmul(x_NxI, w_IxO, out_dtype=None, platform=''):
   return jnp.dot(x_NxI, w_IxO, preferred_element_type=out_dtype)
 
 
-def dense(module, x_NxI, name, shape, axes, std, bias_axes=None, in_scale=None):
+def dense(module, x_NxI, name, shape, axes, std, bias_axes=None, in_scale=None,
+          deterministic=True):
   """x @ W (+ b), with W of `shape` flattened to (I, O) for the matmul; `in_scale` (I,)
-  multiplies W's rows (a folded norm scale, see Norm)."""
+  multiplies W's rows (a folded norm scale, see Norm); plus a low-rank adapter's output where
+  the projection is a LoRA target (lmjax/model/lora.py)."""
   cfg = module.cfg
   pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
   w = param(module, name, shape, axes, std, pdt)
@@ -67,7 +70,34 @@ def dense(module, x_NxI, name, shape, axes, std, bias_axes=None, in_scale=None):
   if cfg.use_bias:
     b = param(module, name + '_bias', shape[-len(bias_axes):], bias_axes, 0, pdt)
     y = y + b.astype(dt).reshape(-1)
-  return y
+  adapted = lora_delta(module, x_NxI, name, shape, axes, in_scale, deterministic)
+  return y if adapted is None else y + adapted
+
+
+def lora_delta(module, x_NxI, name, shape, axes, in_scale=None, deterministic=True):
+  """(α/r)·dropout(x)·A·B of projection `name` of `module`, whose weight has `shape` and `axes`,
+  or None where it is not a LoRA target (lmjax/model/lora.py). A (in.., r) is drawn
+  U(−1/√in, 1/√in) as PEFT draws it, B (r, out..) starts at 0. `in_scale` is a folded norm
+  scale, applied to the adapter's input as the weight's rows get it (`dense`)."""
+  cfg = module.cfg
+  if not cfg.lora_rank or not lora_matches(cfg.lora_targets, f'{module.name}/{name}'):
+    return None
+  n_in, k = x_NxI.shape[-1], 0
+  while math.prod(shape[:k]) != n_in:  # the weight's input axes
+    k += 1
+  r, pdt, dt = cfg.lora_rank, jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
+  init_a = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform',
+                                            in_axis=tuple(range(k)), out_axis=-1)
+  a = module.param(name + '_lora_a', nn.with_logical_partitioning(init_a, (*axes[:k], None)),
+                   (*shape[:k], r), pdt).reshape(n_in, r)
+  b = module.param(name + '_lora_b', nn.with_logical_partitioning(
+      nn.initializers.zeros, (None, *axes[k:])), (r, *shape[k:]), pdt).reshape(r, -1)
+  x = x_NxI if in_scale is None else x_NxI * in_scale.astype(x_NxI.dtype)
+  if cfg.lora_dropout:
+    x = nn.Dropout(cfg.lora_dropout)(x, deterministic=deterministic)
+  h = matmul(x, a.astype(dt), platform=cfg.platform)
+  return matmul(h, b.astype(dt), platform=cfg.platform) * jnp.asarray(
+      cfg.lora_alpha / cfg.lora_rank, dt)
 
 
 class Sharded(nn.Module):
@@ -88,7 +118,9 @@ class Sharded(nn.Module):
 
 
 class Mlp(Sharded):
-  """Position-wise MLP; swiglu/geglu are gated (Shazeer 2020) and use three matrices."""
+  """Position-wise MLP; swiglu/geglu are gated (Shazeer 2020) and use three matrices.
+  `deterministic`: no LoRA dropout (lmjax/model/lora.py)."""
+  deterministic: bool = True
 
   @nn.compact
   def __call__(self, x_NxD, in_scale=None):
@@ -96,11 +128,11 @@ class Mlp(Sharded):
     d, f, std = cfg.d_model, cfg.d_ff, cfg.init_std * cfg.mup.hidden_std
     act = ACTIVATIONS[cfg.activation]
     up = lambda name: self.constrain(checkpoint_name(
-        dense(self, x_NxD, name, (d, f), ('embed', 'mlp'), std, ('mlp',), in_scale), name),
-        'act_batch', 'act_mlp')
+        dense(self, x_NxD, name, (d, f), ('embed', 'mlp'), std, ('mlp',), in_scale,
+              self.deterministic), name), 'act_batch', 'act_mlp')
     h_NxF = act(up('wi'))
     if cfg.activation in GATED:
       h_NxF = h_NxF * up('wi_gate')
     out_NxD = dense(self, h_NxF, 'wo', (f, d), ('mlp', 'embed'), cfg.residual_init_std,
-                     ('embed',))
+                     ('embed',), deterministic=self.deterministic)
     return checkpoint_name(out_NxD, 'mlp_out')

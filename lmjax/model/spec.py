@@ -62,6 +62,10 @@ class ModelConfig:
   moe_lb_loss: float
   moe_z_loss: float
   moe_bias_rate: float
+  lora_rank: int             # 0: no adapters (lmjax/model/lora.py)
+  lora_alpha: float
+  lora_dropout: float
+  lora_targets: str
   platform: str = ''        # where the model runs: cpu | gpu | tpu; '' = jax.default_backend()
 
   @classmethod

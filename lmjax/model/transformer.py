@@ -36,6 +36,7 @@ from lmjax.model import attention, remat
 from lmjax.model.blocked_attention import dense_mask
 from lmjax.model.layers import Mlp, Sharded, matmul
 from lmjax.model.layers import dense as _dense
+from lmjax.model.layers import lora_delta
 from lmjax.model.layers import param as _param
 from lmjax.model.moe import MoeMlp
 from lmjax.model.spec import ModelConfig
@@ -145,6 +146,10 @@ class Attention(Sharded):
       if biases:
         qkv = qkv + jnp.concatenate(biases).astype(dt)
       q, kk, v = jnp.split(qkv, [h * e, (h + k) * e], axis=1)
+    if cfg.lora_rank:  # low-rank adapters of the targeted projections (lmjax/model/lora.py)
+      adapted = [lora_delta(self, x_NxD, name, (d, n, e), ('embed', axis, 'head_dim'),
+                            in_scale, deterministic) for name, n, axis in heads]
+      q, kk, v = (y if a is None else y + a for y, a in zip((q, kk, v), adapted))
     q_BxTxHxE = checkpoint_name(q.reshape(b, t, h, e), 'query_proj')
     k_BxSxKxE = checkpoint_name(kk.reshape(b, t, k, e), 'key_proj')
     v_BxSxKxE = checkpoint_name(v.reshape(b, t, k, e), 'value_proj')
@@ -173,7 +178,8 @@ class Attention(Sharded):
     out_BxTxHxE = checkpoint_name(self.constrain(out_BxTxHxE, *heads_axes('act_heads')),
                                   'attention_out')
     out = _dense(self, out_BxTxHxE.reshape(b * t, h * e), 'out', (h, e, d),
-                 ('heads', 'head_dim', 'embed'), cfg.residual_init_std, ('embed',))
+                 ('heads', 'head_dim', 'embed'), cfg.residual_init_std, ('embed',),
+                 deterministic=deterministic)
     out = checkpoint_name(out, 'out_proj')
     return out if kv is None else (out, kv)
 
@@ -217,7 +223,8 @@ class Block(Sharded):
     cfg = self.cfg
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic) if cfg.dropout else y
     module = Attention(cfg, self.mesh, self.rules, name='attn')
-    mlp = (MoeMlp if self.moe else Mlp)(cfg, self.mesh, self.rules, name='mlp')
+    mlp = (MoeMlp(cfg, self.mesh, self.rules, name='mlp') if self.moe else
+           Mlp(cfg, self.mesh, self.rules, deterministic=deterministic, name='mlp'))
     new_kv = []
 
     def attn(*args):

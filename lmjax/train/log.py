@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from lmjax.core.errors import EXIT_NONFINITE, LmjaxError
 from lmjax.data import loader
-from lmjax.model import flops, moe
+from lmjax.model import lora, flops, moe
 from lmjax.model.spec import ModelConfig
 from lmjax.train import optim
 from lmjax.train.steps import evaluate, make_eval_step, token_bytes_table
@@ -101,6 +101,9 @@ class TrainLog:
       w.print(optim.describe(config.model, config.optim))
     if config.model.moe_experts:
       w.print(moe.describe(self.model_config, counts))
+    if config.model.lora_rank:
+      w.print(lora.describe(self.model_config, setup.train_step.abstract_state().params,
+                            counts.N))
     stats = setup.dataset.stats
     if stats:
       st = stats['train']

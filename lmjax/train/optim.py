@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lmjax.model import lora
 from lmjax.model.spec import ModelConfig
 
 
@@ -166,6 +167,16 @@ def optimizer(optim_config, steps: int, lr=None, model_config=None
          for group, (lr_f, wd_f) in group_factors(model_config).items()},
         lambda params: jax.tree_util.tree_map_with_path(lambda path, _: param_group(path),
                                                         params))
+  if model_config is not None and model_config.lora_rank:
+    # LoRA (lmjax/model/lora.py): the adapters train, the base stays as it is with no state.
+    adamw = optax.multi_transform(
+        {'adapter': adamw, 'frozen': optax.set_to_zero()},
+        lambda params: jax.tree_util.tree_map_with_path(
+            lambda path, _: 'adapter' if lora.is_adapter(_names(path)) else 'frozen', params))
   if o.grad_clip > 0:
     return optax.chain(optax.clip_by_global_norm(o.grad_clip), adamw)
   return adamw
+
+
+def _names(path) -> tuple:
+  return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))

@@ -17,6 +17,7 @@ from lmjax.config import (BRANCH_MAY_DIFFER, IMPORT_MAY_DIFFER, RESUME_MAY_DIFFE
                           differences, to_dict)
 from lmjax.core.rundir import RunDirError
 from lmjax.data import loader
+from lmjax.model import lora
 from lmjax.train import sharding
 from lmjax.train.checkpoint import READ_ONLY, CheckpointError, Checkpoints, saved_config
 from lmjax.train.steps import TrainStep, build_train_step
@@ -178,6 +179,12 @@ def _from_imported(config, setup: Setup, source, step, meta, abstract):
   if saved != config.data.tokenizer:
     raise CheckpointError(f'config.data.tokenizer={config.data.tokenizer}: the model of '
                           f'train.init_from={parent} reads tokenizer {saved}')
-  params = source.restore_params(step, abstract.params)
+  if meta['config'].get('model', {}).get('lora_rank'):
+    raise CheckpointError(f'config.train.init_from={parent}: that run has LoRA adapters; start '
+                          'from its merged params (python -m launch.lora --merge)')
+  # A LoRA model's adapters start fresh (B = 0: the base model's outputs); the rest is restored.
+  _, base = lora.split(abstract.params)
+  fresh = setup.train_step.init_state()
+  params = lora.join(lora.split(fresh.params)[0], source.restore_params(step, base))
   source.close()
-  return setup.train_step.init_state().replace(params=params), setup.new_iterator()
+  return fresh.replace(params=params), setup.new_iterator()

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmjax.model import moe
+from lmjax.model import lora, moe
 from lmjax.model.transformer import Transformer, model_config
 from lmjax.train import loss, optim, sharding
 from lmjax.train.checkpoint import abstract_like
@@ -97,6 +97,9 @@ def loss_sums(params, model, batch, rng=None, chunk=0, z_loss=0.0, hits=False):
   so that they enter the mean objective with their weights) to the nats. `hits`: the aux also
   holds the weighted count of targets that are the logits' argmax (evaluation's accuracy)."""
   cfg = model.cfg
+  if cfg.lora_rank:  # a frozen base: no gradient is formed for its weights (lmjax/model/lora.py)
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, x: x if lora.is_adapter(path) else jax.lax.stop_gradient(x), params)
   apply = functools.partial(model.apply, {'params': params}, batch['inputs'],
                             batch.get('positions'), batch.get('segment_ids'),
                             deterministic=rng is None,

@@ -1,0 +1,105 @@
+"""Low-rank adapters (lmjax/model/lora.py): the base model exactly at initialisation, only the
+adapters trained, merging them equal to applying them, the trainable count equal to Hu et al.'s
+formula, and a target that matches nothing refused in one line."""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from lmjax.config import ConfigError, default_config, resolve
+from lmjax.model import lora
+from lmjax.train import loop, trained
+from lmjax.train.steps import build_model, init_params
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**fields):
+  c = default_config()
+  c.data.seq_len, c.data.batch_size, c.data.eval_batches = 32, 8, 1
+  c.checkpoint.async_save, c.optim.warmup_steps = False, 2
+  for dotted, value in fields.items():
+    node = c
+    *parents, leaf = dotted.split('__')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return resolve(c)
+
+
+def _tokens(seed=0, shape=(2, 32)):
+  return np.random.default_rng(seed).integers(0, 256, shape).astype(np.int32)
+
+
+def _leaves(tree):
+  return {jax.tree_util.keystr(p): np.asarray(x)
+          for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+@pytest.mark.parametrize('fields', [
+    dict(model__lora_targets='query,value'),
+    dict(model__lora_targets='attn/.*,mlp/wo', model__preset='gpt2'),
+    dict(model__lora_targets='query,key,value,out,wi,wi_gate,wo', model__scan_layers=True,
+         model__n_kv_heads=2),
+])
+def test_at_init_the_model_is_the_base_and_merging_equals_applying(fields):
+  base_cfg = _config(**fields)
+  cfg = _config(model__lora_rank=4, model__lora_alpha=8.0, **fields)
+  base_model, model = build_model(base_cfg), build_model(cfg)
+  base = init_params(base_model, base_cfg, jax.random.PRNGKey(0))
+  adapters, _ = lora.split(init_params(model, cfg, jax.random.PRNGKey(1)))
+  params = lora.join(adapters, base)
+  tokens = _tokens()
+  want = np.asarray(base_model.apply({'params': base}, tokens))
+  np.testing.assert_array_equal(np.asarray(model.apply({'params': params}, tokens)), want)
+  # Trained-looking adapters (B ≠ 0): applying them equals folding them into the weights.
+  rng = np.random.default_rng(2)
+  moved = jax.tree_util.tree_map_with_path(
+      lambda p, x: x + 0.05 * rng.standard_normal(x.shape).astype(x.dtype)
+      if lora.is_adapter(p) else x, params)
+  unmerged = np.asarray(model.apply({'params': moved}, tokens))
+  merged = np.asarray(base_model.apply({'params': lora.merge(moved, model.cfg)}, tokens))
+  assert np.abs(unmerged - want).max() > 1e-3  # the adapters do something
+  np.testing.assert_allclose(merged, unmerged, atol=1e-5, rtol=0)
+  assert lora.count(params) == lora.trainable(model.cfg)
+
+
+def test_the_trainable_count_is_the_notes_formula():
+  """Hu et al.: 2·d·r parameters per adapted d×d matrix; query and value in each of L layers."""
+  cfg = _config(model__lora_rank=8, model__n_layers=3, model__d_model=64)
+  params = init_params(build_model(cfg), cfg, jax.random.PRNGKey(0))
+  assert lora.count(params) == lora.trainable(build_model(cfg).cfg) == 3 * 2 * (2 * 64 * 8)
+
+
+def test_training_changes_the_adapters_alone(tmp_path):
+  base_dir, tuned = str(tmp_path / 'base'), str(tmp_path / 'lora')
+  loop.train(_config(data__dataset='random', train__steps=4, train__eval_every=4), base_dir)
+  summary, _ = loop.train(
+      _config(data__dataset='random', train__steps=6, train__eval_every=6, seed=1,
+              train__init_from=base_dir, train__init_params=True, train__init_step=-1,
+              model__lora_rank=4, model__lora_targets='query,value,wo', optim__lr=1e-2),
+      tuned)
+  before, after = _leaves(trained.load(base_dir).params), _leaves(trained.load(tuned).params)
+  adapters = [k for k in after if k not in before]
+  assert adapters and all('_lora_' in k for k in adapters)
+  for k, value in before.items():
+    np.testing.assert_array_equal(after[k], value, err_msg=k)  # the base, bit for bit
+  assert all(np.abs(after[k]).max() > 0 for k in adapters if k.endswith("_lora_b']"))
+
+
+def test_a_target_matching_no_projection_is_one_line_and_exit_2(tmp_path):
+  with pytest.raises(ConfigError, match="'wq' matches none"):
+    _config(model__lora_rank=4, model__lora_targets='query,wq')
+  with pytest.raises(ConfigError, match="'wi_gate' matches none"):
+    _config(model__lora_rank=4, model__lora_targets='wi_gate', model__preset='gpt2')
+  out = subprocess.run(
+      [sys.executable, '-m', 'launch.train', '--config=experiments/configs/tiny.py',
+       f'--workdir={tmp_path / "run"}', '--config.model.lora_rank=4',
+       '--config.model.lora_targets=attention'], cwd=ROOT, capture_output=True, text=True,
+      timeout=300)
+  lines = out.stderr.strip().splitlines()
+  assert out.returncode == 2 and len(lines) == 1 and 'config.model.lora_targets' in lines[0]
+  assert "'attention' matches none" in lines[0] and not (tmp_path / 'run').exists()
