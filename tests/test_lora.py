@@ -74,20 +74,47 @@ def test_the_trainable_count_is_the_notes_formula():
   assert lora.count(params) == lora.trainable(build_model(cfg).cfg) == 3 * 2 * (2 * 64 * 8)
 
 
-def test_training_changes_the_adapters_alone(tmp_path):
-  base_dir, tuned = str(tmp_path / 'base'), str(tmp_path / 'lora')
+def _tune(base_dir, steps, workdir):
+  return loop.train(
+      _config(data__dataset='random', train__steps=steps, train__eval_every=3, seed=1,
+              train__log_every=1, checkpoint__every_steps=3, train__init_from=base_dir,
+              train__init_params=True, train__init_step=-1, model__lora_rank=4,
+              model__lora_targets='query,value,wo', optim__lr=1e-2), workdir)[0]
+
+
+def test_training_changes_the_adapters_alone_which_the_checkpoints_hold(tmp_path):
+  import shutil
+
+  from lmjax.core.rundir import RunDir
+  from lmjax.train.checkpoint import READ_ONLY, CheckpointError, Checkpoints
+  base_dir, tuned, resumed = (str(tmp_path / n) for n in ('base', 'lora', 'resumed'))
   loop.train(_config(data__dataset='random', train__steps=4, train__eval_every=4), base_dir)
-  summary, _ = loop.train(
-      _config(data__dataset='random', train__steps=6, train__eval_every=6, seed=1,
-              train__init_from=base_dir, train__init_params=True, train__init_step=-1,
-              model__lora_rank=4, model__lora_targets='query,value,wo', optim__lr=1e-2),
-      tuned)
+  _tune(base_dir, 6, tuned)
+  # The checkpoint holds the adapters and their optimizer state alone, the base by reference.
+  ckpts = Checkpoints(tuned, READ_ONLY, read_only=True)
+  meta = ckpts.meta(6)
+  ckpts.close()
+  assert meta['base']['step'] == 4 and meta['base']['path'] == os.path.abspath(base_dir)
+  saved = [k for k in meta['digests'] if k.startswith('params/')]
+  assert saved and all('_lora_' in k for k in saved)
+  # A resume (from step 3's adapters on the referenced base) gives the losses of no resume.
+  _tune(base_dir, 3, resumed)
+  _tune(base_dir, 6, resumed)
+  rows = lambda d: [(r['step'], r.get('loss'), r.get('eval_loss')) for r in RunDir(d).read_metrics()]
+  assert rows(resumed) == rows(tuned)
   before, after = _leaves(trained.load(base_dir).params), _leaves(trained.load(tuned).params)
   adapters = [k for k in after if k not in before]
   assert adapters and all('_lora_' in k for k in adapters)
   for k, value in before.items():
     np.testing.assert_array_equal(after[k], value, err_msg=k)  # the base, bit for bit
   assert all(np.abs(after[k]).max() > 0 for k in adapters if k.endswith("_lora_b']"))
+  # Without its base the run cannot be read, and says which base it needs.
+  shutil.rmtree(os.path.join(base_dir, 'checkpoints', '4'))
+  with pytest.raises(trained.RunError, match='need its base model, step 4 of .*base'):
+    trained.load(tuned)
+  with pytest.raises(CheckpointError, match='need its base model, step 4 of'):
+    _tune(base_dir, 9, tuned)  # a resume says so too, and sets nothing aside
+  assert sorted(os.listdir(os.path.join(tuned, 'checkpoints'))) == ['3', '6']
 
 
 def test_a_target_matching_no_projection_is_one_line_and_exit_2(tmp_path):

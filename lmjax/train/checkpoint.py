@@ -14,6 +14,10 @@ the params alone, the metadata alone), so changed bytes are found even where the
 parses. A damaged checkpoint is named and the caller falls back to the previous one
 (`restore_latest` for training; lmjax/train/trained.py for eval, sample and convert).
 Checkpoints saved before digests existed are read unchecked.
+
+A LoRA run (lmjax/model/lora.py) saves its adapters alone: its frozen base is referenced in
+`meta['base']` by path, step and a fingerprint of the base checkpoint's params digests, and read
+from there on every restore (CheckpointError, naming it, when it is gone or changed).
 """
 from __future__ import annotations
 
@@ -32,11 +36,17 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 from lmjax.core import storage
 from lmjax.core.errors import LmjaxError, one_line
 from lmjax.core.rundir import RunDir
+from lmjax.model import lora
 from lmjax.train import digests
 
 
 class CheckpointError(LmjaxError, RuntimeError):
   """No checkpoint could be restored; the message says what was tried."""
+
+
+class BaseMissing(CheckpointError):
+  """A LoRA checkpoint's base model is gone or changed: its checkpoints are not damaged, and
+  nothing is set aside or tried instead."""
 
 
 def abstract_like(tree, shardings=None):
@@ -85,6 +95,7 @@ class Checkpoints:
         enable_async_checkpointing=c.async_save, create=not read_only)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('state', 'meta'))
+    self.base = None  # a LoRA run's frozen base (`base_reference`): saves hold adapters alone
 
   def steps(self):
     return sorted(self.manager.all_steps())
@@ -94,6 +105,9 @@ class Checkpoints:
     return storage.join(self.directory, str(step))
 
   def save(self, step, state, data_iterator, meta, force=False) -> bool:
+    if self.base is not None:  # the adapters alone; the base is referenced
+      state = state.replace(params=lora.split(state.params)[0])
+      meta = dict(meta, base=self.base)
     # repr/literal_eval, not JSON lists: grain's state holds tuples and compares them as such.
     meta = dict(meta, data=repr(data_iterator.get_state()) if data_iterator is not None else None,
                 digests=digests.digests(state))
@@ -107,17 +121,28 @@ class Checkpoints:
 
   def restore(self, step, abstract_state, data_iterator):
     """(state, meta) of `step`; the data iterator is set to its saved position."""
+    base = self.meta(step).get('base')
+    adapters, frozen = lora.split(abstract_state.params) if base else (None, None)
+    if base:
+      abstract_state = abstract_state.replace(params=adapters)
     items = {'state': ocp.args.StandardRestore(abstract_state), 'meta': ocp.args.JsonRestore()}
     out = self.manager.restore(step, args=ocp.args.Composite(**items))
     _verify_meta(out['meta'])
-    digests.verify(out['state'], out['meta'].get('digests', {}))
+    state = out['state']
+    digests.verify(state, out['meta'].get('digests', {}))
+    if base:
+      state = state.replace(params=lora.join(state.params, load_base(base, frozen)))
     if data_iterator is not None:
       data_iterator.set_state(ast.literal_eval(out['meta']['data']))
-    return out['state'], out['meta']
+    return state, out['meta']
 
   def restore_params(self, step, abstract_params):
     """The params alone of `step`'s train state, onto `abstract_params`' shardings (the
-    optimizer state is not read)."""
+    optimizer state is not read); a LoRA run's base joined to its adapters."""
+    base = self.meta(step).get('base')
+    frozen = None
+    if base:
+      abstract_params, frozen = lora.split(abstract_params)
     restore_args = jax.tree_util.tree_map(
         lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, global_shape=x.shape, dtype=x.dtype),
         abstract_params)
@@ -128,7 +153,7 @@ class Checkpoints:
     _verify_meta(out['meta'])
     params = out['state']['params']
     digests.verify(params, out['meta'].get('digests', {}), prefix='params/')
-    return params
+    return lora.join(params, load_base(base, frozen)) if base else params
 
   def meta(self, step) -> dict:
     """The metadata of `step` alone (its config, data position), without the state."""
@@ -159,6 +184,8 @@ class Checkpoints:
       data_iterator = make_data_iterator()
       try:
         state, meta = self.restore(s, abstract_state, data_iterator)
+      except BaseMissing:
+        raise
       except Exception as e:  # orbax, tensorstore and grain raise many types for damaged files
         errors.append(f'step {s}: {one_line(e, 200)}')
         log(f'the checkpoint {self.path(s)} is damaged ({one_line(e, 200)}); '
@@ -184,6 +211,37 @@ class Checkpoints:
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _params_fingerprint(meta) -> str:
+  saved = {k: v for k, v in meta.get('digests', {}).items() if k.startswith('params/')}
+  return hashlib.sha256(json.dumps(saved, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def base_reference(path, step, meta) -> dict:
+  """What a LoRA run's checkpoints say of the base they adapt: where, which step, and a
+  fingerprint of that checkpoint's params digests (`meta`: its metadata)."""
+  where = path if storage.is_remote(path) else os.path.abspath(path)
+  return {'path': where, 'step': int(step), 'fingerprint': _params_fingerprint(meta)}
+
+
+def load_base(base: dict, abstract_params):
+  """The frozen base params a LoRA checkpoint references, checked against its fingerprint."""
+  what = f'its base model, step {base["step"]} of {base["path"]} (train.init_from)'
+  try:
+    source = Checkpoints(base['path'], READ_ONLY, read_only=True)
+    try:
+      changed = _params_fingerprint(source.meta(base['step'])) != base['fingerprint']
+      params = None if changed else source.restore_params(base['step'], abstract_params)
+    finally:
+      source.close()
+  except Exception as e:  # noqa: BLE001  (orbax: a missing step or directory, damaged files)
+    raise BaseMissing(f'the LoRA adapters need {what}, which cannot be read '
+                      f'({one_line(e, 120)})') from None
+  if changed:
+    raise BaseMissing(f'the LoRA adapters were trained on {what}, which has changed since '
+                          '(another checkpoint is there now)')
+  return params
 
 
 def _meta_digest(meta) -> str:

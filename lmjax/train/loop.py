@@ -57,6 +57,8 @@ def train(config, workdir=None, writer=None, restore_step=None, notes=(),
   setup = set_up(config)
   ckpt = Checkpoints(workdir, config.checkpoint) if workdir else None
   start = start_state(config, setup, ckpt, restore_step)
+  if ckpt is not None:
+    ckpt.base = start.base  # a LoRA run saves its adapters alone
   primary = jax.process_index() == 0  # only process 0 writes logs, metrics and summaries
   writer, opened = _open_run(config, workdir, start.step, writer, primary)
   log = TrainLog(config, setup, writer, start.step, start.loss_window, on_eval)

@@ -19,7 +19,8 @@ from lmjax.core.rundir import RunDirError
 from lmjax.data import loader
 from lmjax.model import lora
 from lmjax.train import sharding
-from lmjax.train.checkpoint import READ_ONLY, CheckpointError, Checkpoints, saved_config
+from lmjax.train.checkpoint import (READ_ONLY, CheckpointError, Checkpoints, base_reference,
+                                   saved_config)
 from lmjax.train.steps import TrainStep, build_train_step
 
 
@@ -96,6 +97,7 @@ class Start(NamedTuple):
   how: str                      # 'fresh', 'resumed' or 'branched'
   messages: tuple
   loss_window: tuple = (0.0, 0)  # (Σ train loss, steps) of the log window the checkpoint cut
+  base: dict | None = None      # a LoRA run's frozen base (checkpoint.base_reference)
 
 
 def start_state(config, setup: Setup, ckpt: Checkpoints | None, restore_step=None) -> Start:
@@ -108,12 +110,13 @@ def start_state(config, setup: Setup, ckpt: Checkpoints | None, restore_step=Non
   if restored:
     messages.append(f'resumed from the checkpoint at step {restored.step}')
     return Start(restored.state, restored.data_iterator, restored.step, 'resumed',
-                 tuple(messages), tuple(restored.meta.get('loss_window', (0.0, 0))))
+                 tuple(messages), tuple(restored.meta.get('loss_window', (0.0, 0))),
+                 restored.meta.get('base'))
   if config.train.init_from:
-    state, iterator, step, what = _branch(config, setup, abstract)
+    state, iterator, step, what, base = _branch(config, setup, abstract)
     messages.append(f'started from {config.train.init_from} at its step {step} ({what})')
     return Start(state, iterator, 0 if config.train.init_params else step, 'branched',
-                 tuple(messages))
+                 tuple(messages), base=base)
   return Start(setup.train_step.init_state(), setup.new_iterator(), 0, 'fresh', tuple(messages))
 
 
@@ -152,8 +155,10 @@ def _branch(config, setup: Setup, abstract):
   if meta.get('imported') or config.train.init_params:
     what = (f'params imported from {meta["imported"]}' if meta.get('imported') else
             'its params')
+    base = (base_reference(parent, step, meta) if config.model.lora_rank else None)
     return (*_from_imported(config, setup, source, step, meta, abstract), step,
-            f'{what}, a fresh optimizer, data from step 0')
+            f'{what}, a fresh optimizer, data from step 0'
+            + ('; checkpoints hold the adapters alone' if base else ''), base)
   iterator = setup.new_iterator()
   state, meta = source.restore(step, abstract, iterator)
   source.close()
@@ -162,7 +167,7 @@ def _branch(config, setup: Setup, abstract):
     raise CheckpointError(f'config.train.init_from={parent}: that run differs in '
                           f'{", ".join(list(diff.refused)[:6])}; a branch may change only its '
                           'schedule')
-  return state, iterator, step, 'a cooldown branch'
+  return state, iterator, step, 'a cooldown branch', None
 
 
 def _from_imported(config, setup: Setup, source, step, meta, abstract):

@@ -103,6 +103,8 @@ def _restore(workdir, config, abstract_params, step, log):
     for s in [step] if step is not None else reversed(have):
       try:
         return ckpts.restore_params(s, abstract_params), s
+      except checkpoint.BaseMissing as e:
+        raise RunError(f'--workdir={workdir}: {e}') from None
       except Exception as e:  # noqa: BLE001  (orbax raises many types for damaged files)
         errors.append(f'{ckpts.path(s)} ({one_line(e, 160)})')
         if step is None and s != have[0]:
