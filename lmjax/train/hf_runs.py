@@ -10,7 +10,13 @@
   renamed into it, so a failure leaves nothing.
 - `export_hf(workdir, hf_dir)`: a llama-style or gpt2-style run's params (newest checkpoint or
   `step`) as config.json and model.safetensors, which transformers' from_pretrained loads, and
-  its tokenizer (byte or tokenizer.json) for AutoTokenizer, the separator as BOS and EOS.
+  its tokenizer (byte or tokenizer.json) for AutoTokenizer, the separator as BOS and EOS. A
+  LoRA run exports merged (its adapters folded into the weights, lmjax/model/lora.py).
+- `export_peft(workdir, out)`: a LoRA run's adapters alone as a PEFT adapter directory
+  (lmjax/model/peft.py), to load onto the base exported with `export_hf`.
+- `merge_lora(workdir, out)`: a LoRA run's merged params as a run directory like an import's
+  (checkpoints/0, config.json with the adapters' fields reset), which `train.init_from` starts
+  from (a DPO stage after a LoRA SFT stage, say) and launch.eval/sample read as they are.
 Every bad input is an LmjaxError naming its flag.
 """
 from __future__ import annotations
@@ -145,15 +151,85 @@ def export_hf(workdir: str, hf_dir: str, step=None, log=print) -> str:
   from lmjax.train import trained
   _empty_target(hf_dir, '--to_hf')
   run = trained.load(workdir, step)
+  fields, params = _merged(run)
   try:
-    hf_config, tensors = hf.from_lmjax(run.config.model.to_dict(), jax.device_get(run.params))
+    hf_config, tensors = hf.from_lmjax(fields, jax.device_get(params))
   except hf.ConvertError as e:
     raise HFRunError(str(e)) from None
   hf.write(hf_dir, hf_config, tensors)
   written = _write_tokenizer(run.config, hf_dir)
+  merged = ', LoRA adapters merged' if run.config.model.lora_rank else ''
   log(f'wrote {hf_dir}: config.json, model.safetensors ({len(tensors)} tensors, '
-      f'{hf_config["architectures"][0]}){written} from step {run.step}')
+      f'{hf_config["architectures"][0]}{merged}){written} from step {run.step}')
   return hf_dir
+
+
+def _merged(run) -> tuple[dict, object]:
+  """(model fields, params) of a trained run with any LoRA adapters folded in."""
+  from lmjax.model import lora
+  fields = run.config.model.to_dict()
+  if not fields.get('lora_rank'):
+    return fields, run.params
+  params = lora.merge(run.params, run.model.cfg)
+  fields.update(lora_rank=0, lora_dropout=0.0)
+  return fields, params
+
+
+def export_peft(workdir: str, out: str, step=None, log=print) -> str:
+  """Writes a LoRA run's adapters as a PEFT adapter directory `out` (module doc)."""
+  import jax
+
+  from lmjax.model import peft
+  from lmjax.train import trained
+  _empty_target(out, '--to_peft')
+  run = trained.load(workdir, step)
+  try:
+    config, tensors = peft.from_lmjax(run.config.model.to_dict(), jax.device_get(run.params))
+  except hf.ConvertError as e:
+    raise HFRunError(f'--to_peft: {e}') from None
+  peft.write(out, config, tensors)
+  log(f'wrote {out}: adapter_config.json, adapter_model.safetensors ({len(tensors)} tensors, '
+      f'rank {config["r"]}, {", ".join(config["target_modules"])}) from step {run.step}; load '
+      f'it onto the base run\'s --to_hf export')
+  return out
+
+
+def merge_lora(workdir: str, out: str, step=None, log=print) -> str:
+  """Writes a run directory `out` of a LoRA run's merged params (module doc), whole or not at
+  all."""
+  from lmjax.train import sharding, trained
+  from lmjax.train.checkpoint import Checkpoints
+  from lmjax.train.steps import build_train_step
+  _empty_target(out, '--merge_lora')
+  run = trained.load(workdir, step)
+  if not run.config.model.lora_rank:
+    raise HFRunError(f'--workdir={workdir}: the run has no LoRA adapters to merge')
+  fields, params = _merged(run)
+  config = run.config.copy_and_resolve_references()
+  config.model.update(fields)
+  config.train.update(init_from='', init_params=False, init_step=0)
+  config = resolve(config)
+  tmp = f'{out.rstrip("/")}.tmp-{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  try:
+    state = build_train_step(config, sharding.make_mesh(config)).init_state()
+    state = state.replace(params=params)
+    RunDir(tmp).write_config(to_dict(config))
+    ckpt = Checkpoints(tmp, config.checkpoint)
+    ckpt.save(0, state, None, {'step': 0, 'config': to_dict(config),
+                               'imported': f'{workdir} step {run.step} (LoRA merged)'},
+              force=True)
+    ckpt.close()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    if os.path.isdir(out):
+      os.rmdir(out)  # empty (checked above)
+    os.rename(tmp, out)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  log(f'wrote {out}: the merged model of {workdir} at step {run.step}; start from it with '
+      f'--config.train.init_from={out}')
+  return out
 
 
 def _write_tokenizer(config, hf_dir) -> str:

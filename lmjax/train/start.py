@@ -186,7 +186,7 @@ def _from_imported(config, setup: Setup, source, step, meta, abstract):
                           f'train.init_from={parent} reads tokenizer {saved}')
   if meta['config'].get('model', {}).get('lora_rank'):
     raise CheckpointError(f'config.train.init_from={parent}: that run has LoRA adapters; start '
-                          'from its merged params (python -m launch.lora --merge)')
+                          'from its merged params (launch.convert --merge_lora=OUT --workdir=RUN)')
   # A LoRA model's adapters start fresh (B = 0: the base model's outputs); the rest is restored.
   _, base = lora.split(abstract.params)
   fresh = setup.train_step.init_state()
