@@ -50,6 +50,7 @@ CHOICES = {
     'model.parametrization': ('sp', 'mup'),  # lmjax/model/spec.py, Mup
     'model.moe_router': ('mixtral', 'switch', 'deepseek'),  # lmjax/model/moe.py
     'model.moe_impl': ('auto', 'ragged', 'blocked'),
+    'model.adapter_placement': ('houlsby', 'pfeiffer'),  # lmjax/model/layers.py, Adapter
     'model.attention_impl': ('auto', 'blocked', 'xla', 'cudnn', 'splash',
                              'pallas_gpu'),  # lmjax/model/attention.py
     'optim.schedule': ('cosine', 'linear', 'constant', 'wsd'),
@@ -138,6 +139,11 @@ def _model() -> ConfigDict:
   m.lora_dropout = 0.0                  # dropout on the adapters' input
   m.lora_targets = 'query,value'        # names or regexes over attn/query|key|value|out,
                                         # mlp/wi|wi_gate|wo (comma-separated)
+  # Bottleneck adapters (Houlsby et al. 2019; layers.Adapter): x + up(act(down(x))) on a
+  # sublayer's output, the rest of the model frozen. 0: none.
+  m.adapter_dim = 0                     # the bottleneck's width m
+  m.adapter_placement = 'houlsby'       # houlsby: after attention and after the MLP;
+                                        # pfeiffer: after the MLP only (Pfeiffer et al. 2021)
   return m
 
 
@@ -275,7 +281,7 @@ IMPORT_MAY_DIFFER = ('seed', 'data.', 'optim.', 'train.', 'checkpoint.', 'mesh.'
                      'model.moe_impl', 'model.moe_lb_loss', 'model.moe_z_loss',
                      'model.moe_bias_rate', 'model.moe_capacity_factor',
                      'model.dropout', 'model.dtype', 'model.init_std', 'model.preset',
-                     'model.lora_')
+                     'model.lora_', 'model.adapter_')
 
 
 def _as_json(value):
@@ -566,11 +572,13 @@ def _validate_lora(c):
   _positive(c, 'model.lora_alpha')
   if not 0 <= m.lora_dropout < 1:
     _fail('model.lora_dropout', m.lora_dropout, 'a number in [0, 1)')
+  if not isinstance(m.adapter_dim, int) or isinstance(m.adapter_dim, bool) or m.adapter_dim < 0:
+    _fail('model.adapter_dim', m.adapter_dim, 'an integer >= 0 (0: no bottleneck adapters)')
+  if (m.lora_rank or m.adapter_dim) and m.parametrization == 'mup':
+    _fail('model.parametrization', m.parametrization, 'sp with adapters (model.lora_rank or '
+          'model.adapter_dim > 0: adapters have no μP rule in lmjax)')
   if not m.lora_rank:
     return
-  if m.parametrization == 'mup':
-    _fail('model.parametrization', m.parametrization, 'sp with model.lora_rank > 0 (adapters '
-          'have no μP rule in lmjax)')
   dense_mlp = any(not (m.moe_experts and (i + 1) % m.moe_every == 0) for i in range(m.n_layers))
   paths = lora_available(m.activation in GATED, dense_mlp)
   if not isinstance(m.lora_targets, str):

@@ -176,3 +176,32 @@ def test_peft_loads_the_adapters_onto_the_exported_base_and_the_merged_export_ag
   assert again.config.model.lora_rank == 0
   np.testing.assert_allclose(np.asarray(again.model.apply({'params': again.params}, tokens)),
                              want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('placement, per_layer', [('houlsby', 2), ('pfeiffer', 1)])
+def test_bottleneck_adapters_start_as_the_base_count_as_houlsby_and_train_alone(
+    tmp_path, placement, per_layer):
+  """Houlsby et al. 2019: 2·d·m + d + m parameters per adapter, after attention and the MLP
+  (houlsby) or the MLP alone (pfeiffer); identity at initialisation; the base frozen."""
+  fields = dict(model__adapter_dim=8, model__adapter_placement=placement)
+  base_cfg, cfg = _config(), _config(**fields)
+  base_model, model = build_model(base_cfg), build_model(cfg)
+  base = init_params(base_model, base_cfg, jax.random.PRNGKey(0))
+  adapters, _ = lora.split(init_params(model, cfg, jax.random.PRNGKey(1)))
+  tokens = _tokens()
+  np.testing.assert_array_equal(
+      np.asarray(model.apply({'params': lora.join(adapters, base)}, tokens)),
+      np.asarray(base_model.apply({'params': base}, tokens)))
+  d, m, layers = 64, 8, 2
+  assert lora.count(adapters) == lora.bottleneck_params(model.cfg) == (
+      layers * per_layer * (2 * d * m + d + m))
+  base_dir, tuned = str(tmp_path / 'base'), str(tmp_path / 'tuned')
+  loop.train(_config(data__dataset='random', train__steps=3, train__eval_every=3), base_dir)
+  loop.train(_config(data__dataset='random', train__steps=4, train__eval_every=4,
+                     train__init_from=base_dir, train__init_params=True, train__init_step=-1,
+                     optim__lr=1e-2, **fields), tuned)
+  before, after = _leaves(trained.load(base_dir).params), _leaves(trained.load(tuned).params)
+  for k, value in before.items():
+    np.testing.assert_array_equal(after[k], value, err_msg=k)
+  ups = [k for k in after if k not in before and k.endswith("['up']")]
+  assert len(ups) == layers * per_layer and all(np.abs(after[k]).max() > 0 for k in ups)

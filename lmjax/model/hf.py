@@ -400,6 +400,9 @@ def from_lmjax(model_fields: dict, params) -> tuple[dict, dict]:
   model's multipliers folded into its weights, `fold_mup`); raises ConvertError naming the
   first field that neither form has."""
   m = dict(model_fields)
+  if m.get('adapter_dim'):
+    raise ConvertError('model.adapter_dim: bottleneck adapters have no Hugging Face form (LoRA '
+                       'adapters export merged, or as a PEFT adapter)')
   if m.get('parametrization') == 'mup' and not m.get('scan_layers'):
     params = fold_mup(m, params)
   for kind, (fn, needs) in EXPORTS.items():

@@ -117,6 +117,25 @@ class Sharded(nn.Module):
     return self.mesh is not None and self.mesh.shape.get('tensor', 1) > 1
 
 
+class Adapter(Sharded):
+  """A bottleneck adapter (Houlsby et al. 2019, "Parameter-Efficient Transfer Learning for NLP",
+  Fig. 2): y + up(act(down(y))) on a sublayer's output y before its residual addition, with a
+  width-m bottleneck and biases; `up` starts at 0, so the block starts as it was. Trained alone
+  on a frozen base (lmjax/model/lora.py)."""
+
+  @nn.compact
+  def __call__(self, y_NxD):
+    cfg = self.cfg
+    d, m = cfg.d_model, cfg.adapter_dim
+    pdt, dt = jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
+    down = param(self, 'down', (d, m), ('embed', None), cfg.init_std, pdt)
+    up = param(self, 'up', (m, d), (None, 'embed'), 0, pdt)
+    h = matmul(y_NxD, down.astype(dt), platform=cfg.platform)
+    h = ACTIVATIONS['gelu'](h + param(self, 'down_bias', (m,), (None,), 0, pdt).astype(dt))
+    out = matmul(h, up.astype(dt), platform=cfg.platform)
+    return y_NxD + out + param(self, 'up_bias', (d,), ('embed',), 0, pdt).astype(dt)
+
+
 class Mlp(Sharded):
   """Position-wise MLP; swiglu/geglu are gated (Shazeer 2020) and use three matrices.
   `deterministic`: no LoRA dropout (lmjax/model/lora.py)."""

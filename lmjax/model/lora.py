@@ -22,13 +22,26 @@ from lmjax.config import lora_available as available
 from lmjax.config import lora_matches as matches
 
 SUFFIXES = ('_lora_a', '_lora_b')
+MODULES = ('attn_adapter', 'mlp_adapter')  # bottleneck adapters (layers.Adapter)
+
+
+def has_adapters(m) -> bool:
+  """Whether model fields (a config section, a dict or a ModelConfig) add adapters to a frozen
+  base: LoRA's or bottleneck ones. Their parameters alone train and are checkpointed."""
+  get = m.get if hasattr(m, 'get') else lambda k, d=0: getattr(m, k, d)
+  return bool(get('lora_rank', 0) or get('adapter_dim', 0))
+
+
+def _name(entry):
+  return getattr(entry, 'key', getattr(entry, 'name', entry))
 
 
 def is_adapter(path) -> bool:
-  """Whether a parameter's key path (a tuple of names, or jax key entries) is an adapter's."""
-  last = path[-1]
-  name = getattr(last, 'key', getattr(last, 'name', last))
-  return isinstance(name, str) and name.endswith(SUFFIXES)
+  """Whether a parameter's key path (a tuple of names, or jax key entries) is an adapter's: a
+  LoRA factor or any parameter of a bottleneck adapter module."""
+  names = [_name(e) for e in path]
+  last = names[-1]
+  return (isinstance(last, str) and last.endswith(SUFFIXES)) or any(n in MODULES for n in names)
 
 
 def scale(cfg) -> float:
@@ -71,11 +84,15 @@ def _product(a, b, shape):
 
 
 def split(params):
-  """(adapters, base): the params' adapter leaves and the rest, each as a nested dict."""
+  """(adapters, base): the params' adapter leaves (LoRA factors, bottleneck adapter modules)
+  and the rest, each as a nested dict."""
   def part(tree, keep):
     out = {}
     for key, value in tree.items():
-      if isinstance(value, dict):
+      if key in MODULES:
+        if keep(True):
+          out[key] = value
+      elif isinstance(value, dict):
         sub = part(value, keep)
         if sub:
           out[key] = sub
@@ -94,7 +111,7 @@ def join(adapters, base):
 
 
 def trainable(cfg) -> int:
-  """Adapter parameters of a LoRA model, Σ r·(in + out) over its targeted projections and
+  """LoRA parameters of a model, Σ r·(in + out) over its targeted projections and
   layers (Hu et al. 2021, Sec. 4): the count the banner prints, checked against the tree."""
   d, f, h, k, e = cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
   sizes = {'attn/query': (d, h * e), 'attn/key': (d, k * e), 'attn/value': (d, k * e),
@@ -109,6 +126,16 @@ def trainable(cfg) -> int:
   return total
 
 
+def bottleneck_params(cfg) -> int:
+  """Bottleneck adapters' parameters (Houlsby et al. 2019, Sec. 2.1): 2·d·m + d + m each (the
+  down and up projections and their biases), two per layer (houlsby) or one (pfeiffer)."""
+  if not cfg.adapter_dim:
+    return 0
+  per_layer = 2 if cfg.adapter_placement == 'houlsby' else 1
+  d, m = cfg.d_model, cfg.adapter_dim
+  return cfg.n_layers * per_layer * (2 * d * m + d + m)
+
+
 def count(params) -> int:
   """Adapter parameters in a params tree (arrays or ShapeDtypeStructs)."""
   import jax
@@ -117,10 +144,15 @@ def count(params) -> int:
 
 
 def describe(cfg, params, n_total) -> str:
-  """The banner's line of a LoRA model: what is adapted and the trainable count from the tree
-  beside the formula's."""
-  n = count(params)
-  return (f'LoRA: rank {cfg.lora_rank}, alpha {cfg.lora_alpha:g} (scale {scale(cfg):g}), '
-          f'dropout {cfg.lora_dropout:g}, targets {cfg.lora_targets}; trainable params {n:,} '
-          f'(Σ r·(in + out) = {trainable(cfg):,}), {100 * n / max(n_total, 1):.3f}% of the '
-          f'base\'s {n_total:,}; the base is frozen')
+  """The banner's line of a model with adapters: what is adapted and the trainable count from
+  the tree beside the formulas'."""
+  n, parts, formulas = count(params), [], []
+  if cfg.lora_rank:
+    parts.append(f'LoRA rank {cfg.lora_rank}, alpha {cfg.lora_alpha:g} (scale {scale(cfg):g}), '
+                 f'dropout {cfg.lora_dropout:g}, targets {cfg.lora_targets}')
+    formulas.append(f'Σ r·(in + out) = {trainable(cfg):,}')
+  if cfg.adapter_dim:
+    parts.append(f'bottleneck adapters of width {cfg.adapter_dim} ({cfg.adapter_placement})')
+    formulas.append(f'(2·d·m + d + m) per adapter = {bottleneck_params(cfg):,}')
+  return (f'adapters: {"; ".join(parts)}; trainable params {n:,} ({", ".join(formulas)}), '
+          f'{100 * n / max(n_total, 1):.3f}% of the base\'s {n_total:,}; the base is frozen')

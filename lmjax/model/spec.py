@@ -66,6 +66,8 @@ class ModelConfig:
   lora_alpha: float
   lora_dropout: float
   lora_targets: str
+  adapter_dim: int           # 0: no bottleneck adapters (layers.Adapter)
+  adapter_placement: str     # houlsby | pfeiffer
   platform: str = ''        # where the model runs: cpu | gpu | tpu; '' = jax.default_backend()
 
   @classmethod

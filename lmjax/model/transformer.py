@@ -34,9 +34,8 @@ from jax.ad_checkpoint import checkpoint_name
 from lmjax.config import ConfigError
 from lmjax.model import attention, remat
 from lmjax.model.blocked_attention import dense_mask
-from lmjax.model.layers import Mlp, Sharded, matmul
+from lmjax.model.layers import Adapter, Mlp, Sharded, lora_delta, matmul
 from lmjax.model.layers import dense as _dense
-from lmjax.model.layers import lora_delta
 from lmjax.model.layers import param as _param
 from lmjax.model.moe import MoeMlp
 from lmjax.model.spec import ModelConfig
@@ -226,13 +225,21 @@ class Block(Sharded):
     mlp = (MoeMlp(cfg, self.mesh, self.rules, name='mlp') if self.moe else
            Mlp(cfg, self.mesh, self.rules, deterministic=deterministic, name='mlp'))
     new_kv = []
+    # Bottleneck adapters on the sublayers' outputs (layers.Adapter): after attention only
+    # with Houlsby's placement, after the MLP with both.
+    adapt = lambda name: (Adapter(cfg, self.mesh, self.rules, name=name) if cfg.adapter_dim
+                          else (lambda y: y))
+    after_attn = adapt('attn_adapter') if cfg.adapter_placement == 'houlsby' else (lambda y: y)
+    after_mlp = adapt('mlp_adapter')
+    if cfg.adapter_dim:
+      mlp = lambda *args, mlp=mlp: after_mlp(mlp(*args))
 
     def attn(*args):
       if kv is None:
-        return module(*args)
+        return after_attn(module(*args))
       out, updated = module(*args[:4], *args[4:] or (None,), kv=kv)
       new_kv.append(updated)
-      return out
+      return after_attn(out)
 
     out = _block_body(cfg, x_NxD, positions_BxT, segment_ids_BxT, deterministic, drop, attn,
                       mlp, self.constrain)

@@ -202,8 +202,10 @@ def merge_lora(workdir: str, out: str, step=None, log=print) -> str:
   from lmjax.train.steps import build_train_step
   _empty_target(out, '--merge_lora')
   run = trained.load(workdir, step)
-  if not run.config.model.lora_rank:
-    raise HFRunError(f'--workdir={workdir}: the run has no LoRA adapters to merge')
+  if not run.config.model.lora_rank or run.config.model.adapter_dim:
+    raise HFRunError(f'--workdir={workdir}: ' + (
+        'bottleneck adapters (model.adapter_dim) are nonlinear and cannot be merged'
+        if run.config.model.adapter_dim else 'the run has no LoRA adapters to merge'))
   fields, params = _merged(run)
   config = run.config.copy_and_resolve_references()
   config.model.update(fields)

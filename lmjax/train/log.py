@@ -101,7 +101,7 @@ class TrainLog:
       w.print(optim.describe(config.model, config.optim))
     if config.model.moe_experts:
       w.print(moe.describe(self.model_config, counts))
-    if config.model.lora_rank:
+    if lora.has_adapters(config.model):
       w.print(lora.describe(self.model_config, setup.train_step.abstract_state().params,
                             counts.N))
     stats = setup.dataset.stats

@@ -167,8 +167,8 @@ def optimizer(optim_config, steps: int, lr=None, model_config=None
          for group, (lr_f, wd_f) in group_factors(model_config).items()},
         lambda params: jax.tree_util.tree_map_with_path(lambda path, _: param_group(path),
                                                         params))
-  if model_config is not None and model_config.lora_rank:
-    # LoRA (lmjax/model/lora.py): the adapters train, the base stays as it is with no state.
+  if model_config is not None and lora.has_adapters(model_config):
+    # Adapters (lmjax/model/lora.py) train; the base stays as it is, with no optimizer state.
     adamw = optax.multi_transform(
         {'adapter': adamw, 'frozen': optax.set_to_zero()},
         lambda params: jax.tree_util.tree_map_with_path(

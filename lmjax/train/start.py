@@ -155,7 +155,7 @@ def _branch(config, setup: Setup, abstract):
   if meta.get('imported') or config.train.init_params:
     what = (f'params imported from {meta["imported"]}' if meta.get('imported') else
             'its params')
-    base = (base_reference(parent, step, meta) if config.model.lora_rank else None)
+    base = base_reference(parent, step, meta) if lora.has_adapters(config.model) else None
     return (*_from_imported(config, setup, source, step, meta, abstract), step,
             f'{what}, a fresh optimizer, data from step 0'
             + ('; checkpoints hold the adapters alone' if base else ''), base)
@@ -184,10 +184,11 @@ def _from_imported(config, setup: Setup, source, step, meta, abstract):
   if saved != config.data.tokenizer:
     raise CheckpointError(f'config.data.tokenizer={config.data.tokenizer}: the model of '
                           f'train.init_from={parent} reads tokenizer {saved}')
-  if meta['config'].get('model', {}).get('lora_rank'):
-    raise CheckpointError(f'config.train.init_from={parent}: that run has LoRA adapters; start '
-                          'from its merged params (launch.convert --merge_lora=OUT --workdir=RUN)')
-  # A LoRA model's adapters start fresh (B = 0: the base model's outputs); the rest is restored.
+  if lora.has_adapters(meta['config'].get('model', {})):
+    raise CheckpointError(f'config.train.init_from={parent}: that run has adapters; start from '
+                          'its merged params (LoRA: launch.convert --merge_lora=OUT --workdir=RUN)')
+  # A model's adapters start fresh (as the base model: LoRA's B = 0, a bottleneck's up = 0); the
+  # rest is restored.
   _, base = lora.split(abstract.params)
   fresh = setup.train_step.init_state()
   params = lora.join(lora.split(fresh.params)[0], source.restore_params(step, base))

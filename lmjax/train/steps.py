@@ -97,7 +97,7 @@ def loss_sums(params, model, batch, rng=None, chunk=0, z_loss=0.0, hits=False):
   so that they enter the mean objective with their weights) to the nats. `hits`: the aux also
   holds the weighted count of targets that are the logits' argmax (evaluation's accuracy)."""
   cfg = model.cfg
-  if cfg.lora_rank:  # a frozen base: no gradient is formed for its weights (lmjax/model/lora.py)
+  if lora.has_adapters(cfg):  # a frozen base: no gradient is formed for its weights (lora.py)
     params = jax.tree_util.tree_map_with_path(
         lambda path, x: x if lora.is_adapter(path) else jax.lax.stop_gradient(x), params)
   apply = functools.partial(model.apply, {'params': params}, batch['inputs'],
