@@ -60,6 +60,8 @@ CHOICES = {
     'data.doc_per': ('file', 'line'),
     'data.non_utf8': ('skip', 'fail'),
     'data.chat_template': ('auto', 'plain', 'tokenizer'),  # lmjax/data/chat.py
+    'train.objective': ('lm', 'dpo'),
+    'dpo.loss_type': ('sigmoid', 'ipo', 'hinge'),  # lmjax/train/preference.py
 }
 
 GATED = ('swiglu', 'geglu')  # gated linear units (Shazeer 2020): two input projections
@@ -71,7 +73,7 @@ def default_config() -> ConfigDict:
   c.seed = 0
   c.model, c.data, c.optim = _model(), _data(), _optim()
   c.train, c.mesh, c.checkpoint = _train(), _mesh(), _checkpoint()
-  c.eval = _eval()
+  c.eval, c.dpo = _eval(), _dpo()
   return c
 
 
@@ -150,10 +152,11 @@ def _model() -> ConfigDict:
 def _data() -> ConfigDict:
   """config.data: the corpus, tokenizer and batches (lmjax/data/)."""
   data = ConfigDict()
-  data.dataset = 'python_stdlib'        # python_stdlib | local_text | chat_jsonl | random | TFDS
+  data.dataset = 'python_stdlib'        # python_stdlib | local_text | chat_jsonl |
+                                        # preference_jsonl | random | a TFDS name
   data.data_dir = placeholder(str)      # TFDS data dir; None: $TFDS_DATA_DIR, ~/tensorflow_datasets
   data.paths = ''                       # local_text: a directory or glob(s), comma-separated;
-                                        # chat_jsonl: the training examples' JSONL file
+                                        # chat_jsonl, preference_jsonl: the training JSONL
   data.eval_paths = ''                  # chat_jsonl: held-out examples ('': val_percent of paths')
   data.chat_template = 'auto'           # chat_jsonl: plain | tokenizer (a tokenizer.json's own
                                         # Jinja template) | auto (tokenizer's if it has one)
@@ -210,6 +213,8 @@ def _train() -> ConfigDict:
   t.init_step = 0                       # ... at this step (cooldown branches: lmjax/sweeps)
   t.init_params = False                 # take init_from's params alone: a fresh optimizer, data
                                         # from step 0 (fine-tuning); init_step -1: its newest
+  t.objective = 'lm'                    # lm: next-token cross-entropy | dpo: config.dpo's
+                                        # preference loss against init_from as the reference
   t.compile_cache = 'auto'              # launch.train's compilation cache: auto | none | a dir
                                         # (auto: $JAX_COMPILATION_CACHE_DIR, else beside the run)
   t.profile_start = 0                   # first step of a jax.profiler trace in DIR/tb; 0: none
@@ -229,6 +234,15 @@ def _eval() -> ConfigDict:
   e.include_path = ''                   # a directory of your own task YAML files
   e.batch_size = 32                     # requests per batch
   return e
+
+
+def _dpo() -> ConfigDict:
+  """config.dpo: the preference loss of train.objective=dpo (lmjax/train/preference.py)."""
+  d = ConfigDict()
+  d.beta = 0.1                          # β: the strength of the KL pull to the reference
+  d.loss_type = 'sigmoid'               # sigmoid (DPO) | ipo | hinge
+  d.label_smoothing = 0.0               # sigmoid: ε of conservative DPO, in [0, 0.5)
+  return d
 
 
 def _mesh() -> ConfigDict:
@@ -276,7 +290,7 @@ BRANCH_MAY_DIFFER = ('train.', 'checkpoint.', 'eval.', 'optim.schedule', 'optim.
                      'model.attention_block', 'model.remat', 'model.moe_impl')
 # An imported checkpoint (launch.convert --from_hf) may be trained on anything, any way: only the
 # model must be the one imported (how its arithmetic runs may change).
-IMPORT_MAY_DIFFER = ('seed', 'data.', 'optim.', 'train.', 'checkpoint.', 'mesh.', 'eval.',
+IMPORT_MAY_DIFFER = ('seed', 'data.', 'optim.', 'train.', 'checkpoint.', 'mesh.', 'eval.', 'dpo.',
                      'model.attention_impl', 'model.attention_block', 'model.remat',
                      'model.moe_impl', 'model.moe_lb_loss', 'model.moe_z_loss',
                      'model.moe_bias_rate', 'model.moe_capacity_factor',
@@ -475,12 +489,13 @@ def _validate(c):
   keep = tuple(c.checkpoint.keep_steps or ())
   if not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= t.steps for s in keep):
     _fail('checkpoint.keep_steps', keep, f'a tuple of steps in [1, train.steps={t.steps}]')
-  if data.dataset == 'chat_jsonl':
+  if data.dataset in ('chat_jsonl', 'preference_jsonl'):
     if not data.paths or ',' in data.paths:
-      _fail('data.paths', data.paths, 'one JSONL file of examples when data.dataset=chat_jsonl')
+      _fail('data.paths', data.paths, f'one JSONL file when data.dataset={data.dataset}')
     if data.tokenizer == 'sentencepiece':
-      _fail('data.tokenizer', data.tokenizer, 'byte or hf with data.dataset=chat_jsonl (a '
+      _fail('data.tokenizer', data.tokenizer, f'byte or hf with data.dataset={data.dataset} (a '
             'SentencePiece model lives beside the corpus it was trained on)')
+  _validate_dpo(c)
   if not isinstance(t.init_params, bool):
     _fail('train.init_params', t.init_params, 'true or false')
   if t.init_params:
@@ -491,6 +506,29 @@ def _validate(c):
   elif t.init_from and not 0 <= t.init_step < t.steps:
     _fail('train.init_step', t.init_step, f'a step in [0, train.steps={t.steps}) with '
           'train.init_from (0: an imported model, launch.convert)')
+
+
+def _validate_dpo(c):
+  t, data, d = c.train, c.data, c.dpo
+  if (t.objective == 'dpo') != (data.dataset == 'preference_jsonl'):
+    _fail('train.objective', t.objective, 'dpo exactly when data.dataset=preference_jsonl '
+          '(pairs of chosen and rejected completions)')
+  if t.objective != 'dpo':
+    return
+  if not (t.init_from and t.init_params):
+    _fail('train.objective', t.objective, 'dpo with train.init_from and train.init_params=True: '
+          'the run it starts from is the frozen reference model')
+  if data.batch_size % 2 or (data.batch_size // 2) % t.grad_accum:
+    _fail('data.batch_size', data.batch_size, 'an even number of sequences (pairs × 2) whose '
+          'pairs train.grad_accum divides, with train.objective=dpo')
+  if c.model.moe_experts:
+    _fail('train.objective', t.objective, 'lm with model.moe_experts > 0 (no DPO for mixtures '
+          'of experts in lmjax)')
+  _positive(c, 'dpo.beta')
+  if not 0 <= d.label_smoothing < 0.5:
+    _fail('dpo.label_smoothing', d.label_smoothing, 'a number in [0, 0.5)')
+  if d.label_smoothing and d.loss_type != 'sigmoid':
+    _fail('dpo.label_smoothing', d.label_smoothing, '0 unless dpo.loss_type=sigmoid')
 
 
 def _validate_mup(c):

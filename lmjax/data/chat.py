@@ -169,32 +169,42 @@ def _stats(store, tokenizer) -> dict:
           'unigram_bits_per_byte': float(-(p * np.log2(p)).sum())}
 
 
-def split(examples, val_percent: float, seed: int = 0):
-  """(train, eval) of one list of examples: a seeded draw of ceil(val_percent %) of them (at
-  least one) held out, the same for every run."""
-  n = len(examples)
+def held_out(n: int, val_percent: float, seed: int = 0) -> np.ndarray:
+  """The indices of a seeded draw of ceil(val_percent %) of n examples (at least one), held out
+  for evaluation: the same for every run."""
   n_eval = max(1, int(np.ceil(n * val_percent / 100)))
   if n_eval >= n:
     raise ChatDataError(f'{n} examples cannot be split into train and evaluation sets by '
                         f'data.val_percent={val_percent}; give data.eval_paths')
-  held = set(np.random.default_rng(seed).permutation(n)[:n_eval].tolist())
+  return np.sort(np.random.default_rng(seed).permutation(n)[:n_eval])
+
+
+def split(examples, val_percent: float, seed: int = 0):
+  """(train, eval) of one list of examples (`held_out`)."""
+  held = set(held_out(len(examples), val_percent, seed).tolist())
   return ([e for i, e in enumerate(examples) if i not in held],
           [e for i, e in enumerate(examples) if i in held])
+
+
+def template_of(data_config):
+  """The chat template config.data asks for: None (the plain one) or the tokenizer's own."""
+  if data_config.chat_template == 'plain' or (
+      data_config.chat_template == 'auto' and data_config.tokenizer != 'hf'):
+    return None
+  from lmjax.data import chat_template
+  if data_config.tokenizer != 'hf':
+    raise ChatDataError('config.data.chat_template=tokenizer needs data.tokenizer=hf (a '
+                        'tokenizer.json with its chat template); use plain')
+  if data_config.chat_template == 'auto' and not chat_template.find(data_config.hf_tokenizer):
+    return None
+  return chat_template.load(data_config.hf_tokenizer)
 
 
 def load(data_config, tokenizer):
   """(train store, eval store) of config.data for data.dataset=chat_jsonl: data.paths' JSONL,
   evaluated on data.eval_paths' or on data.val_percent of it held out; the plain template, or
   the tokenizer's own (data.chat_template)."""
-  template = None
-  if data_config.chat_template == 'tokenizer' or (
-      data_config.chat_template == 'auto' and data_config.tokenizer == 'hf'):
-    from lmjax.data import chat_template
-    if data_config.tokenizer != 'hf':
-      raise ChatDataError('config.data.chat_template=tokenizer needs data.tokenizer=hf (a '
-                          'tokenizer.json with its chat template); use plain')
-    if data_config.chat_template == 'tokenizer' or chat_template.find(data_config.hf_tokenizer):
-      template = chat_template.load(data_config.hf_tokenizer)
+  template = template_of(data_config)
   seq_len = data_config.seq_len
   train = read_jsonl(data_config.paths, tokenizer, seq_len, template)
   if data_config.eval_paths:

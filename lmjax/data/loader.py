@@ -11,7 +11,7 @@ inputs, targets, positions, segment_ids, weights.
 
 `data.dataset=random` gives uniform random tokens with no file access (for benchmarks);
 `data.dataset=chat_jsonl` supervised fine-tuning examples with their loss masks (lmjax/data/
-chat.py), packed whole into rows.
+chat.py), packed whole into rows; `preference_jsonl` DPO's pairs (preference_data.py).
 """
 from __future__ import annotations
 
@@ -116,6 +116,10 @@ def load(config) -> Data:
     from lmjax.data import chat
     tokenizer = load_tokenizer(data_config)
     return Data(tokenizer, *chat.load(data_config, tokenizer))
+  if data_config.dataset == 'preference_jsonl':  # DPO's pairs, held in memory
+    from lmjax.data import preference_data
+    tokenizer = load_tokenizer(data_config)
+    return Data(tokenizer, *preference_data.load(data_config, tokenizer))
   with datasets.preparing(data_config):
     prepared = datasets.prepare(data_config)
     tokenizer = _tokenizer(data_config, prepared)
@@ -151,6 +155,9 @@ def train_iterator(data: Data, config, process_index=0, process_count=1) -> pipe
   """This process's training batches from step 0 (`set_state` moves it to another step)."""
   if config.data.dataset == 'random':
     return RandomBatches(config, process_index, process_count)
+  if config.data.dataset == 'preference_jsonl':
+    from lmjax.data import preference_data
+    return preference_data.train_batches(data.train, config, process_index, process_count)
   windows = pipeline.rows_of(data.train, config.data.seq_len, config.seed)
   if not windows.count:
     raise datasets.DataError(
@@ -164,7 +171,11 @@ def eval_batches(data: Data, config, process_index=0, process_count=1) -> list:
   if data_config.dataset == 'random':
     rows = RandomBatches(config, process_index, process_count)
     return [rows.batch(-1 - i) for i in range(data_config.eval_batches)]
-  out = pipeline.eval_batches(data.eval, data_config, process_index, process_count)
+  if data_config.dataset == 'preference_jsonl':
+    from lmjax.data import preference_data
+    out = preference_data.eval_batches(data.eval, data_config, process_index, process_count)
+  else:
+    out = pipeline.eval_batches(data.eval, data_config, process_index, process_count)
   if not out:
     raise datasets.DataError(
         f'the evaluation split of {data_config.dataset} holds fewer tokens than one batch of '
@@ -174,7 +185,14 @@ def eval_batches(data: Data, config, process_index=0, process_count=1) -> list:
 
 
 def epochs_seen(data: Data, config, steps: int) -> float:
-  """Passes over the train split's windows after `steps` steps."""
+  """Passes over the train split's windows (packed rows, pairs) after `steps` steps."""
+  pairs = getattr(data.train, 'n_pairs', 0)
+  if pairs:
+    return steps * (config.data.batch_size // 2) / pairs
+  if getattr(data.train, 'pack_documents', False):
+    if not getattr(data.train, 'packed_rows', 0):
+      data.train.packed_rows = pipeline.Packed(data.train, config.data.seq_len, 0).count
+    return steps * config.data.batch_size / data.train.packed_rows
   tokens = data.stats.get('train', {}).get('tokens')
   windows = tokens // (config.data.seq_len + 1) if tokens else 0
   if not windows:

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from ml_collections import ConfigDict
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
@@ -90,11 +91,17 @@ class Checkpoints:
                       else os.path.abspath(self.run.checkpoints))
     if read_only and not storage.isdir(self.directory):
       raise CheckpointError(f'{workdir} has no checkpoints directory')
-    options = ocp.CheckpointManagerOptions(
-        preservation_policy=_preservation(c), read_only=read_only,
-        enable_async_checkpointing=c.async_save, create=not read_only)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=('state', 'meta'))
+    level = logging.get_verbosity()
+    if read_only:  # orbax warns that a read-only manager saves nothing, on every one made
+      logging.set_verbosity(logging.ERROR)
+    try:
+      options = ocp.CheckpointManagerOptions(
+          preservation_policy=_preservation(c), read_only=read_only,
+          enable_async_checkpointing=c.async_save, create=not read_only)
+      self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                           item_names=('state', 'meta'))
+    finally:
+      logging.set_verbosity(level)
     self.base = None  # a LoRA run's frozen base (`base_reference`): saves hold adapters alone
 
   def steps(self):

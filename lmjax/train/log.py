@@ -14,9 +14,9 @@ import jax.numpy as jnp
 
 from lmjax.core.errors import EXIT_NONFINITE, LmjaxError
 from lmjax.data import loader
-from lmjax.model import lora, flops, moe
+from lmjax.model import flops, lora, moe
 from lmjax.model.spec import ModelConfig
-from lmjax.train import optim
+from lmjax.train import optim, preference
 from lmjax.train.steps import evaluate, make_eval_step, token_bytes_table
 
 
@@ -64,7 +64,8 @@ class TrainLog:
     self.device = first_device()
     self.peak, self.peak_source = flops.peak_flops_per_device(
         self.device.device_kind, self.device.platform, config.train.peak_flops)
-    self.eval_step = make_eval_step(
+    self.eval_step = preference.make_eval_step(setup.model, config.dpo) if (
+        config.train.objective == 'dpo') else make_eval_step(
         setup.model, token_bytes_table(setup.dataset.tokenizer, config.model.vocab_size),
         setup.mesh, setup.shardings.params, config.train.loss_chunk)
     self.pending = None  # (step, metrics on the device) of the last log step, not yet read
@@ -105,7 +106,14 @@ class TrainLog:
       w.print(lora.describe(self.model_config, setup.train_step.abstract_state().params,
                             counts.N))
     stats = setup.dataset.stats
-    if stats:
+    if config.train.objective == 'dpo':
+      d = config.dpo
+      w.print(f'data: preference_jsonl, {stats["train"]["documents"]:,} train pairs, '
+              f'{stats["eval"]["documents"]:,} eval pairs ({len(setup.eval_set)} eval batches); '
+              f'DPO ({d.loss_type}, beta {d.beta:g}'
+              + (f', label smoothing {d.label_smoothing:g}' if d.label_smoothing else '')
+              + f') against {config.train.init_from}, its log-probabilities computed once')
+    elif stats:
       st = stats['train']
       w.print(f'data: {config.data.dataset}, {st["documents"]:,} train documents, '
               f'{st["bytes"]:,} bytes, {st["tokens"]:,} tokens ({config.data.tokenizer}); '
@@ -179,10 +187,15 @@ class TrainLog:
       e = self.config.model.moe_experts
       moe = (f'load {row["moe_load_min"] * e:.2f}-{row["moe_load_max"] * e:.2f} '
              f'lb {row["moe_lb_loss"]:.3f} ')
+    dpo = ''
+    if 'dpo_reward_accuracy' in m:  # train.objective=dpo (lmjax/train/preference.py)
+      row.update({k: float(v) for k, v in m.items() if k.startswith('dpo_')})
+      dpo = (f'reward acc {row["dpo_reward_accuracy"]:.3f} margin '
+             f'{row["dpo_reward_margin"]:.3f} ')
     self.writer.write(row)
     steps = self.config.train.steps
     self.writer.print(f'step {step}/{steps} loss {row["loss"]:.4f} lr {row["lr"]:.2e} '
-                      f'gnorm {row["grad_norm"]:.3f} {moe}{tps:,.0f} tok/s '
+                      f'gnorm {row["grad_norm"]:.3f} {moe}{dpo}{tps:,.0f} tok/s '
                       f'mfu {_percent(row["mfu"])} '
                       f'eta {fmt_time((steps - step) * dt / n_steps)}', live=True)
     self.last_row = row
@@ -193,11 +206,11 @@ class TrainLog:
     more = self.on_eval(step, params, self.setup) if self.on_eval else {}
     self.last_eval.update(more)
     self.writer.write(self.last_eval)
-    self.writer.print(f'eval step {step}: loss {self.last_eval["eval_loss"]:.4f} '
-                      f'ppl {self.last_eval["eval_ppl"]:.2f} '
-                      f'bpb {self.last_eval["eval_bpb"]:.4f} '
-                      f'acc {self.last_eval["eval_accuracy"]:.4f}'
-                      + ''.join(f'; {k} {v:.4f}' for k, v in more.items()))
+    short = {'eval_ppl': 'ppl', 'eval_bpb': 'bpb', 'eval_accuracy': 'acc',
+             'eval_reward_accuracy': 'reward acc', 'eval_reward_margin': 'margin'}
+    self.writer.print(f'eval step {step}: loss {self.last_eval["eval_loss"]:.4f} ' + ' '.join(
+        f'{name} {self.last_eval[k]:.4f}' for k, name in short.items() if k in self.last_eval)
+        + ''.join(f'; {k} {v:.4f}' for k, v in more.items()))
     self.clock = (time.time(), self.clock[1])
 
   def final_eval(self, params) -> dict:
@@ -206,7 +219,8 @@ class TrainLog:
                               **evaluate(self.eval_step, params, self.setup.eval_set)}
 
   def done(self, summary, wall):
+    last = (f'reward accuracy {summary["eval_reward_accuracy"]:.4f}'
+            if 'eval_reward_accuracy' in summary else f'bits per byte {summary["eval_bpb"]:.4f}')
     self.writer.print(f'done: {summary["steps"]} steps, {summary["tokens"]:,} tokens in '
-                      f'{fmt_time(wall)}; final eval loss {summary["eval_loss"]:.4f}, bits per '
-                      f'byte {summary["eval_bpb"]:.4f}')
+                      f'{fmt_time(wall)}; final eval loss {summary["eval_loss"]:.4f}, {last}')
     self.writer.close()

@@ -83,6 +83,13 @@ def set_up(config) -> Setup:
       loader.load(config)
     multihost_utils.sync_global_devices('lmjax: data prepared')
   dataset = loader.load(config)
+  if config.train.objective == 'dpo':  # the reference model's log-probabilities, once
+    from lmjax.train import preference
+    reference = initial_params(config, train_step)
+    for store in (dataset.train, dataset.eval):
+      preference.set_reference(store, train_step.model, reference, config.data.batch_size // 2,
+                               sharding.replicated(train_step.mesh))
+    del reference
   eval_set = [sharding.put_batch(b, batch_sharding)
               for b in loader.eval_batches(dataset, config, *process)]
   return Setup(train_step, batch_sharding, dataset, eval_set,
@@ -173,6 +180,26 @@ def _branch(config, setup: Setup, abstract):
 def _from_imported(config, setup: Setup, source, step, meta, abstract):
   """A fresh run (optimizer state, data from step 0) whose params are an imported model's or
   another run's: the model must be that one, read by the same tokenizer."""
+  del abstract
+  try:
+    state = _params_start(config, setup.train_step, source, step, meta)
+  finally:
+    source.close()
+  return state, setup.new_iterator()
+
+
+def initial_params(config, train_step):
+  """The params a params-only start (train.init_params) begins from, on their shardings: DPO's
+  frozen reference model."""
+  source, step = branch_source(config)
+  try:
+    return _params_start(config, train_step, source, step, source.meta(step)).params
+  finally:
+    source.close()
+
+
+def _params_start(config, train_step, source, step, meta):
+  """A fresh state with `source`'s params at `step` (and fresh adapters), checked (module doc)."""
   diff = differences(meta['config'], to_dict(config), IMPORT_MAY_DIFFER)
   parent = config.train.init_from
   if diff.refused:
@@ -189,8 +216,7 @@ def _from_imported(config, setup: Setup, source, step, meta, abstract):
                           'its merged params (LoRA: launch.convert --merge_lora=OUT --workdir=RUN)')
   # A model's adapters start fresh (as the base model: LoRA's B = 0, a bottleneck's up = 0); the
   # rest is restored.
-  _, base = lora.split(abstract.params)
-  fresh = setup.train_step.init_state()
+  _, base = lora.split(train_step.abstract_state().params)
+  fresh = train_step.init_state()
   params = lora.join(lora.split(fresh.params)[0], source.restore_params(step, base))
-  source.close()
-  return fresh.replace(params=params), setup.new_iterator()
+  return fresh.replace(params=params)

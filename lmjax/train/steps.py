@@ -18,7 +18,7 @@ import optax
 
 from lmjax.model import lora, moe
 from lmjax.model.transformer import Transformer, model_config
-from lmjax.train import loss, optim, sharding
+from lmjax.train import loss, optim, preference, sharding
 from lmjax.train.checkpoint import abstract_like
 
 
@@ -149,8 +149,13 @@ def make_train_step(model, tx, config, mesh=None, shardings=None):
       config.model.moe_experts and config.model.moe_router == 'deepseek') else 0.0
   batch_shape = lambda micro: jax.tree_util.tree_map(lambda x: x[0], micro)
 
+  dpo = config.train.objective == 'dpo'  # pairs' preference loss (lmjax/train/preference.py)
+  objective = functools.partial(
+      preference.dpo_sums, beta=config.dpo.beta, loss_type=config.dpo.loss_type,
+      label_smoothing=config.dpo.label_smoothing) if dpo else loss_sums
+
   def sum_and_grad(params, batch, rng):
-    fn = lambda p: loss_sums(p, model, batch, rng if use_rng else None, chunk, z_loss)
+    fn = lambda p: objective(p, model, batch, rng if use_rng else None, chunk, z_loss)
     (_, sums), grads = jax.value_and_grad(fn, has_aux=True)(params)
     return sums, grads
 
@@ -192,7 +197,8 @@ def make_train_step(model, tx, config, mesh=None, shardings=None):
     bad_step = jnp.where((state.bad_step < 0) & failed, state.step + 1, state.bad_step)
     metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': lr(state.step),
                'bad_step': bad_step, 'skipped': skipped,
-               **(moe.metrics(sown, accum) if sown else {})}
+               **(preference.metrics(sown, count) if dpo else
+                  moe.metrics(sown, accum) if sown else {})}
     return TrainState(state.step + 1, params, opt_state, bad_step, bad_run, skipped), metrics
 
   if mesh is None:
@@ -275,11 +281,15 @@ def make_eval_step(model, token_bytes, mesh=None, param_shardings=None, chunk=0)
 def evaluate(eval_step, params, batches) -> dict:
   """Mean loss per token, perplexity, bits per byte and next-token accuracy (argmax) over the
   evaluation batches."""
-  total = {'nats': 0.0, 'tokens': 0.0, 'bytes': 0.0, 'hits': 0.0}
+  total = {}
   for batch in batches:
     out = jax.device_get(eval_step(params, batch))
-    for k in total:
-      total[k] += float(out[k])
+    for k, v in out.items():
+      total[k] = total.get(k, 0.0) + float(v)
+  if 'margin' in total:  # pairs (lmjax/train/preference.py): loss, reward accuracy and margin
+    return {'eval_loss': total['nats'] / total['tokens'],
+            'eval_reward_accuracy': total['hits'] / total['tokens'],
+            'eval_reward_margin': total['margin'] / total['tokens']}
   loss = total['nats'] / total['tokens']
   bpb = total['nats'] / math.log(2) / total['bytes'] if total['bytes'] else float('nan')
   return {'eval_loss': loss, 'eval_ppl': math.exp(min(loss, 700)), 'eval_bpb': bpb,
