@@ -60,6 +60,7 @@ CHOICES = {
     'data.doc_per': ('file', 'line'),
     'data.non_utf8': ('skip', 'fail'),
     'data.chat_template': ('auto', 'plain', 'tokenizer'),  # lmjax/data/chat.py
+    'data.loss_mask': ('completion', 'all'),
     'train.objective': ('lm', 'dpo'),
     'dpo.loss_type': ('sigmoid', 'ipo', 'hinge'),  # lmjax/train/preference.py
 }
@@ -160,6 +161,8 @@ def _data() -> ConfigDict:
   data.eval_paths = ''                  # chat_jsonl: held-out examples ('': val_percent of paths')
   data.chat_template = 'auto'           # chat_jsonl: plain | tokenizer (a tokenizer.json's own
                                         # Jinja template) | auto (tokenizer's if it has one)
+  data.loss_mask = 'completion'         # chat_jsonl: train on the completions (assistant turns)
+                                        # alone | all tokens (evaluation: completions always)
   data.doc_per = 'file'                 # local_text: one document per file | line
   data.non_utf8 = 'skip'                # local_text: skip (and count) | fail on non-UTF-8 files
   data.val_percent = 5                  # local builders: share of documents in validation

@@ -186,3 +186,19 @@ def test_a_template_that_does_not_extend_its_prefixes_is_refused(tmp_path):
   (tmp_path / 'chat_template.jinja').write_text('{{ messages|length }}' + CHATML)
   with pytest.raises(chat_template.ChatTemplateError, match='message 2 as an extension'):
     chat.render(CHAT, HFTokenizer(path), 256, 'line 1', chat_template.load(path))
+
+
+def test_without_the_mask_training_counts_every_token_and_evaluation_the_answers(tmp_path):
+  from lmjax.config import default_config, resolve
+  path = tmp_path / 'pairs.jsonl'
+  path.write_text(''.join(json.dumps({'prompt': f'q{i}', 'completion': f'a{i}'}) + '\n'
+                          for i in range(20)))
+  stores = {}
+  for mask in ('completion', 'all'):
+    c = default_config()
+    c.data.dataset, c.data.paths, c.data.loss_mask = 'chat_jsonl', str(path), mask
+    stores[mask] = chat.load(resolve(c).data, TOK)
+  (train, evaluation), (train_all, evaluation_all) = stores['completion'], stores['all']
+  assert train.mask.min() == 0 and train_all.mask.min() == 1
+  np.testing.assert_array_equal(evaluation.mask, evaluation_all.mask)
+  assert evaluation.mask.min() == 0 and evaluation.n_documents == 1

@@ -203,7 +203,8 @@ def template_of(data_config):
 def load(data_config, tokenizer):
   """(train store, eval store) of config.data for data.dataset=chat_jsonl: data.paths' JSONL,
   evaluated on data.eval_paths' or on data.val_percent of it held out; the plain template, or
-  the tokenizer's own (data.chat_template)."""
+  the tokenizer's own (data.chat_template). With data.loss_mask=all every train target counts
+  (the prompt's too), while evaluation stays on the completions."""
   template = template_of(data_config)
   seq_len = data_config.seq_len
   train = read_jsonl(data_config.paths, tokenizer, seq_len, template)
@@ -211,4 +212,6 @@ def load(data_config, tokenizer):
     evaluation = read_jsonl(data_config.eval_paths, tokenizer, seq_len, template)
   else:
     train, evaluation = split(train, data_config.val_percent)
+  if data_config.loss_mask == 'all':  # no mask in training (every target but a separator)
+    train = [(t, np.ones_like(m)) for t, m in train]
   return to_store(train, tokenizer), to_store(evaluation, tokenizer)

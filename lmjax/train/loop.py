@@ -26,6 +26,7 @@ from lmjax.config import to_dict
 from lmjax.core.errors import EXIT_PREEMPTED, LmjaxError
 from lmjax.core.rundir import RunDir
 from lmjax.data.prefetch import DevicePrefetch
+from lmjax.model import lora
 from lmjax.train import compile_cache, machine
 from lmjax.train.checkpoint import Checkpoints
 from lmjax.train.log import NonFinite, TrainLog
@@ -110,6 +111,8 @@ def _open_run(config, workdir, start_step, writer, primary):
 def _summary(config, setup, log, start, compiled, wall, final) -> dict:
   return {'steps': config.train.steps, 'tokens': config.train.steps * log.tokens_per_step,
           'N': log.counts.N, 'N_no_emb': log.counts.N_no_emb, 'N_active': log.counts.N_active,
+          'N_trainable': (lora.count(setup.train_step.abstract_state().params)
+                          if lora.has_adapters(config.model) else log.counts.N),
           'N_active_no_emb': log.counts.N_active_no_emb,
           'flops_per_token': log.flops_per_token,
           'flops_per_token_causal': log.flops_per_token_causal,

@@ -73,6 +73,8 @@ def apply(choice: str = 'auto', environ=os.environ) -> tuple[str, str, list]:
   (platform, variable, the flags added); nothing is added for 'none' or the CPU."""
   if choice not in CHOICES:
     raise ValueError(f'--xla_defaults={choice}: one of {", ".join(CHOICES)}')
+  if choice == 'none':  # nothing to add, whenever it is called
+    return 'none', '', []
   bridge = sys.modules.get('jax._src.xla_bridge')
   if environ is os.environ and bridge is not None and bridge.backends_are_initialized():
     raise RuntimeError('platform_flags.apply() after a JAX backend started: its flags would be '
