@@ -38,6 +38,7 @@ BASES = {'full': {'d48': dict(d_model=48, n_layers=2, n_heads=4),
                   'd96': dict(d_model=96, n_layers=2, n_heads=4)},
          'mini': {'d32': dict(d_model=32, n_layers=1, n_heads=2)}}
 STEPS = {'full': dict(base=600, sft=150, dpo=60), 'mini': dict(base=6, sft=4, dpo=4)}
+FILES = {'full': 0, 'mini': 300}  # stdlib files the pairs come from (0: all)
 LORA_TARGETS = 'attn/.*,mlp/.*'
 # name: (config fields, learning rate); LoRA trains its adapters alone, at a higher rate.
 VARIANTS = {'full': (dict(), 1e-3),
@@ -97,7 +98,7 @@ def _evaluate_base(base_dir, config) -> dict:
 def study(workdir: str, seeds: int, scale: str) -> dict:
   from experiments import finetune_data
   data_dir, runs, logs = (os.path.join(workdir, n) for n in ('data', 'runs', 'logs'))
-  counts = finetune_data.write(data_dir, SEQ_LEN - 2)
+  counts = finetune_data.write(data_dir, SEQ_LEN - 2, max_files=FILES[scale])
   files = {k: os.path.join(data_dir, f'{k}.jsonl') for k in counts}
   n = STEPS[scale]
   results = {'counts': counts, 'steps': n, 'bases': {}, 'sft': {}, 'dpo': {}}

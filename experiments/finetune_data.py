@@ -41,12 +41,14 @@ def _functions(text):
     yield ''.join(source_lines[:split]), ''.join(source_lines[split:])
 
 
-def pairs(max_bytes: int, val_percent: int = 5):
+def pairs(max_bytes: int, val_percent: int = 5, max_files: int = 0):
   """{'train': [...], 'validation': [...]} of {'prompt', 'completion', 'file'} for every
-  function whose header and body together are at most `max_bytes` UTF-8 bytes."""
+  function whose header and body together are at most `max_bytes` UTF-8 bytes (of the first
+  `max_files` files in path order; 0: all)."""
   settings = datasets.stdlib_config(val_percent).settings
   out = {'train': [], 'validation': []}
-  for path, rel in datasets._list_files(settings):
+  files = datasets._list_files(settings)
+  for path, rel in files[:max_files] if max_files else files:
     try:
       text = path.read_bytes().decode('utf-8')
     except UnicodeDecodeError:
@@ -66,11 +68,11 @@ def corrupted(body: str) -> str | None:
   return ''.join(reversed(lines))
 
 
-def write(directory: str, max_bytes: int) -> dict:
+def write(directory: str, max_bytes: int, max_files: int = 0) -> dict:
   """sft_{train,eval}.jsonl and dpo_{train,eval}.jsonl in `directory`; their counts."""
   os.makedirs(directory, exist_ok=True)
   counts = {}
-  for split, rows in pairs(max_bytes).items():
+  for split, rows in pairs(max_bytes, max_files=max_files).items():
     name = 'train' if split == 'train' else 'eval'
     sft = [{'prompt': r['prompt'], 'completion': r['completion']} for r in rows]
     dpo = [{'prompt': r['prompt'], 'chosen': r['completion'], 'rejected': bad}

@@ -77,9 +77,10 @@ def test_the_reference_is_not_checkpointed_and_a_resume_equals_no_resume(setting
   tmp, _, dpo = setting
   straight, resumed = str(tmp / 'straight'), str(tmp / 'resumed')
   constant = dict(dpo, optim__schedule='constant')  # the same lr whatever train.steps says
-  loop.train(_config(train__steps=20, **constant), straight)
-  loop.train(_config(train__steps=10, **constant), resumed)
-  loop.train(_config(train__steps=20, **constant), resumed)
+  constant.update(checkpoint__every_steps=4, train__eval_every=4)
+  loop.train(_config(train__steps=8, **constant), straight)
+  loop.train(_config(train__steps=4, **constant), resumed)
+  loop.train(_config(train__steps=8, **constant), resumed)
   rows = lambda d: [{k: v for k, v in r.items() if not k.endswith(('_s', 'mfu'))}
                     for r in RunDir(d).read_metrics()]
   got, want = rows(resumed), rows(straight)
@@ -87,7 +88,7 @@ def test_the_reference_is_not_checkpointed_and_a_resume_equals_no_resume(setting
   for a, b in zip(got, want):
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a if k != 'tokens_per_s'), (a, b)
   ckpts = Checkpoints(straight, READ_ONLY, read_only=True)
-  meta = ckpts.meta(20)
+  meta = ckpts.meta(8)
   ckpts.close()
   assert not any('ref' in k for k in meta['digests']) and 'ref' not in json.dumps(meta['data'])
 

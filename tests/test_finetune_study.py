@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_the_pairs_are_split_by_file_as_the_corpus_and_corrupted_by_reversing():
   assert finetune_data.corrupted('a = 1\nreturn a\n') == 'return a\na = 1\n'
   assert finetune_data.corrupted('return 1\n') is None
-  pairs = finetune_data.pairs(200)
+  pairs = finetune_data.pairs(200, max_files=300)
   for split, rows in pairs.items():
     assert rows and all(len((r['prompt'] + r['completion']).encode()) <= 200 for r in rows)
     assert all(datasets.is_validation(r['file'], 5) == (split == 'validation') for r in rows)

@@ -205,3 +205,17 @@ def test_bottleneck_adapters_start_as_the_base_count_as_houlsby_and_train_alone(
     np.testing.assert_array_equal(after[k], value, err_msg=k)
   ups = [k for k in after if k not in before and k.endswith("['up']")]
   assert len(ups) == layers * per_layer and all(np.abs(after[k]).max() > 0 for k in ups)
+
+
+def test_lora_dropout_acts_in_training_alone():
+  cfg = _config(model__lora_rank=4, model__lora_dropout=0.5)
+  model = build_model(cfg)
+  params = jax.tree_util.tree_map_with_path(  # B ≠ 0, so the adapters' input matters
+      lambda p, x: x + 0.1 if lora.is_adapter(p) else x,
+      init_params(model, cfg, jax.random.PRNGKey(0)))
+  tokens = _tokens()
+  plain = np.asarray(build_model(_config(model__lora_rank=4)).apply({'params': params}, tokens))
+  np.testing.assert_array_equal(np.asarray(model.apply({'params': params}, tokens)), plain)
+  dropped = model.apply({'params': params}, tokens, deterministic=False,
+                        rngs={'dropout': jax.random.PRNGKey(1)})
+  assert np.abs(np.asarray(dropped) - plain).max() > 1e-4

@@ -146,12 +146,20 @@ def test_evaluation_is_over_the_learned_tokens_of_each_example_alone(runs):
   assert count < sum(b['inputs'].size for b in loader.eval_batches(data, config)) / 3
 
 
-@pytest.mark.parametrize('line, message', [
-    ({'messages': [{'role': 'bot', 'content': 'x'}]}, "role 'bot'"),
-    ({'prompt': 'a', 'completion': ' '}, 'the completion is empty'),
-    ({'prompt': 'x' * 80, 'completion': 'y'}, 'no room for the answer'),
-])
-def test_bad_chat_data_is_one_line_and_exit_2(tmp_path, line, message):
+BAD = [({'messages': [{'role': 'bot', 'content': 'x'}]}, "role 'bot'"),
+       ({'prompt': 'a', 'completion': ' '}, 'the completion is empty'),
+       ({'prompt': 'x' * 80, 'completion': 'y'}, 'no room for the answer')]
+
+
+def test_bad_chat_data_is_one_line_and_exit_2(tmp_path):
+  """Each bad example stops the data loading in one line naming it (the library), and
+  launch.train turns that into its one line and exit 2 with nothing written (the first)."""
+  for i, (line, message) in enumerate(BAD):
+    path = _write(tmp_path / f'bad{i}.jsonl', _pairs(3, 0) + [line])
+    with pytest.raises(chat.ChatDataError, match=message) as caught:
+      loader.load(_config(data__dataset='chat_jsonl', data__paths=path))
+    assert '\n' not in str(caught.value) and f'bad{i}.jsonl line 4' in str(caught.value)
+  line, message = BAD[0]
   bad = _write(tmp_path / 'bad.jsonl', _pairs(3, 0) + [line])
   workdir = tmp_path / 'run'
   out = subprocess.run(
@@ -162,6 +170,12 @@ def test_bad_chat_data_is_one_line_and_exit_2(tmp_path, line, message):
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and message in lines[0] and 'bad.jsonl line 4' in lines[0], lines
   assert not workdir.exists()
+
+
+def test_launch_eval_refuses_a_fine_tuned_run_in_one_line(runs):
+  from lmjax.eval.outputs import EvalInputError, evaluate_run
+  with pytest.raises(EvalInputError, match='was fine-tuned on data.dataset=chat_jsonl'):
+    evaluate_run(runs[1])
 
 
 def test_init_params_refuses_another_model_and_another_tokenizer(runs, tmp_path):

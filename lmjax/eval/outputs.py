@@ -50,6 +50,10 @@ def evaluate_run(workdir, *, step=None, params=None, split=None, documents=0, ro
   if config.data.dataset == 'random':
     raise EvalInputError(f'--workdir={workdir} trained on random tokens (data.dataset=random): '
                          'there is no split to evaluate')
+  if config.data.dataset in ('chat_jsonl', 'preference_jsonl'):
+    raise EvalInputError(f'--workdir={workdir} was fine-tuned on data.dataset='
+                         f'{config.data.dataset}: launch.eval reads corpora; its held-out '
+                         'examples were evaluated during training (metrics.jsonl, summary.json)')
   split = split or datasets.splits(config.data)[1]
   if batch_size:
     config.data.batch_size = batch_size
