@@ -6,6 +6,8 @@ and continued by the model of the newest checkpoint (or --step, or --params) for
 --max_new_tokens tokens or until the model ends the document. Decoding is lmjax/infer/decode.py:
 a KV cache, the samplers (--temperature 0 is greedy; --top_k, --top_p, --min_p, --epsilon
 truncate), or beam search (--beam=W with --length_alpha). The same --seed gives the same samples.
+--mbr=N samples N continuations of each prompt and keeps the one of highest expected utility
+against the others (minimum Bayes risk; --mbr_utility=chrf or rouge1; lmjax/infer/mbr.py).
 
 Prints each prompt and its continuation, and writes one JSON line per prompt (prompt, text,
 tokens, per-token log-probabilities, settings) to --output (default
@@ -38,6 +40,10 @@ _STOP = flags.DEFINE_bool('stop_at_end', True, 'Stop a prompt when the model end
 _CACHE = flags.DEFINE_bool('cache', True, 'Use the KV cache (off: the full forward pass per '
                            'token, for checking).')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSONL output path.')
+_MBR = flags.DEFINE_integer('mbr', 0, 'Minimum Bayes risk: sample this many continuations of '
+                            'each prompt and keep the one that agrees most with the others '
+                            '(0: off).')
+_MBR_UTILITY = flags.DEFINE_string('mbr_utility', 'chrf', 'MBR\'s utility: chrf or rouge1.')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -47,7 +53,8 @@ def main():
   sample_run(_WORKDIR.value, read_prompts(_PROMPT.value, _PROMPTS_FILE.value),
              output=_OUTPUT.value, seed=_SEED.value, step=_STEP.value, params=_PARAMS.value,
              max_new_tokens=_MAX_NEW.value, sampler=sampler, beam=_BEAM.value,
-             length_alpha=_ALPHA.value, stop_at_end=_STOP.value, cache=_CACHE.value)
+             length_alpha=_ALPHA.value, stop_at_end=_STOP.value, cache=_CACHE.value,
+             mbr=_MBR.value, mbr_utility=_MBR_UTILITY.value)
 
 
 if __name__ == '__main__':

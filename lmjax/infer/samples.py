@@ -22,6 +22,7 @@ from lmjax.core import storage
 from lmjax.core.errors import LmjaxError
 from lmjax.core.rundir import RunDir
 from lmjax.data import loader
+from lmjax.infer import mbr as mbr_module
 from lmjax.infer.decode import BeamSearch, Decoder, DecodeError, Sampler
 from lmjax.train import trained
 
@@ -46,14 +47,20 @@ def read_prompts(prompts=(), prompts_file=None) -> list[str]:
 
 
 def continue_prompts(run, tokenizer, prompts, max_new_tokens=256, sampler=None, beam=0,
-                     length_alpha=1.0, stop_at_end=True, cache=True, seed=0) -> list[dict]:
+                     length_alpha=1.0, stop_at_end=True, cache=True, seed=0, mbr=0,
+                     mbr_utility='chrf') -> list[dict]:
   """Continues text prompts with a loaded run (lmjax.train.trained.Trained): each prompt is
   tokenised after the separator that starts every document; beam > 0 runs beam search, else
-  `sampler` (default: ancestral sampling at temperature 1). Returns one dict per prompt:
-  prompt, text, tokens, per-token log-probs, whether the model ended the document, and the
-  settings."""
+  `sampler` (default: ancestral sampling at temperature 1); `mbr` > 0 samples that many
+  continuations of each prompt and keeps the one of highest expected `mbr_utility` against the
+  others (lmjax/infer/mbr.py). Returns one dict per prompt: prompt, text, tokens, per-token
+  log-probs, whether the model ended the document, and the settings (with MBR, the candidates
+  and their expected utilities)."""
   sampler = sampler or Sampler()
   sampler.check()
+  if mbr:
+    return _mbr(run, tokenizer, prompts, mbr, mbr_utility, max_new_tokens=max_new_tokens,
+                sampler=sampler, stop_at_end=stop_at_end, cache=cache, seed=seed)
   ids = [np.concatenate([[tokenizer.sep_id], tokenizer.encode(p)]).astype(np.int32)
          for p in prompts]
   end = tokenizer.sep_id if stop_at_end else None
@@ -75,18 +82,35 @@ def continue_prompts(run, tokenizer, prompts, max_new_tokens=256, sampler=None, 
   return out
 
 
+def _mbr(run, tokenizer, prompts, n, utility, **settings) -> list[dict]:
+  """`continue_prompts` with minimum Bayes risk: n samples of each prompt in one batch (row
+  i·n + j is prompt i's sample j), the chosen one's row with the candidates beside it."""
+  rows = continue_prompts(run, tokenizer, [p for p in prompts for _ in range(n)], **settings)
+  out = []
+  for i in range(len(prompts)):
+    group = rows[i * n:(i + 1) * n]
+    texts = [r['text'] for r in group]
+    chosen, scores = mbr_module.select(texts, utility)
+    out.append({**group[chosen], 'mbr': n, 'mbr_utility': utility, 'mbr_chosen': chosen,
+                'mbr_candidates': texts,
+                'mbr_expected_utility': [round(float(s), 6) for s in scores]})
+  return out
+
+
 def continue_run(workdir, prompts, *, step=None, params=None, max_new_tokens=256, sampler=None,
-                 beam=0, length_alpha=1.0, stop_at_end=True, cache=True, seed=0):
+                 beam=0, length_alpha=1.0, stop_at_end=True, cache=True, seed=0, mbr=0,
+                 mbr_utility='chrf'):
   """(the loaded run, `continue_prompts`' rows) for the run in `workdir` at its newest
   checkpoint, `step`, or exported `params`."""
   if step is not None and params:
     raise SampleInputError('--step and --params are exclusive: a checkpoint step or exported '
                            'params')
   _check_settings(max_new_tokens, beam, length_alpha, sampler or Sampler())
+  mbr_module.check(mbr, mbr_utility, beam)
   run = trained.load(workdir, step, params)
   tokenizer = loader.load_tokenizer(run.config)
   return run, continue_prompts(run, tokenizer, list(prompts), max_new_tokens, sampler, beam,
-                               length_alpha, stop_at_end, cache, seed)
+                               length_alpha, stop_at_end, cache, seed, mbr, mbr_utility)
 
 
 def _check_settings(max_new_tokens, beam, length_alpha, sampler):
