@@ -8,6 +8,9 @@ a KV cache, the samplers (--temperature 0 is greedy; --top_k, --top_p, --min_p, 
 truncate), or beam search (--beam=W with --length_alpha). The same --seed gives the same samples.
 --mbr=N samples N continuations of each prompt and keeps the one of highest expected utility
 against the others (minimum Bayes risk; --mbr_utility=chrf or rouge1; lmjax/infer/mbr.py).
+--draft=RUN drafts --draft_k tokens per round with a smaller run of the same tokenizer, which the
+target verifies in one pass (speculative decoding, lmjax/infer/speculative.py): the same
+distribution as plain sampling, the same text at --temperature=0.
 
 Prints each prompt and its continuation, and writes one JSON line per prompt (prompt, text,
 tokens, per-token log-probabilities, settings) to --output (default
@@ -43,6 +46,9 @@ _OUTPUT = flags.DEFINE_string('output', None, 'JSONL output path.')
 _MBR = flags.DEFINE_integer('mbr', 0, 'Minimum Bayes risk: sample this many continuations of '
                             'each prompt and keep the one that agrees most with the others '
                             '(0: off).')
+_DRAFT = flags.DEFINE_string('draft', None, 'Speculative decoding: a run of the same tokenizer '
+                             '(a sweep\'s small model) drafts for this one.')
+_DRAFT_K = flags.DEFINE_integer('draft_k', 4, 'Speculative decoding: tokens drafted per round.')
 _MBR_UTILITY = flags.DEFINE_string('mbr_utility', 'chrf', 'MBR\'s utility: chrf or rouge1.')
 flags.mark_flags_as_required(['workdir'])
 
@@ -54,7 +60,8 @@ def main():
              output=_OUTPUT.value, seed=_SEED.value, step=_STEP.value, params=_PARAMS.value,
              max_new_tokens=_MAX_NEW.value, sampler=sampler, beam=_BEAM.value,
              length_alpha=_ALPHA.value, stop_at_end=_STOP.value, cache=_CACHE.value,
-             mbr=_MBR.value, mbr_utility=_MBR_UTILITY.value)
+             mbr=_MBR.value, mbr_utility=_MBR_UTILITY.value, draft=_DRAFT.value,
+             draft_k=_DRAFT_K.value)
 
 
 if __name__ == '__main__':

@@ -24,6 +24,7 @@ from lmjax.core.rundir import RunDir
 from lmjax.data import loader
 from lmjax.infer import mbr as mbr_module
 from lmjax.infer.decode import BeamSearch, Decoder, DecodeError, Sampler
+from lmjax.infer.speculative import Speculative
 from lmjax.train import trained
 
 
@@ -48,14 +49,16 @@ def read_prompts(prompts=(), prompts_file=None) -> list[str]:
 
 def continue_prompts(run, tokenizer, prompts, max_new_tokens=256, sampler=None, beam=0,
                      length_alpha=1.0, stop_at_end=True, cache=True, seed=0, mbr=0,
-                     mbr_utility='chrf') -> list[dict]:
+                     mbr_utility='chrf', draft=None, draft_k=4) -> list[dict]:
   """Continues text prompts with a loaded run (lmjax.train.trained.Trained): each prompt is
   tokenised after the separator that starts every document; beam > 0 runs beam search, else
   `sampler` (default: ancestral sampling at temperature 1); `mbr` > 0 samples that many
   continuations of each prompt and keeps the one of highest expected `mbr_utility` against the
-  others (lmjax/infer/mbr.py). Returns one dict per prompt: prompt, text, tokens, per-token
-  log-probs, whether the model ended the document, and the settings (with MBR, the candidates
-  and their expected utilities)."""
+  others (lmjax/infer/mbr.py); `draft` (another loaded run of the same tokenizer) drafts
+  `draft_k` tokens per round for speculative decoding (lmjax/infer/speculative.py). Returns one
+  dict per prompt: prompt, text, tokens, per-token log-probs, whether the model ended the
+  document, and the settings (with MBR, the candidates and their expected utilities; with a
+  draft, its proposed and accepted tokens)."""
   sampler = sampler or Sampler()
   sampler.check()
   if mbr:
@@ -64,8 +67,15 @@ def continue_prompts(run, tokenizer, prompts, max_new_tokens=256, sampler=None, 
   ids = [np.concatenate([[tokenizer.sep_id], tokenizer.encode(p)]).astype(np.int32)
          for p in prompts]
   end = tokenizer.sep_id if stop_at_end else None
+  extra = [{} for _ in prompts]
   if beam:
     result = BeamSearch(run.model, max_new_tokens, beam, length_alpha, end)(run.params, ids)
+  elif draft is not None:
+    result = Speculative(run.model, draft.model, max_new_tokens, draft_k, sampler, end)(
+        run.params, draft.params, ids, seed=seed)
+    extra = [{'draft': draft.workdir, 'draft_k': draft_k,
+              'draft_proposed': int(result.drafted[i]), 'draft_accepted': int(result.accepted[i]),
+              'target_calls': int(result.rounds[i])} for i in range(len(prompts))]
   else:
     result = Decoder(run.model, max_new_tokens, sampler, end, cache=cache)(run.params, ids,
                                                                           seed=seed)
@@ -78,7 +88,8 @@ def continue_prompts(run, tokenizer, prompts, max_new_tokens=256, sampler=None, 
     out.append({'prompt': prompt, 'text': tokenizer.decode(tokens[tokens != tokenizer.sep_id]),
                 'tokens': tokens.tolist(),
                 'logprobs': [round(float(x), 5) for x in result.logprobs[i, :n]],
-                'ended': bool(end is not None and n and tokens[-1] == end), **settings})
+                'ended': bool(end is not None and n and tokens[-1] == end), **settings,
+                **extra[i]})
   return out
 
 
@@ -99,18 +110,53 @@ def _mbr(run, tokenizer, prompts, n, utility, **settings) -> list[dict]:
 
 def continue_run(workdir, prompts, *, step=None, params=None, max_new_tokens=256, sampler=None,
                  beam=0, length_alpha=1.0, stop_at_end=True, cache=True, seed=0, mbr=0,
-                 mbr_utility='chrf'):
+                 mbr_utility='chrf', draft=None, draft_k=4):
   """(the loaded run, `continue_prompts`' rows) for the run in `workdir` at its newest
-  checkpoint, `step`, or exported `params`."""
+  checkpoint, `step`, or exported `params`; `draft`: a run directory to draft with."""
   if step is not None and params:
     raise SampleInputError('--step and --params are exclusive: a checkpoint step or exported '
                            'params')
   _check_settings(max_new_tokens, beam, length_alpha, sampler or Sampler())
   mbr_module.check(mbr, mbr_utility, beam)
+  if draft and (beam or mbr):
+    raise SampleInputError('--draft is exclusive with --beam and --mbr')
+  if draft and draft_k < 1:
+    raise DecodeError(f'--draft_k={draft_k} is not allowed: at least 1 drafted token per round')
   run = trained.load(workdir, step, params)
   tokenizer = loader.load_tokenizer(run.config)
+  drafting = _draft(draft, run, tokenizer) if draft else None
   return run, continue_prompts(run, tokenizer, list(prompts), max_new_tokens, sampler, beam,
-                               length_alpha, stop_at_end, cache, seed, mbr, mbr_utility)
+                               length_alpha, stop_at_end, cache, seed, mbr, mbr_utility,
+                               drafting, draft_k)
+
+
+def _identity(tokenizer) -> str:
+  """What makes two tokenizers the same: the byte tokenizer, a tokenizer.json's digest, a
+  SentencePiece model file's bytes."""
+  import hashlib
+  path = getattr(tokenizer, 'path', None)
+  if tokenizer.name.startswith('hf-') or not path:
+    return tokenizer.name
+  with open(path, 'rb') as f:
+    return 'sp-' + hashlib.sha1(f.read()).hexdigest()
+
+
+def _draft(workdir, run, tokenizer):
+  """The draft run, loaded; SampleInputError naming --draft when it reads another tokenizer
+  or has another vocabulary."""
+  draft = trained.load(workdir, mesh_override={a: run.config.mesh[a]
+                                                for a in ('data', 'fsdp', 'tensor')})
+  try:
+    other = loader.load_tokenizer(draft.config)
+  except LmjaxError as e:
+    raise SampleInputError(f'--draft={workdir}: its tokenizer cannot be read ({e})') from None
+  if _identity(other) != _identity(tokenizer):
+    raise SampleInputError(f'--draft={workdir}: it reads another tokenizer ({other.name}, the '
+                           f'target {tokenizer.name}); a draft must share the target\'s')
+  if draft.config.model.vocab_size != run.config.model.vocab_size:
+    raise SampleInputError(f'--draft={workdir}: its vocabulary ({draft.config.model.vocab_size}) '
+                           f'is not the target\'s ({run.config.model.vocab_size})')
+  return draft
 
 
 def _check_settings(max_new_tokens, beam, length_alpha, sampler):
