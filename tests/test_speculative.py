@@ -33,8 +33,8 @@ def _config(d_model, steps, **data):
 @pytest.fixture(scope='module')
 def models(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('speculative')
-  loop.train(_config(64, 60), str(tmp / 'target'))
-  loop.train(_config(32, 30), str(tmp / 'draft'))
+  loop.train(_config(64, 30), str(tmp / 'target'))
+  loop.train(_config(32, 12), str(tmp / 'draft'))
   return tmp, trained.load(str(tmp / 'target')), trained.load(str(tmp / 'draft'))
 
 
