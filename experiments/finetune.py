@@ -51,19 +51,13 @@ DPO = dict(beta=0.1, lr=3e-4)
 
 
 def _config(fields: dict):
-  from lmjax.config import default_config, resolve
+  from lmjax.config import default_config, resolve, set_fields
   c = default_config()
   c.model.max_seq_len = c.data.seq_len = SEQ_LEN
   c.data.batch_size, c.data.eval_batches = 16, 16
   c.train.log_every, c.checkpoint.max_to_keep = 50, 1
   c.optim.min_lr_ratio = 0.0
-  for dotted, value in fields.items():
-    node = c
-    *parents, leaf = dotted.split('__')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return resolve(c)
+  return resolve(set_fields(c, fields))
 
 
 def _train(config, workdir, log_dir):

@@ -301,6 +301,18 @@ IMPORT_MAY_DIFFER = ('seed', 'data.', 'optim.', 'train.', 'checkpoint.', 'mesh.'
                      'model.lora_', 'model.adapter_')
 
 
+def set_fields(config: ConfigDict, fields: dict) -> ConfigDict:
+  """`config` with each field set: keys are paths with `__` between sections
+  (`train__steps=10`, as keyword arguments can carry them). Returns the config."""
+  for path, value in fields.items():
+    node = config
+    *parents, leaf = path.split('__')
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
 def _as_json(value):
   """Tuples as lists, as a config read back from JSON has them."""
   if isinstance(value, (list, tuple)):

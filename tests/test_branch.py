@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from lmjax.config import default_config, resolve
+from lmjax.config import default_config, resolve, set_fields
 from lmjax.core.rundir import RunDir
 from lmjax.train import loop
 from lmjax.train.checkpoint import CheckpointError
@@ -18,13 +18,7 @@ def _config(**fields):
   c.optim.warmup_steps = 4
   c.checkpoint.every_steps, c.checkpoint.max_to_keep = 100, 1
   c.checkpoint.async_save = False
-  for dotted, value in fields.items():
-    node = c
-    *parents, leaf = dotted.split('__')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return resolve(c)
+  return resolve(set_fields(c, fields))
 
 
 def _losses(workdir):

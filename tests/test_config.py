@@ -4,20 +4,13 @@ import sys
 
 import pytest
 
-from lmjax.config import ConfigError, default_config, resolve
+from lmjax.config import ConfigError, default_config, resolve, set_fields
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _with(**overrides):
-  c = default_config()
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('__')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return set_fields(default_config(), overrides)
 
 
 def test_presets_fill_unset_fields_and_keep_overrides():

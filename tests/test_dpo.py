@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from lmjax.config import ConfigError, default_config, resolve
+from lmjax.config import ConfigError, default_config, resolve, set_fields
 from lmjax.core.rundir import RunDir
 from lmjax.train import loop, trained
 
@@ -39,13 +39,7 @@ def _config(**fields):
   c.data.seq_len, c.data.batch_size, c.data.eval_batches = 16, 16, 2
   c.train.log_every, c.optim.warmup_steps = 1, 2
   c.checkpoint.async_save = False
-  for dotted, value in fields.items():
-    node = c
-    *parents, leaf = dotted.split('__')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return resolve(c)
+  return resolve(set_fields(c, fields))
 
 
 @pytest.fixture(scope='module')

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from lmjax.config import ConfigError, default_config, resolve
+from lmjax.config import ConfigError, default_config, resolve, set_fields
 from lmjax.model import lora
 from lmjax.train import loop, trained
 from lmjax.train.steps import build_model, init_params
@@ -21,13 +21,7 @@ def _config(**fields):
   c = default_config()
   c.data.seq_len, c.data.batch_size, c.data.eval_batches = 32, 8, 1
   c.checkpoint.async_save, c.optim.warmup_steps = False, 2
-  for dotted, value in fields.items():
-    node = c
-    *parents, leaf = dotted.split('__')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return resolve(c)
+  return resolve(set_fields(c, fields))
 
 
 def _tokens(seed=0, shape=(2, 32)):

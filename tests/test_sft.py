@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from lmjax.config import default_config, resolve
+from lmjax.config import default_config, resolve, set_fields
 from lmjax.core.rundir import RunDir
 from lmjax.data import chat, loader, pipeline
 from lmjax.data.tokenizers import ByteTokenizer
@@ -42,13 +42,7 @@ def _config(**fields):
   c.data.seq_len, c.data.batch_size, c.data.eval_batches = 32, 8, 2
   c.train.log_every, c.optim.warmup_steps = 10, 5
   c.checkpoint.async_save = False
-  for dotted, value in fields.items():
-    node = c
-    *parents, leaf = dotted.split('__')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return resolve(c)
+  return resolve(set_fields(c, fields))
 
 
 @pytest.fixture(scope='module')

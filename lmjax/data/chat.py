@@ -114,10 +114,9 @@ def render(example, tokenizer, seq_len, where='example',
   return tokens[:seq_len + 1], mask[:seq_len + 1]
 
 
-def read_jsonl(path, tokenizer, seq_len,
-               template=None) -> list[tuple[np.ndarray, np.ndarray]]:
-  """Every example of a JSONL file rendered; ChatDataError naming the first bad line."""
-  out = []
+def jsonl(path):
+  """(where, object) of each non-blank line of a JSONL file, `where` naming the line for
+  errors; ChatDataError for a file that cannot be read or a line that is not JSON."""
   try:
     f = open(path, encoding='utf-8')
   except OSError as e:
@@ -128,10 +127,15 @@ def read_jsonl(path, tokenizer, seq_len,
         continue
       where = f'{path} line {number}'
       try:
-        example = json.loads(line)
+        yield where, json.loads(line)
       except ValueError:
         raise ChatDataError(f'{where}: not JSON') from None
-      out.append(render(example, tokenizer, seq_len, where, template))
+
+
+def read_jsonl(path, tokenizer, seq_len,
+               template=None) -> list[tuple[np.ndarray, np.ndarray]]:
+  """Every example of a JSONL file rendered; ChatDataError naming the first bad line."""
+  out = [render(example, tokenizer, seq_len, where, template) for where, example in jsonl(path)]
   if not out:
     raise ChatDataError(f'{path}: no examples')
   return out

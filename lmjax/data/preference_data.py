@@ -11,8 +11,6 @@ side first, then its rejected side, and their reference log-probabilities (`ref_
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from lmjax.data import chat, pipeline
@@ -31,25 +29,13 @@ class PairStore:
 def read_jsonl(path, tokenizer, seq_len, template=None) -> PairStore:
   """The pairs of a JSONL file; chat.ChatDataError naming the first bad line."""
   rows = []
-  try:
-    f = open(path, encoding='utf-8')
-  except OSError as e:
-    raise chat.ChatDataError(f'{path}: cannot read it ({e.strerror or e})') from None
-  with f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f'{path} line {number}'
-      try:
-        pair = json.loads(line)
-      except ValueError:
-        raise chat.ChatDataError(f'{where}: not JSON') from None
-      if not isinstance(pair, dict) or not all(
-          isinstance(pair.get(k), str) for k in ('prompt', 'chosen', 'rejected')):
-        raise chat.ChatDataError(f'{where}: expected "prompt", "chosen" and "rejected" strings')
-      rows.append([chat.render({'prompt': pair['prompt'], 'completion': pair[side]},
-                               tokenizer, seq_len, f'{where} ({side})', template)
-                   for side in ('chosen', 'rejected')])
+  for where, pair in chat.jsonl(path):
+    if not isinstance(pair, dict) or not all(
+        isinstance(pair.get(k), str) for k in ('prompt', 'chosen', 'rejected')):
+      raise chat.ChatDataError(f'{where}: expected "prompt", "chosen" and "rejected" strings')
+    rows.append([chat.render({'prompt': pair['prompt'], 'completion': pair[side]},
+                             tokenizer, seq_len, f'{where} ({side})', template)
+                 for side in ('chosen', 'rejected')])
   if not rows:
     raise chat.ChatDataError(f'{path}: no pairs')
   length = seq_len + 1
