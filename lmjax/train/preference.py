@@ -115,23 +115,25 @@ def metrics(sown, pairs) -> dict:
   return {f'dpo_{k}': v / pairs for k, v in sown['dpo'].items()}
 
 
-def set_reference(store, model, params, pairs_per_batch, placement):
-  """Computes and keeps `store.ref`, the reference model's summed log-probabilities (P, 2) of
-  every pair of a preference_data.PairStore, `pairs_per_batch` at a time on `placement`."""
+def set_reference(stores, model, params, pairs_per_batch, placement):
+  """Computes and keeps each store's `ref`, the reference model's summed log-probabilities
+  (P, 2) of every pair of a preference_data.PairStore, `pairs_per_batch` at a time on
+  `placement` (one compiled program for all the stores)."""
   import numpy as np
 
   from lmjax.data import preference_data
   fn = jax.jit(lambda p, b: _logprobs(p, model, b))
-  store.ref = None
-  out = np.zeros((store.n_pairs, 2), np.float32)
-  for first in range(0, store.n_pairs, pairs_per_batch):
-    idx = np.arange(first, first + pairs_per_batch) % store.n_pairs  # the last batch wraps
-    batch = {k: jax.device_put(v, placement)
-             for k, v in preference_data.rows(store, idx).items()}
-    values = np.asarray(jax.device_get(fn(params, batch))).reshape(-1, 2)
-    keep = min(pairs_per_batch, store.n_pairs - first)
-    out[first:first + keep] = values[:keep]
-  store.ref = out
+  for store in stores:
+    store.ref = None
+    out = np.zeros((store.n_pairs, 2), np.float32)
+    for first in range(0, store.n_pairs, pairs_per_batch):
+      idx = np.arange(first, first + pairs_per_batch) % store.n_pairs  # the last batch wraps
+      batch = {k: jax.device_put(v, placement)
+               for k, v in preference_data.rows(store, idx).items()}
+      values = np.asarray(jax.device_get(fn(params, batch))).reshape(-1, 2)
+      keep = min(pairs_per_batch, store.n_pairs - first)
+      out[first:first + keep] = values[:keep]
+    store.ref = out
 
 
 def make_eval_step(model, dpo_config):

@@ -85,11 +85,9 @@ def set_up(config) -> Setup:
   dataset = loader.load(config)
   if config.train.objective == 'dpo':  # the reference model's log-probabilities, once
     from lmjax.train import preference
-    reference = initial_params(config, train_step)
-    for store in (dataset.train, dataset.eval):
-      preference.set_reference(store, train_step.model, reference, config.data.batch_size // 2,
-                               sharding.replicated(train_step.mesh))
-    del reference
+    preference.set_reference((dataset.train, dataset.eval), train_step.model,
+                             initial_params(config, train_step), config.data.batch_size // 2,
+                             sharding.replicated(train_step.mesh))
   eval_set = [sharding.put_batch(b, batch_sharding)
               for b in loader.eval_batches(dataset, config, *process)]
   return Setup(train_step, batch_sharding, dataset, eval_set,
@@ -163,7 +161,7 @@ def _branch(config, setup: Setup, abstract):
     what = (f'params imported from {meta["imported"]}' if meta.get('imported') else
             'its params')
     base = base_reference(parent, step, meta) if lora.has_adapters(config.model) else None
-    return (*_from_imported(config, setup, source, step, meta, abstract), step,
+    return (*_from_imported(config, setup, source, step, meta), step,
             f'{what}, a fresh optimizer, data from step 0'
             + ('; checkpoints hold the adapters alone' if base else ''), base)
   iterator = setup.new_iterator()
@@ -177,10 +175,9 @@ def _branch(config, setup: Setup, abstract):
   return state, iterator, step, 'a cooldown branch', None
 
 
-def _from_imported(config, setup: Setup, source, step, meta, abstract):
+def _from_imported(config, setup: Setup, source, step, meta):
   """A fresh run (optimizer state, data from step 0) whose params are an imported model's or
   another run's: the model must be that one, read by the same tokenizer."""
-  del abstract
   try:
     state = _params_start(config, setup.train_step, source, step, meta)
   finally:
