@@ -34,6 +34,9 @@ setup(
         # Run directories on object storage (lmjax/core/storage.py): fsspec's interface; the
         # gs:// backend is the `gcs` extra.
         'fsspec>=2026.9.0',
+        # Quantisation (lmjax/model/quantize.py): int8/int4/NF4 weights and int8 training. Pinned:
+        # quantised training calls qwix's dot_general_qt, which qwix does not export.
+        'qwix==0.1.8',
     ],
     extras_require={
         # torch and transformers build the reference models of tests/test_convert.py (the

@@ -23,6 +23,12 @@ adapter_model.safetensors) that peft.PeftModel.from_pretrained loads onto the --
 its base run. --merge_lora writes OUT, a run directory of the LoRA run's merged params, to start
 from (train.init_from=OUT) or evaluate like any run.
 
+Quantised models are not exported: lmjax quantises at evaluation and sampling time
+(launch.eval/launch.sample --quantize) in qwix's layout, which transformers does not read, so
+--quantize is refused in one line; export the float model and quantise it where it is loaded
+(bitsandbytes, GPTQ). A run trained with train.quantize=int8 keeps float weights and exports as
+any run.
+
 Exit status 2 for a malformed directory, an unsupported model or a bad flag (one line).
 """
 from absl import flags, logging
@@ -40,12 +46,18 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'The lmjax run directory (writte
                                'read by --to_hf).')
 _STEP = flags.DEFINE_integer('step', None, '--to_hf, --to_peft, --merge_lora: the checkpoint '
                              'step (default: newest).')
+_QUANTIZE = flags.DEFINE_string('quantize', None, 'Refused: quantised models are not exported '
+                                '(see the module docstring).')
 _SEQ_LEN = flags.DEFINE_integer('seq_len', 0, '--from_hf: data.seq_len of the imported config '
                                 '(0: the model\'s positions, at most 1024).')
 
 
 def main():
   logging.set_verbosity(logging.ERROR)  # orbax warns about every read-only manager
+  if _QUANTIZE.value:
+    fail(f'--quantize={_QUANTIZE.value}: quantised models are not exported; export the float '
+         'model (--to_hf) and quantise it in transformers, or evaluate and sample a run '
+         'quantised with launch.eval/launch.sample --quantize')
   given = [f for f in (_FROM, _TO, _PEFT, _MERGE) if f.value]
   if len(given) != 1:
     fail('give exactly one of --from_hf=HF_DIR (import), --to_hf=HF_DIR (export), '

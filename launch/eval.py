@@ -13,7 +13,11 @@ Writes, into RUN/eval/ (each file whole or not at all; the JSON last):
   <split>-<step>-position.png     loss against position in the context
   <split>-<step>-logprobs.html    the first --page_documents documents, each token coloured by
                                   its log-probability (--compare=RUN2: by the difference)
-and the headline numbers to RUN/tb as eval_<split>/... at the step. Exit status 2 for a bad run
+and the headline numbers to RUN/tb as eval_<split>/... at the step. --quantize=int8|int4|nf4
+evaluates the float model, then the model with its projection weights quantised (int8 per output
+channel; int4 and nf4 in blocks of --quantize_block input rows; lmjax/model/quantize.py), and
+writes the quantised model's files as <split>-<scheme>-<step>.*, with the float model's numbers
+and both models' weight bytes in its JSON ("quantization"). Exit status 2 for a bad run
 directory, step, split or flag, with one line saying which. The work is
 lmjax/eval/outputs.py's evaluate_run.
 """
@@ -40,6 +44,10 @@ _COMPARE = flags.DEFINE_string('compare', None, 'A second run (same tokenizer an
                                'colour the page by the difference of log-probabilities.')
 _COMPARE_STEP = flags.DEFINE_integer('compare_step', None, "The second run's step (default: "
                                      'its newest).')
+_QUANTIZE = flags.DEFINE_string('quantize', None, 'Also evaluate the model with its projection '
+                                'weights quantised: int8 (per channel), int4 or nf4 (per block); '
+                                'lmjax/model/quantize.py.')
+_BLOCK = flags.DEFINE_integer('quantize_block', 64, 'int4 and nf4: input rows per block.')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -49,7 +57,8 @@ def main():
                documents=_DOCUMENTS.value, rows=_ROWS.value, batch_size=_BATCH.value,
                page_documents=_PAGE.value,
                mesh=parse_mesh(_MESH.value, allow_rest=True) if _MESH.value else None,
-               compare=_COMPARE.value, compare_step=_COMPARE_STEP.value)
+               compare=_COMPARE.value, compare_step=_COMPARE_STEP.value,
+               quantize=_QUANTIZE.value, quantize_block=_BLOCK.value)
 
 
 if __name__ == '__main__':

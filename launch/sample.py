@@ -10,7 +10,8 @@ truncate), or beam search (--beam=W with --length_alpha). The same --seed gives 
 against the others (minimum Bayes risk; --mbr_utility=chrf or rouge1; lmjax/infer/mbr.py).
 --draft=RUN drafts --draft_k tokens per round with a smaller run of the same tokenizer, which the
 target verifies in one pass (speculative decoding, lmjax/infer/speculative.py): the same
-distribution as plain sampling, the same text at --temperature=0.
+distribution as plain sampling, the same text at --temperature=0. --quantize=int8|int4|nf4
+decodes with the projection weights quantised (lmjax/model/quantize.py; their bytes printed).
 
 Prints each prompt and its continuation, and writes one JSON line per prompt (prompt, text,
 tokens, per-token log-probabilities, settings) to --output (default
@@ -50,6 +51,10 @@ _DRAFT = flags.DEFINE_string('draft', None, 'Speculative decoding: a run of the 
                              '(a sweep\'s small model) drafts for this one.')
 _DRAFT_K = flags.DEFINE_integer('draft_k', 4, 'Speculative decoding: tokens drafted per round.')
 _MBR_UTILITY = flags.DEFINE_string('mbr_utility', 'chrf', 'MBR\'s utility: chrf or rouge1.')
+_QUANTIZE = flags.DEFINE_string('quantize', None, 'Decode with the projection weights quantised: '
+                                'int8 (per channel), int4 or nf4 (per block); '
+                                'lmjax/model/quantize.py.')
+_BLOCK = flags.DEFINE_integer('quantize_block', 64, 'int4 and nf4: input rows per block.')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -61,7 +66,7 @@ def main():
              max_new_tokens=_MAX_NEW.value, sampler=sampler, beam=_BEAM.value,
              length_alpha=_ALPHA.value, stop_at_end=_STOP.value, cache=_CACHE.value,
              mbr=_MBR.value, mbr_utility=_MBR_UTILITY.value, draft=_DRAFT.value,
-             draft_k=_DRAFT_K.value)
+             draft_k=_DRAFT_K.value, quantize=_QUANTIZE.value, quantize_block=_BLOCK.value)
 
 
 if __name__ == '__main__':

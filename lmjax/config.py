@@ -62,6 +62,7 @@ CHOICES = {
     'data.chat_template': ('auto', 'plain', 'tokenizer'),  # lmjax/data/chat.py
     'data.loss_mask': ('completion', 'all'),
     'train.objective': ('lm', 'dpo'),
+    'train.quantize': ('none', 'int8'),  # lmjax/model/quantize.py
     'dpo.loss_type': ('sigmoid', 'ipo', 'hinge'),  # lmjax/train/preference.py
 }
 
@@ -218,6 +219,8 @@ def _train() -> ConfigDict:
                                         # from step 0 (fine-tuning); init_step -1: its newest
   t.objective = 'lm'                    # lm: next-token cross-entropy | dpo: config.dpo's
                                         # preference loss against init_from as the reference
+  t.quantize = 'none'                   # int8: the block matmuls in int8 forward and backward
+                                        # (quantised training through qwix)
   t.compile_cache = 'auto'              # launch.train's compilation cache: auto | none | a dir
                                         # (auto: $JAX_COMPILATION_CACHE_DIR, else beside the run)
   t.profile_start = 0                   # first step of a jax.profiler trace in DIR/tb; 0: none
@@ -511,6 +514,9 @@ def _validate(c):
       _fail('data.tokenizer', data.tokenizer, f'byte or hf with data.dataset={data.dataset} (a '
             'SentencePiece model lives beside the corpus it was trained on)')
   _validate_dpo(c)
+  if c.train.quantize != 'none' and c.model.moe_experts:
+    _fail('train.quantize', c.train.quantize, 'none with model.moe_experts > 0 (the experts\' '
+          'grouped matmuls are not quantised)')
   if not isinstance(t.init_params, bool):
     _fail('train.init_params', t.init_params, 'true or false')
   if t.init_params:

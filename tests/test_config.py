@@ -141,7 +141,9 @@ def test_unknown_fields_are_refused_and_model_defaults_live_in_one_place():
   # A run's config.json from before a field existed: the field takes default_config's value.
   older = {k: v for k, v in model.items() if k != 'rope_scaling'}
   assert ModelConfig.from_config(older).rope_scaling == default_config().model.rope_scaling
-  # ModelConfig restates no default: every field but the platform comes from the config.
+  # ModelConfig restates no default: every field but the platform and train.quantize (both set
+  # by transformer.model_config) comes from config.model.
   assert [f.name for f in dataclasses.fields(ModelConfig)
-          if f.default is not dataclasses.MISSING] == ['platform']
-  assert {f.name for f in dataclasses.fields(ModelConfig)} - {'platform'} == set(model)
+          if f.default is not dataclasses.MISSING] == ['platform', 'quantize']
+  assert {f.name for f in dataclasses.fields(ModelConfig)} - {'platform', 'quantize'} == set(
+      model)

@@ -16,6 +16,7 @@ from lmjax.core.errors import LmjaxError
 from lmjax.core.rundir import RunDir
 from lmjax.data import datasets, loader
 from lmjax.eval import pages, per_token
+from lmjax.model import quantize as quantization
 from lmjax.train import steps, trained
 
 HEADLINE = ('loss', 'perplexity', 'bits_per_token', 'bits_per_byte', 'accuracy', 'ece')
@@ -30,12 +31,14 @@ class EvalInputError(LmjaxError, ValueError):
 
 def evaluate_run(workdir, *, step=None, params=None, split=None, documents=0, rows='split',
                  batch_size=0, page_documents=8, mesh=None, compare=None, compare_step=None,
-                 log=print) -> dict:
+                 quantize=None, quantize_block=quantization.BLOCK, log=print) -> dict:
   """Evaluates the run in `workdir` (its newest checkpoint, `step`, or exported `params`) on the
   mesh `mesh` ({'data':, 'fsdp':, 'tensor':}; None: the run's) over every token of `split`
   (default: its evaluation split; `documents`: the first K only), or with rows='training' the
   training loop's evaluation batches; `compare`, a second run directory, colours the page by the
-  difference. Writes RUN/eval/<split>-<step>.* and returns the report."""
+  difference. Writes RUN/eval/<split>-<step>.* and returns the report. `quantize` (int8 |
+  int4 | nf4): the run's projection weights quantised (lmjax/model/quantize.py), evaluated
+  beside the float model, into RUN/eval/<split>-<quantize>-<step>.*."""
   for name, value in (('documents', documents), ('batch_size', batch_size),
                       ('page_documents', page_documents)):
     if value < 0:
@@ -45,6 +48,8 @@ def evaluate_run(workdir, *, step=None, params=None, split=None, documents=0, ro
                          'params')
   if rows not in ROWS:
     raise EvalInputError(f'--rows={rows}: one of {", ".join(ROWS)}')
+  if quantize:
+    quantization.check(quantize, quantize_block)
   run = trained.load(workdir, step, params, mesh)
   config = run.config
   if config.data.dataset == 'random':
@@ -79,7 +84,40 @@ def evaluate_run(workdir, *, step=None, params=None, split=None, documents=0, ro
       raise EvalInputError(f'--compare={compare}: its data.seq_len and data.tokenizer must '
                            "equal this run's")
   name = split if rows == 'split' else f'{split}-training_batches'
+  if quantize:
+    return _evaluate_quantized(run, tokenizer, store, batches, name, quantize, quantize_block,
+                               page_documents, other, log)
   return evaluate_and_write(run, tokenizer, store, batches, name, page_documents, other, log)
+
+
+def _evaluate_quantized(run, tokenizer, store, batches, name, scheme, block, page_documents,
+                        other, log):
+  """The float model's headline numbers, then the quantised model's whole report with them
+  beside its own and the weights' bytes of both."""
+  batches = list(batches)
+  t0 = time.time()
+  log(f'float model: {len(batches)} batches')
+  floats, _ = evaluate(run, tokenizer, store, batches)
+  quantized = trained.quantized(run, scheme, block)
+  size = quantization.weight_bytes(quantized.params)
+  extra = {'quantization': {
+      'scheme': scheme, 'block': block if scheme != 'int8' else None,
+      'weight_bytes': size['total'], 'quantized_weight_bytes': size['quantized'],
+      'float_weight_bytes': quantization.weight_bytes(run.params)['total'],
+      'float': {k: floats[k] for k in HEADLINE if floats.get(k) is not None},
+      'float_seconds': round(time.time() - t0, 1)}}
+  report = evaluate_and_write(quantized, tokenizer, store, batches, f'{name}-{scheme}',
+                              page_documents, other, lambda line: None, extra)
+  q = extra['quantization']
+  for k in HEADLINE:
+    if report.get(k) is not None:
+      log(f'{k:>15} {report[k]:.5f}  (float {q["float"][k]:.5f}, '
+          f'{report[k] - q["float"][k]:+.5f})')
+  log(f'weights {q["weight_bytes"]:,} bytes {scheme} against {q["float_weight_bytes"]:,} '
+      f'float ({q["weight_bytes"] / q["float_weight_bytes"]:.3f}x; the projections '
+      f'{q["quantized_weight_bytes"]:,})')
+  log(f'{report["tokens"]:,} tokens in {report["seconds"]} s; wrote {report["files"]["report"]}')
+  return report
 
 
 def evaluate(run, tokenizer, store, batches, page_documents=0, progress=None):
@@ -115,8 +153,9 @@ def _other_nats(other, tally, store, seq_len, batch_size):
 
 
 def evaluate_and_write(run, tokenizer, store, batches, split_name, page_documents=8,
-                       other=None, log=print) -> dict:
-  """Evaluates and writes RUN/eval/<split_name>-<step>.{json,png,html} (`evaluate_run`)."""
+                       other=None, log=print, extra=None) -> dict:
+  """Evaluates and writes RUN/eval/<split_name>-<step>.{json,png,html} (`evaluate_run`);
+  `extra` joins the report."""
   workdir = run.workdir
   step_name = str(run.step) if run.step >= 0 else 'params'
   stem = RunDir(workdir).eval_stem(split_name, step_name)
@@ -126,7 +165,7 @@ def evaluate_and_write(run, tokenizer, store, batches, split_name, page_document
   report, tally = evaluate(run, tokenizer, store, batches,
                            page_documents if store is not None else 0, progress)
   report.update(split=split_name, step=run.step, seconds=round(time.time() - t0, 1),
-                seq_len=run.config.data.seq_len, tokenizer=tokenizer.name)
+                seq_len=run.config.data.seq_len, tokenizer=tokenizer.name, **(extra or {}))
   title = f'{os.path.basename(os.path.abspath(workdir))} step {step_name}, {split_name}'
   if not storage.is_remote(stem):
     os.makedirs(os.path.dirname(stem), exist_ok=True)
@@ -144,6 +183,7 @@ def evaluate_and_write(run, tokenizer, store, batches, split_name, page_document
       other_title = f'{other.workdir} step {other.step}'
     html = pages.logprob_page(page, tokenizer.piece, names, title, other_nats, other_title)
     files['logprobs'] = storage.write_text(f'{stem}-logprobs.html', html)
+  files['report'] = f'{stem}.json'
   report['files'] = files
   path = storage.write_text(f'{stem}.json', json.dumps(report, indent=1))
   _tensorboard(workdir, split_name, run.step, report)

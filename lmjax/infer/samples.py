@@ -25,6 +25,7 @@ from lmjax.data import loader
 from lmjax.infer import mbr as mbr_module
 from lmjax.infer.decode import BeamSearch, Decoder, DecodeError, Sampler
 from lmjax.infer.speculative import Speculative
+from lmjax.model import quantize as quantization
 from lmjax.train import trained
 
 
@@ -110,9 +111,11 @@ def _mbr(run, tokenizer, prompts, n, utility, **settings) -> list[dict]:
 
 def continue_run(workdir, prompts, *, step=None, params=None, max_new_tokens=256, sampler=None,
                  beam=0, length_alpha=1.0, stop_at_end=True, cache=True, seed=0, mbr=0,
-                 mbr_utility='chrf', draft=None, draft_k=4):
+                 mbr_utility='chrf', draft=None, draft_k=4, quantize=None,
+                 quantize_block=quantization.BLOCK, log=print):
   """(the loaded run, `continue_prompts`' rows) for the run in `workdir` at its newest
-  checkpoint, `step`, or exported `params`; `draft`: a run directory to draft with."""
+  checkpoint, `step`, or exported `params`; `draft`: a run directory to draft with;
+  `quantize`: int8 | int4 | nf4 projection weights (lmjax/model/quantize.py)."""
   if step is not None and params:
     raise SampleInputError('--step and --params are exclusive: a checkpoint step or exported '
                            'params')
@@ -122,7 +125,15 @@ def continue_run(workdir, prompts, *, step=None, params=None, max_new_tokens=256
     raise SampleInputError('--draft is exclusive with --beam and --mbr')
   if draft and draft_k < 1:
     raise DecodeError(f'--draft_k={draft_k} is not allowed: at least 1 drafted token per round')
+  if quantize:
+    quantization.check(quantize, quantize_block)
   run = trained.load(workdir, step, params)
+  if quantize:
+    floats = quantization.weight_bytes(run.params)['total']
+    run = trained.quantized(run, quantize, quantize_block)
+    size = quantization.weight_bytes(run.params)['total']
+    log(f'weights quantised to {quantize}: {size:,} bytes against {floats:,} float '
+        f'({size / floats:.3f}x)')
   tokenizer = loader.load_tokenizer(run.config)
   drafting = _draft(draft, run, tokenizer) if draft else None
   return run, continue_prompts(run, tokenizer, list(prompts), max_new_tokens, sampler, beam,
@@ -185,7 +196,7 @@ def sample_run(workdir, prompts, *, output=None, seed=0, log=print, **settings) 
   if output:
     output_path(workdir, output, 0, seed)  # a bad --output fails before any decoding
   t0 = time.time()
-  run, rows = continue_run(workdir, prompts, seed=seed, **settings)
+  run, rows = continue_run(workdir, prompts, seed=seed, log=log, **settings)
   seconds = time.time() - t0
   path = output_path(workdir, output, run.step, seed)
   for i, row in enumerate(rows):

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from lmjax.config import GATED, lora_matches
+from lmjax.model.quantize import qat_matmul
 from lmjax.model.spec import ModelConfig
 
 # The MLP's nonlinearity by `model.activation` (gated units apply it to their first projection).
@@ -47,8 +48,11 @@ def _matmul_cpu_bwd(res, dy_NxO):
 _matmul_cpu.defvjp(_matmul_cpu_fwd, _matmul_cpu_bwd)
 
 
-def matmul(x_NxI, w_IxO, out_dtype=None, platform=''):
-  """x @ w for 2-D operands, float32 accumulation when `out_dtype` is float32."""
+def matmul(x_NxI, w_IxO, out_dtype=None, platform='', quantize='none'):
+  """x @ w for 2-D operands, float32 accumulation when `out_dtype` is float32; `quantize`
+  int8: qwix's int8 matmuls forward and backward (lmjax/model/quantize.py)."""
+  if quantize == 'int8':
+    return qat_matmul(x_NxI, w_IxO, out_dtype)
   if (platform or jax.default_backend()) == 'cpu' and x_NxI.dtype == w_IxO.dtype == jnp.float32:
     return _matmul_cpu(x_NxI, w_IxO)
   return jnp.dot(x_NxI, w_IxO, preferred_element_type=out_dtype)
@@ -66,7 +70,7 @@ def dense(module, x_NxI, name, shape, axes, std, bias_axes=None, in_scale=None,
   w = w.reshape(n_in, -1)
   if in_scale is not None:
     w = w * in_scale[:, None]
-  y = matmul(x_NxI, w.astype(dt), platform=cfg.platform)
+  y = matmul(x_NxI, w.astype(dt), platform=cfg.platform, quantize=cfg.quantize)
   if cfg.use_bias:
     b = param(module, name + '_bias', shape[-len(bias_axes):], bias_axes, 0, pdt)
     y = y + b.astype(dt).reshape(-1)

@@ -69,6 +69,7 @@ class ModelConfig:
   adapter_dim: int           # 0: no bottleneck adapters (layers.Adapter)
   adapter_placement: str     # houlsby | pfeiffer
   platform: str = ''        # where the model runs: cpu | gpu | tpu; '' = jax.default_backend()
+  quantize: str = 'none'     # train.quantize: int8 block matmuls (lmjax/model/quantize.py)
 
   @classmethod
   def from_config(cls, model_config) -> 'ModelConfig':
@@ -76,7 +77,7 @@ class ModelConfig:
     a field it lacks (added to lmjax after the run) takes default_config's value; a key that is
     no field is a ConfigError."""
     values = dict(model_config)
-    names = [f.name for f in dataclasses.fields(cls) if f.name != 'platform']
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in ('platform', 'quantize')]
     unknown = sorted(set(values) - set(names) - {'platform'})
     if unknown:
       raise ConfigError(f'config.model.{unknown[0]} is not a model field (one of '

@@ -51,7 +51,7 @@ def model_config(config, platform: str) -> ModelConfig:
     raise ConfigError(f'config.model.remat={config.model.remat} is not allowed on {platform}: '
                       f'host offload runs on {" or ".join(remat.OFFLOAD_PLATFORMS)}')
   return dataclasses.replace(ModelConfig.from_config(config.model), attention_impl=impl,
-                             platform=platform)
+                             platform=platform, quantize=config.train.get('quantize', 'none'))
 
 
 class Norm(nn.Module):
@@ -136,12 +136,14 @@ class Attention(Sharded):
               for name, n, axis in heads] if cfg.use_bias or cfg.qkv_bias else []
     if self.tensor_parallel:
       # Three matmuls: concatenating weights sharded over `tensor` would cost collectives.
-      q, kk, v = (matmul(x_NxD, w.astype(dt), platform=cfg.platform) for w in ws)
+      q, kk, v = (matmul(x_NxD, w.astype(dt), platform=cfg.platform, quantize=cfg.quantize)
+                  for w in ws)
       if biases:
         q, kk, v = (y + bias.astype(dt) for y, bias in zip((q, kk, v), biases))
     else:
       # One matmul for q, k and v (wider is faster on CPU).
-      qkv = matmul(x_NxD, jnp.concatenate(ws, axis=1).astype(dt), platform=cfg.platform)
+      qkv = matmul(x_NxD, jnp.concatenate(ws, axis=1).astype(dt), platform=cfg.platform,
+                   quantize=cfg.quantize)
       if biases:
         qkv = qkv + jnp.concatenate(biases).astype(dt)
       q, kk, v = jnp.split(qkv, [h * e, (h + k) * e], axis=1)

@@ -7,6 +7,7 @@ optimizer state is never read. The params are checked against the digests saved 
 (lmjax/train/digests.py): a damaged checkpoint is named and the one before it used, unless
 `step` asked for it. `params_path` instead names params written by
 `checkpoint.export_params`. Every problem is a `RunError` whose message names the flag.
+`quantized(run, scheme)` is the run with its projection weights quantised (lmjax/model/quantize.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from lmjax.config import ConfigError
 from lmjax.core import storage
 from lmjax.core.errors import LmjaxError, one_line
 from lmjax.core.rundir import RunDirError
+from lmjax.model import quantize
 from lmjax.train import checkpoint, sharding, steps
 
 
@@ -115,3 +117,15 @@ def _restore(workdir, config, abstract_params, step, log):
   if step is not None:
     raise RunError(f'--step={step}: the checkpoint {errors[0]} cannot be read')
   raise RunError(f'--workdir={workdir}: no checkpoint can be read: {"; ".join(errors)}')
+
+
+def quantized(run: Trained, scheme: str, block: int = quantize.BLOCK) -> Trained:
+  """`run` with its projection weights quantised by `scheme` (int8 | int4 | nf4; blocks of
+  `block` input rows for the 4-bit schemes) and a model that dequantises them in its program;
+  the quantised params are replicated over the run's mesh. QuantizeError for a bad scheme."""
+  quantize.check(scheme, block)
+  params = quantize.quantize_params(run.params, scheme, block)
+  shardings = jax.tree.map(lambda _: sharding.replicated(run.mesh), params)
+  params = jax.device_put(params, shardings)
+  return run._replace(model=quantize.Dequantized(run.model), params=params,
+                      param_shardings=shardings)
