@@ -5,7 +5,9 @@ escapes) is tokenised with the run's tokenizer after the separator that starts e
 and continued by the model of the newest checkpoint (or --step, or --params) for up to
 --max_new_tokens tokens or until the model ends the document. Decoding is lmjax/infer/decode.py:
 a KV cache, the samplers (--temperature 0 is greedy; --top_k, --top_p, --min_p, --epsilon
-truncate), or beam search (--beam=W with --length_alpha). The same --seed gives the same samples.
+truncate), or beam search (--beam=W with --length_alpha; diverse beam search with
+--beam_groups=G --diversity=L, each group's best text in the row). The same --seed gives the same
+samples.
 --mbr=N samples N continuations of each prompt and keeps the one of highest expected utility
 against the others (minimum Bayes risk; --mbr_utility=chrf or rouge1; lmjax/infer/mbr.py).
 --draft=RUN drafts --draft_k tokens per round with a smaller run of the same tokenizer, which the
@@ -39,6 +41,10 @@ _EPSILON = flags.DEFINE_float('epsilon', 0.0, 'Keep tokens of probability >= eps
 _BEAM = flags.DEFINE_integer('beam', 0, 'Beam search of this width (0: sample).')
 _ALPHA = flags.DEFINE_float('length_alpha', 1.0, 'Beam search length normalisation: score / '
                             'length^alpha.')
+_GROUPS = flags.DEFINE_integer('beam_groups', 1, 'Diverse beam search: groups of --beam / G '
+                              'beams each (1: plain beam search).')
+_DIVERSITY = flags.DEFINE_float('diversity', 0.0, 'Diverse beam search: the penalty per earlier '
+                                "group's choice of a token at the same step.")
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 _STOP = flags.DEFINE_bool('stop_at_end', True, 'Stop a prompt when the model ends the document.')
 _CACHE = flags.DEFINE_bool('cache', True, 'Use the KV cache (off: the full forward pass per '
@@ -66,7 +72,8 @@ def main():
              max_new_tokens=_MAX_NEW.value, sampler=sampler, beam=_BEAM.value,
              length_alpha=_ALPHA.value, stop_at_end=_STOP.value, cache=_CACHE.value,
              mbr=_MBR.value, mbr_utility=_MBR_UTILITY.value, draft=_DRAFT.value,
-             draft_k=_DRAFT_K.value, quantize=_QUANTIZE.value, quantize_block=_BLOCK.value)
+             draft_k=_DRAFT_K.value, quantize=_QUANTIZE.value, quantize_block=_BLOCK.value,
+             beam_groups=_GROUPS.value, diversity=_DIVERSITY.value)
 
 
 if __name__ == '__main__':

@@ -239,3 +239,77 @@ def test_beam_search_finds_the_best_sequence_of_an_exhaustive_case():
   greedy = decode.Decoder(model, 3, decode.Sampler(temperature=0))(params, [prompt])
   two = decode.BeamSearch(model, 3, beam=2, alpha=0)(params, [prompt])
   assert two.scores[0] >= greedy.logprobs.sum() - 1e-6
+
+
+def _diverse_by_hand(scores, step, done, groups, diversity):
+  """Vijayakumar et al. 2018's Alg. 1 step with Hamming diversity, one row at a time in plain
+  Python: each group in turn takes its W/G best (beam, token) by summed log-probability minus
+  diversity × how often earlier groups just chose the token (finished beams' continuations not
+  counted)."""
+  b, w, v = step.shape
+  size = w // groups
+  values, indices = np.zeros((b, w), np.float32), np.zeros((b, w), np.int64)
+  for r in range(b):
+    counts = np.zeros(v)
+    for g in range(groups):
+      cands = [(float(scores[r, k] + step[r, k, t]) - diversity * counts[t], k, t)
+               for k in range(g * size, (g + 1) * size) for t in range(v)]
+      chosen = sorted(cands, key=lambda c: -c[0])[:size]
+      for j, (_, k, t) in enumerate(chosen):
+        values[r, g * size + j] = scores[r, k] + step[r, k, t]
+        indices[r, g * size + j] = k * v + t
+      for _, k, t in chosen:
+        counts[t] += not done[r, k]
+  return values, indices
+
+
+def test_the_diverse_choice_is_the_paper_s_rule():
+  rng = np.random.default_rng(0)
+  b, w, v = 2, 6, 5
+  scores = rng.normal(size=(b, w)).astype(np.float32)
+  step = np.log(rng.dirichlet(np.ones(v), size=(b, w))).astype(np.float32)
+  done = np.zeros((b, w), bool)
+  done[0, 1] = done[1, 4] = True  # finished beams: one continuation, token 0 at log-prob 0
+  step[done] = np.where(np.arange(v) == 0, 0.0, -np.inf)
+  for groups, diversity in ((3, 0.0), (3, 0.7), (2, 5.0), (6, 2.0)):
+    values, indices = decode.diverse_top_k(jnp.asarray(scores), jnp.asarray(step),
+                                           jnp.asarray(done), groups, diversity)
+    want_values, want_indices = _diverse_by_hand(scores, step, done, groups, diversity)
+    np.testing.assert_array_equal(indices, want_indices)
+    np.testing.assert_array_equal(values, want_values)
+
+
+def test_diverse_beam_search_groups():
+  model, params, _ = model_and_params()
+  prompts = prompts_of((5, 8))
+  # Without diversity every group is a beam search of width W/G: each group's best is its best.
+  plain = decode.BeamSearch(model, 8, beam=2)(params, prompts)
+  same = decode.BeamSearch(model, 8, beam=6, groups=3)(params, prompts)
+  for g in range(3):
+    np.testing.assert_array_equal(same.group_tokens[:, g], plain.tokens)
+  np.testing.assert_allclose(same.group_scores[:, 0], plain.scores, rtol=1e-6)
+  one = decode.BeamSearch(model, 8, beam=2, groups=1)(params, prompts)
+  np.testing.assert_array_equal(one.group_tokens[:, 0], one.tokens)
+  # A large penalty: each group's first token is one no earlier group chose at that step, so the
+  # groups' best sequences start with different tokens; the best overall is the best group's.
+  diverse = decode.BeamSearch(model, 8, beam=6, groups=3, diversity=1e3)(params, prompts)
+  for row in range(2):
+    assert len(set(diverse.group_tokens[row, :, 0].tolist())) == 3
+    best = int(np.argmax(diverse.group_scores[row]))
+    np.testing.assert_array_equal(diverse.tokens[row], diverse.group_tokens[row, best])
+    assert diverse.scores[row] == diverse.group_scores[row].max()
+  with pytest.raises(decode.DecodeError, match='beam_groups=4 is not allowed: a divisor of'):
+    decode.BeamSearch(model, 8, beam=6, groups=4)
+  with pytest.raises(decode.DecodeError, match='diversity=0.5 is not allowed'):
+    decode.BeamSearch(model, 8, beam=6, diversity=0.5)
+
+
+@pytest.mark.parametrize('settings, message', [
+    (dict(beam=0, beam_groups=2), "--beam_groups and --diversity are diverse beam search's"),
+    (dict(beam=6, beam_groups=4), '--beam_groups=4 is not allowed: a divisor of --beam=6'),
+    (dict(beam=6, beam_groups=3, diversity=-1.0), '--diversity=-1.0 is not allowed'),
+    (dict(beam=6, diversity=0.5), '--diversity=0.5 is not allowed: >= 0, and 0 unless')])
+def test_bad_diverse_beam_settings_name_their_flag(settings, message):
+  from lmjax.infer import samples
+  with pytest.raises(decode.DecodeError, match=message):
+    samples.continue_run('/nonexistent-run', ['x'], **settings)

@@ -161,6 +161,12 @@ def test_sample_greedy_with_and_without_cache_and_bad_flags(run):
   assert out.returncode == 2 and out.stderr.strip().count('\n') == 0, out.stderr
   assert f'--output={run.parent} is a directory' in out.stderr
   assert (sorted(os.listdir(run.parent)), sorted(os.listdir(run))) == before
+  # Diverse beam search: each group's best text in the row, the best of them as its text.
+  from lmjax.infer.samples import continue_run
+  _, rows = continue_run(str(run), ['def '], max_new_tokens=8, beam=4, beam_groups=2,
+                         diversity=2.0)
+  assert rows[0]['beam_groups'] == 2 and len(rows[0]['group_texts']) == 2
+  assert rows[0]['text'] in rows[0]['group_texts']
 
 
 @pytest.mark.slow

@@ -24,6 +24,12 @@ truncation), whatever sampled it.
 Beam search (`BeamSearch`) keeps the `beam` best partial sequences by summed log-probability; a
 finished beam keeps its score, and the returned sequence is the best by score / length^alpha
 (length normalisation; alpha = 0 ranks by the sum, 1 by the mean log-probability per token).
+Diverse beam search (Vijayakumar et al. 2018, "Diverse Beam Search", AAAI, Alg. 1, Hamming
+diversity): `groups` G split the beams into G groups of beam / G, each a beam search of its own
+from the prompt; at every step the groups choose in turn, group g by summed log-probability
+minus `diversity` × the number of times each token was just chosen by groups 0..g−1 (a penalty
+on this step's choice only: the scores kept are the log-probabilities, as in the paper's
+objective). Each group's best sequence is returned beside the overall best.
 """
 from __future__ import annotations
 
@@ -208,19 +214,50 @@ class Beams(NamedTuple):
   logprobs: np.ndarray   # (B, max_new_tokens) float32
   lengths: np.ndarray    # (B,)
   scores: np.ndarray     # (B,) summed log-probability / length^alpha of the returned beam
+  group_tokens: np.ndarray   # (B, G, max_new_tokens): each group's best beam (G = 1: the best)
+  group_lengths: np.ndarray  # (B, G)
+  group_scores: np.ndarray   # (B, G)
+
+
+def diverse_top_k(scores_BxW, step_BxWxV, done_BxW, groups, diversity):
+  """Diverse beam search's choice (module docstring) as (summed log-probabilities, indices
+  into each row's W·V candidates), `jax.lax.top_k`'s form, W / `groups` per group in group
+  order. A finished beam's continuation (token 0 at log-probability 0) is not counted as a
+  choice."""
+  b, w, v = step_BxWxV.shape
+  size = w // groups
+  counts_BxV = jnp.zeros((b, v), jnp.float32)
+  tops, flats = [], []
+  for g in range(groups):
+    beams = slice(g * size, (g + 1) * size)
+    cand_BxC = (scores_BxW[:, beams, None] + step_BxWxV[:, beams]).reshape(b, size * v)
+    _, idx_BxK = jax.lax.top_k(cand_BxC - diversity * jnp.tile(counts_BxV, (1, size)), size)
+    tops.append(jnp.take_along_axis(cand_BxC, idx_BxK, axis=1))
+    flats.append(idx_BxK + g * size * v)
+    live_BxK = ~jnp.take_along_axis(done_BxW[:, beams], idx_BxK // v, axis=1)
+    counts_BxV = counts_BxV + (jax.nn.one_hot(idx_BxK % v, v) * live_BxK[..., None]).sum(1)
+  return jnp.concatenate(tops, axis=1), jnp.concatenate(flats, axis=1)
 
 
 class BeamSearch:
-  """Beam search of width `beam` with length normalisation `alpha` (module docstring)."""
+  """Beam search of width `beam` with length normalisation `alpha`, diverse with `groups` > 1
+  (module docstring)."""
 
-  def __init__(self, model, max_new_tokens: int, beam: int, alpha: float = 1.0, end_id=None):
+  def __init__(self, model, max_new_tokens: int, beam: int, alpha: float = 1.0, end_id=None,
+               groups: int = 1, diversity: float = 0.0):
     if max_new_tokens < 1:
       raise DecodeError(f'max_new_tokens={max_new_tokens} is not allowed: at least 1')
     if beam < 1:
       raise DecodeError(f'beam={beam} is not allowed: at least 1')
     if alpha < 0:
       raise DecodeError(f'length_alpha={alpha} is not allowed: >= 0')
+    if groups < 1 or beam % groups:
+      raise DecodeError(f'beam_groups={groups} is not allowed: a divisor of beam={beam}')
+    if diversity < 0 or (diversity and groups == 1):
+      raise DecodeError(f'diversity={diversity} is not allowed: >= 0, and 0 unless '
+                        'beam_groups > 1')
     self.model, self.max_new, self.beam, self.alpha = model, max_new_tokens, beam, alpha
+    self.groups, self.diversity = groups, diversity
     self.end_id = -1 if end_id is None else int(end_id)
     self._run = jax.jit(self._search)
 
@@ -232,14 +269,15 @@ class BeamSearch:
   def _search(self, params, tokens_BxP, lengths_B):
     (b, p), w, n = tokens_BxP.shape, self.beam, self.max_new
     rows = b * w
-    # Each prompt's beams are rows [i·W, (i+1)·W); only the first is live at the start.
+    # Each prompt's beams are rows [i·W, (i+1)·W); only each group's first is live at the start.
     cache = kv_cache.init(self.model.cfg, rows, p + n)
     logits, cache = self.model.apply({'params': params}, jnp.repeat(tokens_BxP, w, axis=0),
                                      kv=cache)
     start = jnp.repeat(lengths_B, w)
     last_RxV = logits[jnp.arange(rows), start - 1]
     cache = cache.replace(index=start)
-    scores_BxW = jnp.where(jnp.arange(w) == 0, 0.0, -jnp.inf) * jnp.ones((b, 1))
+    size = w // self.groups
+    scores_BxW = jnp.where(jnp.arange(w) % size == 0, 0.0, -jnp.inf) * jnp.ones((b, 1))
     hist = (jnp.full((b, w, n), PAD, jnp.int32), jnp.zeros((b, w, n)))
     done_BxW, len_BxW = jnp.zeros((b, w), bool), jnp.zeros((b, w), jnp.int32)
 
@@ -250,7 +288,11 @@ class BeamSearch:
       # A finished beam has one continuation, token 0 at log-probability 0 (not recorded).
       stay_V = jnp.where(jnp.arange(v) == 0, 0.0, -jnp.inf)
       step_BxWxV = jnp.where(done_BxW[..., None], stay_V, logp_BxWxV)
-      top, flat = jax.lax.top_k((scores_BxW[..., None] + step_BxWxV).reshape(b, w * v), w)
+      if self.groups == 1:
+        top, flat = jax.lax.top_k((scores_BxW[..., None] + step_BxWxV).reshape(b, w * v), w)
+      else:
+        top, flat = diverse_top_k(scores_BxW, step_BxWxV, done_BxW, self.groups,
+                                  self.diversity)
       origin_BxW, tok_BxW = flat // v, (flat % v).astype(jnp.int32)
       gather = lambda x: jnp.take_along_axis(x, origin_BxW.reshape(b, w, *[1] * (x.ndim - 2)),
                                              axis=1)
@@ -274,4 +316,10 @@ class BeamSearch:
     normed_BxW = scores_BxW / jnp.maximum(len_BxW, 1).astype(jnp.float32) ** self.alpha
     best_B = jnp.argmax(normed_BxW, axis=1)
     pick = lambda x: x[jnp.arange(b), best_B]
-    return pick(tok_hist), pick(lp_hist), pick(len_BxW), pick(normed_BxW)
+    # Each group's best: beam index g·size + argmax within the group.
+    best_BxG = jnp.argmax(normed_BxW.reshape(b, self.groups, size), axis=2) + (
+        jnp.arange(self.groups) * size)
+    group = lambda x: jnp.take_along_axis(x, best_BxG.reshape(b, self.groups,
+                                                             *[1] * (x.ndim - 2)), axis=1)
+    return (pick(tok_hist), pick(lp_hist), pick(len_BxW), pick(normed_BxW), group(tok_hist),
+            group(len_BxW), group(normed_BxW))

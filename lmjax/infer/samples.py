@@ -50,9 +50,11 @@ def read_prompts(prompts=(), prompts_file=None) -> list[str]:
 
 def continue_prompts(run, tokenizer, prompts, max_new_tokens=256, sampler=None, beam=0,
                      length_alpha=1.0, stop_at_end=True, cache=True, seed=0, mbr=0,
-                     mbr_utility='chrf', draft=None, draft_k=4) -> list[dict]:
+                     mbr_utility='chrf', draft=None, draft_k=4, beam_groups=1,
+                     diversity=0.0) -> list[dict]:
   """Continues text prompts with a loaded run (lmjax.train.trained.Trained): each prompt is
-  tokenised after the separator that starts every document; beam > 0 runs beam search, else
+  tokenised after the separator that starts every document; beam > 0 runs beam search
+  (diverse with `beam_groups` > 1 and `diversity`: each group's best beside the best), else
   `sampler` (default: ancestral sampling at temperature 1); `mbr` > 0 samples that many
   continuations of each prompt and keeps the one of highest expected `mbr_utility` against the
   others (lmjax/infer/mbr.py); `draft` (another loaded run of the same tokenizer) drafts
@@ -70,7 +72,15 @@ def continue_prompts(run, tokenizer, prompts, max_new_tokens=256, sampler=None, 
   end = tokenizer.sep_id if stop_at_end else None
   extra = [{} for _ in prompts]
   if beam:
-    result = BeamSearch(run.model, max_new_tokens, beam, length_alpha, end)(run.params, ids)
+    result = BeamSearch(run.model, max_new_tokens, beam, length_alpha, end, beam_groups,
+                        diversity)(run.params, ids)
+    if beam_groups > 1:
+      text = lambda t, n: tokenizer.decode(t[:n][t[:n] != tokenizer.sep_id])
+      extra = [{'beam_groups': beam_groups, 'diversity': diversity,
+                'group_texts': [text(t, int(n)) for t, n in zip(result.group_tokens[i],
+                                                                 result.group_lengths[i])],
+                'group_scores': [round(float(x), 5) for x in result.group_scores[i]]}
+               for i in range(len(prompts))]
   elif draft is not None:
     result = Speculative(run.model, draft.model, max_new_tokens, draft_k, sampler, end)(
         run.params, draft.params, ids, seed=seed)
@@ -112,14 +122,15 @@ def _mbr(run, tokenizer, prompts, n, utility, **settings) -> list[dict]:
 def continue_run(workdir, prompts, *, step=None, params=None, max_new_tokens=256, sampler=None,
                  beam=0, length_alpha=1.0, stop_at_end=True, cache=True, seed=0, mbr=0,
                  mbr_utility='chrf', draft=None, draft_k=4, quantize=None,
-                 quantize_block=quantization.BLOCK, log=print):
+                 quantize_block=quantization.BLOCK, beam_groups=1, diversity=0.0, log=print):
   """(the loaded run, `continue_prompts`' rows) for the run in `workdir` at its newest
   checkpoint, `step`, or exported `params`; `draft`: a run directory to draft with;
   `quantize`: int8 | int4 | nf4 projection weights (lmjax/model/quantize.py)."""
   if step is not None and params:
     raise SampleInputError('--step and --params are exclusive: a checkpoint step or exported '
                            'params')
-  _check_settings(max_new_tokens, beam, length_alpha, sampler or Sampler())
+  _check_settings(max_new_tokens, beam, length_alpha, sampler or Sampler(), beam_groups,
+                  diversity)
   mbr_module.check(mbr, mbr_utility, beam)
   if draft and (beam or mbr):
     raise SampleInputError('--draft is exclusive with --beam and --mbr')
@@ -138,7 +149,7 @@ def continue_run(workdir, prompts, *, step=None, params=None, max_new_tokens=256
   drafting = _draft(draft, run, tokenizer) if draft else None
   return run, continue_prompts(run, tokenizer, list(prompts), max_new_tokens, sampler, beam,
                                length_alpha, stop_at_end, cache, seed, mbr, mbr_utility,
-                               drafting, draft_k)
+                               drafting, draft_k, beam_groups, diversity)
 
 
 def _identity(tokenizer) -> str:
@@ -170,11 +181,18 @@ def _draft(workdir, run, tokenizer):
   return draft
 
 
-def _check_settings(max_new_tokens, beam, length_alpha, sampler):
+def _check_settings(max_new_tokens, beam, length_alpha, sampler, beam_groups=1, diversity=0.0):
   if max_new_tokens < 1:
     raise DecodeError(f'--max_new_tokens={max_new_tokens} is not allowed: at least 1')
   if beam < 0 or length_alpha < 0:
     raise DecodeError(f'--beam={beam} and --length_alpha={length_alpha} must be >= 0')
+  if (beam_groups != 1 or diversity) and not beam:
+    raise DecodeError('--beam_groups and --diversity are diverse beam search\'s: give --beam=W')
+  if beam and (beam_groups < 1 or beam % beam_groups):
+    raise DecodeError(f'--beam_groups={beam_groups} is not allowed: a divisor of --beam={beam}')
+  if diversity < 0 or (diversity and beam_groups == 1):
+    raise DecodeError(f'--diversity={diversity} is not allowed: >= 0, and 0 unless '
+                      '--beam_groups > 1')
   sampler.check(prefix='--')
 
 
