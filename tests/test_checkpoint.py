@@ -129,23 +129,23 @@ def test_sigterm_saves_and_exits_with_the_preemption_code(tmp_path):
 
 
 def test_sigkill_during_an_async_save_restores_the_previous_checkpoint(tmp_path):
-  flags = ['--config.checkpoint.every_steps=10', '--config.model.d_model=256',
+  flags = ['--config.checkpoint.every_steps=5', '--config.model.d_model=256',
            '--config.model.n_layers=4', '--config.train.steps=200']
   proc = _start(tmp_path, *flags)
   ckpts = tmp_path / 'checkpoints'
 
   def writing_second():
-    if not _complete(tmp_path, 10) or not ckpts.exists():
+    if not _complete(tmp_path, 5) or not ckpts.exists():
       return False
-    return any(name.startswith('20') and not name.isdigit() for name in os.listdir(ckpts)) or (
-        (ckpts / '20').exists() and not _complete(tmp_path, 20))
+    return any(name.startswith('10') and not name.isdigit() for name in os.listdir(ckpts)) or (
+        (ckpts / '10').exists() and not _complete(tmp_path, 10))
   _wait_for(writing_second)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert not _complete(tmp_path, 20)
-  out = _run(tmp_path, *flags, '--config.train.steps=12')  # a resume; two steps show it trains
+  assert not _complete(tmp_path, 10)
+  out = _run(tmp_path, *flags, '--config.train.steps=12')  # a resume (12: warmup is 10 steps)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert 'resumed from the checkpoint at step 10' in out.stdout
+  assert 'resumed from the checkpoint at step 5' in out.stdout
 
 
 def test_damaged_latest_checkpoint_falls_back_and_metrics_are_cut(straight, tmp_path):

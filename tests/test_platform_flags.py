@@ -49,7 +49,9 @@ def test_launch_train_applies_gpu_flags_xla_accepts_and_keeps_the_users(tmp_path
   parses all of it (an unknown flag is fatal) and the run trains; the user's flag keeps its
   value; with --xla_defaults=none nothing is added."""
   user = '--xla_gpu_all_gather_combine_threshold_bytes=1234'
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=user)
+  # The user's XLA_FLAGS also keep the suite's LLVM optimisations off (tests/xla.py).
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f'{user} --xla_backend_optimization_level=0')
   base = [sys.executable, '-m', 'launch.train', '--config=experiments/configs/tiny.py',
           '--config.train.steps=2', '--config.optim.warmup_steps=1']
   out = subprocess.run([*base, f'--workdir={tmp_path}/gpu', '--xla_defaults=gpu'], cwd=ROOT,

@@ -199,10 +199,13 @@ def test_bad_quantisation_options_are_one_line_and_exit_2(run_dir, tmp_path):
   before = sorted(os.listdir(os.path.join(workdir, 'eval'))) if os.path.isdir(
       os.path.join(workdir, 'eval')) else []
   _one_line(launch('launch.eval', '--quantize=int3'), '--quantize=int3: one of int8, int4, nf4')
-  _one_line(launch('launch.sample', '--prompt=x', '--quantize=fp8'), '--quantize=fp8')
-  _one_line(launch('launch.eval', '--quantize=int4', '--quantize_block=0'), '--quantize_block=0')
   _one_line(launch('launch.convert', f'--to_hf={tmp_path / "hf"}', '--quantize=int8'),
             '--quantize=int8: quantised models are not exported')
+  # The same check behind launch.sample and the block size (LmjaxError: one line, exit 2).
+  with pytest.raises(quantize.QuantizeError, match=r'^--quantize=fp8: one of int8, int4, nf4$'):
+    continue_run(workdir, ['x'], quantize='fp8')
+  with pytest.raises(quantize.QuantizeError, match='^--quantize_block=0: a positive number'):
+    evaluate_run(workdir, quantize='int4', quantize_block=0)
   assert not (tmp_path / 'hf').exists()
   after = sorted(os.listdir(os.path.join(workdir, 'eval'))) if os.path.isdir(
       os.path.join(workdir, 'eval')) else []
