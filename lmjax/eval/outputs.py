@@ -69,8 +69,8 @@ def evaluate_run(workdir, *, step=None, params=None, split=None, documents=0, ro
     else:
       tokenizer, store = loader.load_split(config, split)
       per_token.split_rows(store, config.data.seq_len, documents)  # too small: EvalError
-      batches = per_token.batches_of_split(store, config.data.seq_len, config.data.batch_size,
-                                           documents)
+      batches = _Batches(lambda: per_token.batches_of_split(
+          store, config.data.seq_len, config.data.batch_size, documents))
   except datasets.DataError as e:
     raise EvalInputError(str(e).replace('(config.data.train_split / eval_split)',
                                         f'(--split={split})')) from None
@@ -90,13 +90,23 @@ def evaluate_run(workdir, *, step=None, params=None, split=None, documents=0, ro
   return evaluate_and_write(run, tokenizer, store, batches, name, page_documents, other, log)
 
 
+class _Batches:
+  """A split's batches, read from its store again on each pass (a quantised evaluation makes
+  two) rather than held in memory."""
+
+  def __init__(self, make):
+    self.make = make
+
+  def __iter__(self):
+    return iter(self.make())
+
+
 def _evaluate_quantized(run, tokenizer, store, batches, name, scheme, block, page_documents,
                         other, log):
   """The float model's headline numbers, then the quantised model's whole report with them
   beside its own and the weights' bytes of both."""
-  batches = list(batches)
   t0 = time.time()
-  log(f'float model: {len(batches)} batches')
+  log('the float model first')
   floats, _ = evaluate(run, tokenizer, store, batches)
   quantized = trained.quantized(run, scheme, block)
   size = quantization.weight_bytes(quantized.params)
